@@ -1,0 +1,21 @@
+//! The CNI spec and the plumbing every plugin of the suite shares.
+//!
+//! - [`spec`]: versions, network configuration, results (every version 0.1.0 ..= 1.1.0)
+//!   and their conversion, error objects.
+//! - [`skel`]: the plugin skeleton: `CNI_*` environment + stdin -> [`skel::Plugin`] -> stdout.
+//! - [`delegate`]: running another plugin (IPAM) found in `CNI_PATH`.
+//! - [`netns`], [`netlink`], [`sysctl`], [`masq`]: the kernel side.
+
+pub mod delegate;
+pub mod logging;
+pub mod macspoof;
+pub mod masq;
+pub mod netlink;
+pub mod netns;
+pub mod skel;
+pub mod spec;
+pub mod sysctl;
+
+pub use spec::error::{CniError, ErrorCode};
+pub use spec::result::CniResult;
+pub use spec::version::Version;

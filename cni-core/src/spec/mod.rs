@@ -1,0 +1,8 @@
+//! Types of the CNI specification.
+
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod names;
+pub mod result;
+pub mod version;
