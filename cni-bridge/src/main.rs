@@ -1,3 +1,12 @@
+//! `cni-bridge`: the CNI binary.
+
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    cni_core::skel::run(
+        &cni_bridge::BridgePlugin,
+        concat!(
+            "cni-bridge ",
+            env!("CARGO_PKG_VERSION"),
+            ": pods on a Linux bridge through veth pairs"
+        ),
+    )
 }

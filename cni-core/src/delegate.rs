@@ -1,7 +1,10 @@
 //! Running another plugin (typically IPAM) found in `CNI_PATH`, with the same
 //! configuration on stdin and the same environment but for `CNI_COMMAND`.
 
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use crate::skel::{Command, Env};
 use crate::spec::error::CniError;
@@ -11,25 +14,294 @@ use crate::spec::version::Version;
 /// Finds `plugin` in `path`. Not found is `InvalidConfig` (7) naming the plugin and the
 /// directories searched.
 pub fn find(plugin: &str, path: &[PathBuf]) -> Result<PathBuf, CniError> {
-    let _ = (plugin, path);
-    todo!()
+    if plugin.is_empty() {
+        return Err(CniError::invalid_config("no plugin name provided"));
+    }
+    // A name, never a path: the configuration must not pick an arbitrary binary.
+    if plugin.contains('/') || plugin == "." || plugin == ".." {
+        return Err(CniError::invalid_config(format!(
+            "invalid plugin name \"{plugin}\""
+        )));
+    }
+    for dir in path {
+        let candidate = dir.join(plugin);
+        if let Ok(md) = std::fs::metadata(&candidate) {
+            if md.is_file() && md.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    let dirs: Vec<String> = path.iter().map(|d| d.display().to_string()).collect();
+    Err(CniError::invalid_config(format!(
+        "failed to find plugin \"{plugin}\" in path [{}]",
+        dirs.join(", ")
+    )))
 }
 
 /// Executes `binary` for `command`. On failure the delegate's own CNI error (parsed from
 /// its stdout) is returned unchanged.
 pub fn exec(binary: &Path, command: Command, stdin: &[u8], env: &Env) -> Result<Vec<u8>, CniError> {
-    let _ = (binary, command, stdin, env);
-    todo!()
+    let mut cmd = std::process::Command::new(binary);
+    cmd.env("CNI_COMMAND", command.as_str());
+    let vars = [
+        (
+            "CNI_CONTAINERID",
+            env.container_id.as_ref().map(|c| c.as_str().to_string()),
+        ),
+        (
+            "CNI_NETNS",
+            env.netns.as_ref().map(|n| n.display().to_string()),
+        ),
+        (
+            "CNI_IFNAME",
+            env.ifname.as_ref().map(|i| i.as_str().to_string()),
+        ),
+        (
+            "CNI_ARGS",
+            Some(env.args.to_env_string()).filter(|a| !a.is_empty()),
+        ),
+        (
+            "CNI_PATH",
+            Some(
+                env.path
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            )
+            .filter(|p| !p.is_empty()),
+        ),
+    ];
+    for (k, v) in vars {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+
+    let name = binary.display();
+    let mut child = spawn(&mut cmd)
+        .map_err(|e| CniError::io(format!("failed to execute plugin {name}: {e}")))?;
+    // Feed stdin from another thread: a delegate that writes before reading must not
+    // deadlock against us.
+    let writer = child.stdin.take().map(|mut pipe| {
+        let data = stdin.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let output = child
+        .wait_with_output()
+        .map_err(|e| CniError::io(format!("failed to wait for plugin {name}: {e}")))?;
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    // The delegate's logs belong to ours.
+    if !output.stderr.is_empty() {
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    if output.status.success() {
+        return Ok(output.stdout);
+    }
+    if let Ok(err) = serde_json::from_slice::<CniError>(&output.stdout) {
+        return Err(err);
+    }
+    Err(
+        CniError::internal(format!("plugin {name} failed ({})", output.status)).with_details(
+            format!(
+                "stdout: {}; stderr: {}",
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        ),
+    )
+}
+
+/// Spawns, retrying on ETXTBSY: a binary just written may still be open for writing in
+/// a child forked concurrently by another thread (libcni retries for the same reason).
+fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let mut attempt = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// ADD through `plugin`; its result is parsed in the shape of `version`.
 pub fn add(plugin: &str, stdin: &[u8], env: &Env, version: Version) -> Result<CniResult, CniError> {
-    let _ = (plugin, stdin, env, version);
-    todo!()
+    let binary = find(plugin, &env.path)?;
+    let out = exec(&binary, Command::Add, stdin, env)?;
+    let value: serde_json::Value = serde_json::from_slice(&out)
+        .map_err(|e| CniError::decode(format!("invalid result from plugin {plugin}: {e}")))?;
+    CniResult::from_json(&value, version)
+        .map_err(|e| e.context(format!("result of plugin {plugin}")))
 }
 
 /// DEL, CHECK, GC, STATUS through `plugin`.
 pub fn run(plugin: &str, command: Command, stdin: &[u8], env: &Env) -> Result<(), CniError> {
-    let _ = (plugin, command, stdin, env);
-    todo!()
+    let binary = find(plugin, &env.path)?;
+    exec(&binary, command, stdin, env).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::skel::CniArgs;
+    use crate::spec::names::{ContainerId, IfName};
+    use std::fs;
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn env(path: Vec<PathBuf>) -> Env {
+        Env {
+            command: Command::Add,
+            container_id: Some(ContainerId::parse("ctr1").unwrap()),
+            netns: Some(PathBuf::from("/var/run/netns/test")),
+            ifname: Some(IfName::parse("eth0").unwrap()),
+            args: CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAME=p").unwrap(),
+            path,
+        }
+    }
+
+    #[test]
+    fn find_searches_path_in_order_and_skips_non_executables() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        fs::write(a.path().join("ipam"), "not executable").unwrap();
+        fs::create_dir(a.path().join("dir-plugin")).unwrap();
+        let exe = script(b.path(), "ipam", "exit 0");
+        let path = vec![a.path().to_path_buf(), b.path().to_path_buf()];
+        assert_eq!(find("ipam", &path).unwrap(), exe);
+
+        let e = find("dir-plugin", &path).unwrap_err();
+        assert_eq!(e.code, 7);
+        let e = find("missing", &path).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("missing"));
+        assert!(e.msg.contains(&a.path().display().to_string()));
+        assert!(e.msg.contains(&b.path().display().to_string()));
+        assert_eq!(find("", &path).unwrap_err().code, 7);
+        assert_eq!(find("../ipam", &path).unwrap_err().code, 7);
+        assert_eq!(find("ipam", &[]).unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn add_passes_env_and_stdin_and_parses_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        script(
+            dir.path(),
+            "fake-ipam",
+            &format!(
+                "{{ echo \"$CNI_COMMAND|$CNI_CONTAINERID|$CNI_NETNS|$CNI_IFNAME|$CNI_ARGS|$CNI_PATH|$KEEP_ME\"; cat; }} > {}\n\
+                 echo '{{\"cniVersion\":\"0.3.1\",\"ips\":[{{\"version\":\"4\",\"address\":\"10.9.0.2/24\",\"gateway\":\"10.9.0.1\"}}],\"dns\":{{}}}}'",
+                seen.display()
+            ),
+        );
+        std::env::set_var("KEEP_ME", "kept");
+        let mut e = env(vec![dir.path().to_path_buf()]);
+        e.command = Command::Del; // the delegate's command is the one asked for, not ours
+        let conf = br#"{"cniVersion":"0.3.1","name":"n","type":"fake-ipam"}"#;
+        let r = add("fake-ipam", conf, &e, Version::V0_3_1).unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.9.0.2/24");
+        assert_eq!(r.ips[0].gateway.unwrap().to_string(), "10.9.0.1");
+        let seen = fs::read_to_string(&seen).unwrap();
+        let (line, rest) = seen.split_once('\n').unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "ADD|ctr1|/var/run/netns/test|eth0|IgnoreUnknown=1;K8S_POD_NAME=p|{}|kept",
+                dir.path().display()
+            )
+        );
+        assert_eq!(rest.as_bytes(), conf);
+    }
+
+    #[test]
+    fn run_returns_delegate_error_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        script(
+            dir.path(),
+            "failing",
+            r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"busy","details":"try later"}'; exit 1"#,
+        );
+        let mut e = env(vec![dir.path().to_path_buf()]);
+        e.netns = None;
+        let err = run("failing", Command::Del, b"{}", &e).unwrap_err();
+        assert_eq!(err, CniError::try_again("busy").with_details("try later"));
+    }
+
+    #[test]
+    fn unparseable_failure_is_internal_with_output() {
+        let dir = tempfile::tempdir().unwrap();
+        script(
+            dir.path(),
+            "crashing",
+            "echo garbage; echo 'boom on stderr' >&2; exit 3",
+        );
+        let err = run(
+            "crashing",
+            Command::Check,
+            b"{}",
+            &env(vec![dir.path().to_path_buf()]),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 999);
+        assert!(err.msg.contains("crashing"));
+        assert!(err.details.contains("garbage"));
+        assert!(err.details.contains("boom on stderr"));
+    }
+
+    #[test]
+    fn add_with_bad_output_is_decode_error() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "bad-json", "echo '{not json'");
+        script(
+            dir.path(),
+            "bad-result",
+            r#"echo '{"cniVersion":"1.0.0","ips":[{"address":"nope"}]}'"#,
+        );
+        let e = env(vec![dir.path().to_path_buf()]);
+        assert_eq!(
+            add("bad-json", b"{}", &e, Version::V1_0_0)
+                .unwrap_err()
+                .code,
+            6
+        );
+        let err = add("bad-result", b"{}", &e, Version::V1_0_0).unwrap_err();
+        assert_eq!(err.code, 6);
+        assert!(err.msg.contains("ips[0].address"), "{}", err.msg);
+    }
+
+    #[test]
+    fn run_succeeds_and_large_stdin_does_not_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        // Writes a lot before reading anything.
+        script(
+            dir.path(),
+            "chatty",
+            "head -c 200000 /dev/zero; cat >/dev/null; exit 0",
+        );
+        let big = vec![b' '; 300_000];
+        run(
+            "chatty",
+            Command::Gc,
+            &big,
+            &env(vec![dir.path().to_path_buf()]),
+        )
+        .unwrap();
+    }
 }

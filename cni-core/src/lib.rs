@@ -12,6 +12,7 @@ pub mod macspoof;
 pub mod masq;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod skel;
 pub mod spec;
 pub mod sysctl;

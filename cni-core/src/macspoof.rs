@@ -1,26 +1,127 @@
 //! MAC spoof check (bridge `macspoofchk`): frames entering the bridge from a pod's host
 //! veth must carry the pod's MAC as source. nftables `bridge` family, over netlink,
 //! tagged per (network, attachment) like [`crate::masq`].
+//!
+//! Table `bridge cni_macspoof`, filter chain `prerouting` (hook prerouting), one rule per
+//! attachment: `iifname <host veth> ether saddr != <mac> drop`, commented
+//! `cni-macspoof net=<hash> att=<hash> dev=<veth> mac=<mac>`.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+
+use nftnl::expr::InterfaceName;
+use nftnl::{nft_expr, ChainType, Hook, ProtoFamily};
 
 use crate::netlink::MacAddr;
+use crate::nft::{self, NftChain, Tag};
 use crate::spec::config::Attachment;
 use crate::spec::error::CniError;
 use crate::spec::names::NetworkName;
 
+const KIND: &str = "cni-macspoof";
+
+const CHAIN: NftChain = NftChain {
+    family: ProtoFamily::Bridge,
+    table: c"cni_macspoof",
+    chain: c"prerouting",
+    chain_type: ChainType::Filter,
+    hook: Hook::PreRouting,
+    // Early (the `bridge` dstnat priority): spoofed frames die before other filtering.
+    priority: -300,
+};
+
 /// Drops frames from `host_veth` whose source MAC is not `mac`. Idempotent.
-pub fn add(network: &NetworkName, att: &Attachment, host_veth: &str, mac: MacAddr) -> Result<(), CniError> {
-    let _ = (network, att, host_veth, mac);
-    todo!()
+pub fn add(
+    network: &NetworkName,
+    att: &Attachment,
+    host_veth: &str,
+    mac: MacAddr,
+) -> Result<(), CniError> {
+    let tag = Tag::new(network, att);
+    let comment = tag.comment(KIND, &format!("dev={host_veth} mac={mac}"));
+    let what = || format!("mac spoof check for {host_veth} ({mac}) in network {network}");
+    let dev = CString::new(host_veth).map_err(|_| {
+        CniError::invalid_config(format!("{}: interface name contains NUL", what()))
+    })?;
+    let rules = nft::list_rules(&CHAIN)?;
+    if rules
+        .iter()
+        .any(|r| r.comment.as_deref() == Some(comment.as_str()))
+    {
+        return Ok(());
+    }
+    // Same attachment with another veth or MAC (a re-ADD): the new rule replaces it.
+    if rules.iter().any(|r| is_ours(r, |t| t == tag)) {
+        nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag)).map_err(|e| e.context(what()))?;
+    }
+    nft::add_rule(&CHAIN, &comment, |rule| {
+        rule.add_expr(&nft_expr!(meta iifname));
+        rule.add_expr(&nft_expr!(cmp == InterfaceName::Exact(dev)));
+        rule.add_expr(&nft_expr!(payload ethernet saddr));
+        rule.add_expr(&nft_expr!(cmp != &mac.0[..]));
+        rule.add_expr(&nft_expr!(verdict drop));
+    })
+    .map_err(|e| e.context(what()))
+}
+
+fn is_ours(r: &nft::ListedRule, pred: impl Fn(Tag) -> bool) -> bool {
+    r.comment
+        .as_deref()
+        .and_then(|c| Tag::parse(KIND, c))
+        .is_some_and(|(t, _)| pred(t))
 }
 
 /// Removes the rules of (`network`, `att`). Nothing to remove is not an error.
 pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
-    let _ = (network, att);
-    todo!()
+    let tag = Tag::new(network, att);
+    nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag))
+        .map(|_| ())
+        .map_err(|e| {
+            e.context(format!(
+                "removing mac spoof check of {} in network {network}",
+                att.container_id
+            ))
+        })
 }
 
 /// Removes the rules of `network` whose attachment is not in `keep`.
 pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), CniError> {
-    let _ = (network, keep);
-    todo!()
+    let net = nft::net_hash(network);
+    let keep: HashSet<u64> = keep.iter().map(|a| nft::att_hash(network, a)).collect();
+    nft::delete_rules(&CHAIN, |r| {
+        is_ours(r, |t| t.net == net && !keep.contains(&t.att))
+    })
+    .map(|_| ())
+    .map_err(|e| {
+        e.context(format!(
+            "garbage-collecting mac spoof checks of network {network}"
+        ))
+    })
+}
+
+/// The (host veth, MAC) pairs checked for (`network`, `att`), read back from the kernel.
+pub fn list(network: &NetworkName, att: &Attachment) -> Result<Vec<(String, MacAddr)>, CniError> {
+    let tag = Tag::new(network, att);
+    let mut out = Vec::new();
+    for r in nft::list_rules(&CHAIN)? {
+        let Some((t, detail)) = r.comment.as_deref().and_then(|c| Tag::parse(KIND, c)) else {
+            continue;
+        };
+        if t != tag {
+            continue;
+        }
+        let mut dev = None;
+        let mut mac = None;
+        for kv in detail.split(' ') {
+            if let Some(d) = kv.strip_prefix("dev=") {
+                dev = Some(d.to_string());
+            } else if let Some(m) = kv.strip_prefix("mac=") {
+                mac = m.parse::<MacAddr>().ok();
+            }
+        }
+        if let (Some(d), Some(m)) = (dev, mac) {
+            out.push((d, m));
+        }
+    }
+    Ok(out)
 }

@@ -4,35 +4,141 @@
 //! One table per address family (`ip cni_masq` / `ip6 cni_masq`) with a NAT
 //! postrouting chain; one rule per (network, attachment, address), tagged in the rule's
 //! user data so that DEL and GC find it without the pod's netns.
+//!
+//! The tag is the rule comment `cni-masq net=<hash> att=<hash> src=<pod ip/prefix>`
+//! (see [`crate::nft::Tag`]); [`list`] reads the addresses back from it.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
+use nftnl::{expr, nft_expr, ChainType, Hook, ProtoFamily, Rule};
 
+use crate::nft::{self, NftChain, Tag};
 use crate::spec::config::Attachment;
 use crate::spec::error::CniError;
 use crate::spec::names::NetworkName;
 
+const KIND: &str = "cni-masq";
+
+fn chain(v6: bool) -> NftChain {
+    NftChain {
+        family: if v6 {
+            ProtoFamily::Ipv6
+        } else {
+            ProtoFamily::Ipv4
+        },
+        table: c"cni_masq",
+        chain: c"postrouting",
+        chain_type: ChainType::Nat,
+        hook: Hook::PostRouting,
+        // NF_IP_PRI_NAT_SRC: where `srcnat` chains sit.
+        priority: 100,
+    }
+}
+
+const CHAINS: [bool; 2] = [false, true];
+
 /// Masquerades traffic from `pod.ip()` to destinations outside `pod` (the pod's subnet)
 /// and outside 224.0.0.0/4 (multicast). Idempotent.
 pub fn add(network: &NetworkName, att: &Attachment, pod: IpNetwork) -> Result<(), CniError> {
-    let _ = (network, att, pod);
-    todo!()
+    let ch = chain(pod.is_ipv6());
+    let comment = Tag::new(network, att).comment(KIND, &format!("src={pod}"));
+    if nft::list_rules(&ch)?
+        .iter()
+        .any(|r| r.comment.as_deref() == Some(comment.as_str()))
+    {
+        return Ok(());
+    }
+    nft::add_rule(&ch, &comment, |rule| build(rule, pod))
+        .map_err(|e| e.context(format!("masquerading {pod} of network {network}")))
+}
+
+/// `ip saddr == ip, ip daddr & mask != net, ip daddr & 240.0.0.0 != 224.0.0.0, masquerade`
+/// (IPv6: multicast is ff00::/8).
+fn build(rule: &mut Rule<'_>, pod: IpNetwork) {
+    match pod {
+        IpNetwork::V4(p) => {
+            rule.add_expr(&nft_expr!(payload ipv4 saddr));
+            rule.add_expr(&nft_expr!(cmp == p.ip()));
+            rule.add_expr(&nft_expr!(payload ipv4 daddr));
+            rule.add_expr(&nft_expr!(bitwise mask p.mask(), xor Ipv4Addr::UNSPECIFIED));
+            rule.add_expr(&nft_expr!(cmp != p.network()));
+            rule.add_expr(&nft_expr!(payload ipv4 daddr));
+            rule.add_expr(
+                &nft_expr!(bitwise mask Ipv4Addr::new(240, 0, 0, 0), xor Ipv4Addr::UNSPECIFIED),
+            );
+            rule.add_expr(&nft_expr!(cmp != Ipv4Addr::new(224, 0, 0, 0)));
+        }
+        IpNetwork::V6(p) => {
+            let mcast = Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0);
+            rule.add_expr(&nft_expr!(payload ipv6 saddr));
+            rule.add_expr(&nft_expr!(cmp == p.ip()));
+            rule.add_expr(&nft_expr!(payload ipv6 daddr));
+            rule.add_expr(&nft_expr!(bitwise mask p.mask(), xor Ipv6Addr::UNSPECIFIED));
+            rule.add_expr(&nft_expr!(cmp != p.network()));
+            rule.add_expr(&nft_expr!(payload ipv6 daddr));
+            rule.add_expr(&nft_expr!(bitwise mask mcast, xor Ipv6Addr::UNSPECIFIED));
+            rule.add_expr(&nft_expr!(cmp != mcast));
+        }
+    }
+    rule.add_expr(&expr::Masquerade);
 }
 
 /// Removes every rule of (`network`, `att`), whatever the address. Nothing to remove is
 /// not an error; nor is a missing table.
 pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
-    let _ = (network, att);
-    todo!()
+    let want = Tag::new(network, att);
+    for v6 in CHAINS {
+        nft::delete_rules(&chain(v6), |r| {
+            tag_of(r.comment.as_deref()).is_some_and(|(t, _)| t == want)
+        })
+        .map_err(|e| {
+            e.context(format!(
+                "removing masquerade of {} in network {network}",
+                att.container_id
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Removes the rules of `network` whose attachment is not in `keep`.
 pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), CniError> {
-    let _ = (network, keep);
-    todo!()
+    let net = nft::net_hash(network);
+    let keep: HashSet<u64> = keep.iter().map(|a| nft::att_hash(network, a)).collect();
+    for v6 in CHAINS {
+        nft::delete_rules(&chain(v6), |r| {
+            tag_of(r.comment.as_deref())
+                .is_some_and(|(t, _)| t.net == net && !keep.contains(&t.att))
+        })
+        .map_err(|e| {
+            e.context(format!(
+                "garbage-collecting masquerade rules of network {network}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The source addresses masqueraded for (`network`, `att`), for CHECK and tests.
 pub fn list(network: &NetworkName, att: &Attachment) -> Result<Vec<IpNetwork>, CniError> {
-    let _ = (network, att);
-    todo!()
+    let want = Tag::new(network, att);
+    let mut out = Vec::new();
+    for v6 in CHAINS {
+        for r in nft::list_rules(&chain(v6))? {
+            if let Some((t, src)) = tag_of(r.comment.as_deref()) {
+                if t == want && !out.contains(&src) {
+                    out.push(src);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn tag_of(comment: Option<&str>) -> Option<(Tag, IpNetwork)> {
+    let (tag, detail) = Tag::parse(KIND, comment?)?;
+    let src: IpNetwork = detail.strip_prefix("src=")?.parse().ok()?;
+    Some((tag, src))
 }

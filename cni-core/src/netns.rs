@@ -1,9 +1,17 @@
 //! Network namespaces: open one by path and run code inside it on the calling thread.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use nix::sched::{setns, CloneFlags};
+
 use crate::spec::error::CniError;
+
+/// `NSFS_MAGIC` from `linux/magic.h`: the file system of namespace files.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+/// `NS_GET_NSTYPE` ioctl (`_IO(0xb7, 0x3)`), Linux >= 4.11.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
 /// An open network namespace.
 #[derive(Debug)]
@@ -16,13 +24,37 @@ impl NetNs {
     /// Opens the netns at `path` (e.g. `/var/run/netns/x` or `/proc/<pid>/ns/net`).
     /// A missing path or a file that is not a network namespace is an error that names it.
     pub fn open(path: &Path) -> Result<NetNs, CniError> {
-        let _ = path;
-        todo!()
+        let file = File::open(path)
+            .map_err(|e| CniError::io(format!("opening netns {}: {e}", path.display())))?;
+        let fs = nix::sys::statfs::fstatfs(&file)
+            .map_err(|e| CniError::io(format!("statfs on netns {}: {e}", path.display())))?;
+        #[allow(clippy::unnecessary_cast)] // the magic's type differs between libcs
+        if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
+            return Err(CniError::invalid_config(format!(
+                "{} is not a network namespace (not on nsfs)",
+                path.display()
+            )));
+        }
+        // nsfs also holds mount, pid, ... namespaces: ask the kernel which kind this is.
+        // SAFETY: the ioctl takes no argument and the fd is valid for the call.
+        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if kind >= 0 && kind != libc::CLONE_NEWNET {
+            return Err(CniError::invalid_config(format!(
+                "{} is a namespace but not a network namespace",
+                path.display()
+            )));
+        }
+        Ok(NetNs {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The calling thread's current network namespace.
     pub fn current() -> Result<NetNs, CniError> {
-        todo!()
+        // thread-self, not self: setns() acts per thread, and the process's main thread
+        // may sit in another namespace than the caller.
+        NetNs::open(Path::new("/proc/thread-self/ns/net"))
     }
 
     pub fn path(&self) -> &Path {
@@ -36,7 +68,43 @@ impl NetNs {
     /// Enters this namespace on the calling thread, runs `f`, and returns to the
     /// namespace the thread was in. Sockets opened inside stay bound to this namespace.
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, CniError> {
-        let _ = f;
-        todo!()
+        // Open the way back before leaving: afterwards /proc/thread-self names the target.
+        let origin = NetNs::current()?;
+        setns(&self.file, CloneFlags::CLONE_NEWNET).map_err(|e| {
+            CniError::internal(format!("entering netns {}: {e}", self.path.display()))
+        })?;
+        // The guard returns even when `f` unwinds, so the thread never stays behind.
+        let guard = Restore {
+            origin: &origin,
+            restored: false,
+        };
+        let out = f();
+        guard.finish()?;
+        Ok(out)
+    }
+}
+
+struct Restore<'a> {
+    origin: &'a NetNs,
+    restored: bool,
+}
+
+impl Restore<'_> {
+    fn finish(mut self) -> Result<(), CniError> {
+        self.restored = true;
+        setns(&self.origin.file, CloneFlags::CLONE_NEWNET).map_err(|e| {
+            CniError::internal(format!(
+                "returning to netns {}: {e}",
+                self.origin.path.display()
+            ))
+        })
+    }
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if !self.restored {
+            let _ = setns(&self.origin.file, CloneFlags::CLONE_NEWNET);
+        }
     }
 }

@@ -2,9 +2,10 @@
 //! validates both for the command, dispatches to a [`Plugin`], and writes the result
 //! (or a CNI error object) on stdout. Nothing but the result ever goes to stdout.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::spec::config::{Attachment, NetConf};
 use crate::spec::error::CniError;
@@ -34,6 +35,20 @@ impl Command {
             Command::Version => "VERSION",
         }
     }
+
+    /// The command named by a `CNI_COMMAND` value, if it is one.
+    pub fn from_name(s: &str) -> Option<Command> {
+        [
+            Command::Add,
+            Command::Del,
+            Command::Check,
+            Command::Gc,
+            Command::Status,
+            Command::Version,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
 }
 
 /// `CNI_ARGS`: `K1=V1;K2=V2`, order kept.
@@ -43,11 +58,34 @@ pub struct CniArgs(pub Vec<(String, String)>);
 impl CniArgs {
     /// A malformed pair is `InvalidEnv` (4).
     pub fn parse(s: &str) -> Result<Self, CniError> {
-        let _ = s;
-        todo!()
+        let mut pairs = Vec::new();
+        // Empty segments (a trailing `;`) are skipped; a value may itself contain `=`.
+        for pair in s.split(';').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some((k, v)) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
+                _ => {
+                    return Err(CniError::invalid_env(format!(
+                        "invalid CNI_ARGS pair \"{pair}\": expected KEY=VALUE"
+                    )))
+                }
+            }
+        }
+        Ok(CniArgs(pairs))
+    }
+
+    /// Back to the `K1=V1;K2=V2` form (for a delegated plugin's environment).
+    pub fn to_env_string(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(";")
     }
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -69,8 +107,93 @@ impl Env {
     /// container id and ifname (netns may be absent); GC, STATUS and VERSION need none.
     /// Every problem is `InvalidEnv` (4) naming the variable.
     pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Env, CniError> {
-        let _ = var;
-        todo!()
+        // An empty variable counts as unset, as in the reference skeleton.
+        let get = |k: &str| var(k).filter(|v| !v.is_empty());
+        let command = match get("CNI_COMMAND") {
+            None => {
+                return Err(CniError::invalid_env(
+                    "required environment variable CNI_COMMAND is missing",
+                ))
+            }
+            Some(c) => Command::from_name(&c)
+                .ok_or_else(|| CniError::invalid_env(format!("unknown CNI_COMMAND \"{c}\"")))?,
+        };
+        let needs_target = matches!(command, Command::Add | Command::Check | Command::Del);
+        let needs_netns = matches!(command, Command::Add | Command::Check);
+
+        let mut missing = Vec::new();
+        if needs_target && get("CNI_CONTAINERID").is_none() {
+            missing.push("CNI_CONTAINERID");
+        }
+        if needs_netns && get("CNI_NETNS").is_none() {
+            missing.push("CNI_NETNS");
+        }
+        if needs_target && get("CNI_IFNAME").is_none() {
+            missing.push("CNI_IFNAME");
+        }
+        if !missing.is_empty() {
+            return Err(CniError::invalid_env(format!(
+                "required environment variables [{}] missing for {}",
+                missing.join(", "),
+                command.as_str()
+            )));
+        }
+
+        // Commands that do not need a variable ignore a bad value of it.
+        let container_id = match get("CNI_CONTAINERID") {
+            Some(v) if needs_target => Some(ContainerId::parse(&v)?),
+            Some(v) if command != Command::Version => ContainerId::parse(&v).ok(),
+            _ => None,
+        };
+        let ifname = match get("CNI_IFNAME") {
+            Some(v) if needs_target => Some(IfName::parse(&v)?),
+            Some(v) if command != Command::Version => IfName::parse(&v).ok(),
+            _ => None,
+        };
+        let netns = match command {
+            Command::Version => None,
+            _ => get("CNI_NETNS").map(PathBuf::from),
+        };
+        let args = match (command, get("CNI_ARGS")) {
+            (Command::Version, _) | (_, None) => CniArgs::default(),
+            (_, Some(a)) => CniArgs::parse(&a)?,
+        };
+        let path = get("CNI_PATH")
+            .map(|p| {
+                p.split(':')
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Env {
+            command,
+            container_id,
+            netns,
+            ifname,
+            args,
+            path,
+        })
+    }
+
+    /// The target of an ADD, DEL or CHECK (`InvalidEnv` if the variables are missing).
+    pub fn target(&self) -> Result<Target, CniError> {
+        let missing = |v: &str| {
+            CniError::invalid_env(format!("required environment variable {v} is missing"))
+        };
+        let container_id = self
+            .container_id
+            .clone()
+            .ok_or_else(|| missing("CNI_CONTAINERID"))?;
+        let ifname = self.ifname.clone().ok_or_else(|| missing("CNI_IFNAME"))?;
+        if matches!(self.command, Command::Add | Command::Check) && self.netns.is_none() {
+            return Err(missing("CNI_NETNS"));
+        }
+        Ok(Target {
+            container_id,
+            ifname,
+            netns: self.netns.clone(),
+        })
     }
 }
 
@@ -85,7 +208,10 @@ pub struct Target {
 
 impl Target {
     pub fn attachment(&self) -> Attachment {
-        Attachment { container_id: self.container_id.clone(), ifname: self.ifname.clone() }
+        Attachment {
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
     }
 }
 
@@ -117,8 +243,94 @@ pub trait Plugin {
 /// Runs `plugin` against the process environment, stdin and stdout.
 /// `about` is printed on stderr when `CNI_COMMAND` is unset (like the reference skel).
 pub fn run(plugin: &dyn Plugin, about: &str) -> ExitCode {
-    let _ = (plugin, about);
-    todo!()
+    if std::env::var_os("CNI_COMMAND").is_none_or(|c| c.is_empty()) {
+        // A human ran the binary: tell them what it is. A runtime still gets a proper
+        // error object, and stdin is not read (it may be a terminal).
+        eprintln!("{about}");
+        eprintln!(
+            "CNI protocol versions supported: {}",
+            Version::list(plugin.versions())
+        );
+        let err = CniError::invalid_env("required environment variable CNI_COMMAND is missing");
+        let mut stdout = std::io::stdout().lock();
+        write_json(&mut stdout, &err.to_json(Version::LATEST));
+        let _ = stdout.flush();
+        return ExitCode::FAILURE;
+    }
+    install_panic_hook();
+    let mut stdin = Vec::new();
+    let mut out = Vec::new();
+    let status = match std::io::stdin().read_to_end(&mut stdin) {
+        Err(e) => {
+            let err = CniError::io(format!("error reading from stdin: {e}"));
+            write_json(&mut out, &err.to_json(Version::LATEST));
+            1
+        }
+        Ok(_) => {
+            let var = |k: &str| std::env::var(k).ok();
+            // With panic=unwind (debug builds) the hook has already printed the error.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_with(plugin, &var, &stdin, &mut out)
+            }))
+            .unwrap_or(1)
+        }
+    };
+    // The answer is buffered so that a panic never leaves half a result on stdout.
+    let mut stdout = std::io::stdout().lock();
+    if stdout.write_all(&out).and_then(|_| stdout.flush()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::from(status)
+}
+
+/// The version error objects are written in: that of the configuration once it is known.
+static ERROR_VERSION: AtomicUsize = AtomicUsize::new(Version::ALL.len() - 1);
+
+fn set_error_version(v: Version) {
+    if let Some(i) = Version::ALL.iter().position(|x| *x == v) {
+        ERROR_VERSION.store(i, Ordering::Relaxed);
+    }
+}
+
+fn error_version() -> Version {
+    Version::ALL
+        .get(ERROR_VERSION.load(Ordering::Relaxed))
+        .copied()
+        .unwrap_or(Version::LATEST)
+}
+
+/// Release builds abort on panic, so the hook is the only place a panic can still be
+/// reported to the runtime as a CNI error rather than as empty output.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let err = CniError::internal(format!("internal error: {payload}{location}"));
+        eprintln!("{err}");
+        let mut stdout = std::io::stdout().lock();
+        write_json(&mut stdout, &err.to_json(error_version()));
+        let _ = stdout.flush();
+    }));
+}
+
+fn write_json(out: &mut dyn Write, v: &serde_json::Value) {
+    let _ = serde_json::to_writer(&mut *out, v);
+    let _ = out.write_all(b"\n");
+}
+
+/// The configuration's `cniVersion`, if it can be read at all (for error objects
+/// written before the configuration is validated).
+fn peek_version(stdin: &[u8]) -> Option<Version> {
+    let v: serde_json::Value = serde_json::from_slice(stdin).ok()?;
+    Version::parse(v.get("cniVersion")?.as_str()?).ok()
 }
 
 /// The testable core of [`run`]: returns the process exit status (0 on success).
@@ -128,6 +340,580 @@ pub fn run_with(
     stdin: &[u8],
     stdout: &mut dyn Write,
 ) -> u8 {
-    let _ = (plugin, var, stdin, stdout);
-    todo!()
+    let mut version = peek_version(stdin).unwrap_or(Version::LATEST);
+    set_error_version(version);
+    match dispatch(plugin, var, stdin, &mut version) {
+        Ok(None) => 0,
+        Ok(Some(answer)) => {
+            write_json(stdout, &answer);
+            0
+        }
+        Err(e) => {
+            tracing::error!(code = e.code, "{e}");
+            write_json(stdout, &e.to_json(version));
+            1
+        }
+    }
+}
+
+/// Validates and runs one command; returns what goes on stdout on success.
+fn dispatch(
+    plugin: &dyn Plugin,
+    var: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    version: &mut Version,
+) -> Result<Option<serde_json::Value>, CniError> {
+    let env = Env::from_vars(var)?;
+    if env.command == Command::Version {
+        // stdin may hold a configuration or nothing: VERSION does not depend on it.
+        let supported: Vec<&str> = plugin.versions().iter().map(|v| v.as_str()).collect();
+        return Ok(Some(serde_json::json!({
+            "cniVersion": Version::LATEST.as_str(),
+            "supportedVersions": supported,
+        })));
+    }
+
+    let conf = NetConf::parse(stdin)?;
+    *version = conf.cni_version;
+    set_error_version(conf.cni_version);
+    let log_file = conf
+        .raw_str("logFile")
+        .filter(|f| !f.is_empty())
+        .map(Path::new);
+    crate::logging::init(log_file, conf.raw_str("logLevel"));
+
+    if !plugin.versions().contains(&conf.cni_version) {
+        return Err(CniError::incompatible_version(format!(
+            "incompatible CNI versions: config is \"{}\", plugin supports [{}]",
+            conf.cni_version,
+            Version::list(plugin.versions())
+        )));
+    }
+    let cmd = env.command;
+    if cmd == Command::Check && !conf.cni_version.has_check() {
+        return Err(CniError::incompatible_version(format!(
+            "config version \"{}\" does not allow CHECK (needs 0.4.0 or later)",
+            conf.cni_version
+        )));
+    }
+    if matches!(cmd, Command::Gc | Command::Status) && !conf.cni_version.has_gc_status() {
+        return Err(CniError::incompatible_version(format!(
+            "config version \"{}\" does not allow {} (needs 1.1.0 or later)",
+            conf.cni_version,
+            cmd.as_str()
+        )));
+    }
+    if cmd == Command::Check && conf.prev_result.is_none() {
+        return Err(CniError::invalid_config(
+            "CHECK: required prevResult missing",
+        ));
+    }
+
+    let call = Call {
+        env,
+        conf,
+        stdin: stdin.to_vec(),
+    };
+    tracing::debug!(command = cmd.as_str(), network = %call.conf.name, "invoked");
+    match cmd {
+        Command::Add => {
+            let target = call.env.target()?;
+            let result = plugin.add(&call, &target)?;
+            Ok(Some(result.to_json(call.conf.cni_version)))
+        }
+        Command::Del => plugin.del(&call, &call.env.target()?).map(|_| None),
+        Command::Check => plugin.check(&call, &call.env.target()?).map(|_| None),
+        Command::Gc => plugin.gc(&call).map(|_| None),
+        Command::Status => plugin.status(&call).map(|_| None),
+        Command::Version => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::error::ErrorCode;
+    use crate::spec::result::IpConfig;
+    use serde_json::{json, Value};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// Records what it was called with; fails when the network is named "fail".
+    struct Dummy {
+        versions: &'static [Version],
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl Dummy {
+        fn new() -> Self {
+            Dummy {
+                versions: &Version::ALL,
+                calls: RefCell::new(Vec::new()),
+            }
+        }
+        fn record(&self, call: &Call, what: &str, target: Option<&Target>) -> Result<(), CniError> {
+            let t = target
+                .map(|t| format!(" {} {} {:?}", t.container_id, t.ifname, t.netns))
+                .unwrap_or_default();
+            self.calls.borrow_mut().push(format!("{what}{t}"));
+            if call.conf.name.as_str() == "fail" {
+                return Err(CniError::try_again("store busy").with_details("lock held"));
+            }
+            Ok(())
+        }
+    }
+
+    impl Plugin for Dummy {
+        fn add(&self, call: &Call, target: &Target) -> Result<CniResult, CniError> {
+            self.record(call, "add", Some(target))?;
+            Ok(CniResult {
+                ips: vec![IpConfig {
+                    address: "10.5.0.2/24".parse().unwrap(),
+                    gateway: Some("10.5.0.1".parse().unwrap()),
+                    interface: None,
+                }],
+                ..Default::default()
+            })
+        }
+        fn del(&self, call: &Call, target: &Target) -> Result<(), CniError> {
+            self.record(call, "del", Some(target))
+        }
+        fn check(&self, call: &Call, target: &Target) -> Result<(), CniError> {
+            assert!(call.conf.prev_result.is_some());
+            self.record(call, "check", Some(target))
+        }
+        fn gc(&self, call: &Call) -> Result<(), CniError> {
+            let n = call.conf.valid_attachments.as_ref().map_or(0, |a| a.len());
+            self.record(call, &format!("gc {n}"), None)
+        }
+        fn status(&self, call: &Call) -> Result<(), CniError> {
+            self.record(call, "status", None)
+        }
+        fn versions(&self) -> &'static [Version] {
+            self.versions
+        }
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| m.get(k).cloned()
+    }
+
+    fn target_env(cmd: &str) -> Vec<(&str, &str)> {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "ctr-1"),
+            ("CNI_NETNS", "/var/run/netns/p1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin::/usr/lib/cni"),
+        ]
+    }
+
+    /// Runs the skeleton; returns exit status and stdout (parsed when not empty).
+    fn invoke(plugin: &Dummy, env: &[(&str, &str)], stdin: &str) -> (u8, Option<Value>) {
+        let mut out = Vec::new();
+        let status = run_with(plugin, &vars(env), stdin.as_bytes(), &mut out);
+        let parsed = if out.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_slice(&out).unwrap())
+        };
+        (status, parsed)
+    }
+
+    fn conf(version: &str) -> String {
+        json!({"cniVersion": version, "name": "net1", "type": "dummy"}).to_string()
+    }
+
+    #[test]
+    fn cni_args() {
+        assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
+        let a = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAME=web-0;EMPTY=;X=a=b;").unwrap();
+        assert_eq!(a.get("K8S_POD_NAME"), Some("web-0"));
+        assert_eq!(a.get("EMPTY"), Some(""));
+        assert_eq!(a.get("X"), Some("a=b"));
+        assert_eq!(a.get("missing"), None);
+        assert_eq!(a.0.len(), 4);
+        assert_eq!(
+            a.to_env_string(),
+            "IgnoreUnknown=1;K8S_POD_NAME=web-0;EMPTY=;X=a=b"
+        );
+        for bad in ["foo", "=v", "a=b;c", "a=b;;=x"] {
+            let e = CniArgs::parse(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidEnv as u32, "{bad}");
+            assert!(e.msg.contains("CNI_ARGS"));
+        }
+    }
+
+    #[test]
+    fn env_requirements_per_command() {
+        let e = Env::from_vars(&vars(&target_env("ADD"))).unwrap();
+        assert_eq!(e.command, Command::Add);
+        assert_eq!(e.container_id.as_ref().unwrap().as_str(), "ctr-1");
+        assert_eq!(e.netns, Some(PathBuf::from("/var/run/netns/p1")));
+        assert_eq!(e.ifname.as_ref().unwrap().as_str(), "eth0");
+        assert_eq!(
+            e.path,
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
+        let t = e.target().unwrap();
+        assert_eq!(t.attachment().container_id.as_str(), "ctr-1");
+
+        for (cmd, drop, var) in [
+            ("ADD", "CNI_NETNS", "CNI_NETNS"),
+            ("CHECK", "CNI_NETNS", "CNI_NETNS"),
+            ("ADD", "CNI_CONTAINERID", "CNI_CONTAINERID"),
+            ("DEL", "CNI_IFNAME", "CNI_IFNAME"),
+            ("DEL", "CNI_CONTAINERID", "CNI_CONTAINERID"),
+        ] {
+            let env: Vec<_> = target_env(cmd)
+                .into_iter()
+                .filter(|(k, _)| *k != drop)
+                .collect();
+            let err = Env::from_vars(&vars(&env)).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidEnv as u32);
+            assert!(err.msg.contains(var), "{cmd}: {}", err.msg);
+        }
+        // An empty variable is a missing one.
+        let mut env = target_env("ADD");
+        env[2] = ("CNI_NETNS", "");
+        assert!(Env::from_vars(&vars(&env))
+            .unwrap_err()
+            .msg
+            .contains("CNI_NETNS"));
+
+        // DEL: netns optional, empty string = absent.
+        let e = Env::from_vars(&vars(
+            &env.iter()
+                .map(|&(k, v)| {
+                    if k == "CNI_COMMAND" {
+                        (k, "DEL")
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect::<Vec<_>>(),
+        ))
+        .unwrap();
+        assert_eq!(e.netns, None);
+        assert_eq!(e.target().unwrap().netns, None);
+
+        // GC, STATUS, VERSION need nothing, and ignore what they do not need.
+        for cmd in ["GC", "STATUS", "VERSION"] {
+            let e = Env::from_vars(&vars(&[("CNI_COMMAND", cmd)])).unwrap();
+            assert!(e.container_id.is_none() && e.ifname.is_none() && e.netns.is_none());
+            assert!(e.path.is_empty());
+            let e = Env::from_vars(&vars(&[("CNI_COMMAND", cmd), ("CNI_CONTAINERID", "-bad")]))
+                .unwrap();
+            assert!(e.container_id.is_none());
+        }
+        assert!(Env::from_vars(&vars(&[("CNI_COMMAND", "VERSION"), ("CNI_ARGS", "junk")])).is_ok());
+        assert_eq!(
+            Env::from_vars(&vars(&[("CNI_COMMAND", "GC"), ("CNI_ARGS", "junk")]))
+                .unwrap_err()
+                .code,
+            4
+        );
+
+        // Invalid values where required.
+        let mut env = target_env("ADD");
+        env[1] = ("CNI_CONTAINERID", "bad id");
+        assert!(Env::from_vars(&vars(&env))
+            .unwrap_err()
+            .msg
+            .contains("CNI_CONTAINERID"));
+        let mut env = target_env("ADD");
+        env[3] = ("CNI_IFNAME", "this-name-is-too-long");
+        assert!(Env::from_vars(&vars(&env))
+            .unwrap_err()
+            .msg
+            .contains("CNI_IFNAME"));
+        let mut env = target_env("ADD");
+        env.push(("CNI_ARGS", "nopair"));
+        assert_eq!(Env::from_vars(&vars(&env)).unwrap_err().code, 4);
+
+        // Unknown or missing command.
+        let e = Env::from_vars(&vars(&[("CNI_COMMAND", "ADDX")])).unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.msg.contains("ADDX"));
+        let e = Env::from_vars(&vars(&[])).unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.msg.contains("CNI_COMMAND"));
+    }
+
+    #[test]
+    fn version_command() {
+        let p = Dummy::new();
+        for stdin in ["", &conf("0.3.1"), "not json"] {
+            let (st, out) = invoke(&p, &[("CNI_COMMAND", "VERSION")], stdin);
+            assert_eq!(st, 0);
+            assert_eq!(
+                out.unwrap(),
+                json!({"cniVersion": "1.1.0",
+                       "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+            );
+        }
+        let p = Dummy {
+            versions: &[Version::V1_0_0, Version::V1_1_0],
+            ..Dummy::new()
+        };
+        let (_, out) = invoke(&p, &[("CNI_COMMAND", "VERSION")], "");
+        assert_eq!(out.unwrap()["supportedVersions"], json!(["1.0.0", "1.1.0"]));
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn add_writes_result_in_config_version() {
+        let p = Dummy::new();
+        let (st, out) = invoke(&p, &target_env("ADD"), &conf("1.0.0"));
+        assert_eq!(st, 0);
+        assert_eq!(
+            out.unwrap(),
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "10.5.0.2/24", "gateway": "10.5.0.1"}]})
+        );
+        assert_eq!(
+            p.calls.borrow()[0],
+            "add ctr-1 eth0 Some(\"/var/run/netns/p1\")"
+        );
+
+        let (st, out) = invoke(&p, &target_env("ADD"), &conf("0.2.0"));
+        assert_eq!(st, 0);
+        assert_eq!(
+            out.unwrap(),
+            json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.5.0.2/24", "gateway": "10.5.0.1"}})
+        );
+
+        let (_, out) = invoke(&p, &target_env("ADD"), &conf("0.3.1"));
+        assert_eq!(out.unwrap()["ips"][0]["version"], "4");
+    }
+
+    fn expect_error(out: Option<Value>, version: &str, code: u32) -> String {
+        let out = out.expect("an error object on stdout");
+        assert_eq!(out["cniVersion"], version, "{out}");
+        assert_eq!(out["code"], code, "{out}");
+        out["msg"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn config_errors() {
+        let p = Dummy::new();
+        let (st, out) = invoke(&p, &target_env("ADD"), "{not json");
+        assert_eq!(st, 1);
+        expect_error(out, "1.1.0", 6);
+        let (st, out) = invoke(
+            &p,
+            &target_env("ADD"),
+            r#"{"cniVersion":"0.4.0","type":"dummy"}"#,
+        );
+        assert_eq!(st, 1);
+        assert!(expect_error(out, "0.4.0", 7).contains("name"));
+        let (st, out) = invoke(&p, &target_env("DEL"), &conf("0.5.0"));
+        assert_eq!(st, 1);
+        expect_error(out, "1.1.0", 1);
+        let (_, out) = invoke(&p, &target_env("ADD"), &conf("banana"));
+        expect_error(out, "1.1.0", 7);
+        // Env errors are reported in the configuration's version.
+        let env: Vec<_> = target_env("ADD")
+            .into_iter()
+            .filter(|(k, _)| *k != "CNI_IFNAME")
+            .collect();
+        let (st, out) = invoke(&p, &env, &conf("0.4.0"));
+        assert_eq!(st, 1);
+        assert!(expect_error(out, "0.4.0", 4).contains("CNI_IFNAME"));
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn unsupported_versions() {
+        let p = Dummy {
+            versions: &[Version::V1_0_0, Version::V1_1_0],
+            ..Dummy::new()
+        };
+        let (st, out) = invoke(&p, &target_env("ADD"), &conf("0.4.0"));
+        assert_eq!(st, 1);
+        let msg = expect_error(out, "0.4.0", 1);
+        assert!(
+            msg.contains("0.4.0") && msg.contains("1.0.0, 1.1.0"),
+            "{msg}"
+        );
+
+        let p = Dummy::new();
+        let prev = json!({"cniVersion": "0.3.1", "name": "net1", "type": "dummy",
+                          "prevResult": {"ips": [{"version": "4", "address": "10.5.0.2/24"}]}});
+        let (st, out) = invoke(&p, &target_env("CHECK"), &prev.to_string());
+        assert_eq!(st, 1);
+        assert!(expect_error(out, "0.3.1", 1).contains("CHECK"));
+        for cmd in ["GC", "STATUS"] {
+            let (st, out) = invoke(&p, &[("CNI_COMMAND", cmd)], &conf("1.0.0"));
+            assert_eq!(st, 1);
+            assert!(expect_error(out, "1.0.0", 1).contains(cmd));
+        }
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn check_needs_prev_result() {
+        let p = Dummy::new();
+        let (st, out) = invoke(&p, &target_env("CHECK"), &conf("1.0.0"));
+        assert_eq!(st, 1);
+        assert!(expect_error(out, "1.0.0", 7).contains("prevResult"));
+        let prev = json!({"cniVersion": "0.4.0", "name": "net1", "type": "dummy",
+                          "prevResult": {"ips": [{"version": "4", "address": "10.5.0.2/24"}]}});
+        let (st, out) = invoke(&p, &target_env("CHECK"), &prev.to_string());
+        assert_eq!((st, out), (0, None));
+        assert_eq!(
+            p.calls.borrow().as_slice(),
+            ["check ctr-1 eth0 Some(\"/var/run/netns/p1\")"]
+        );
+    }
+
+    #[test]
+    fn del_gc_status_write_nothing() {
+        let p = Dummy::new();
+        let env: Vec<_> = target_env("DEL")
+            .into_iter()
+            .filter(|(k, _)| *k != "CNI_NETNS")
+            .collect();
+        assert_eq!(invoke(&p, &env, &conf("0.1.0")), (0, None));
+        let gc = json!({"cniVersion": "1.1.0", "name": "net1", "type": "dummy",
+                        "cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"},
+                                                       {"containerID": "b", "ifname": "eth0"}]});
+        assert_eq!(
+            invoke(&p, &[("CNI_COMMAND", "GC")], &gc.to_string()),
+            (0, None)
+        );
+        assert_eq!(
+            invoke(&p, &[("CNI_COMMAND", "STATUS")], &conf("1.1.0")),
+            (0, None)
+        );
+        assert_eq!(
+            p.calls.borrow().as_slice(),
+            ["del ctr-1 eth0 None", "gc 2", "status"]
+        );
+    }
+
+    #[test]
+    fn plugin_errors_are_written_as_is() {
+        let p = Dummy::new();
+        let c = json!({"cniVersion": "1.0.0", "name": "fail", "type": "dummy"}).to_string();
+        for cmd in ["ADD", "DEL"] {
+            let (st, out) = invoke(&p, &target_env(cmd), &c);
+            assert_eq!(st, 1);
+            assert_eq!(
+                out.unwrap(),
+                json!({"cniVersion": "1.0.0", "code": 11, "msg": "store busy", "details": "lock held"})
+            );
+        }
+    }
+
+    #[test]
+    fn peeked_version_for_early_errors() {
+        assert_eq!(
+            peek_version(conf("0.3.0").as_bytes()),
+            Some(Version::V0_3_0)
+        );
+        assert_eq!(peek_version(b"{}"), None);
+        assert_eq!(peek_version(b"junk"), None);
+        assert_eq!(Command::from_name("STATUS"), Some(Command::Status));
+        assert_eq!(Command::from_name("add"), None);
+    }
+
+    struct Panicker;
+    impl Plugin for Panicker {
+        fn add(&self, _: &Call, _: &Target) -> Result<CniResult, CniError> {
+            panic!("boom in add")
+        }
+        fn del(&self, _: &Call, _: &Target) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn check(&self, _: &Call, _: &Target) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn gc(&self, _: &Call) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn status(&self, _: &Call) -> Result<(), CniError> {
+            Ok(())
+        }
+    }
+
+    /// Not a test on its own: the body of the child process `run_reports_panics` starts.
+    #[test]
+    fn panic_child() {
+        if std::env::var_os("CNI_CORE_SKEL_CHILD").is_none() {
+            return;
+        }
+        let code = run(&Panicker, "panicker test plugin");
+        std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+    }
+
+    fn run_child(env: &[(&str, &str)], stdin: &str) -> (Option<i32>, String, String) {
+        use std::process::Stdio;
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "skel::tests::panic_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CNI_CORE_SKEL_CHILD", "1")
+        .env_remove("CNI_COMMAND")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn run_reports_panics_as_cni_errors() {
+        let (code, stdout, _) = run_child(&target_env("ADD"), &conf("0.4.0"));
+        assert_eq!(code, Some(1));
+        // The test harness prints its own text around the child's stdout.
+        let start = stdout.find("{\"cniVersion\"").expect(&stdout);
+        let line = stdout[start..].lines().next().unwrap();
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["cniVersion"], "0.4.0");
+        assert_eq!(v["code"], 999);
+        let msg = v["msg"].as_str().unwrap();
+        assert!(msg.starts_with("internal error: boom in add at "), "{msg}");
+        assert!(msg.contains("skel.rs"), "{msg}");
+        // Exactly one error object.
+        assert_eq!(stdout.matches("\"code\"").count(), 1, "{stdout}");
+    }
+
+    #[test]
+    fn run_without_command_prints_about() {
+        let (code, stdout, stderr) = run_child(&[], "");
+        assert_eq!(code, Some(1));
+        assert!(stderr.contains("panicker test plugin"), "{stderr}");
+        assert!(
+            stderr.contains("CNI protocol versions supported: 0.1.0"),
+            "{stderr}"
+        );
+        let start = stdout.find("{\"cniVersion\"").expect(&stdout);
+        let v: Value = serde_json::from_str(stdout[start..].lines().next().unwrap()).unwrap();
+        assert_eq!(v["code"], 4);
+        assert!(v["msg"].as_str().unwrap().contains("CNI_COMMAND"));
+        let (code, stdout, _) = run_child(&[("CNI_COMMAND", "VERSION")], "");
+        assert_eq!(code, Some(0));
+        assert!(stdout.contains("\"supportedVersions\""), "{stdout}");
+    }
 }

@@ -1,15 +1,84 @@
 //! sysctls through `/proc/sys`, in the calling thread's network namespace.
 
+use std::path::PathBuf;
+
 use crate::spec::error::CniError;
+
+/// Per-interface sysctl trees: `<prefix>.<ifname>.<leaf>`.
+const IFACE_PREFIXES: [&str; 4] = [
+    "net.ipv4.conf.",
+    "net.ipv6.conf.",
+    "net.ipv4.neigh.",
+    "net.ipv6.neigh.",
+];
+
+/// Maps a dotted key to its `/proc/sys` path. Interface names may contain dots, so under
+/// the per-interface trees only the first and the last dots are separators
+/// (`net.ipv4.conf.eth0.100.rp_filter` -> `net/ipv4/conf/eth0.100/rp_filter`). A key that
+/// already uses `/` is taken as a path as is.
+fn path_of(key: &str) -> Result<PathBuf, CniError> {
+    if key.is_empty() || key.contains("..") || key.starts_with(['.', '/']) {
+        return Err(CniError::invalid_config(format!(
+            "invalid sysctl key {key:?}"
+        )));
+    }
+    let rel = if key.contains('/') {
+        key.to_string()
+    } else if let Some(p) = IFACE_PREFIXES.iter().find(|p| key.starts_with(*p)) {
+        let rest = &key[p.len()..];
+        match rest.rsplit_once('.') {
+            Some((ifname, leaf)) => format!(
+                "{}/{ifname}/{leaf}",
+                p.trim_end_matches('.').replace('.', "/")
+            ),
+            None => key.replace('.', "/"),
+        }
+    } else {
+        key.replace('.', "/")
+    };
+    Ok(PathBuf::from("/proc/sys").join(rel))
+}
 
 /// Sets `key` (dotted, e.g. `net.ipv4.ip_forward`, or an interface key such as
 /// `net.ipv6.conf.eth0.accept_dad`) to `value`.
 pub fn set(key: &str, value: &str) -> Result<(), CniError> {
-    let _ = (key, value);
-    todo!()
+    let path = path_of(key)?;
+    std::fs::write(&path, value).map_err(|e| {
+        CniError::io(format!(
+            "setting sysctl {key} ({}) to {value:?}: {e}",
+            path.display()
+        ))
+    })
 }
 
+/// Reads `key`, without the trailing newline.
 pub fn get(key: &str) -> Result<String, CniError> {
-    let _ = key;
-    todo!()
+    let path = path_of(key)?;
+    let s = std::fs::read_to_string(&path)
+        .map_err(|e| CniError::io(format!("reading sysctl {key} ({}): {e}", path.display())))?;
+    Ok(s.trim_end_matches('\n').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_of;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            path_of("net.ipv4.ip_forward").unwrap().to_str(),
+            Some("/proc/sys/net/ipv4/ip_forward")
+        );
+        assert_eq!(
+            path_of("net.ipv4.conf.eth0.100.rp_filter")
+                .unwrap()
+                .to_str(),
+            Some("/proc/sys/net/ipv4/conf/eth0.100/rp_filter")
+        );
+        assert_eq!(
+            path_of("net.ipv6.conf.eth0.accept_dad").unwrap().to_str(),
+            Some("/proc/sys/net/ipv6/conf/eth0/accept_dad")
+        );
+        assert!(path_of("../etc/passwd").is_err());
+    }
 }

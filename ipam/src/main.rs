@@ -1,3 +1,9 @@
+//! `cni-ipam`: a host-local compatible CNI IPAM plugin.
+
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    cni_core::logging::init(None, None);
+    cni_core::skel::run(
+        &ipam::IpamPlugin,
+        "cni-ipam: host-local compatible IPAM with a crash-safe, O(1) allocation store",
+    )
 }

@@ -1,26 +1,105 @@
 //! Addresses.
 
-use ipnetwork::IpNetwork;
+use std::net::IpAddr;
 
-use super::Netlink;
+use futures::TryStreamExt;
+use ipnetwork::IpNetwork;
+use netlink_packet_route::address::{AddressAttribute, AddressScope};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::AddressMessageBuilder;
+
+use super::{errno, nl_err, Netlink};
 use crate::spec::error::CniError;
 
 impl Netlink {
     /// Adds `addr` to link `index`; already present is not an error.
     pub async fn add_address(&self, index: u32, addr: IpNetwork) -> Result<(), CniError> {
-        let _ = (index, addr);
-        todo!()
+        match self
+            .handle
+            .address()
+            .add(index, addr.ip(), addr.prefix())
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(nl_err(
+                format!("adding address {addr} to link {}", self.label(index).await),
+                &e,
+            )),
+        }
     }
 
     /// Removes `addr` from link `index`; already absent is not an error.
     pub async fn del_address(&self, index: u32, addr: IpNetwork) -> Result<(), CniError> {
-        let _ = (index, addr);
-        todo!()
+        let msg = match addr.ip() {
+            IpAddr::V4(ip) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+                .index(index)
+                .address(ip, addr.prefix())
+                .build(),
+            IpAddr::V6(ip) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+                .index(index)
+                .address(ip, addr.prefix())
+                .build(),
+        };
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            // Gone address, or gone link (which took its addresses with it).
+            Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL) | Some(libc::ENODEV)) => Ok(()),
+            Err(e) => Err(nl_err(
+                format!(
+                    "removing address {addr} from link {}",
+                    self.label(index).await
+                ),
+                &e,
+            )),
+        }
     }
 
     /// Addresses on link `index` (global and link scope, both families).
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNetwork>, CniError> {
-        let _ = index;
-        todo!()
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_err(format!("listing addresses of link #{index}"), &e))?;
+        let mut out = Vec::new();
+        for m in msgs {
+            // The dump filter is applied in user space by rtnetlink; check it anyway.
+            if m.header.index != index
+                || !matches!(m.header.scope, AddressScope::Universe | AddressScope::Link)
+            {
+                continue;
+            }
+            // For IPv4, IFA_LOCAL is the interface's address (IFA_ADDRESS is the peer on
+            // point-to-point links); IPv6 only has IFA_ADDRESS.
+            let mut local = None;
+            let mut address = None;
+            for a in &m.attributes {
+                match a {
+                    AddressAttribute::Local(ip) => local = Some(*ip),
+                    AddressAttribute::Address(ip) => address = Some(*ip),
+                    _ => {}
+                }
+            }
+            let ip = match m.header.family {
+                AddressFamily::Inet => local.or(address),
+                _ => address.or(local),
+            };
+            if let Some(ip) = ip {
+                let net = IpNetwork::new(ip, m.header.prefix_len).map_err(|e| {
+                    CniError::internal(format!(
+                        "address {ip}/{} on link #{index}: {e}",
+                        m.header.prefix_len
+                    ))
+                })?;
+                out.push(net);
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,6 +1,17 @@
 //! Links: lookup, bridge, veth, up/MTU/MAC/master/hairpin/promisc, delete.
 
-use super::{MacAddr, Netlink};
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{
+    BridgeVlanInfoFlags, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
+use rtnetlink::{
+    LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
+};
+
+use super::{describe, errno, nl_err, MacAddr, Netlink};
 use crate::netns::NetNs;
 use crate::spec::error::CniError;
 
@@ -20,6 +31,38 @@ pub struct Link {
     pub kind: Option<String>,
 }
 
+impl Link {
+    fn from_message(msg: &LinkMessage) -> Link {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            mac: None,
+            mtu: 0,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            promisc: msg.header.flags.contains(LinkFlags::Promisc),
+            master: None,
+            kind: None,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Address(a) => link.mac = MacAddr::try_from(a.as_slice()).ok(),
+                LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::Controller(m) if *m != 0 => link.master = Some(*m),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(k) = info {
+                            link.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
 /// A bridge to create or adopt.
 #[derive(Clone, Debug, Default)]
 pub struct BridgeSpec {
@@ -32,21 +75,109 @@ pub struct BridgeSpec {
 
 impl Netlink {
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, CniError> {
-        let _ = name;
-        todo!()
+        let req = self.handle.link().get().match_name(name.to_string());
+        self.get_one(req, || format!("looking up link {name}"))
+            .await
     }
 
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, CniError> {
-        let _ = index;
-        todo!()
+        let req = self.handle.link().get().match_index(index);
+        self.get_one(req, || format!("looking up link #{index}"))
+            .await
+    }
+
+    async fn get_one(
+        &self,
+        req: rtnetlink::LinkGetRequest,
+        what: impl Fn() -> String,
+    ) -> Result<Option<Link>, CniError> {
+        match req.execute().try_next().await {
+            Ok(Some(msg)) => Ok(Some(Link::from_message(&msg))),
+            Ok(None) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(nl_err(what(), &e)),
+        }
+    }
+
+    /// Every link in the namespace.
+    pub async fn links(&self) -> Result<Vec<Link>, CniError> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .map_ok(|m| Link::from_message(&m))
+            .try_collect()
+            .await
+            .map_err(|e| nl_err("listing links", &e))
     }
 
     /// Creates the bridge if missing (a concurrent creator winning the race is fine),
     /// refuses a same-named link of another kind, applies MTU/promisc/vlan filtering,
     /// and brings it up.
     pub async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<Link, CniError> {
-        let _ = spec;
-        todo!()
+        let name = spec.name.as_str();
+        let existing = match self.link_by_name(name).await? {
+            Some(l) => l,
+            None => {
+                // vlan_filtering is applied below, on the created or adopted bridge alike
+                // (and only when asked: kernels without it refuse the attribute).
+                let mut b = LinkBridge::new(name);
+                if let Some(mtu) = spec.mtu {
+                    b = b.mtu(mtu);
+                }
+                if let Some(mac) = spec.mac {
+                    b = b.address(mac.0.to_vec());
+                }
+                match self.handle.link().add(b.build()).execute().await {
+                    Ok(()) => {}
+                    // Another plugin instance created it between our lookup and add.
+                    Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(nl_err(format!("creating bridge {name}"), &e)),
+                }
+                self.link_by_name(name).await?.ok_or_else(|| {
+                    CniError::internal(format!("bridge {name} vanished right after creation"))
+                })?
+            }
+        };
+        if existing.kind.as_deref() != Some("bridge") {
+            return Err(CniError::invalid_config(format!(
+                "link {name} exists and is a {}, not a bridge",
+                existing.kind.as_deref().unwrap_or("device of unknown kind")
+            )));
+        }
+        let index = existing.index;
+        if let Some(mtu) = spec.mtu {
+            if existing.mtu != mtu {
+                self.set_mtu(index, mtu).await?;
+            }
+        }
+        if let Some(mac) = spec.mac {
+            if existing.mac != Some(mac) {
+                self.set_mac(index, mac).await?;
+            }
+        }
+        if spec.promisc && !existing.promisc {
+            self.set_promisc(index, true).await?;
+        }
+        if spec.vlan_filtering {
+            // Idempotent, and cheaper than reading IFLA_BR_VLAN_FILTERING back.
+            let msg = LinkMessageBuilder::<LinkBridge>::new_with_info_kind(InfoKind::Bridge)
+                .index(index)
+                .vlan_filtering(true)
+                .build();
+            self.handle
+                .link()
+                .set_port(msg)
+                .execute()
+                .await
+                .map_err(|e| nl_err(format!("enabling vlan_filtering on bridge {name}"), &e))?;
+        }
+        if !existing.up {
+            self.set_up(index).await?;
+        }
+        self.link_by_index(index).await?.ok_or_else(|| {
+            CniError::internal(format!("bridge {name} vanished while being configured"))
+        })
     }
 
     /// Creates a veth pair `host_name` <-> `peer_name` whose peer is born inside
@@ -60,50 +191,139 @@ impl Netlink {
         mtu: Option<u32>,
         peer_mac: Option<MacAddr>,
     ) -> Result<Link, CniError> {
-        let _ = (host_name, peer_name, peer_ns, mtu, peer_mac);
-        todo!()
+        // The peer's own link message carries IFLA_NET_NS_FD: the kernel creates it
+        // directly in `peer_ns`, so its name never has to be unique on the host.
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name.to_string())
+            .setns_by_fd(peer_ns.file().as_raw_fd());
+        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host_name.to_string());
+        if let Some(mtu) = mtu {
+            peer = peer.mtu(mtu);
+            host = host.mtu(mtu);
+        }
+        if let Some(mac) = peer_mac {
+            peer = peer.address(mac.0.to_vec());
+        }
+        let msg = host
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .build();
+        self.handle.link().add(msg).execute().await.map_err(|e| {
+            CniError::internal(format!(
+                "creating veth {host_name} (peer {peer_name} in {}): {}",
+                peer_ns.path().display(),
+                describe(&e)
+            ))
+        })?;
+        self.link_by_name(host_name).await?.ok_or_else(|| {
+            CniError::internal(format!("veth {host_name} vanished right after creation"))
+        })
     }
 
     /// Deletes a link; a link that is already gone is not an error.
     pub async fn delete_link(&self, index: u32) -> Result<(), CniError> {
-        let _ = index;
-        todo!()
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+            Err(e) => Err(nl_err(
+                format!("deleting link {}", self.label(index).await),
+                &e,
+            )),
+        }
+    }
+
+    /// `name (#index)` for error messages, or `#index` when the link cannot be read.
+    pub(crate) async fn label(&self, index: u32) -> String {
+        match self.link_by_index(index).await {
+            Ok(Some(l)) => format!("{} (#{index})", l.name),
+            _ => format!("#{index}"),
+        }
+    }
+
+    async fn set_link(
+        &self,
+        msg: LinkMessage,
+        index: u32,
+        what: impl FnOnce(&str) -> String,
+    ) -> Result<(), CniError> {
+        match self.handle.link().set(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(nl_err(what(&self.label(index).await), &e)),
+        }
     }
 
     pub async fn set_up(&self, index: u32) -> Result<(), CniError> {
-        let _ = index;
-        todo!()
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.set_link(msg, index, |l| format!("setting link {l} up"))
+            .await
+    }
+
+    /// Sets the link administratively down.
+    pub async fn set_down(&self, index: u32) -> Result<(), CniError> {
+        let msg = LinkUnspec::new_with_index(index).down().build();
+        self.set_link(msg, index, |l| format!("setting link {l} down"))
+            .await
     }
 
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), CniError> {
-        let _ = (index, mtu);
-        todo!()
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.set_link(msg, index, |l| format!("setting MTU {mtu} on link {l}"))
+            .await
     }
 
     pub async fn set_mac(&self, index: u32, mac: MacAddr) -> Result<(), CniError> {
-        let _ = (index, mac);
-        todo!()
+        let msg = LinkUnspec::new_with_index(index)
+            .address(mac.0.to_vec())
+            .build();
+        self.set_link(msg, index, |l| format!("setting MAC {mac} on link {l}"))
+            .await
     }
 
     pub async fn set_master(&self, index: u32, master: u32) -> Result<(), CniError> {
-        let _ = (index, master);
-        todo!()
+        let msg = LinkUnspec::new_with_index(index).controller(master).build();
+        self.set_link(msg, index, |l| format!("enslaving link {l} to #{master}"))
+            .await
     }
 
     pub async fn set_promisc(&self, index: u32, on: bool) -> Result<(), CniError> {
-        let _ = (index, on);
-        todo!()
+        let msg = LinkUnspec::new_with_index(index).promiscuous(on).build();
+        self.set_link(msg, index, |l| format!("setting promisc {on} on link {l}"))
+            .await
     }
 
     /// Bridge port hairpin mode (`IFLA_BRPORT_MODE`) on an enslaved port.
     pub async fn set_hairpin(&self, port_index: u32, on: bool) -> Result<(), CniError> {
-        let _ = (port_index, on);
-        todo!()
+        // IFLA_INFO_SLAVE_DATA carries IFLA_BRPORT_MODE, as `ip link set type bridge_slave`.
+        let msg = LinkBridgePort::new(port_index).hairpin(on).build();
+        match self.handle.link().set_port(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let l = self.label(port_index).await;
+                Err(nl_err(
+                    format!("setting hairpin {on} on bridge port {l}"),
+                    &e,
+                ))
+            }
+        }
     }
 
     /// Bridge port VLAN: `vid` as PVID and untagged on the port (bridge `vlan` option).
     pub async fn set_port_vlan(&self, port_index: u32, vid: u16) -> Result<(), CniError> {
-        let _ = (port_index, vid);
-        todo!()
+        if vid == 0 || vid >= 4095 {
+            return Err(CniError::invalid_config(format!(
+                "invalid VLAN id {vid}: want 1..=4094"
+            )));
+        }
+        // AF_BRIDGE RTM_SETLINK with IFLA_AF_SPEC/IFLA_BRIDGE_VLAN_INFO, as `bridge vlan add`.
+        let msg = LinkBridgeVlan::new(port_index)
+            .vlan(
+                vid,
+                BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
+            )
+            .build();
+        self.set_link(msg, port_index, |l| {
+            format!("setting VLAN {vid} (pvid untagged) on bridge port {l}")
+        })
+        .await
     }
 }

@@ -24,13 +24,23 @@ impl Netlink {
     /// Connects in the calling thread's namespace. Must run inside a tokio runtime
     /// (the connection task is spawned on it).
     pub fn connect() -> Result<Netlink, CniError> {
-        todo!()
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(CniError::internal(
+                "netlink connect: not inside a tokio runtime",
+            ));
+        }
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| CniError::internal(format!("opening a netlink socket: {e}")))?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
     }
 
     /// Connects inside `ns`: the socket stays bound to `ns` after the thread returns.
     pub fn connect_in(ns: &NetNs) -> Result<Netlink, CniError> {
-        let _ = ns;
-        todo!()
+        // A netlink socket belongs to the namespace it was created in, whatever thread
+        // later uses it: create it inside, use it from anywhere.
+        ns.run(Netlink::connect)?
+            .map_err(|e| e.context(format!("in netns {}", ns.path().display())))
     }
 
     pub fn handle(&self) -> &rtnetlink::Handle {
@@ -41,6 +51,56 @@ impl Netlink {
 /// Runs `fut` to completion on a fresh current-thread runtime (no thread pool: a plugin
 /// call lasts milliseconds).
 pub fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, CniError> {
-    let _ = fut;
-    todo!()
+    // tokio panics when a runtime is started from within one: say so instead.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(CniError::internal(
+            "netlink::block_on called from inside a tokio runtime: await the future instead",
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::internal(format!("starting the tokio runtime: {e}")))?;
+    Ok(rt.block_on(fut))
+}
+
+/// The errno of a netlink error reply (positive, e.g. `libc::EEXIST`), if it is one.
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+/// Renders a netlink error as `strerror` text when it carries an errno.
+pub(crate) fn describe(e: &rtnetlink::Error) -> String {
+    match errno(e) {
+        Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// `CniError::internal("<what>: <reason>")`.
+pub(crate) fn nl_err(what: impl std::fmt::Display, e: &rtnetlink::Error) -> CniError {
+    CniError::internal(format!("{what}: {}", describe(e)))
+}
+
+/// Sends one request and waits for its ACK (or error).
+pub(crate) async fn request_ack(
+    handle: &rtnetlink::Handle,
+    mut msg: netlink_packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+    flags: u16,
+) -> Result<(), rtnetlink::Error> {
+    use futures::StreamExt;
+    msg.header.flags = flags;
+    let mut handle = handle.clone();
+    let mut resp = handle.request(msg)?;
+    while let Some(m) = resp.next().await {
+        if let netlink_packet_core::NetlinkPayload::Error(err) = m.payload {
+            if err.code.is_some() {
+                return Err(rtnetlink::Error::NetlinkError(err));
+            }
+        }
+    }
+    Ok(())
 }

@@ -34,7 +34,11 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
-        CniError { code: code as u32, msg: msg.into(), details: String::new() }
+        CniError {
+            code: code as u32,
+            msg: msg.into(),
+            details: String::new(),
+        }
     }
     pub fn with_details(mut self, details: impl fmt::Display) -> Self {
         self.details = details.to_string();
@@ -61,6 +65,17 @@ impl CniError {
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, msg)
     }
+    /// The error object as a plugin prints it, `cniVersion` included.
+    pub fn to_json(&self, version: super::version::Version) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("cniVersion".into(), version.as_str().into());
+        m.insert("code".into(), self.code.into());
+        m.insert("msg".into(), self.msg.clone().into());
+        if !self.details.is_empty() {
+            m.insert("details".into(), self.details.clone().into());
+        }
+        serde_json::Value::Object(m)
+    }
     /// Prefixes the message with context, keeping code and details.
     pub fn context(mut self, ctx: impl fmt::Display) -> Self {
         self.msg = format!("{ctx}: {}", self.msg);
@@ -79,3 +94,24 @@ impl fmt::Display for CniError {
 }
 
 impl std::error::Error for CniError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::version::Version;
+
+    #[test]
+    fn error_object() {
+        let e = CniError::invalid_config("bad").context("ipam");
+        assert_eq!(e.code, 7);
+        assert_eq!(e.to_string(), "ipam: bad (code 7)");
+        assert_eq!(
+            e.to_json(Version::V0_4_0),
+            serde_json::json!({"cniVersion": "0.4.0", "code": 7, "msg": "ipam: bad"})
+        );
+        let e = CniError::internal("x").with_details("y");
+        assert_eq!(e.to_json(Version::V1_1_0)["details"], "y");
+        let back: CniError = serde_json::from_value(e.to_json(Version::V1_1_0)).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,371 @@
+//! ADD: put a pod on the bridge through a veth pair.
+//!
+//! Order: refuse an interface name already taken in the pod (before anything is
+//! allocated, so a repeated ADD never releases the first one's address), ensure the
+//! bridge, run IPAM, gateway on the bridge, veth (peer born in the pod), pod addresses
+//! and routes, host end on the bridge, macspoof, masquerade. Everything after IPAM is
+//! undone on failure by [`Rollback`].
+
+use std::path::Path;
+
+use cni_core::netlink::{block_on, BridgeSpec, Link, MacAddr, Netlink, RouteSpec};
+use cni_core::netns::NetNs;
+use cni_core::skel::{Call, Command, Target};
+use cni_core::spec::config::Attachment;
+use cni_core::spec::result::{CniResult, Interface};
+use cni_core::{delegate, macspoof, masq, sysctl, CniError};
+use tracing::{debug, info, warn};
+
+use crate::config::BridgeConfig;
+use crate::gateway;
+
+/// Index of the pod interface in the result's `interfaces` (bridge, host veth, pod).
+pub const POD_IFACE: usize = 2;
+
+/// How many host veth names to try when a random name is taken.
+const VETH_NAME_TRIES: usize = 4;
+
+pub fn add(call: &Call, target: &Target) -> Result<CniResult, CniError> {
+    let cfg = BridgeConfig::from_conf(&call.conf)?;
+    let netns = target
+        .netns
+        .as_deref()
+        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for ADD"))?;
+    let ns = NetNs::open(netns)?;
+    block_on(add_async(call, target, &cfg, &ns, netns)).and_then(|r| r)
+}
+
+async fn add_async(
+    call: &Call,
+    target: &Target,
+    cfg: &BridgeConfig,
+    ns: &NetNs,
+    netns: &Path,
+) -> Result<CniResult, CniError> {
+    let host = Netlink::connect()?;
+    let pod = Netlink::connect_in(ns)?;
+    let ifname = target.ifname.as_str();
+
+    if pod.link_by_name(ifname).await?.is_some() {
+        return Err(CniError::invalid_config(format!(
+            "interface {ifname} already exists in {}: DEL the attachment first or use another CNI_IFNAME",
+            netns.display()
+        )));
+    }
+
+    let bridge = host
+        .ensure_bridge(&BridgeSpec {
+            name: cfg.bridge.clone(),
+            mtu: cfg.mtu,
+            mac: None,
+            promisc: cfg.promisc_mode,
+            vlan_filtering: cfg.vlan.is_some(),
+        })
+        .await
+        .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
+
+    let ipam_result = match &cfg.ipam {
+        Some(plugin) => delegate::add(plugin, &call.stdin, &call.env, call.conf.cni_version)
+            .map_err(|e| e.context(format!("IPAM {plugin}")))?,
+        None => CniResult::default(),
+    };
+
+    let mut rb = Rollback::default();
+    let attach = Attach {
+        call,
+        target,
+        cfg,
+        ns,
+        netns,
+        host: &host,
+        pod: &pod,
+        bridge,
+    };
+    match attach.run(ipam_result, &mut rb).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            warn!(error = %e, "ADD failed after IPAM; undoing");
+            rb.undo(&attach).await;
+            Err(e)
+        }
+    }
+}
+
+/// What an ADD has made after IPAM, so that a failure can undo it.
+#[derive(Default)]
+struct Rollback {
+    /// Host veth name, recorded before creating the pair.
+    veth: Option<String>,
+    macspoof: bool,
+    masq: bool,
+}
+
+struct Attach<'a> {
+    call: &'a Call,
+    target: &'a Target,
+    cfg: &'a BridgeConfig,
+    ns: &'a NetNs,
+    netns: &'a Path,
+    host: &'a Netlink,
+    pod: &'a Netlink,
+    bridge: Link,
+}
+
+impl Attach<'_> {
+    fn att(&self) -> Attachment {
+        self.target.attachment()
+    }
+
+    async fn run(&self, mut result: CniResult, rb: &mut Rollback) -> Result<CniResult, CniError> {
+        let cfg = self.cfg;
+        let ifname = self.target.ifname.as_str();
+        let br = &self.bridge;
+
+        if cfg.ipam.is_some() && result.ips.is_empty() {
+            return Err(CniError::internal(format!(
+                "IPAM {} returned no IP address",
+                cfg.ipam.as_deref().unwrap_or_default()
+            )));
+        }
+        let gws = gateway::plan(
+            &mut result,
+            POD_IFACE,
+            cfg.is_gateway,
+            cfg.is_default_gateway,
+        )?;
+        for gw in &gws {
+            gateway::ensure_on_bridge(self.host, &cfg.bridge, br.index, *gw, cfg.force_address)
+                .await?;
+        }
+        if cfg.is_gateway {
+            gateway::enable_forwarding(&gws)?;
+        }
+
+        // The veth: host end `vethXXXXXXXX`, peer born in the pod as CNI_IFNAME.
+        let mtu = cfg.mtu.unwrap_or(if br.mtu > 0 { br.mtu } else { 1500 });
+        let host_veth = self.create_veth(mtu, rb).await?;
+        let pod_link = self.pod.link_by_name(ifname).await?.ok_or_else(|| {
+            CniError::internal(format!(
+                "{ifname} not found in {} after creating it",
+                self.netns.display()
+            ))
+        })?;
+        let pod_mac = match (pod_link.mac, cfg.mac) {
+            (Some(m), _) => m,
+            (None, Some(m)) => m,
+            (None, None) => return Err(CniError::internal(format!("{ifname} has no MAC address"))),
+        };
+
+        // Inside the pod: sysctls, addresses, up (announces them: arp_notify), routes.
+        let has_v6 = result.ips.iter().any(|i| i.address.is_ipv6());
+        if has_v6 && !cfg.enable_dad {
+            let key = format!("net.ipv6.conf.{ifname}.accept_dad");
+            self.ns
+                .run(|| sysctl::set(&key, "0"))
+                .and_then(|r| r)
+                .map_err(|e| e.context(format!("disabling DAD on {ifname} (enabledad=false)")))?;
+        }
+        if result.ips.iter().any(|i| i.address.is_ipv4()) {
+            let key = format!("net.ipv4.conf.{ifname}.arp_notify");
+            if let Err(e) = self.ns.run(|| sysctl::set(&key, "1")).and_then(|r| r) {
+                debug!(error = %e, "arp_notify not set");
+            }
+        }
+        for ip in &result.ips {
+            self.pod
+                .add_address(pod_link.index, ip.address)
+                .await
+                .map_err(|e| e.context(format!("adding {} to {ifname}", ip.address)))?;
+        }
+        self.pod
+            .set_up(pod_link.index)
+            .await
+            .map_err(|e| e.context(format!("setting {ifname} up")))?;
+        for r in &result.routes {
+            let gw = r.gw.or_else(|| {
+                result
+                    .ips
+                    .iter()
+                    .filter_map(|i| i.gateway)
+                    .find(|g| g.is_ipv6() == r.dst.is_ipv6())
+            });
+            let spec = RouteSpec {
+                gw,
+                oif: Some(pod_link.index),
+                scope: r.scope,
+                table: r.table,
+                metric: r.priority,
+                mtu: r.mtu,
+                advmss: r.advmss,
+                ..RouteSpec::new(r.dst)
+            };
+            self.pod
+                .add_route(&spec)
+                .await
+                .map_err(|e| e.context(format!("adding route {} in the pod", r.dst)))?;
+        }
+
+        // The host end, on the bridge.
+        let hv = host_veth.index;
+        self.host
+            .set_master(hv, br.index)
+            .await
+            .map_err(|e| e.context(format!("attaching {} to {}", host_veth.name, cfg.bridge)))?;
+        if cfg.hairpin_mode {
+            self.host
+                .set_hairpin(hv, true)
+                .await
+                .map_err(|e| e.context("hairpin mode"))?;
+        }
+        if let Some(vid) = cfg.vlan {
+            self.host
+                .set_port_vlan(hv, vid)
+                .await
+                .map_err(|e| e.context(format!("vlan {vid}")))?;
+        }
+        self.host
+            .set_up(hv)
+            .await
+            .map_err(|e| e.context(format!("setting {} up", host_veth.name)))?;
+
+        let name = &self.call.conf.name;
+        if cfg.macspoofchk {
+            rb.macspoof = true;
+            macspoof::add(name, &self.att(), &host_veth.name, pod_mac)
+                .map_err(|e| e.context("macspoofchk"))?;
+        }
+        if cfg.ip_masq {
+            rb.masq = true;
+            for ip in &result.ips {
+                masq::add(name, &self.att(), ip.address)
+                    .map_err(|e| e.context(format!("ipMasq for {}", ip.address)))?;
+            }
+        }
+
+        // The bridge's MAC may change when its first port joins: read it again.
+        let br_now = self
+            .host
+            .link_by_index(br.index)
+            .await?
+            .unwrap_or_else(|| br.clone());
+        let host_now = self.host.link_by_index(hv).await?.unwrap_or(host_veth);
+        result.interfaces = vec![
+            Interface {
+                name: br_now.name.clone(),
+                mac: br_now.mac.map(|m| m.to_string()),
+                ..Default::default()
+            },
+            Interface {
+                name: host_now.name.clone(),
+                mac: host_now.mac.map(|m| m.to_string()),
+                mtu: Some(mtu),
+                ..Default::default()
+            },
+            Interface {
+                name: ifname.to_string(),
+                mac: Some(pod_mac.to_string()),
+                mtu: Some(mtu),
+                sandbox: Some(self.netns.display().to_string()),
+                ..Default::default()
+            },
+        ];
+        if result.dns.is_empty() {
+            if let Some(dns) = &self.call.conf.dns {
+                result.dns = dns.clone();
+            }
+        }
+        info!(
+            container = %self.target.container_id,
+            ifname,
+            host_veth = %host_now.name,
+            bridge = %cfg.bridge,
+            ips = ?result.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(),
+            "attached"
+        );
+        Ok(result)
+    }
+
+    async fn create_veth(&self, mtu: u32, rb: &mut Rollback) -> Result<Link, CniError> {
+        let ifname = self.target.ifname.as_str();
+        let mut last_err = None;
+        for _ in 0..VETH_NAME_TRIES {
+            let name = format!("veth{:08x}", rand::random::<u32>());
+            if self.host.link_by_name(&name).await?.is_some() {
+                continue;
+            }
+            rb.veth = Some(name.clone());
+            match self
+                .host
+                .create_veth(&name, ifname, self.ns, Some(mtu), self.cfg.mac)
+                .await
+            {
+                Ok(link) => return Ok(link),
+                Err(e) => {
+                    // Another ADD may have taken the name between the lookup and the create.
+                    if self.host.link_by_name(&name).await?.is_some()
+                        && self.pod.link_by_name(ifname).await?.is_none()
+                    {
+                        debug!(name, "host veth name taken, trying another");
+                        rb.veth = None;
+                        last_err = Some(e);
+                        continue;
+                    }
+                    return Err(e.context(format!("creating veth {name} <-> {ifname}")));
+                }
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| CniError::internal("no free host veth name"))
+            .context("creating veth"))
+    }
+}
+
+impl Rollback {
+    /// Best effort: every step is tried, failures are logged.
+    async fn undo(&self, a: &Attach<'_>) {
+        let name = &a.call.conf.name;
+        let att = a.att();
+        if self.macspoof {
+            if let Err(e) = macspoof::del(name, &att) {
+                warn!(error = %e, "undo: removing macspoof rules");
+            }
+        }
+        if self.masq {
+            if let Err(e) = masq::del(name, &att) {
+                warn!(error = %e, "undo: removing masquerade rules");
+            }
+        }
+        if let Some(veth) = &self.veth {
+            // Deleting either end removes the pair; try both in case one is already gone.
+            match a.host.link_by_name(veth).await {
+                Ok(Some(l)) => {
+                    if let Err(e) = a.host.delete_link(l.index).await {
+                        warn!(error = %e, veth, "undo: deleting host veth");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, veth, "undo: looking up host veth"),
+            }
+            let ifname = a.target.ifname.as_str();
+            match a.pod.link_by_name(ifname).await {
+                Ok(Some(l)) => {
+                    if let Err(e) = a.pod.delete_link(l.index).await {
+                        warn!(error = %e, ifname, "undo: deleting pod interface");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, ifname, "undo: looking up pod interface"),
+            }
+        }
+        if let Some(plugin) = &a.cfg.ipam {
+            if let Err(e) = delegate::run(plugin, Command::Del, &a.call.stdin, &a.call.env) {
+                warn!(error = %e, plugin, "undo: releasing IPAM allocation");
+            }
+        }
+    }
+}
+
+/// Parses a MAC from a result's interface entry (for CHECK).
+pub fn parse_mac(s: &str) -> Option<MacAddr> {
+    s.parse().ok()
+}

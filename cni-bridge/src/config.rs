@@ -1,0 +1,250 @@
+//! The plugin's own configuration, parsed and validated once per invocation.
+
+use std::str::FromStr;
+
+use cni_core::netlink::MacAddr;
+use cni_core::spec::config::NetConf;
+use cni_core::CniError;
+use serde::Deserialize;
+
+/// Bridge used when `bridge` is not set.
+pub const DEFAULT_BRIDGE: &str = "cni0";
+/// Smallest MTU accepted (the IPv4 minimum).
+pub const MIN_MTU: u32 = 68;
+/// Largest MTU accepted.
+pub const MAX_MTU: u32 = 65535;
+
+/// The fields of the configuration as written by the operator (reference `bridge` names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    bridge: Option<String>,
+    #[serde(default)]
+    is_gateway: bool,
+    #[serde(default)]
+    is_default_gateway: bool,
+    #[serde(default)]
+    force_address: bool,
+    #[serde(default)]
+    ip_masq: bool,
+    #[serde(default)]
+    mtu: Option<u32>,
+    #[serde(default)]
+    hairpin_mode: bool,
+    #[serde(default)]
+    promisc_mode: bool,
+    #[serde(default)]
+    vlan: Option<i64>,
+    #[serde(default, rename = "enabledad")]
+    enable_dad: bool,
+    #[serde(default)]
+    macspoofchk: bool,
+}
+
+/// The validated configuration of one invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// Bridge name (`bridge`, default `cni0`).
+    pub bridge: String,
+    /// Gateway address(es) on the bridge (`isGateway`, implied by `isDefaultGateway`).
+    pub is_gateway: bool,
+    /// Default route in the pod via the gateway (`isDefaultGateway`).
+    pub is_default_gateway: bool,
+    /// Replace a different address of the same subnet on the bridge (`forceAddress`).
+    pub force_address: bool,
+    /// Masquerade pod traffic leaving the pod subnet (`ipMasq`).
+    pub ip_masq: bool,
+    /// MTU of the bridge (on creation) and of the veth; `None`: the bridge's MTU.
+    pub mtu: Option<u32>,
+    /// Hairpin on the host veth's bridge port (`hairpinMode`).
+    pub hairpin_mode: bool,
+    /// Bridge in promiscuous mode (`promiscMode`).
+    pub promisc_mode: bool,
+    /// Port VLAN (PVID, untagged) of the host veth; turns on VLAN filtering (`vlan`).
+    pub vlan: Option<u16>,
+    /// Keep IPv6 duplicate address detection in the pod (`enabledad`, default false).
+    pub enable_dad: bool,
+    /// Drop frames from the pod whose source MAC is not the pod's (`macspoofchk`).
+    pub macspoofchk: bool,
+    /// MAC requested for the pod interface (`runtimeConfig.mac`, then `args.cni.mac`).
+    pub mac: Option<MacAddr>,
+    /// IPAM plugin type (`ipam.type`); `None`: layer 2 only, no addresses.
+    pub ipam: Option<String>,
+}
+
+impl BridgeConfig {
+    /// Validates the plugin fields of `conf`. Every problem is `InvalidConfig` (7).
+    pub fn from_conf(conf: &NetConf) -> Result<BridgeConfig, CniError> {
+        // `"ipam": {"type": ""}` means layer 2 only, as in the reference plugin.
+        let ipam = conf
+            .ipam
+            .as_ref()
+            .map(|i| i.plugin_type.clone())
+            .filter(|t| !t.is_empty());
+        BridgeConfig::from_parts(&conf.raw, ipam, conf.requested_mac())
+    }
+
+    /// The testable core of [`BridgeConfig::from_conf`].
+    pub fn from_parts(
+        raw: &serde_json::Value,
+        ipam: Option<String>,
+        mac: Option<&str>,
+    ) -> Result<BridgeConfig, CniError> {
+        let r: RawConfig = serde_json::from_value(raw.clone())
+            .map_err(|e| CniError::invalid_config(format!("bridge plugin configuration: {e}")))?;
+
+        let bridge = match r.bridge {
+            None => DEFAULT_BRIDGE.to_string(),
+            Some(b) => {
+                validate_link_name(&b)?;
+                b
+            }
+        };
+        let mtu = match r.mtu {
+            None | Some(0) => None,
+            Some(m) if (MIN_MTU..=MAX_MTU).contains(&m) => Some(m),
+            Some(m) => {
+                return Err(CniError::invalid_config(format!(
+                    "mtu {m} is out of range: use a value between {MIN_MTU} and {MAX_MTU}, or omit it to follow the bridge"
+                )))
+            }
+        };
+        let vlan = match r.vlan {
+            None | Some(0) => None,
+            Some(v) if (1..=4094).contains(&v) => u16::try_from(v).ok(),
+            Some(v) => {
+                return Err(CniError::invalid_config(format!(
+                    "vlan {v} is invalid: use a VLAN id between 1 and 4094, or 0 / omit it for none"
+                )))
+            }
+        };
+        let mac = match mac {
+            None => None,
+            Some(s) => Some(MacAddr::from_str(s).map_err(|e| {
+                CniError::invalid_config(format!(
+                    "requested MAC {s:?} (runtimeConfig.mac / args.cni.mac) is invalid: {}",
+                    e.msg
+                ))
+            })?),
+        };
+        if let Some(t) = &ipam {
+            if t.is_empty() || t.contains('/') || t == "." || t == ".." {
+                return Err(CniError::invalid_config(format!(
+                    "ipam.type {t:?} is invalid: name an IPAM plugin binary in CNI_PATH (e.g. \"host-local\")"
+                )));
+            }
+        }
+
+        if r.hairpin_mode && r.promisc_mode {
+            return Err(CniError::invalid_config(
+                "hairpinMode and promiscMode cannot both be true: choose one",
+            ));
+        }
+
+        Ok(BridgeConfig {
+            bridge,
+            is_gateway: r.is_gateway || r.is_default_gateway,
+            is_default_gateway: r.is_default_gateway,
+            force_address: r.force_address,
+            ip_masq: r.ip_masq,
+            mtu,
+            hairpin_mode: r.hairpin_mode,
+            promisc_mode: r.promisc_mode,
+            vlan,
+            enable_dad: r.enable_dad,
+            macspoofchk: r.macspoofchk,
+            mac,
+            ipam,
+        })
+    }
+}
+
+/// A name Linux accepts for a link: 1..=15 bytes, not `.`/`..`, no `/`, `:`, NUL or
+/// whitespace.
+fn validate_link_name(name: &str) -> Result<(), CniError> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+    if bad {
+        return Err(CniError::invalid_config(format!(
+            "bridge {name:?} is not a valid interface name: use 1 to 15 characters without '/', ':' or whitespace"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<BridgeConfig, CniError> {
+        BridgeConfig::from_parts(&v, Some("host-local".into()), None)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(json!({"name": "n", "type": "cni-bridge"})).unwrap();
+        assert_eq!(c.bridge, "cni0");
+        assert!(!c.is_gateway && !c.is_default_gateway && !c.ip_masq && !c.enable_dad);
+        assert_eq!(c.mtu, None);
+        assert_eq!(c.vlan, None);
+        assert_eq!(c.ipam.as_deref(), Some("host-local"));
+    }
+
+    #[test]
+    fn default_gateway_implies_gateway() {
+        let c = parse(json!({"isDefaultGateway": true, "bridge": "br-x"})).unwrap();
+        assert!(c.is_gateway && c.is_default_gateway);
+        assert_eq!(c.bridge, "br-x");
+    }
+
+    #[test]
+    fn all_fields() {
+        let c = parse(json!({
+            "bridge": "b0", "isGateway": true, "forceAddress": true, "ipMasq": true,
+            "mtu": 1400, "hairpinMode": true, "vlan": 100,
+            "enabledad": true, "macspoofchk": true
+        }))
+        .unwrap();
+        assert_eq!(c.mtu, Some(1400));
+        assert_eq!(c.vlan, Some(100));
+        assert!(c.force_address && c.ip_masq && c.hairpin_mode && !c.promisc_mode);
+        assert!(c.enable_dad && c.macspoofchk);
+    }
+
+    #[test]
+    fn zero_means_unset() {
+        let c = parse(json!({"mtu": 0, "vlan": 0})).unwrap();
+        assert_eq!((c.mtu, c.vlan), (None, None));
+    }
+
+    #[test]
+    fn bad_values_are_code_7() {
+        for v in [
+            json!({"vlan": 4095}),
+            json!({"vlan": -1}),
+            json!({"mtu": 20}),
+            json!({"mtu": "big"}),
+            json!({"isGateway": "yes"}),
+            json!({"bridge": "a-name-longer-than-15"}),
+            json!({"bridge": ""}),
+            json!({"bridge": "a b"}),
+            json!({"hairpinMode": true, "promiscMode": true}),
+        ] {
+            let e = parse(v.clone()).unwrap_err();
+            assert_eq!(e.code, 7, "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn no_ipam_is_layer2() {
+        let c = BridgeConfig::from_parts(&json!({}), None, None).unwrap();
+        assert_eq!(c.ipam, None);
+    }
+}

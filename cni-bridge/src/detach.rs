@@ -1,0 +1,87 @@
+//! DEL: best effort and idempotent. Removes the pod interface (which takes the host end
+//! with it), the macspoof and masquerade rules of the attachment, then releases the
+//! IPAM allocation. Succeeds when the netns, the interface or the allocation is gone.
+
+use std::path::Path;
+
+use cni_core::netlink::{block_on, Netlink};
+use cni_core::netns::NetNs;
+use cni_core::skel::{Call, Command, Target};
+use cni_core::{delegate, macspoof, masq, CniError};
+use tracing::{debug, info, warn};
+
+use crate::config::BridgeConfig;
+
+pub fn del(call: &Call, target: &Target) -> Result<(), CniError> {
+    let cfg = BridgeConfig::from_conf(&call.conf)?;
+    let ifname = target.ifname.as_str();
+    let mut first_err: Option<CniError> = None;
+    let mut keep = |r: Result<(), CniError>| {
+        if let Err(e) = r {
+            warn!(error = %e, "DEL step failed");
+            first_err.get_or_insert(e);
+        }
+    };
+
+    if let Some(path) = target.netns.as_deref() {
+        keep(del_in_netns(path, ifname));
+    }
+
+    // Rules are removed whatever the configuration says now (it may have changed since
+    // ADD); a failure only counts when the option is on.
+    let name = &call.conf.name;
+    let att = target.attachment();
+    match macspoof::del(name, &att) {
+        Err(e) if cfg.macspoofchk => keep(Err(e.context("removing macspoof rules"))),
+        Err(e) => debug!(error = %e, "macspoof cleanup (option off) failed"),
+        Ok(()) => {}
+    }
+    match masq::del(name, &att) {
+        Err(e) if cfg.ip_masq => keep(Err(e.context("removing masquerade rules"))),
+        Err(e) => debug!(error = %e, "masquerade cleanup (option off) failed"),
+        Ok(()) => {}
+    }
+
+    // Release the address last, so it is never handed out while still configured.
+    if let Some(plugin) = &cfg.ipam {
+        keep(
+            delegate::run(plugin, Command::Del, &call.stdin, &call.env)
+                .map_err(|e| e.context(format!("IPAM {plugin}"))),
+        );
+    }
+
+    match first_err {
+        Some(e) => Err(e),
+        None => {
+            info!(container = %target.container_id, ifname, "detached");
+            Ok(())
+        }
+    }
+}
+
+/// Deletes `ifname` inside the netns at `path`; a netns that is gone is nothing to do.
+fn del_in_netns(path: &Path, ifname: &str) -> Result<(), CniError> {
+    if !path.exists() {
+        debug!(netns = %path.display(), "netns gone; nothing to delete inside it");
+        return Ok(());
+    }
+    let ns = match NetNs::open(path) {
+        Ok(ns) => ns,
+        Err(e) => {
+            // A leftover mount point of a destroyed namespace is not a namespace any more.
+            warn!(error = %e, netns = %path.display(), "cannot open netns; treating it as gone");
+            return Ok(());
+        }
+    };
+    block_on(async {
+        let pod = Netlink::connect_in(&ns)?;
+        match pod.link_by_name(ifname).await? {
+            Some(link) => pod
+                .delete_link(link.index)
+                .await
+                .map_err(|e| e.context(format!("deleting {ifname} in {}", path.display()))),
+            None => Ok(()),
+        }
+    })
+    .and_then(|r| r)
+}

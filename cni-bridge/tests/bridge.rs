@@ -1,0 +1,389 @@
+//! End-to-end tests of the `cni-bridge` binary with the reference host-local IPAM.
+//! They need root (netns, links); every test has its own netns, bridge, subnet and
+//! data dir, removed by the `World` guard.
+
+mod common;
+
+use common::{result_ip, sh, World};
+use serde_json::{json, Value};
+
+#[test]
+fn add_check_del_roundtrip() {
+    let mut w = World::new("rt", 1);
+    let p = w.pod();
+    let conf = w.conf(json!({}));
+    let res = w.add_ok(&conf, p);
+
+    // Result shape: bridge, host veth, pod interface; the IP points at the pod one.
+    let ifs = res["interfaces"].as_array().unwrap();
+    assert_eq!(ifs.len(), 3, "{res}");
+    assert_eq!(ifs[0]["name"], w.bridge.as_str());
+    let host_veth = ifs[1]["name"].as_str().unwrap().to_string();
+    assert!(
+        host_veth.starts_with("veth") && host_veth.len() == 12,
+        "{host_veth}"
+    );
+    assert_eq!(ifs[2]["name"], "eth0");
+    assert_eq!(ifs[2]["sandbox"], w.pods[p].netns_path().as_str());
+    assert_eq!(res["ips"][0]["interface"], 2);
+    assert_eq!(res["ips"][0]["gateway"], w.gw().as_str());
+    let ip = result_ip(&res);
+    assert!(
+        ip.starts_with(&format!("10.251.{}.", w.net)) && ip.ends_with("/24"),
+        "{ip}"
+    );
+
+    // Real outcomes.
+    let (_, addrs) = w.in_pod(p, &["-o", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains(&ip), "pod lacks {ip}: {addrs}");
+    let (_, br_addrs) = sh(&["ip", "-o", "addr", "show", "dev", &w.bridge]);
+    assert!(
+        br_addrs.contains(&format!("{}/24", w.gw())),
+        "bridge lacks gateway: {br_addrs}"
+    );
+    assert_eq!(w.ports(), vec![host_veth.clone()]);
+    assert!(w.ping_from(p, &w.gw()), "pod cannot ping the gateway");
+    assert_eq!(w.reservations().len(), 1);
+
+    // CHECK passes, then fails once the address is removed by hand.
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = res.clone();
+    let o = w.run("CHECK", &check_conf, p);
+    assert!(o.ok, "CHECK failed: {} {}", o.raw, o.stderr);
+    let (ok, out) = w.in_pod(p, &["addr", "del", &ip, "dev", "eth0"]);
+    assert!(ok, "{out}");
+    let o = w.run("CHECK", &check_conf, p);
+    assert!(!o.ok, "CHECK passed without the address");
+    assert!(
+        o.msg().contains(&ip),
+        "CHECK error should name {ip}: {}",
+        o.raw
+    );
+
+    // DEL removes the veth and the reservation; DEL twice is fine.
+    let o = w.run("DEL", &conf, p);
+    assert!(o.ok, "DEL: {} {}", o.raw, o.stderr);
+    assert!(w.ports().is_empty(), "veth left: {:?}", w.ports());
+    assert!(
+        !sh(&["ip", "link", "show", &host_veth]).0,
+        "host veth still exists"
+    );
+    assert!(
+        !w.in_pod(p, &["link", "show", "eth0"]).0,
+        "eth0 still in pod"
+    );
+    assert!(w.reservations().is_empty(), "{:?}", w.reservations());
+    let o = w.run("DEL", &conf, p);
+    assert!(o.ok, "second DEL: {} {}", o.raw, o.stderr);
+}
+
+#[test]
+fn del_after_netns_is_gone() {
+    let mut w = World::new("gone", 2);
+    let p = w.pod();
+    let conf = w.conf(json!({}));
+    w.add_ok(&conf, p);
+    assert_eq!(w.reservations().len(), 1);
+    let (ok, out) = sh(&["ip", "netns", "del", &w.pods[p].ns]);
+    assert!(ok, "{out}");
+    let o = w.run("DEL", &conf, p);
+    assert!(o.ok, "DEL without netns: {} {}", o.raw, o.stderr);
+    assert!(w.reservations().is_empty());
+    assert!(w.ports().is_empty());
+    // And without CNI_NETNS at all.
+    let vars = vec![
+        ("CNI_COMMAND", "DEL".to_string()),
+        ("CNI_CONTAINERID", w.pods[p].container.clone()),
+        ("CNI_IFNAME", "eth0".to_string()),
+    ];
+    let o = w.run_env(&conf, &vars);
+    assert!(o.ok, "DEL with no CNI_NETNS: {} {}", o.raw, o.stderr);
+}
+
+#[test]
+fn failure_after_ipam_undoes_everything() {
+    let mut w = World::new("undo", 3);
+    let p = w.pod();
+    // The bridge already has another address of the pod subnet: without forceAddress the
+    // gateway cannot be set, which happens after IPAM allocated.
+    assert!(sh(&["ip", "link", "add", &w.bridge, "type", "bridge"]).0);
+    let other = format!("10.251.{}.200/24", w.net);
+    assert!(sh(&["ip", "addr", "add", &other, "dev", &w.bridge]).0);
+    let conf = w.conf(json!({"ipMasq": true, "macspoofchk": true}));
+    let o = w.run("ADD", &conf, p);
+    assert!(!o.ok, "ADD should fail: {}", o.raw);
+    assert!(
+        o.msg().contains("forceAddress"),
+        "message should tell what to fix: {}",
+        o.raw
+    );
+    assert!(
+        w.reservations().is_empty(),
+        "reservation left: {:?}",
+        w.reservations()
+    );
+    assert!(w.ports().is_empty(), "veth left: {:?}", w.ports());
+    assert!(
+        !w.in_pod(p, &["link", "show", "eth0"]).0,
+        "eth0 left in the pod"
+    );
+    let (_, links) = w.in_pod(p, &["-o", "link"]);
+    assert_eq!(links.lines().count(), 1, "only lo should remain: {links}");
+
+    // With forceAddress the gateway replaces the old address.
+    let conf = w.conf(json!({"forceAddress": true}));
+    w.add_ok(&conf, p);
+    let (_, br_addrs) = sh(&["ip", "-o", "addr", "show", "dev", &w.bridge]);
+    assert!(br_addrs.contains(&format!("{}/24", w.gw())), "{br_addrs}");
+    assert!(!br_addrs.contains(&other), "{br_addrs}");
+}
+
+#[test]
+fn failing_ipam_leaves_nothing() {
+    let mut w = World::new("fipam", 4);
+    let p = w.pod();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fail-ipam");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"pool exhausted (test)\"}'\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.extra_path = Some(dir.path().to_path_buf());
+    let conf = w.conf(json!({"ipam": {"type": "fail-ipam"}}));
+    let o = w.run("ADD", &conf, p);
+    assert!(!o.ok);
+    assert_eq!(
+        o.err_code(),
+        Some(11),
+        "IPAM's error is passed on: {}",
+        o.raw
+    );
+    assert!(o.msg().contains("pool exhausted"), "{}", o.raw);
+    assert!(w.ports().is_empty());
+    assert!(!w.in_pod(p, &["link", "show", "eth0"]).0);
+    *w.last_conf.lock().unwrap() = None;
+}
+
+#[test]
+fn bridge_name_taken_by_non_bridge() {
+    let mut w = World::new("nbr", 5);
+    let p = w.pod();
+    let peer = format!("{}p", w.bridge);
+    assert!(sh(&["ip", "link", "add", &w.bridge, "type", "veth", "peer", "name", &peer]).0);
+    let conf = w.conf(json!({}));
+    let o = w.run("ADD", &conf, p);
+    assert!(!o.ok, "ADD on a non-bridge should fail: {}", o.raw);
+    assert!(
+        o.msg().contains(&w.bridge),
+        "error should name the bridge: {}",
+        o.raw
+    );
+    assert!(w.reservations().is_empty(), "{:?}", w.reservations());
+    assert!(!w.in_pod(p, &["link", "show", "eth0"]).0);
+    let (_, all) = sh(&["ip", "-o", "link", "show", "type", "veth"]);
+    assert_eq!(
+        all.lines()
+            .filter(|l| l.contains(&format!("master {}", w.bridge)))
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn repeated_add_is_refused_and_keeps_the_first() {
+    let mut w = World::new("again", 6);
+    let p = w.pod();
+    let conf = w.conf(json!({}));
+    let res = w.add_ok(&conf, p);
+    let ip = result_ip(&res);
+    let o = w.run("ADD", &conf, p);
+    assert!(!o.ok, "second ADD should fail: {}", o.raw);
+    assert_eq!(o.err_code(), Some(7), "{}", o.raw);
+    assert!(o.msg().contains("already exists"), "{}", o.raw);
+    assert_eq!(w.ports().len(), 1, "{:?}", w.ports());
+    assert_eq!(w.reservations().len(), 1, "first reservation kept");
+    let (_, addrs) = w.in_pod(p, &["-o", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains(&ip));
+}
+
+#[test]
+fn default_gateway_mac_and_mtu() {
+    let mut w = World::new("dgw", 7);
+    let p = w.pod();
+    let mac = "0a:58:0a:fb:07:42";
+    let conf = w.conf(json!({
+        "isDefaultGateway": true,
+        "mtu": 1400,
+        "hairpinMode": true,
+        "runtimeConfig": {"mac": mac},
+        "ipam": {
+            "type": "host-local",
+            "dataDir": w.data.path(),
+            "ranges": [[{"subnet": w.subnet()}]],
+            "routes": [{"dst": "192.168.251.0/24"}]
+        }
+    }));
+    let res = w.add_ok(&conf, p);
+    assert_eq!(res["interfaces"][2]["mac"], mac, "{res}");
+    let (_, link) = w.in_pod(p, &["link", "show", "eth0"]);
+    assert!(link.contains(mac) && link.contains("mtu 1400"), "{link}");
+    let host_veth = res["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let (_, hl) = sh(&["ip", "-d", "link", "show", &host_veth]);
+    assert!(hl.contains("mtu 1400"), "{hl}");
+    assert!(hl.contains("hairpin on"), "{hl}");
+    let (_, routes) = w.in_pod(p, &["route", "show"]);
+    assert!(
+        routes.contains(&format!("default via {}", w.gw())),
+        "{routes}"
+    );
+    assert!(
+        routes.contains(&format!("192.168.251.0/24 via {}", w.gw())),
+        "{routes}"
+    );
+    let rs = res["routes"].as_array().unwrap();
+    assert!(rs.iter().any(|r| r["dst"] == "0.0.0.0/0"), "{res}");
+    assert_eq!(sh(&["sysctl", "-n", "net.ipv4.ip_forward"]).1.trim(), "1");
+
+    // CHECK sees the routes; deleting the default route makes it fail.
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = res.clone();
+    assert!(w.run("CHECK", &check_conf, p).ok);
+    assert!(w.in_pod(p, &["route", "del", "default"]).0);
+    let o = w.run("CHECK", &check_conf, p);
+    assert!(!o.ok && o.msg().contains("0.0.0.0/0"), "{}", o.raw);
+}
+
+#[test]
+fn concurrent_adds_create_one_bridge() {
+    let mut w = World::new("conc", 8);
+    let a = w.pod();
+    let b = w.pod();
+    let conf = w.conf(json!({}));
+    *w.last_conf.lock().unwrap() = Some(conf.clone());
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| w.run_env(&conf, &vars(&w, a, "ADD")));
+        let tb = s.spawn(|| w.run_env(&conf, &vars(&w, b, "ADD")));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(ra.ok, "A: {} {}", ra.raw, ra.stderr);
+    assert!(rb.ok, "B: {} {}", rb.raw, rb.stderr);
+    assert_eq!(w.ports().len(), 2, "{:?}", w.ports());
+    let ip_b = result_ip(&rb.stdout);
+    let ip_b = ip_b.split('/').next().unwrap();
+    assert!(w.ping_from(a, ip_b), "pod A cannot reach pod B");
+    assert!(w.ping_from(b, &w.gw()));
+}
+
+fn vars(w: &World, pod: usize, cmd: &str) -> Vec<(&'static str, String)> {
+    let p = &w.pods[pod];
+    vec![
+        ("CNI_COMMAND", cmd.to_string()),
+        ("CNI_CONTAINERID", p.container.clone()),
+        ("CNI_NETNS", p.netns_path()),
+        ("CNI_IFNAME", p.ifname.clone()),
+    ]
+}
+
+#[test]
+fn masquerade_and_macspoof_rules_follow_the_attachment() {
+    let mut w = World::new("masq", 9);
+    let p = w.pod();
+    let conf = w.conf(json!({"ipMasq": true, "macspoofchk": true}));
+    let res = w.add_ok(&conf, p);
+    let ip = result_ip(&res);
+    let ip = ip.split('/').next().unwrap().to_string();
+    let host_veth = res["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let (_, rules) = sh(&["nft", "list", "ruleset"]);
+    assert!(rules.contains(&ip), "no masquerade rule for {ip}: {rules}");
+    assert!(
+        rules.contains(&host_veth),
+        "no macspoof rule for {host_veth}: {rules}"
+    );
+
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = res.clone();
+    let o = w.run("CHECK", &check_conf, p);
+    assert!(o.ok, "CHECK: {} {}", o.raw, o.stderr);
+
+    // GC with no valid attachment drops them (GC is 1.1.0; IPAM left out: host-local
+    // 1.1.1 does not speak 1.1.0).
+    let gc_conf = json!({
+        "cniVersion": "1.1.0", "name": w.name, "type": "cni-bridge", "bridge": w.bridge,
+        "cni.dev/valid-attachments": []
+    });
+    let o = w.run_env(&gc_conf, &[("CNI_COMMAND", "GC".to_string())]);
+    assert!(o.ok, "GC: {} {}", o.raw, o.stderr);
+    let (_, rules) = sh(&["nft", "list", "ruleset"]);
+    assert!(!rules.contains(&ip), "GC left the masquerade rule: {rules}");
+    assert!(
+        !rules.contains(&host_veth),
+        "GC left the macspoof rule: {rules}"
+    );
+
+    // ADD again after DEL puts them back; DEL removes them.
+    assert!(w.run("DEL", &conf, p).ok);
+    let res = w.add_ok(&conf, p);
+    let ip = result_ip(&res).split('/').next().unwrap().to_string();
+    assert!(sh(&["nft", "list", "ruleset"]).1.contains(&ip));
+    let o = w.run("DEL", &conf, p);
+    assert!(o.ok, "DEL: {} {}", o.raw, o.stderr);
+    let (_, rules) = sh(&["nft", "list", "ruleset"]);
+    assert!(
+        !rules.contains(&ip),
+        "DEL left the masquerade rule: {rules}"
+    );
+}
+
+#[test]
+fn bad_config_is_code_7() {
+    let mut w = World::new("bad", 10);
+    let p = w.pod();
+    for (extra, needle) in [
+        (json!({"vlan": 5000}), "vlan"),
+        (json!({"mtu": 10}), "mtu"),
+        (json!({"isGateway": "yes"}), "isGateway"),
+        (json!({"bridge": "this-name-is-too-long"}), "bridge"),
+        (
+            json!({"hairpinMode": true, "promiscMode": true}),
+            "hairpinMode",
+        ),
+        (json!({"runtimeConfig": {"mac": "not-a-mac"}}), "MAC"),
+    ] {
+        let conf = w.conf(extra.clone());
+        let o = w.run("ADD", &conf, p);
+        assert!(!o.ok, "{extra} accepted");
+        assert_eq!(o.err_code(), Some(7), "{extra}: {}", o.raw);
+        assert!(
+            o.msg().contains(needle),
+            "{extra}: message should mention {needle}: {}",
+            o.raw
+        );
+    }
+    assert!(w.reservations().is_empty());
+    assert!(!w.in_pod(p, &["link", "show", "eth0"]).0);
+    *w.last_conf.lock().unwrap() = None;
+}
+
+#[test]
+fn layer2_only_without_ipam() {
+    let mut w = World::new("l2", 11);
+    let p = w.pod();
+    let mut conf = w.conf(json!({"isGateway": false}));
+    if let Some(m) = conf.as_object_mut() {
+        m.remove("ipam");
+    }
+    let res = w.add_ok(&conf, p);
+    assert!(
+        res.get("ips")
+            .is_none_or(|v: &Value| v.as_array().is_none_or(|a| a.is_empty())),
+        "{res}"
+    );
+    assert_eq!(w.ports().len(), 1);
+    let (_, link) = w.in_pod(p, &["link", "show", "eth0"]);
+    assert!(link.contains("UP"), "{link}");
+    assert!(w.run("DEL", &conf, p).ok);
+    assert!(w.ports().is_empty());
+}

@@ -1,0 +1,277 @@
+//! Test harness: one pod netns, one bridge, one subnet and one host-local data dir per
+//! test, all removed by a Drop guard. The plugin runs as the built binary with the
+//! reference host-local (/usr/lib/cni) as IPAM.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+pub const REF_CNI: &str = "/usr/lib/cni";
+
+/// Runs a command, returns (success, stdout + stderr).
+pub fn sh(args: &[&str]) -> (bool, String) {
+    match Command::new(args[0]).args(&args[1..]).output() {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// What the plugin answered.
+#[derive(Debug)]
+pub struct Outcome {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: Value,
+    pub raw: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// The CNI error code on stdout, if any.
+    pub fn err_code(&self) -> Option<u64> {
+        self.stdout.get("code").and_then(Value::as_u64)
+    }
+    pub fn msg(&self) -> String {
+        self.stdout
+            .get("msg")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+pub struct Pod {
+    pub ns: String,
+    pub container: String,
+    pub ifname: String,
+}
+
+impl Pod {
+    pub fn netns_path(&self) -> String {
+        format!("/var/run/netns/{}", self.ns)
+    }
+}
+
+/// One test's world.
+pub struct World {
+    pub tag: String,
+    pub bridge: String,
+    /// Third octet of 10.251.X.0/24.
+    pub net: u8,
+    pub name: String,
+    pub data: tempfile::TempDir,
+    pub pods: Vec<Pod>,
+    /// Extra directory prepended to CNI_PATH (fake plugins).
+    pub extra_path: Option<PathBuf>,
+    /// Links to delete in Drop besides the bridge.
+    pub extra_links: Vec<String>,
+    /// The configuration DEL should use in Drop.
+    pub last_conf: std::sync::Mutex<Option<Value>>,
+}
+
+impl World {
+    /// `tag`: up to 5 chars, unique per test; `net`: unique per test.
+    pub fn new(tag: &str, net: u8) -> World {
+        let pid = std::process::id();
+        let bridge = format!("cb{tag}{pid:x}");
+        assert!(bridge.len() <= 15, "bridge name {bridge} too long");
+        let data = tempfile::Builder::new()
+            .prefix(&format!("cni-bridge-{tag}-"))
+            .tempdir()
+            .unwrap();
+        World {
+            tag: tag.to_string(),
+            bridge,
+            net,
+            name: format!("cbt-{tag}"),
+            data,
+            pods: Vec::new(),
+            extra_path: None,
+            extra_links: Vec::new(),
+            last_conf: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Creates a pod netns; returns its index.
+    pub fn pod(&mut self) -> usize {
+        let i = self.pods.len();
+        let ns = format!("cbt-{}-{}-{}", self.tag, std::process::id(), i);
+        let (ok, out) = sh(&["ip", "netns", "add", &ns]);
+        assert!(ok, "ip netns add {ns}: {out}");
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        self.pods.push(Pod {
+            ns,
+            container: format!("ctr-{}-{i}", self.tag),
+            ifname: "eth0".into(),
+        });
+        i
+    }
+
+    pub fn subnet(&self) -> String {
+        format!("10.251.{}.0/24", self.net)
+    }
+    pub fn gw(&self) -> String {
+        format!("10.251.{}.1", self.net)
+    }
+
+    /// A configuration for this world; `extra` fields are merged at the top level.
+    pub fn conf(&self, extra: Value) -> Value {
+        let mut c = json!({
+            "cniVersion": "1.0.0",
+            "name": self.name,
+            "type": "cni-bridge",
+            "bridge": self.bridge,
+            "isGateway": true,
+            "ipam": {
+                "type": "host-local",
+                "dataDir": self.data.path(),
+                "ranges": [[{"subnet": self.subnet()}]]
+            }
+        });
+        if let (Some(m), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
+    pub fn run(&self, cmd: &str, conf: &Value, pod: usize) -> Outcome {
+        let p = &self.pods[pod];
+        let vars = vec![
+            ("CNI_COMMAND", cmd.to_string()),
+            ("CNI_CONTAINERID", p.container.clone()),
+            ("CNI_NETNS", p.netns_path()),
+            ("CNI_IFNAME", p.ifname.clone()),
+        ];
+        if cmd == "ADD" {
+            *self.last_conf.lock().unwrap() = Some(conf.clone());
+        }
+        self.run_env(conf, &vars)
+    }
+
+    pub fn run_env(&self, conf: &Value, vars: &[(&str, String)]) -> Outcome {
+        let cni_path = match &self.extra_path {
+            Some(p) => format!("{}:{REF_CNI}", p.display()),
+            None => REF_CNI.to_string(),
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cni-bridge"));
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_PATH", cni_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn cni-bridge");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(serde_json::to_vec(conf).unwrap().as_slice())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let raw = String::from_utf8_lossy(&out.stdout).to_string();
+        Outcome {
+            ok: out.status.success(),
+            code: out.status.code(),
+            stdout: serde_json::from_str(&raw).unwrap_or(Value::Null),
+            raw,
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+
+    /// ADD that must succeed; returns the result.
+    pub fn add_ok(&self, conf: &Value, pod: usize) -> Value {
+        let o = self.run("ADD", conf, pod);
+        assert!(o.ok, "ADD failed: {} / {}", o.raw, o.stderr);
+        o.stdout
+    }
+
+    /// Addresses host-local holds for this network.
+    pub fn reservations(&self) -> Vec<IpAddr> {
+        let dir = self.data.path().join(&self.name);
+        let mut v: Vec<IpAddr> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Names of the links enslaved to the bridge.
+    pub fn ports(&self) -> Vec<String> {
+        let (_, out) = sh(&["ip", "-o", "link", "show", "master", &self.bridge]);
+        out.lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
+    /// `ip -n <pod ns> ...`
+    pub fn in_pod(&self, pod: usize, args: &[&str]) -> (bool, String) {
+        let mut v = vec!["ip", "-n", self.pods[pod].ns.as_str()];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Pings `addr` from inside the pod (a few tries: the first ARP may be slow).
+    pub fn ping_from(&self, pod: usize, addr: &str) -> bool {
+        (0..3).any(|_| {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.pods[pod].ns,
+                "ping",
+                "-c1",
+                "-W1",
+                addr,
+            ])
+            .0
+        })
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let conf = self.last_conf.lock().unwrap().clone();
+        if let Some(conf) = conf {
+            for i in 0..self.pods.len() {
+                let _ = self.run("DEL", &conf, i);
+            }
+        }
+        for p in &self.pods {
+            sh(&["ip", "netns", "del", &p.ns]);
+        }
+        sh(&["ip", "link", "del", &self.bridge]);
+        for l in &self.extra_links {
+            sh(&["ip", "link", "del", l]);
+        }
+    }
+}
+
+/// The pod's IPv4 address (with prefix) from an ADD result.
+pub fn result_ip(result: &Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,362 @@
+//! Shared nftables plumbing over netlink (libnftnl/libmnl through `nftnl`/`mnl`), for
+//! [`crate::masq`] and [`crate::macspoof`]: one base chain per feature, rules tagged in
+//! their comment (rule user data), listed back from the kernel by dumping the chain.
+//!
+//! Tag format, in the rule comment: `<kind> net=<16 hex> att=<16 hex> <detail>`, where
+//! `net` hashes the network name and `att` hashes (network, container id, ifname). A
+//! hash rather than the names keeps the comment under libnftnl's 128-byte limit whatever
+//! the length of the ids.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::raw::c_char;
+
+use nftnl::nftnl_sys::{self as sys, libc};
+use nftnl::{Batch, Chain, ChainType, Hook, MsgType, Policy, ProtoFamily, Rule, Table};
+
+use crate::spec::config::Attachment;
+use crate::spec::error::CniError;
+use crate::spec::names::NetworkName;
+
+/// Where a feature keeps its rules: one table with one base chain.
+#[derive(Clone, Copy, Debug)]
+pub struct NftChain {
+    pub family: ProtoFamily,
+    pub table: &'static CStr,
+    pub chain: &'static CStr,
+    pub chain_type: ChainType,
+    pub hook: Hook,
+    pub priority: i32,
+}
+
+impl NftChain {
+    fn describe(&self) -> String {
+        format!(
+            "nftables chain {} {} {}",
+            family_name(self.family),
+            self.table.to_string_lossy(),
+            self.chain.to_string_lossy()
+        )
+    }
+}
+
+fn family_name(f: ProtoFamily) -> &'static str {
+    match f {
+        ProtoFamily::Ipv4 => "ip",
+        ProtoFamily::Ipv6 => "ip6",
+        ProtoFamily::Bridge => "bridge",
+        ProtoFamily::Inet => "inet",
+        ProtoFamily::NetDev => "netdev",
+        ProtoFamily::Arp => "arp",
+        _ => "unspec",
+    }
+}
+
+/// FNV-1a 64: stable across builds and Rust versions (unlike `DefaultHasher`), so rules
+/// written by one plugin version are found by the next.
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            // A separator that cannot occur in names, so ("ab","c") != ("a","bc").
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in p.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The identity of a tagged rule: its network and its attachment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tag {
+    pub net: u64,
+    pub att: u64,
+}
+
+impl Tag {
+    pub fn new(network: &NetworkName, att: &Attachment) -> Tag {
+        Tag {
+            net: net_hash(network),
+            att: att_hash(network, att),
+        }
+    }
+
+    /// `<kind> net=.. att=.. <detail>`.
+    pub fn comment(&self, kind: &str, detail: &str) -> String {
+        format!(
+            "{kind} net={:016x} att={:016x} {detail}",
+            self.net, self.att
+        )
+    }
+
+    /// Parses a comment written by [`Tag::comment`] with the same `kind`; returns the tag
+    /// and the detail. Foreign rules (anything else) give `None`.
+    pub fn parse<'a>(kind: &str, comment: &'a str) -> Option<(Tag, &'a str)> {
+        let rest = comment.strip_prefix(kind)?.strip_prefix(" net=")?;
+        let (net, rest) = rest.split_once(" att=")?;
+        let (att, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+        let net = u64::from_str_radix(net, 16).ok()?;
+        let att = u64::from_str_radix(att, 16).ok()?;
+        Some((Tag { net, att }, detail))
+    }
+}
+
+pub fn net_hash(network: &NetworkName) -> u64 {
+    stable_hash(&[network.as_str()])
+}
+
+pub fn att_hash(network: &NetworkName, att: &Attachment) -> u64 {
+    stable_hash(&[
+        network.as_str(),
+        att.container_id.as_str(),
+        att.ifname.as_str(),
+    ])
+}
+
+/// A rule as dumped from the kernel.
+#[derive(Clone, Debug)]
+pub struct ListedRule {
+    pub handle: u64,
+    /// The rule comment, if it has one.
+    pub comment: Option<String>,
+}
+
+fn io_err(what: &str, e: io::Error) -> CniError {
+    CniError::internal(format!("{what}: {e}"))
+}
+
+/// Netlink receive buffer; libmnl wants it aligned like `nlmsghdr`, hence `u64`s.
+struct RecvBuf(Vec<u64>);
+
+impl RecvBuf {
+    fn new() -> RecvBuf {
+        let len = (nftnl::nft_nlmsg_maxsize() as usize).max(1 << 16) / 8 + 1;
+        RecvBuf(vec![0u64; len])
+    }
+    fn bytes(&mut self) -> &mut [u8] {
+        let len = self.0.len() * 8;
+        // SAFETY: a u64 slice reinterpreted as bytes: same memory, stricter alignment.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), len) }
+    }
+}
+
+/// Sends a batch as one transaction and waits for every ACK; the first error aborts.
+fn send_batch(batch: Batch) -> io::Result<()> {
+    let batch = batch.finalize();
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
+    let portid = socket.portid();
+    socket.send_all(&batch)?;
+    let mut buf = RecvBuf::new();
+    let mut seqs = batch.sequence_numbers();
+    while !seqs.is_empty() {
+        for msg in socket.recv(buf.bytes())? {
+            let msg = msg?;
+            let Some(seq) = seqs.next() else { break };
+            mnl::cb_run(msg, seq, portid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Dumps the rules of `chain`. A missing table or chain is an empty list.
+pub fn list_rules(chain: &NftChain) -> Result<Vec<ListedRule>, CniError> {
+    let what = format!("listing {}", chain.describe());
+    match dump_rules(chain) {
+        Ok(rules) => Ok(rules),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Vec::new()),
+        Err(e) => Err(io_err(&what, e)),
+    }
+}
+
+fn dump_rules(chain: &NftChain) -> io::Result<Vec<ListedRule>> {
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
+    let portid = socket.portid();
+    let seq = 1u32;
+    let mut req = RecvBuf::new();
+    let len = {
+        let bytes = req.bytes();
+        // SAFETY: `bytes` is aligned and large enough for one request (nft_nlmsg_maxsize);
+        // the rule object only serves to serialize the table/chain filter and is freed.
+        unsafe {
+            let hdr = sys::nftnl_nlmsg_build_hdr(
+                bytes.as_mut_ptr().cast::<c_char>(),
+                libc::NFT_MSG_GETRULE as u16,
+                chain.family as u16,
+                (libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16,
+                seq,
+            );
+            let rule = sys::nftnl_rule_alloc();
+            if rule.is_null() {
+                return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+            }
+            sys::nftnl_rule_set_str(rule, sys::NFTNL_RULE_TABLE as u16, chain.table.as_ptr());
+            sys::nftnl_rule_set_str(rule, sys::NFTNL_RULE_CHAIN as u16, chain.chain.as_ptr());
+            sys::nftnl_rule_nlmsg_build_payload(hdr, rule);
+            sys::nftnl_rule_free(rule);
+            (*hdr).nlmsg_len as usize
+        }
+    };
+    socket.send(&req.bytes()[..len])?;
+    let mut rules = Vec::new();
+    let mut buf = RecvBuf::new();
+    loop {
+        let n = socket.recv_raw(buf.bytes())?;
+        if n == 0 {
+            break;
+        }
+        match mnl::cb_run2(&buf.bytes()[..n], seq, portid, parse_rule_cb, &mut rules)? {
+            mnl::CbResult::Stop => break,
+            mnl::CbResult::Ok => {}
+        }
+    }
+    Ok(rules)
+}
+
+fn parse_rule_cb(hdr: &libc::nlmsghdr, rules: &mut Vec<ListedRule>) -> libc::c_int {
+    // SAFETY: `hdr` is a complete message validated by libmnl; the rule is freed below
+    // and the user data copied out before that.
+    unsafe {
+        let rule = sys::nftnl_rule_alloc();
+        if rule.is_null() {
+            return mnl::mnl_sys::MNL_CB_ERROR;
+        }
+        if sys::nftnl_rule_nlmsg_parse(hdr, rule) < 0 {
+            sys::nftnl_rule_free(rule);
+            return mnl::mnl_sys::MNL_CB_ERROR;
+        }
+        let handle = sys::nftnl_rule_get_u64(rule, sys::NFTNL_RULE_HANDLE as u16);
+        let mut len: u32 = 0;
+        let data = sys::nftnl_rule_get_data(rule, sys::NFTNL_RULE_USERDATA as u16, &mut len);
+        let comment = if data.is_null() {
+            None
+        } else {
+            comment_of(std::slice::from_raw_parts(data.cast::<u8>(), len as usize))
+        };
+        sys::nftnl_rule_free(rule);
+        rules.push(ListedRule { handle, comment });
+    }
+    mnl::mnl_sys::MNL_CB_OK
+}
+
+/// Extracts `NFTNL_UDATA_RULE_COMMENT` from rule user data: TLVs of
+/// (type: u8, len: u8, value), the comment being a NUL-terminated string.
+fn comment_of(udata: &[u8]) -> Option<String> {
+    let mut rest = udata;
+    while rest.len() >= 2 {
+        let (kind, len) = (rest[0], usize::from(rest[1]));
+        let value = rest.get(2..2 + len)?;
+        if u32::from(kind) == sys::NFTNL_UDATA_RULE_COMMENT {
+            let s = value.split(|b| *b == 0).next().unwrap_or(value);
+            return Some(String::from_utf8_lossy(s).into_owned());
+        }
+        rest = &rest[2 + len..];
+    }
+    None
+}
+
+/// Creates the table and base chain if missing (both are idempotent adds) and appends a
+/// rule built by `build`, commented `comment`, in one transaction.
+pub fn add_rule(
+    chain: &NftChain,
+    comment: &str,
+    build: impl FnOnce(&mut Rule<'_>),
+) -> Result<(), CniError> {
+    let what = format!("adding rule {comment:?} to {}", chain.describe());
+    let c_comment =
+        CString::new(comment).map_err(|e| CniError::internal(format!("{what}: {e}")))?;
+    let table = Table::new(chain.table, chain.family);
+    let mut base = Chain::new(chain.chain, &table);
+    base.set_type(chain.chain_type);
+    base.set_hook(chain.hook, chain.priority);
+    base.set_policy(Policy::Accept);
+    let mut rule = Rule::new(&base);
+    rule.set_comment(c_comment.as_c_str())
+        .map_err(|e| CniError::internal(format!("{what}: {e}")))?;
+    build(&mut rule);
+    let mut batch = Batch::new();
+    batch.add(&table, MsgType::Add);
+    batch.add(&base, MsgType::Add);
+    batch.add(&rule, MsgType::Add);
+    send_batch(batch).map_err(|e| io_err(&what, e))
+}
+
+/// Deletes the rules of `chain` that `select` picks, reading the chain back from the
+/// kernel. Returns how many were deleted. A missing table/chain deletes nothing.
+pub fn delete_rules(
+    chain: &NftChain,
+    select: impl Fn(&ListedRule) -> bool,
+) -> Result<usize, CniError> {
+    let what = format!("deleting rules from {}", chain.describe());
+    // A concurrent DEL may remove a rule between our dump and our delete (ENOENT aborts
+    // the whole transaction): dump again and retry.
+    let mut attempts = 0;
+    loop {
+        let victims: Vec<u64> = list_rules(chain)?
+            .into_iter()
+            .filter(|r| select(r))
+            .map(|r| r.handle)
+            .collect();
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let table = Table::new(chain.table, chain.family);
+        let base = Chain::new(chain.chain, &table);
+        let rules: Vec<Rule<'_>> = victims
+            .iter()
+            .map(|h| {
+                let mut r = Rule::new(&base);
+                r.set_handle(*h);
+                r
+            })
+            .collect();
+        let mut batch = Batch::new();
+        for r in &rules {
+            batch.add(r, MsgType::Del);
+        }
+        match send_batch(batch) {
+            Ok(()) => return Ok(victims.len()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempts < 3 => attempts += 1,
+            Err(e) => return Err(io_err(&what, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_round_trip() {
+        let t = Tag {
+            net: 0x1234,
+            att: u64::MAX,
+        };
+        let c = t.comment("cni-masq", "src=10.0.0.2/24");
+        assert_eq!(
+            c,
+            "cni-masq net=0000000000001234 att=ffffffffffffffff src=10.0.0.2/24"
+        );
+        assert_eq!(Tag::parse("cni-masq", &c), Some((t, "src=10.0.0.2/24")));
+        assert_eq!(Tag::parse("cni-macspoof", &c), None);
+        assert_eq!(Tag::parse("cni-masq", "cni-masq net=zz att=1 x"), None);
+    }
+
+    #[test]
+    fn hash_is_stable_and_separated() {
+        assert_eq!(stable_hash(&["a"]), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(stable_hash(&["ab", "c"]), stable_hash(&["a", "bc"]));
+    }
+
+    #[test]
+    fn comment_tlv() {
+        // Type 1 (NFTNL_UDATA_RULE_EBTABLES_POLICY) first: skipped.
+        let mut ud = vec![1u8, 3, b'x', b'y', b'z'];
+        ud.extend_from_slice(&[sys::NFTNL_UDATA_RULE_COMMENT as u8, 4, b'h', b'i', b'!', 0]);
+        assert_eq!(comment_of(&ud).as_deref(), Some("hi!"));
+        assert_eq!(comment_of(&[0, 9, 1]), None);
+    }
+}

@@ -1,0 +1,309 @@
+//! The `ipam` section of a network configuration, host-local compatible, parsed once
+//! into typed, validated structs. Every error is `InvalidConfig` (7) naming the field.
+
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+use serde_json::Value;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::error::IpamError;
+use crate::range::{Range, RangeSet, RangeSets};
+
+/// Where stores live unless `ipam.dataDir` says otherwise (distinct from host-local's
+/// `/var/lib/cni/networks`, so both can serve the same network name side by side).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/ipam";
+
+/// A route returned with every allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConf {
+    pub dst: IpNetwork,
+    pub gw: Option<IpAddr>,
+}
+
+/// The validated `ipam` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpamConfig {
+    /// `runtimeConfig.ipRanges` when given, else `subnet`/`rangeStart`/... (as the first
+    /// set) followed by `ranges`.
+    pub ranges: RangeSets,
+    pub routes: Vec<RouteConf>,
+    pub data_dir: PathBuf,
+    pub resolv_conf: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawIpam {
+    subnet: Option<String>,
+    range_start: Option<String>,
+    range_end: Option<String>,
+    gateway: Option<String>,
+    ranges: Option<Vec<Vec<RawRange>>>,
+    routes: Option<Vec<RawRoute>>,
+    data_dir: Option<PathBuf>,
+    resolv_conf: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRange {
+    subnet: String,
+    range_start: Option<String>,
+    range_end: Option<String>,
+    gateway: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawRoute {
+    dst: String,
+    gw: Option<String>,
+}
+
+fn parse_ip(field: &str, s: &str) -> Result<IpAddr, IpamError> {
+    s.trim()
+        .parse()
+        .map_err(|_| IpamError::config(format!("{field}: {s:?} is not an IP address")))
+}
+
+fn parse_cidr(field: &str, s: &str) -> Result<IpNetwork, IpamError> {
+    if !s.contains('/') {
+        return Err(IpamError::config(format!(
+            "{field}: {s:?} is not a CIDR (address/prefix)"
+        )));
+    }
+    s.trim()
+        .parse()
+        .map_err(|e| IpamError::config(format!("{field}: {s:?} is not a CIDR: {e}")))
+}
+
+fn opt_ip(field: &str, s: &Option<String>) -> Result<Option<IpAddr>, IpamError> {
+    s.as_deref().map(|s| parse_ip(field, s)).transpose()
+}
+
+fn build_range(field: &str, r: &RawRange) -> Result<Range, IpamError> {
+    let subnet = parse_cidr(&format!("{field}.subnet"), &r.subnet)?;
+    Range::new(
+        field,
+        subnet,
+        opt_ip(&format!("{field}.rangeStart"), &r.range_start)?,
+        opt_ip(&format!("{field}.rangeEnd"), &r.range_end)?,
+        opt_ip(&format!("{field}.gateway"), &r.gateway)?,
+    )
+}
+
+fn build_sets(
+    field: &str,
+    raw: &[Vec<RawRange>],
+    out: &mut Vec<RangeSet>,
+) -> Result<(), IpamError> {
+    for (i, set) in raw.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let ranges = set
+            .iter()
+            .enumerate()
+            .map(|(j, r)| build_range(&format!("{f}[{j}]"), r))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(RangeSet::new(&f, ranges)?);
+    }
+    Ok(())
+}
+
+impl IpamConfig {
+    /// Parses the whole network configuration as received on stdin (`ipam` and
+    /// `runtimeConfig.ipRanges`).
+    pub fn from_json(conf: &Value) -> Result<IpamConfig, IpamError> {
+        let ipam = conf
+            .get("ipam")
+            .ok_or_else(|| IpamError::config("ipam: missing section"))?;
+        let raw: RawIpam = serde_json::from_value(ipam.clone())
+            .map_err(|e| IpamError::config(format!("ipam: {e}")))?;
+
+        let mut sets = Vec::new();
+        let runtime = conf.get("runtimeConfig").and_then(|r| r.get("ipRanges"));
+        let field;
+        match runtime {
+            Some(v) if v.as_array().is_some_and(|a| !a.is_empty()) => {
+                field = "runtimeConfig.ipRanges";
+                let rr: Vec<Vec<RawRange>> = serde_json::from_value(v.clone())
+                    .map_err(|e| IpamError::config(format!("{field}: {e}")))?;
+                build_sets(field, &rr, &mut sets)?;
+            }
+            _ => {
+                field = "ipam.ranges";
+                if let Some(subnet) = &raw.subnet {
+                    let r = RawRange {
+                        subnet: subnet.clone(),
+                        range_start: raw.range_start.clone(),
+                        range_end: raw.range_end.clone(),
+                        gateway: raw.gateway.clone(),
+                    };
+                    sets.push(RangeSet::new("ipam", vec![build_range("ipam", &r)?])?);
+                } else if raw.range_start.is_some()
+                    || raw.range_end.is_some()
+                    || raw.gateway.is_some()
+                {
+                    return Err(IpamError::config(
+                        "ipam.subnet: required when ipam.rangeStart, rangeEnd or gateway is set",
+                    ));
+                }
+                build_sets(field, raw.ranges.as_deref().unwrap_or_default(), &mut sets)?;
+            }
+        }
+        let ranges = RangeSets::new(field, sets)?;
+
+        let routes = raw
+            .routes
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let f = format!("ipam.routes[{i}]");
+                Ok(RouteConf {
+                    dst: parse_cidr(&format!("{f}.dst"), &r.dst)?,
+                    gw: opt_ip(&format!("{f}.gw"), &r.gw)?,
+                })
+            })
+            .collect::<Result<Vec<_>, IpamError>>()?;
+
+        Ok(IpamConfig {
+            ranges,
+            routes,
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            resolv_conf: raw.resolv_conf,
+        })
+    }
+
+    /// `ipam.dataDir` alone, leniently: DEL and GC must work even when the rest of the
+    /// configuration no longer validates.
+    pub fn data_dir_from_json(conf: &Value) -> PathBuf {
+        conf.get("ipam")
+            .and_then(|i| i.get("dataDir"))
+            .and_then(Value::as_str)
+            .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from)
+    }
+
+    /// The store directory of network `name` under `data_dir`.
+    pub fn store_dir(data_dir: &Path, name: &str) -> PathBuf {
+        data_dir.join(name)
+    }
+}
+
+/// Parses `CNI_ARGS` `IP=a,b` (host-local's form).
+pub fn parse_cni_args_ips(value: &str) -> Result<Vec<IpAddr>, IpamError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let addr = s.split('/').next().unwrap_or(s);
+            parse_ip("CNI_ARGS IP", addr)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err(v: Value) -> String {
+        IpamConfig::from_json(&v).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn legacy_and_ranges_dual_stack() {
+        let c = IpamConfig::from_json(&json!({
+            "name": "n", "ipam": {"type": "cni-ipam", "subnet": "10.1.0.0/16",
+            "rangeStart": "10.1.0.10", "rangeEnd": "10.1.0.20", "gateway": "10.1.0.254",
+            "ranges": [[{"subnet": "fd00::/64"}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0", "gw": "fd00::1"}],
+            "dataDir": "/tmp/x", "resolvConf": "/etc/resolv.conf"}
+        }))
+        .unwrap();
+        assert_eq!(c.ranges.sets().len(), 2);
+        let r = &c.ranges.sets()[0].ranges()[0];
+        assert_eq!(r.start, "10.1.0.10".parse::<IpAddr>().unwrap());
+        assert_eq!(r.gateway, Some("10.1.0.254".parse().unwrap()));
+        assert!(!c.ranges.sets()[1].is_ipv4());
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = IpamConfig::from_json(&json!({"ipam": {"ranges": [[{"subnet": "10.0.0.0/24"}]]}}))
+            .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(c.routes.is_empty());
+        assert!(c.resolv_conf.is_none());
+    }
+
+    #[test]
+    fn runtime_ip_ranges_override() {
+        let c = IpamConfig::from_json(&json!({
+            "ipam": {"subnet": "10.0.0.0/24"},
+            "runtimeConfig": {"ipRanges": [[{"subnet": "10.9.0.0/24"}]]}
+        }))
+        .unwrap();
+        assert_eq!(c.ranges.sets().len(), 1);
+        assert_eq!(
+            c.ranges.sets()[0].ranges()[0].subnet,
+            "10.9.0.0/24".parse::<IpNetwork>().unwrap()
+        );
+    }
+
+    #[test]
+    fn errors_name_fields() {
+        assert!(err(json!({})).contains("ipam"));
+        assert!(err(json!({"ipam": {}})).contains("no address range"));
+        assert!(err(json!({"ipam": {"subnet": "10.0.0.0"}})).contains("ipam.subnet"));
+        assert!(
+            err(json!({"ipam": {"subnet": "10.0.0.0/24", "rangeStart": "10.0.1.1"}}))
+                .contains("ipam.rangeStart")
+        );
+        assert!(
+            err(json!({"ipam": {"subnet": "10.0.0.0/24", "rangeStart": "x"}}))
+                .contains("ipam.rangeStart")
+        );
+        assert!(
+            err(json!({"ipam": {"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}}))
+                .contains("ipam.gateway")
+        );
+        assert!(err(json!({"ipam": {"ranges": [[{"subnet": "10.0.0.0/24",
+            "rangeStart": "10.0.0.50", "rangeEnd": "10.0.0.40"}]]}}))
+        .contains("ipam.ranges[0][0].rangeStart"));
+        let e = err(
+            json!({"ipam": {"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/25"}]]}}),
+        );
+        assert!(
+            e.contains("ipam.ranges[1]") && e.contains("overlaps"),
+            "{e}"
+        );
+        let e = err(
+            json!({"ipam": {"subnet": "10.0.0.0/24", "ranges": [[{"subnet": "10.0.0.128/25"}]]}}),
+        );
+        assert!(e.contains("overlaps"), "{e}");
+        assert!(
+            err(json!({"ipam": {"subnet": "10.0.0.0/24", "routes": [{"dst": "10.1.0.0"}]}}))
+                .contains("ipam.routes[0].dst")
+        );
+        assert!(err(json!({"ipam": {"ranges": "nope"}})).contains("ipam"));
+        let e = IpamConfig::from_json(&json!({"ipam": {}})).unwrap_err();
+        assert_eq!(e.code(), 7);
+    }
+
+    #[test]
+    fn cni_args_ips() {
+        assert_eq!(
+            parse_cni_args_ips("10.0.0.5, fd00::5/64").unwrap(),
+            vec![
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
+        );
+        assert!(parse_cni_args_ips("nope").is_err());
+    }
+}

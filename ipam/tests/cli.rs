@@ -1,0 +1,383 @@
+//! End-to-end tests of the `cni-ipam` binary: CNI env + JSON on stdin, result on stdout.
+
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cni-ipam");
+
+struct Out {
+    code: i32,
+    json: Value,
+    stderr: String,
+}
+
+fn spawn(
+    bin: &str,
+    cmd: &str,
+    conf: &Value,
+    cid: &str,
+    ifname: &str,
+    args: Option<&str>,
+) -> std::process::Child {
+    let mut c = Command::new(bin);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if !cid.is_empty() {
+        c.env("CNI_CONTAINERID", cid)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_NETNS", "/proc/self/ns/net");
+    }
+    if let Some(a) = args {
+        c.env("CNI_ARGS", a);
+    }
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    child
+}
+
+fn finish(child: std::process::Child) -> Out {
+    let o = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        json: if stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&stdout).unwrap_or(Value::String(stdout))
+        },
+        stderr: String::from_utf8_lossy(&o.stderr).to_string(),
+    }
+}
+
+fn run(cmd: &str, conf: &Value, cid: &str, ifname: &str) -> Out {
+    finish(spawn(BIN, cmd, conf, cid, ifname, None))
+}
+
+fn ok(o: Out) -> Value {
+    assert_eq!(o.code, 0, "stdout {} stderr {}", o.json, o.stderr);
+    o.json
+}
+
+fn conf(version: &str, name: &str, dir: &Path, ipam: Value) -> Value {
+    let mut ipam = ipam;
+    ipam["type"] = json!("cni-ipam");
+    ipam["dataDir"] = json!(dir);
+    json!({"cniVersion": version, "name": name, "type": "cni-bridge", "ipam": ipam})
+}
+
+fn v4(version: &str, dir: &Path) -> Value {
+    conf(
+        version,
+        "net1",
+        dir,
+        json!({"subnet": "10.55.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]}),
+    )
+}
+
+fn addresses(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| i["address"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn add_add_check_del_del() {
+    let d = tempfile::tempdir().unwrap();
+    let resolv = d.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 10.55.0.53\nsearch svc.local\noptions ndots:5\n",
+    )
+    .unwrap();
+    let mut c = v4("1.1.0", d.path());
+    c["ipam"]["resolvConf"] = json!(resolv);
+    let r1 = ok(run("ADD", &c, "ctr-a", "eth0"));
+    assert_eq!(r1["cniVersion"], "1.1.0");
+    assert_eq!(addresses(&r1), vec!["10.55.0.2/24"]);
+    assert_eq!(r1["ips"][0]["gateway"], "10.55.0.1");
+    assert_eq!(r1["routes"][0]["dst"], "0.0.0.0/0");
+    assert_eq!(r1["dns"]["nameservers"][0], "10.55.0.53");
+    assert_eq!(r1["dns"]["search"][0], "svc.local");
+    let r2 = ok(run("ADD", &c, "ctr-a", "eth0"));
+    assert_eq!(addresses(&r2), addresses(&r1));
+    let r3 = ok(run("ADD", &c, "ctr-b", "eth0"));
+    assert_eq!(addresses(&r3), vec!["10.55.0.3/24"]);
+
+    let mut chk = c.clone();
+    chk["prevResult"] = r1.clone();
+    ok(run("CHECK", &chk, "ctr-a", "eth0"));
+    let mut wrong = c.clone();
+    wrong["prevResult"] = r3.clone();
+    assert_ne!(run("CHECK", &wrong, "ctr-a", "eth0").code, 0);
+    let o = run("CHECK", &chk, "ctr-zzz", "eth0");
+    assert_ne!(o.code, 0);
+    assert!(
+        o.json["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ctr-zzz"),
+        "{}",
+        o.json
+    );
+
+    ok(run("DEL", &c, "ctr-a", "eth0"));
+    ok(run("DEL", &c, "ctr-a", "eth0"));
+    ok(run("DEL", &c, "never-added", "eth0"));
+    assert_ne!(run("CHECK", &chk, "ctr-a", "eth0").code, 0);
+}
+
+#[test]
+fn del_on_a_fresh_data_dir_and_gc() {
+    let d = tempfile::tempdir().unwrap();
+    let c = v4("1.1.0", &d.path().join("nothing-yet"));
+    ok(run("DEL", &c, "ctr-a", "eth0"));
+    let c = v4("1.1.0", d.path());
+    for n in 0..4 {
+        ok(run("ADD", &c, &format!("ctr-{n}"), "eth0"));
+    }
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-1", "ifname": "eth0"}, {"containerID": "ctr-3", "ifname": "eth0"}]);
+    ok(run("GC", &gc, "", ""));
+    let keys: HashSet<String> = std::fs::read_dir(d.path().join("net1").join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        HashSet::from(["ctr-1+eth0".to_string(), "ctr-3+eth0".to_string()])
+    );
+    // The freed addresses are free again; the kept ones are not re-issued.
+    let r = ok(run("ADD", &c, "ctr-new", "eth0"));
+    assert_eq!(addresses(&r), vec!["10.55.0.6/24"]);
+}
+
+#[test]
+fn status() {
+    let d = tempfile::tempdir().unwrap();
+    ok(run("STATUS", &v4("1.1.0", d.path()), "", ""));
+    let file = d.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let o = run("STATUS", &v4("1.1.0", &file.join("sub")), "", "");
+    assert_ne!(o.code, 0);
+    assert_eq!(o.json["code"], 50, "{}", o.json);
+}
+
+#[test]
+fn result_shape_of_every_version() {
+    for v in [
+        "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let c = conf(
+            v,
+            "netv",
+            d.path(),
+            json!({"ranges": [[{"subnet": "10.56.0.0/24"}], [{"subnet": "fd56::/64"}]],
+                   "routes": [{"dst": "0.0.0.0/0", "gw": "10.56.0.1"}]}),
+        );
+        let r = ok(run("ADD", &c, "ctr-v", "eth0"));
+        assert_eq!(r["cniVersion"], v, "{r}");
+        if v < "0.3.0" {
+            assert_eq!(r["ip4"]["ip"], "10.56.0.2/24", "{v}: {r}");
+            assert_eq!(r["ip6"]["ip"], "fd56::2/64", "{v}: {r}");
+            assert_eq!(r["ip4"]["gateway"], "10.56.0.1", "{v}: {r}");
+            assert!(r.get("ips").is_none(), "{v}: {r}");
+        } else {
+            assert_eq!(
+                addresses(&r),
+                vec!["10.56.0.2/24", "fd56::2/64"],
+                "{v}: {r}"
+            );
+            if v < "1.0.0" {
+                assert_eq!(r["ips"][0]["version"], "4", "{v}: {r}");
+                assert_eq!(r["ips"][1]["version"], "6", "{v}: {r}");
+            } else {
+                assert!(r["ips"][0].get("version").is_none(), "{v}: {r}");
+            }
+            assert_eq!(r["routes"][0]["gw"], "10.56.0.1", "{v}: {r}");
+        }
+        ok(run("DEL", &c, "ctr-v", "eth0"));
+    }
+}
+
+#[test]
+fn requested_ips_every_way() {
+    let d = tempfile::tempdir().unwrap();
+    let c = v4("1.1.0", d.path());
+    let r = ok(finish(spawn(
+        BIN,
+        "ADD",
+        &c,
+        "ctr-args",
+        "eth0",
+        Some("IgnoreUnknown=1;IP=10.55.0.40"),
+    )));
+    assert_eq!(addresses(&r), vec!["10.55.0.40/24"]);
+    let mut rc = c.clone();
+    rc["runtimeConfig"] = json!({"ips": ["10.55.0.41/24"]});
+    assert_eq!(
+        addresses(&ok(run("ADD", &rc, "ctr-rc", "eth0"))),
+        vec!["10.55.0.41/24"]
+    );
+    let mut ac = c.clone();
+    ac["args"] = json!({"cni": {"ips": ["10.55.0.42"]}});
+    assert_eq!(
+        addresses(&ok(run("ADD", &ac, "ctr-ac", "eth0"))),
+        vec!["10.55.0.42/24"]
+    );
+    // Taken by another attachment.
+    let o = run("ADD", &ac, "ctr-other", "eth0");
+    assert_ne!(o.code, 0);
+    assert!(
+        o.json["msg"].as_str().unwrap().contains("10.55.0.42"),
+        "{}",
+        o.json
+    );
+    // Outside every range.
+    let o = finish(spawn(
+        BIN,
+        "ADD",
+        &c,
+        "ctr-out",
+        "eth0",
+        Some("IP=10.99.0.1"),
+    ));
+    assert_ne!(o.code, 0);
+    assert!(
+        o.json["msg"].as_str().unwrap().contains("10.99.0.1"),
+        "{}",
+        o.json
+    );
+    // runtimeConfig.ipRanges replaces the configured ranges.
+    let mut ir = c.clone();
+    ir["runtimeConfig"] =
+        json!({"ipRanges": [[{"subnet": "10.57.0.0/24", "rangeStart": "10.57.0.100"}]]});
+    assert_eq!(
+        addresses(&ok(run("ADD", &ir, "ctr-ir", "eth0"))),
+        vec!["10.57.0.100/24"]
+    );
+}
+
+#[test]
+fn invalid_config_and_exhaustion_codes() {
+    let d = tempfile::tempdir().unwrap();
+    let bad = conf(
+        "1.1.0",
+        "netbad",
+        d.path(),
+        json!({"subnet": "10.58.0.0/24", "rangeStart": "10.59.0.1"}),
+    );
+    let o = run("ADD", &bad, "ctr-x", "eth0");
+    assert_eq!(o.json["code"], 7, "{}", o.json);
+    assert!(
+        o.json["msg"].as_str().unwrap().contains("ipam.rangeStart"),
+        "{}",
+        o.json
+    );
+    let small = conf(
+        "1.1.0",
+        "netsmall",
+        d.path(),
+        json!({"subnet": "10.58.0.0/24", "rangeStart": "10.58.0.10", "rangeEnd": "10.58.0.11"}),
+    );
+    ok(run("ADD", &small, "ctr-1", "eth0"));
+    ok(run("ADD", &small, "ctr-2", "eth0"));
+    let o = run("ADD", &small, "ctr-3", "eth0");
+    assert_eq!(o.json["code"], 102, "{}", o.json);
+    assert!(
+        o.json["msg"].as_str().unwrap().contains("full"),
+        "{}",
+        o.json
+    );
+}
+
+#[test]
+fn corrupt_key_file_is_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let c = v4("1.1.0", d.path());
+    ok(run("ADD", &c, "ctr-c", "eth0"));
+    let kp = d.path().join("net1").join("keys").join("ctr-c+eth0");
+    std::fs::write(&kp, "{\"containerID\": \"ctr").unwrap();
+    let o = run("ADD", &c, "ctr-c", "eth0");
+    assert_eq!(o.json["code"], 101, "{}", o.json);
+    assert!(
+        o.json["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&kp.display().to_string()),
+        "{}",
+        o.json
+    );
+}
+
+#[test]
+fn parallel_processes_get_distinct_addresses() {
+    let d = tempfile::tempdir().unwrap();
+    let c = conf(
+        "1.0.0",
+        "netpar",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.60.0.0/24"}], [{"subnet": "fd60::/64"}]]}),
+    );
+    let children: Vec<_> = (0..64)
+        .map(|n| spawn(BIN, "ADD", &c, &format!("par-{n}"), "eth0", None))
+        .collect();
+    let mut all = HashSet::new();
+    for child in children {
+        for a in addresses(&ok(finish(child))) {
+            assert!(all.insert(a.clone()), "{a} handed out twice");
+        }
+    }
+    assert_eq!(all.len(), 128);
+}
+
+#[test]
+fn side_by_side_with_host_local() {
+    let host_local = "/usr/lib/cni/host-local";
+    if !Path::new(host_local).exists() {
+        eprintln!("skipped: {host_local} not installed");
+        return;
+    }
+    let ipam = json!({"ranges": [[{"subnet": "10.61.0.0/24", "rangeStart": "10.61.0.20",
+        "rangeEnd": "10.61.0.30", "gateway": "10.61.0.1"}], [{"subnet": "fd61::/64"}]],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.62.0.0/16", "gw": "10.61.0.254"}]});
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let ours = conf("1.0.0", "netsbs", d1.path(), ipam.clone());
+    let mut theirs = conf("1.0.0", "netsbs", d2.path(), ipam);
+    theirs["ipam"]["type"] = json!("host-local");
+    for n in 0..3 {
+        let cid = format!("sbs-{n}");
+        let a = ok(run("ADD", &ours, &cid, "eth0"));
+        let b = ok(finish(spawn(
+            host_local, "ADD", &theirs, &cid, "eth0", None,
+        )));
+        assert_eq!(a["ips"], b["ips"], "ours {a} host-local {b}");
+        assert_eq!(a["routes"], b["routes"], "ours {a} host-local {b}");
+    }
+    for n in 0..3 {
+        let cid = format!("sbs-{n}");
+        ok(run("DEL", &ours, &cid, "eth0"));
+        ok(finish(spawn(
+            host_local, "DEL", &theirs, &cid, "eth0", None,
+        )));
+    }
+}
