@@ -5,7 +5,7 @@ use std::str::FromStr;
 use cni_core::netlink::MacAddr;
 use cni_core::spec::config::NetConf;
 use cni_core::CniError;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 /// Bridge used when `bridge` is not set.
 pub const DEFAULT_BRIDGE: &str = "cni0";
@@ -13,34 +13,6 @@ pub const DEFAULT_BRIDGE: &str = "cni0";
 pub const MIN_MTU: u32 = 68;
 /// Largest MTU accepted.
 pub const MAX_MTU: u32 = 65535;
-
-/// The fields of the configuration as written by the operator (reference `bridge` names).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawConfig {
-    #[serde(default)]
-    bridge: Option<String>,
-    #[serde(default)]
-    is_gateway: bool,
-    #[serde(default)]
-    is_default_gateway: bool,
-    #[serde(default)]
-    force_address: bool,
-    #[serde(default)]
-    ip_masq: bool,
-    #[serde(default)]
-    mtu: Option<u32>,
-    #[serde(default)]
-    hairpin_mode: bool,
-    #[serde(default)]
-    promisc_mode: bool,
-    #[serde(default)]
-    vlan: Option<i64>,
-    #[serde(default, rename = "enabledad")]
-    enable_dad: bool,
-    #[serde(default)]
-    macspoofchk: bool,
-}
 
 /// The validated configuration of one invocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,8 +63,25 @@ impl BridgeConfig {
         ipam: Option<String>,
         mac: Option<&str>,
     ) -> Result<BridgeConfig, CniError> {
-        let r: RawConfig = serde_json::from_value(raw.clone())
-            .map_err(|e| CniError::invalid_config(format!("bridge plugin configuration: {e}")))?;
+        if !raw.is_object() {
+            return Err(CniError::invalid_config(
+                "the network configuration must be a JSON object",
+            ));
+        }
+        let flag = |key: &str| field::<bool>(raw, key).map(|v| v.unwrap_or(false));
+        let r = RawConfig {
+            bridge: field(raw, "bridge")?,
+            is_gateway: flag("isGateway")?,
+            is_default_gateway: flag("isDefaultGateway")?,
+            force_address: flag("forceAddress")?,
+            ip_masq: flag("ipMasq")?,
+            mtu: field(raw, "mtu")?,
+            hairpin_mode: flag("hairpinMode")?,
+            promisc_mode: flag("promiscMode")?,
+            vlan: field(raw, "vlan")?,
+            enable_dad: flag("enabledad")?,
+            macspoofchk: flag("macspoofchk")?,
+        };
 
         let bridge = match r.bridge {
             None => DEFAULT_BRIDGE.to_string(),
@@ -157,6 +146,32 @@ impl BridgeConfig {
             mac,
             ipam,
         })
+    }
+}
+
+/// The operator's fields, typed but not yet validated (reference `bridge` names).
+struct RawConfig {
+    bridge: Option<String>,
+    is_gateway: bool,
+    is_default_gateway: bool,
+    force_address: bool,
+    ip_masq: bool,
+    mtu: Option<u32>,
+    hairpin_mode: bool,
+    promisc_mode: bool,
+    vlan: Option<i64>,
+    enable_dad: bool,
+    macspoofchk: bool,
+}
+
+/// Field `key` of `raw` as a `T`; absent or `null` is `None`. A value of the wrong type
+/// is `InvalidConfig` (7) naming the field.
+fn field<T: DeserializeOwned>(raw: &serde_json::Value, key: &str) -> Result<Option<T>, CniError> {
+    match raw.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+            CniError::invalid_config(format!("field {key:?} has a wrong type ({e}): got {v}"))
+        }),
     }
 }
 

@@ -89,7 +89,15 @@ fn del_after_netns_is_gone() {
     let o = w.run("DEL", &conf, p);
     assert!(o.ok, "DEL without netns: {} {}", o.raw, o.stderr);
     assert!(w.reservations().is_empty());
-    assert!(w.ports().is_empty());
+    // The kernel destroys a netns (and the veth with it) asynchronously.
+    assert!(
+        (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            w.ports().is_empty()
+        }),
+        "veth left on the bridge: {:?}",
+        w.ports()
+    );
     // And without CNI_NETNS at all.
     let vars = vec![
         ("CNI_COMMAND", "DEL".to_string()),
@@ -371,11 +379,20 @@ fn bad_config_is_code_7() {
 fn layer2_only_without_ipam() {
     let mut w = World::new("l2", 11);
     let p = w.pod();
-    let mut conf = w.conf(json!({"isGateway": false}));
+    let mut conf = w.conf(json!({"isGateway": false, "promiscMode": true}));
     if let Some(m) = conf.as_object_mut() {
         m.remove("ipam");
     }
     let res = w.add_ok(&conf, p);
+    let (_, br) = sh(&["ip", "link", "show", &w.bridge]);
+    assert!(br.contains("PROMISC"), "{br}");
+    let mut check = conf.clone();
+    check["prevResult"] = res.clone();
+    let o = w.run("CHECK", &check, p);
+    assert!(o.ok, "CHECK: {} {}", o.raw, o.stderr);
+    check["promiscMode"] = json!(false);
+    let o = w.run("CHECK", &check, p);
+    assert!(!o.ok && o.msg().contains("promisc"), "{}", o.raw);
     assert!(
         res.get("ips")
             .is_none_or(|v: &Value| v.as_array().is_none_or(|a| a.is_empty())),
@@ -386,4 +403,198 @@ fn layer2_only_without_ipam() {
     assert!(link.contains("UP"), "{link}");
     assert!(w.run("DEL", &conf, p).ok);
     assert!(w.ports().is_empty());
+}
+
+#[test]
+fn dual_stack_in_a_node_netns() {
+    let mut w = World::new("ds", 12);
+    w.in_node();
+    let p = w.pod();
+    let v6net = "fd5b:cb:12::/64";
+    let conf = w.conf(json!({
+        "isDefaultGateway": true,
+        "ipMasq": true,
+        "ipam": {
+            "type": "host-local",
+            "dataDir": w.data.path(),
+            "ranges": [[{"subnet": w.subnet()}], [{"subnet": v6net}]]
+        }
+    }));
+    let res = w.add_ok(&conf, p);
+    let ips = res["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2, "{res}");
+    let v6 = ips
+        .iter()
+        .find(|i| i["address"].as_str().unwrap().contains(':'))
+        .unwrap();
+    let v6addr = v6["address"].as_str().unwrap().to_string();
+    let v6gw = v6["gateway"].as_str().unwrap().to_string();
+    assert_eq!(v6gw, "fd5b:cb:12::1");
+    assert_eq!(v6["interface"], 2);
+
+    // enabledad=false: the address is usable at once (not tentative).
+    let (_, a) = w.in_pod(p, &["-6", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(a.contains(&v6addr), "{a}");
+    assert!(!a.contains("tentative"), "DAD should be off: {a}");
+    let dad = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &w.pods[p].ns,
+        "sysctl",
+        "-n",
+        "net.ipv6.conf.eth0.accept_dad",
+    ]);
+    assert_eq!(dad.1.trim(), "0");
+    // Both gateways on the bridge, both default routes in the pod, forwarding in the node.
+    let (_, br) = w.host_ip(&["-o", "addr", "show", "dev", &w.bridge]);
+    assert!(
+        br.contains(&format!("{}/24", w.gw())) && br.contains("fd5b:cb:12::1/64"),
+        "{br}"
+    );
+    let (_, r6) = w.in_pod(p, &["-6", "route", "show", "default"]);
+    assert!(r6.contains("via fd5b:cb:12::1"), "{r6}");
+    let (_, r4) = w.in_pod(p, &["route", "show", "default"]);
+    assert!(r4.contains(&format!("via {}", w.gw())), "{r4}");
+    let fwd = w.host_sh(&[
+        "sysctl",
+        "-n",
+        "net.ipv6.conf.all.forwarding",
+        "net.ipv4.ip_forward",
+    ]);
+    assert_eq!(
+        fwd.1.split_whitespace().collect::<Vec<_>>(),
+        vec!["1", "1"],
+        "{}",
+        fwd.1
+    );
+    // The bridge's own v6 address may still be tentative for a moment.
+    assert!(
+        (0..30).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            w.ping_from(p, &v6gw)
+        }),
+        "pod cannot ping {v6gw}"
+    );
+    assert!(w.ping_from(p, &w.gw()));
+    // Masquerade rules for both families, in the node.
+    let (_, rules) = w.host_sh(&["nft", "list", "ruleset"]);
+    let v4 = result_ip(&res);
+    assert!(rules.contains(v4.split('/').next().unwrap()), "{rules}");
+    assert!(rules.contains(v6addr.split('/').next().unwrap()), "{rules}");
+
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = res.clone();
+    let o = w.run("CHECK", &check_conf, p);
+    assert!(o.ok, "CHECK: {} {}", o.raw, o.stderr);
+
+    let o = w.run("DEL", &conf, p);
+    assert!(o.ok, "DEL: {} {}", o.raw, o.stderr);
+    assert!(w.ports().is_empty());
+    assert!(w.reservations().is_empty(), "{:?}", w.reservations());
+    let (_, rules) = w.host_sh(&["nft", "list", "ruleset"]);
+    assert!(
+        !rules.contains(v6addr.split('/').next().unwrap()),
+        "{rules}"
+    );
+}
+
+#[test]
+fn vlan_ports_are_isolated() {
+    let mut w = World::new("vlan", 13);
+    w.in_node();
+    let a = w.pod();
+    let b = w.pod();
+    let c = w.pod();
+    let conf100 = w.conf(json!({"isGateway": false, "vlan": 100}));
+    let conf200 = w.conf(json!({"isGateway": false, "vlan": 200}));
+    // Kernels without CONFIG_BRIDGE_VLAN_FILTERING (this VM's): ADD must fail cleanly.
+    let probe = format!("{}p", w.bridge);
+    let filtering = w
+        .host_ip(&[
+            "link",
+            "add",
+            &probe,
+            "type",
+            "bridge",
+            "vlan_filtering",
+            "1",
+        ])
+        .0;
+    w.host_ip(&["link", "del", &probe]);
+    if !filtering {
+        let o = w.run("ADD", &conf100, a);
+        assert!(!o.ok, "vlan without kernel support accepted");
+        assert!(o.msg().contains("vlan"), "{}", o.raw);
+        assert!(w.reservations().is_empty());
+        assert!(!w.in_pod(a, &["link", "show", "eth0"]).0);
+        eprintln!("kernel has no bridge VLAN filtering: only the clean failure was checked");
+        return;
+    }
+    let ra = w.add_ok(&conf100, a);
+    let rb = w.add_ok(&conf100, b);
+    let rc = w.add_ok(&conf200, c);
+    let hv = ra["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let (_, vl) = w.host_sh(&["bridge", "vlan", "show", "dev", &hv]);
+    assert!(
+        vl.contains("100") && vl.contains("PVID") && vl.contains("Untagged"),
+        "{vl}"
+    );
+    let ip = |r: &Value| result_ip(r).split('/').next().unwrap().to_string();
+    assert!(w.ping_from(a, &ip(&rb)), "same VLAN should reach");
+    assert!(
+        !sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &w.pods[a].ns,
+            "ping",
+            "-c1",
+            "-W1",
+            &ip(&rc)
+        ])
+        .0,
+        "other VLAN reached"
+    );
+    for p in [a, b] {
+        assert!(w.run("DEL", &conf100, p).ok);
+    }
+    assert!(w.run("DEL", &conf200, c).ok);
+    assert!(w.ports().is_empty());
+}
+
+#[test]
+fn older_cni_versions() {
+    let mut w = World::new("ver", 14);
+    let p = w.pod();
+    for v in ["0.3.1", "0.4.0", "1.0.0"] {
+        let conf = w.conf(json!({"cniVersion": v}));
+        let res = w.add_ok(&conf, p);
+        assert_eq!(res["cniVersion"], v);
+        assert_eq!(
+            res["interfaces"].as_array().map(Vec::len),
+            Some(3),
+            "{v}: {res}"
+        );
+        if v == "0.3.1" {
+            assert_eq!(res["ips"][0]["version"], "4", "{res}");
+        }
+        if v != "0.3.1" {
+            let mut check = conf.clone();
+            check["prevResult"] = res.clone();
+            let o = w.run("CHECK", &check, p);
+            assert!(o.ok, "{v} CHECK: {} {}", o.raw, o.stderr);
+        }
+        let o = w.run("DEL", &conf, p);
+        assert!(o.ok, "{v} DEL: {} {}", o.raw, o.stderr);
+    }
+    // 0.2.0: no interfaces in the result, just ip4.
+    let conf = w.conf(json!({"cniVersion": "0.2.0"}));
+    let res = w.add_ok(&conf, p);
+    assert!(
+        res["ip4"]["ip"].as_str().unwrap().starts_with("10.251.14."),
+        "{res}"
+    );
+    assert!(w.run("DEL", &conf, p).ok);
+    assert!(w.reservations().is_empty());
 }

@@ -128,7 +128,11 @@ impl Invocation {
                 // (the waiter thread is still blocked in wait on it).
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 let _ = waiter.join();
-                panic!("{} {:?} timed out after {TIMEOUT:?}", self.plugin.display(), self.command);
+                panic!(
+                    "{} {:?} timed out after {TIMEOUT:?}",
+                    self.plugin.display(),
+                    self.command
+                );
             }
         };
         let _ = waiter.join();

@@ -76,6 +76,9 @@ pub struct World {
     pub extra_path: Option<PathBuf>,
     /// Links to delete in Drop besides the bridge.
     pub extra_links: Vec<String>,
+    /// When set, the plugin runs inside this "node" netns (bridge, forwarding and rules
+    /// live there, not on the machine).
+    pub node: Option<String>,
     /// The configuration DEL should use in Drop.
     pub last_conf: std::sync::Mutex<Option<Value>>,
 }
@@ -99,8 +102,38 @@ impl World {
             pods: Vec::new(),
             extra_path: None,
             extra_links: Vec::new(),
+            node: None,
             last_conf: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Runs the plugin (and host-side inspection) inside a fresh node netns.
+    pub fn in_node(&mut self) {
+        let ns = format!("cbt-{}-{}-node", self.tag, std::process::id());
+        let (ok, out) = sh(&["ip", "netns", "add", &ns]);
+        assert!(ok, "ip netns add {ns}: {out}");
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        self.node = Some(ns);
+    }
+
+    /// `ip ...` on the host side (the node netns if any).
+    pub fn host_ip(&self, args: &[&str]) -> (bool, String) {
+        let mut v = vec!["ip"];
+        if let Some(n) = &self.node {
+            v.extend_from_slice(&["-n", n.as_str()]);
+        }
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// A command on the host side (inside the node netns if any).
+    pub fn host_sh(&self, args: &[&str]) -> (bool, String) {
+        let mut v = Vec::new();
+        if let Some(n) = &self.node {
+            v.extend_from_slice(&["ip", "netns", "exec", n.as_str()]);
+        }
+        v.extend_from_slice(args);
+        sh(&v)
     }
 
     /// Creates a pod netns; returns its index.
@@ -166,7 +199,15 @@ impl World {
             Some(p) => format!("{}:{REF_CNI}", p.display()),
             None => REF_CNI.to_string(),
         };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cni-bridge"));
+        let bin = env!("CARGO_BIN_EXE_cni-bridge");
+        let mut cmd = match &self.node {
+            Some(n) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", n.as_str(), bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_PATH", cni_path)
@@ -217,7 +258,7 @@ impl World {
 
     /// Names of the links enslaved to the bridge.
     pub fn ports(&self) -> Vec<String> {
-        let (_, out) = sh(&["ip", "-o", "link", "show", "master", &self.bridge]);
+        let (_, out) = self.host_ip(&["-o", "link", "show", "master", &self.bridge]);
         out.lines()
             .filter_map(|l| l.split(':').nth(1))
             .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())
@@ -261,9 +302,12 @@ impl Drop for World {
         for p in &self.pods {
             sh(&["ip", "netns", "del", &p.ns]);
         }
-        sh(&["ip", "link", "del", &self.bridge]);
+        self.host_ip(&["link", "del", &self.bridge]);
         for l in &self.extra_links {
-            sh(&["ip", "link", "del", l]);
+            self.host_ip(&["link", "del", l]);
+        }
+        if let Some(n) = &self.node {
+            sh(&["ip", "netns", "del", n]);
         }
     }
 }

@@ -1,0 +1,358 @@
+//! `cni-bench`: attach and detach N pods through `cni-bridge`+`cni-ipam` and through the
+//! reference `bridge`+`host-local`, in the same run, and compare.
+//!
+//! ```text
+//! cni-bench [--pods 100] [--parallel 8] [--rounds 1] [--skip-sequential] [--skip-parallel]
+//! ```
+//!
+//! Both pairs get the same config (cniVersion 1.0.0, `isGateway: true`, a /24 of their
+//! own under 10.200.0.0/13, a fresh data dir, a bridge of their own). Each phase runs
+//! both pairs alternately so that machine noise hits both alike:
+//! - sequential: pod i is added through one pair then the other (the first alternating
+//!   with i), then deleted the same way;
+//! - parallel: P workers add all N pods of one pair, then of the other, then delete in
+//!   the reverse order (A B B A), the first pair alternating between rounds.
+//!
+//! Latency is the wall time of one plugin invocation (spawn to reap). Peak RSS is the
+//! maximum over invocations of `ru_maxrss` as returned by `wait4` on the plugin process:
+//! Linux reports there the larger of the process's own peak and the peak of every
+//! descendant it waited for, so the IPAM plugin (a grandchild of the bench, waited for by
+//! the bridge plugin) is covered.
+//!
+//! Needs root; builds nothing (`scripts/bench.sh` builds release and runs this). Only
+//! addresses inside namespaces it creates are used, and everything is removed at exit.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use conformance::fixture::{with_prev, Pod, TestNet};
+use serde_json::Value;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark cni-bridge+cni-ipam against the reference bridge+host-local")]
+struct Args {
+    /// Pods attached and detached per phase and pair (at most 250: one /24 each).
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pods: usize,
+    /// Concurrent invocations in the parallel phase.
+    #[arg(long, short = 'p', default_value_t = 8)]
+    parallel: usize,
+    /// Repetitions of the whole run (samples accumulate).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    #[arg(long)]
+    skip_sequential: bool,
+    #[arg(long)]
+    skip_parallel: bool,
+}
+
+/// One pair under test.
+struct Pair {
+    label: &'static str,
+    net: TestNet,
+    conf: Value,
+    pods: Vec<Pod>,
+}
+
+#[derive(Default)]
+struct Samples {
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+    maxrss_kib: i64,
+}
+
+struct Measured {
+    elapsed: Duration,
+    maxrss_kib: i64,
+}
+
+/// Runs one invocation and reaps it with `wait4` to get its rusage.
+fn invoke(
+    net: &TestNet,
+    command: &str,
+    pod: &Pod,
+    conf: &Value,
+) -> Result<(Measured, Value), String> {
+    let inv = net.invocation(command, pod, conf);
+    let start = Instant::now();
+    let mut cmd = inv.command();
+    cmd.stderr(std::process::Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", inv.plugin.display()))?;
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(&inv.stdin);
+    }
+    let mut out = Vec::new();
+    let _ = child.stdout.take().expect("stdout").read_to_end(&mut out);
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it. The child is ours and unreaped
+    // (std's `Child` is never waited for here, and dropping it does not wait).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let elapsed = start.elapsed();
+    if r != pid {
+        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+    }
+    let stdout = String::from_utf8_lossy(&out);
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(format!(
+            "{command} via {} failed (status {status:#x}): {stdout}",
+            inv.plugin.display()
+        ));
+    }
+    let v = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).map_err(|e| e.to_string())?
+    };
+    Ok((
+        Measured {
+            elapsed,
+            maxrss_kib: ru.ru_maxrss,
+        },
+        v,
+    ))
+}
+
+fn record(s: &Mutex<Samples>, add: bool, m: &Measured) {
+    let mut s = s.lock().unwrap();
+    if add {
+        s.add.push(m.elapsed)
+    } else {
+        s.del.push(m.elapsed)
+    }
+    s.maxrss_kib = s.maxrss_kib.max(m.maxrss_kib);
+}
+
+/// Sequential phase: pod by pod, alternating which pair goes first.
+#[allow(clippy::needless_range_loop)] // i indexes the pods and results of both pairs
+fn sequential(pairs: &[Pair; 2], samples: &[Mutex<Samples>; 2]) -> Result<(), String> {
+    let n = pairs[0].pods.len();
+    let mut results: [Vec<Value>; 2] = [vec![Value::Null; n], vec![Value::Null; n]];
+    for i in 0..n {
+        for k in [i % 2, 1 - i % 2] {
+            let p = &pairs[k];
+            let (m, v) = invoke(&p.net, "ADD", &p.pods[i], &p.conf)?;
+            record(&samples[k], true, &m);
+            results[k][i] = v;
+        }
+    }
+    for i in 0..n {
+        for k in [i % 2, 1 - i % 2] {
+            let p = &pairs[k];
+            let (m, _) = invoke(
+                &p.net,
+                "DEL",
+                &p.pods[i],
+                &with_prev(&p.conf, Some(&results[k][i])),
+            )?;
+            record(&samples[k], false, &m);
+        }
+    }
+    Ok(())
+}
+
+/// All pods of one pair through `workers` threads; returns the phase's wall time.
+fn parallel_phase(
+    pair: &Pair,
+    add: bool,
+    workers: usize,
+    results: &Mutex<Vec<Value>>,
+    samples: &Mutex<Samples>,
+) -> Result<Duration, String> {
+    let next = AtomicUsize::new(0);
+    let err = Mutex::new(None);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= pair.pods.len() || err.lock().unwrap().is_some() {
+                    return;
+                }
+                let conf = if add {
+                    pair.conf.clone()
+                } else {
+                    with_prev(&pair.conf, Some(&results.lock().unwrap()[i]))
+                };
+                match invoke(
+                    &pair.net,
+                    if add { "ADD" } else { "DEL" },
+                    &pair.pods[i],
+                    &conf,
+                ) {
+                    Ok((m, v)) => {
+                        record(samples, add, &m);
+                        if add {
+                            results.lock().unwrap()[i] = v;
+                        }
+                    }
+                    Err(e) => *err.lock().unwrap() = Some(e),
+                }
+            });
+        }
+    });
+    match err.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(start.elapsed()),
+    }
+}
+
+fn quantile(v: &mut [Duration], q: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    // Nearest rank.
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn report(
+    title: &str,
+    pairs: &[Pair; 2],
+    samples: &[Mutex<Samples>; 2],
+    wall: Option<[Duration; 4]>,
+) {
+    let mut s: Vec<Samples> = samples
+        .iter()
+        .map(|m| std::mem::take(&mut *m.lock().unwrap()))
+        .collect();
+    println!("\n{title}");
+    println!(
+        "{:<22} {:>14} {:>14} {:>10}",
+        "", pairs[0].label, pairs[1].label, "ours/ref"
+    );
+    let row = |name: &str, a: f64, b: f64, unit: &str| {
+        let ratio = if b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<22} {:>11.2} {unit:<2} {:>11.2} {unit:<2} {:>10}",
+            name, a, b, ratio
+        );
+    };
+    for (name, add, q) in [
+        ("ADD median", true, 0.5),
+        ("ADD p99", true, 0.99),
+        ("DEL median", false, 0.5),
+        ("DEL p99", false, 0.99),
+    ] {
+        let [a, b] = [0, 1].map(|k| {
+            let v = if add { &mut s[k].add } else { &mut s[k].del };
+            ms(quantile(v, q))
+        });
+        row(name, a, b, "ms");
+    }
+    if let Some(w) = wall {
+        row("all ADDs (wall)", ms(w[0]), ms(w[1]), "ms");
+        row("all DELs (wall)", ms(w[2]), ms(w[3]), "ms");
+    }
+    row(
+        "peak RSS",
+        s[0].maxrss_kib as f64 / 1024.0,
+        s[1].maxrss_kib as f64 / 1024.0,
+        "MB",
+    );
+    println!(
+        "(samples: {} ADD, {} DEL per pair)",
+        s[0].add.len(),
+        s[0].del.len()
+    );
+}
+
+fn main() {
+    let args = Args::parse();
+    if args.pods == 0 || args.pods > 250 || args.parallel == 0 {
+        eprintln!("--pods must be 1..=250 and --parallel at least 1");
+        std::process::exit(2);
+    }
+    if let Err(e) = run(&args) {
+        eprintln!("cni-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn make_pair(label: &'static str, plugin: &str, ipam: &str, n: usize) -> Pair {
+    let net = TestNet::new(&format!("bench-{plugin}"));
+    let conf = net.conf_with("1.0.0", plugin, ipam).to_json();
+    let pods = (0..n).map(|_| net.pod()).collect();
+    Pair {
+        label,
+        net,
+        conf,
+        pods,
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    conformance::bins::ref_bin("bridge");
+    conformance::bins::ref_bin("host-local");
+    for b in conformance::bins::OURS {
+        conformance::bins::our_bin(b);
+    }
+    println!(
+        "cni-bench: {} pods, {} in parallel, {} round(s); ours from {}, reference from {}",
+        args.pods,
+        args.parallel,
+        args.rounds,
+        conformance::bins::our_bin_dir().display(),
+        conformance::bins::ref_bin_dir().display()
+    );
+    let pairs = [
+        make_pair("cni-bridge", "cni-bridge", "cni-ipam", args.pods),
+        make_pair("ref bridge", "bridge", "host-local", args.pods),
+    ];
+    let seq = [
+        Mutex::new(Samples::default()),
+        Mutex::new(Samples::default()),
+    ];
+    let par = [
+        Mutex::new(Samples::default()),
+        Mutex::new(Samples::default()),
+    ];
+    let mut wall = [Duration::ZERO; 4];
+    for round in 0..args.rounds {
+        if !args.skip_sequential {
+            sequential(&pairs, &seq)?;
+        }
+        if !args.skip_parallel {
+            let results: [Mutex<Vec<Value>>; 2] = [
+                Mutex::new(vec![Value::Null; args.pods]),
+                Mutex::new(vec![Value::Null; args.pods]),
+            ];
+            let (a, b) = if round % 2 == 0 { (0, 1) } else { (1, 0) };
+            for k in [a, b] {
+                wall[k] += parallel_phase(&pairs[k], true, args.parallel, &results[k], &par[k])?;
+            }
+            for k in [b, a] {
+                wall[2 + k] +=
+                    parallel_phase(&pairs[k], false, args.parallel, &results[k], &par[k])?;
+            }
+        }
+    }
+    if !args.skip_sequential {
+        report("sequential (one invocation at a time)", &pairs, &seq, None);
+    }
+    if !args.skip_parallel {
+        report(
+            &format!("parallel ({} concurrent invocations)", args.parallel),
+            &pairs,
+            &par,
+            Some(wall),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, only when missing (so it is quick and works
+# offline on a machine that already has them). Debian/Ubuntu, as root.
+set -euo pipefail
+
+pkgs=(
+  containernetworking-plugins # reference plugins in /usr/lib/cni (baseline, interop tests)
+  iproute2                    # ip netns / ip -j: test set-up and inspection
+  iputils-ping                # connectivity checks from pod namespaces
+  nftables                    # nft -j list ruleset: masquerade checks
+  libnftnl-dev libmnl-dev pkg-config # the nftnl crate links libnftnl (masquerade rules)
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
