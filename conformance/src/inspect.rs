@@ -107,8 +107,19 @@ fn any_string(v: &Value, f: &dyn Fn(&str) -> bool) -> bool {
 
 impl NftRule {
     /// The rule has a `masquerade` statement.
+    /// nft's own `masquerade` statement, or iptables-nft's `MASQUERADE` target (shown
+    /// as `{"xt": {"type": "target", "name": "MASQUERADE"}}`).
     pub fn is_masquerade(&self) -> bool {
-        any_string(&self.expr, &|s| s == "masquerade")
+        any_string(&self.expr, &|s| s.eq_ignore_ascii_case("masquerade"))
+    }
+
+    /// The chain this rule jumps to or goes to, if any.
+    pub fn jump_target(&self) -> Option<&str> {
+        self.expr.as_array()?.iter().find_map(|e| {
+            ["jump", "goto"]
+                .iter()
+                .find_map(|k| e[*k]["target"].as_str())
+        })
     }
     /// Some match of the rule is on exactly `ip` (or `ip/32`).
     pub fn mentions_ip(&self, ip: IpAddr) -> bool {
@@ -161,26 +172,25 @@ pub fn nft_rules() -> Result<Vec<NftRule>, String> {
 /// (the reference plugin's shape).
 pub fn masq_rules_for(ip: IpAddr) -> Vec<NftRule> {
     let rules = nft_rules().expect("nft -j list ruleset");
-    let masq_chains: Vec<(String, String, String)> = rules
-        .iter()
-        .filter(|r| r.is_masquerade())
-        .map(|r| (r.family.clone(), r.table.clone(), r.chain.clone()))
-        .collect();
+    masq_rules_matching(&rules, |r| r.mentions_ip(ip))
+}
+
+/// The rules of `rules` selected by `sel` that masquerade, directly or through a jump to
+/// a chain with a masquerade rule.
+pub fn masq_rules_matching(rules: &[NftRule], sel: impl Fn(&NftRule) -> bool) -> Vec<NftRule> {
     rules
         .iter()
-        .filter(|r| r.mentions_ip(ip))
-        .filter(|r| {
-            r.is_masquerade()
-                || r.expr.as_array().into_iter().flatten().any(|e| {
-                    ["jump", "goto"].iter().any(|k| {
-                        e[*k]["target"].as_str().is_some_and(|t| {
-                            masq_chains
-                                .iter()
-                                .any(|(f, tb, c)| *f == r.family && *tb == r.table && c == t)
-                        })
-                    })
-                })
-        })
+        .filter(|r| sel(r))
+        .filter(|r| r.is_masquerade() || jumps_to_masq(rules, r))
         .cloned()
         .collect()
+}
+
+fn jumps_to_masq(rules: &[NftRule], r: &NftRule) -> bool {
+    let Some(t) = r.jump_target() else {
+        return false;
+    };
+    rules
+        .iter()
+        .any(|x| x.family == r.family && x.table == r.table && x.chain == t && x.is_masquerade())
 }

@@ -86,9 +86,11 @@ impl Drop for LinkGuard {
     }
 }
 
-/// On drop, deletes every nftables rule that mentions an address of `prefix` (e.g.
-/// `"10.213.7."`) in a masquerade rule: what a plugin may have left when the test failed
-/// before its DEL. Only rules that mention the test's own subnet are touched.
+/// On drop, deletes every masquerade rule that mentions an address of `prefix` (e.g.
+/// `"10.213.7."`): what a plugin may have left when the test failed before its DEL (or
+/// what the reference plugin leaks). A rule that jumps to a per-pod chain (the reference
+/// plugin's shape) is deleted with that chain. Only rules mentioning the test's own
+/// subnet are touched.
 #[derive(Debug)]
 pub struct NftGuard(pub String);
 
@@ -97,15 +99,25 @@ impl Drop for NftGuard {
         let Ok(rules) = crate::inspect::nft_rules() else {
             return;
         };
-        for r in rules {
-            if r.is_masquerade() && r.mentions_prefix(&self.0) {
-                let h = r.handle.to_string();
-                let _ = try_sh(
-                    "nft",
-                    &[
-                        "delete", "rule", &r.family, &r.table, &r.chain, "handle", &h,
-                    ],
-                );
+        let doomed = crate::inspect::masq_rules_matching(&rules, |r| r.mentions_prefix(&self.0));
+        for r in &doomed {
+            let h = r.handle.to_string();
+            let _ = try_sh(
+                "nft",
+                &[
+                    "delete", "rule", &r.family, &r.table, &r.chain, "handle", &h,
+                ],
+            );
+        }
+        for r in &doomed {
+            let Some(t) = r.jump_target() else { continue };
+            let still_used = crate::inspect::nft_rules()
+                .unwrap_or_default()
+                .iter()
+                .any(|x| x.family == r.family && x.table == r.table && x.jump_target() == Some(t));
+            if !still_used {
+                let _ = try_sh("nft", &["flush", "chain", &r.family, &r.table, t]);
+                let _ = try_sh("nft", &["delete", "chain", &r.family, &r.table, t]);
             }
         }
     }

@@ -43,14 +43,15 @@ impl Durable {
 
     /// Creates `path` with `data` unless it exists: `Ok(false)` when it does.
     pub fn create_new(&self, path: &Path, data: &[u8]) -> Result<bool, IpamError> {
-        let tmp = self.write_temp(data)?;
-        let linked = fs::hard_link(&tmp, path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(IpamError::io("link", path, e)),
-        }
+        self.prepare(data)?.link_to(path)
+    }
+
+    /// A complete, fsynced temp file holding `data`, to be linked to one or more
+    /// candidate names (written once however many names are probed).
+    pub fn prepare(&self, data: &[u8]) -> Result<Prepared, IpamError> {
+        Ok(Prepared {
+            path: self.write_temp(data)?,
+        })
     }
 
     /// Atomically replaces (or creates) `path` with `data`.
@@ -60,6 +61,28 @@ impl Durable {
             let _ = fs::remove_file(&tmp);
             IpamError::io("rename", path, e)
         })
+    }
+}
+
+/// A temp file from [`Durable::prepare`]; removed on drop.
+pub struct Prepared {
+    path: PathBuf,
+}
+
+impl Prepared {
+    /// Exclusive create of `path` with the prepared content: `Ok(false)` when it exists.
+    pub fn link_to(&self, path: &Path) -> Result<bool, IpamError> {
+        match fs::hard_link(&self.path, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(IpamError::io("link", path, e)),
+        }
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 

@@ -157,14 +157,11 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(|e| IpamError::io("open", &path, e))?;
+        let mut file = file;
         loop {
-            match Flock::lock(
-                file.try_clone()
-                    .map_err(|e| IpamError::io("dup", &path, e))?,
-                FlockArg::LockExclusive,
-            ) {
+            match Flock::lock(file, FlockArg::LockExclusive) {
                 Ok(lock) => return Ok(StoreLock { _lock: lock }),
-                Err((_, nix::errno::Errno::EINTR)) => continue,
+                Err((f, nix::errno::Errno::EINTR)) => file = f,
                 Err((_, errno)) => {
                     return Err(IpamError::io("flock", &path, std::io::Error::from(errno)))
                 }
@@ -328,10 +325,12 @@ impl Store {
     ) -> Result<Vec<IpNetwork>, IpamError> {
         let mut ips = Vec::new();
         let mut cursors = Vec::new();
+        // One fsynced temp file, linked to as many candidate names as needed.
+        let prepared = self.durable.prepare(owner)?;
         for (set, want) in sets.sets().iter().zip(wanted) {
             let ip = match want {
                 Some(ip) => {
-                    if self.reserve(*ip, owner)? {
+                    if prepared.link_to(&self.ip_path(*ip))? {
                         taken.push(*ip);
                     } else {
                         match self.owner_of(*ip)? {
@@ -353,7 +352,7 @@ impl Store {
                     let cursor = self.read_cursor(set)?;
                     let mut found = None;
                     for ip in set.candidates(cursor) {
-                        if self.reserve(ip, owner)? {
+                        if prepared.link_to(&self.ip_path(ip))? {
                             taken.push(ip);
                             found = Some(ip);
                             break;
@@ -370,6 +369,7 @@ impl Store {
                 .ok_or_else(|| IpamError::config(format!("{ip} is not in range set {set}")))?;
             ips.push(range.network_of(ip)?);
         }
+        drop(prepared);
         // The addresses are durable before the key file that names them exists.
         sync_dir(&self.ips)?;
         let record = Allocation {

@@ -381,3 +381,27 @@ fn side_by_side_with_host_local() {
         )));
     }
 }
+
+#[test]
+fn crash_leftover_waits_for_gc() {
+    let d = tempfile::tempdir().unwrap();
+    let c = v4("1.1.0", d.path());
+    ok(run("STATUS", &c, "", ""));
+    // An address file whose ADD crashed before writing the key file.
+    let ips = d.path().join("net1").join("ips");
+    std::fs::create_dir_all(&ips).unwrap();
+    std::fs::write(
+        ips.join("10.55.0.2"),
+        r#"{"containerID":"ghost","ifname":"eth0"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        addresses(&ok(run("ADD", &c, "ctr-1", "eth0"))),
+        vec!["10.55.0.3/24"]
+    );
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-1", "ifname": "eth0"}]);
+    ok(run("GC", &gc, "", ""));
+    assert!(!ips.join("10.55.0.2").exists());
+    assert!(ips.join("10.55.0.3").exists());
+}
