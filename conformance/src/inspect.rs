@@ -194,3 +194,50 @@ fn jumps_to_masq(rules: &[NftRule], r: &NftRule) -> bool {
         .iter()
         .any(|x| x.family == r.family && x.table == r.table && x.chain == t && x.is_masquerade())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule(chain: &str, expr: Value) -> NftRule {
+        NftRule {
+            family: "ip".into(),
+            table: "t".into(),
+            chain: chain.into(),
+            handle: 1,
+            expr,
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn finds_direct_and_jumped_masquerade() {
+        let saddr = |ip: &str| json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": ip}});
+        let rules = vec![
+            rule("post", json!([saddr("10.1.2.3"), {"masquerade": null}])),
+            rule(
+                "post",
+                json!([saddr("10.1.2.4"), {"jump": {"target": "CNI-x"}}]),
+            ),
+            rule(
+                "CNI-x",
+                json!([{"xt": {"type": "target", "name": "MASQUERADE"}}]),
+            ),
+            rule("post", json!([saddr("10.1.2.5"), {"accept": null}])),
+        ];
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        for (addr, n) in [
+            ("10.1.2.3", 1),
+            ("10.1.2.4", 1),
+            ("10.1.2.5", 0),
+            ("10.1.2.30", 0),
+        ] {
+            assert_eq!(
+                masq_rules_matching(&rules, |r| r.mentions_ip(ip(addr))).len(),
+                n,
+                "{addr}"
+            );
+        }
+    }
+}

@@ -207,3 +207,68 @@ pub fn parse(v: &Value, version: &str) -> Result<ParsedResult, String> {
         routes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ips(version: &str, with_version: bool) -> Value {
+        let mut ip = json!({"address": "10.1.2.3/24", "gateway": "10.1.2.1", "interface": 0});
+        if with_version {
+            ip["version"] = json!("4");
+        }
+        json!({"cniVersion": version, "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}], "ips": [ip]})
+    }
+
+    #[test]
+    fn accepts_each_version_shape() {
+        let legacy =
+            json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.1.2.3/24", "gateway": "10.1.2.1"}});
+        let r = parse(&legacy, "0.2.0").unwrap();
+        assert_eq!(r.the_ipv4().address.to_string(), "10.1.2.3/24");
+        assert_eq!(
+            parse(&ips("0.3.1", true), "0.3.1")
+                .unwrap()
+                .the_ipv4()
+                .interface,
+            Some(0)
+        );
+        assert_eq!(
+            parse(&ips("1.1.0", false), "1.1.0").unwrap().interfaces[0].name,
+            "eth0"
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_shapes() {
+        assert!(
+            parse(&ips("0.4.0", false), "0.4.0").is_err(),
+            "0.4.0 needs ips[].version"
+        );
+        assert!(
+            parse(&ips("1.0.0", true), "1.0.0").is_err(),
+            "1.0.0 has no ips[].version"
+        );
+        assert!(
+            parse(&ips("0.1.0", false), "0.1.0").is_err(),
+            "0.1.0 has no ips"
+        );
+        assert!(
+            parse(&ips("1.0.0", false), "1.1.0").is_err(),
+            "cniVersion mismatch"
+        );
+        let mut bad_idx = ips("1.0.0", false);
+        bad_idx["ips"][0]["interface"] = json!(3);
+        assert!(
+            parse(&bad_idx, "1.0.0").is_err(),
+            "interface index out of range"
+        );
+        let mut fam = ips("0.3.0", true);
+        fam["ips"][0]["version"] = json!("6");
+        assert!(
+            parse(&fam, "0.3.0").is_err(),
+            "version 6 on an IPv4 address"
+        );
+    }
+}

@@ -24,8 +24,8 @@ pub struct RouteConf {
 /// The validated `ipam` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IpamConfig {
-    /// `runtimeConfig.ipRanges` when given, else `subnet`/`rangeStart`/... (as the first
-    /// set) followed by `ranges`.
+    /// `runtimeConfig.ipRanges` (prepended, as host-local does), then
+    /// `subnet`/`rangeStart`/... as one set, then `ranges`.
     pub ranges: RangeSets,
     pub routes: Vec<RouteConf>,
     pub data_dir: PathBuf,
@@ -119,37 +119,31 @@ impl IpamConfig {
         let raw: RawIpam = serde_json::from_value(ipam.clone())
             .map_err(|e| IpamError::config(format!("ipam: {e}")))?;
 
+        // As host-local: runtime ranges come first, then the legacy single range, then
+        // `ranges`; all of them are allocated from (one address per set).
         let mut sets = Vec::new();
         let runtime = conf.get("runtimeConfig").and_then(|r| r.get("ipRanges"));
-        let field;
-        match runtime {
-            Some(v) if v.as_array().is_some_and(|a| !a.is_empty()) => {
-                field = "runtimeConfig.ipRanges";
-                let rr: Vec<Vec<RawRange>> = serde_json::from_value(v.clone())
-                    .map_err(|e| IpamError::config(format!("{field}: {e}")))?;
-                build_sets(field, &rr, &mut sets)?;
-            }
-            _ => {
-                field = "ipam.ranges";
-                if let Some(subnet) = &raw.subnet {
-                    let r = RawRange {
-                        subnet: subnet.clone(),
-                        range_start: raw.range_start.clone(),
-                        range_end: raw.range_end.clone(),
-                        gateway: raw.gateway.clone(),
-                    };
-                    sets.push(RangeSet::new("ipam", vec![build_range("ipam", &r)?])?);
-                } else if raw.range_start.is_some()
-                    || raw.range_end.is_some()
-                    || raw.gateway.is_some()
-                {
-                    return Err(IpamError::config(
-                        "ipam.subnet: required when ipam.rangeStart, rangeEnd or gateway is set",
-                    ));
-                }
-                build_sets(field, raw.ranges.as_deref().unwrap_or_default(), &mut sets)?;
-            }
+        if let Some(v) = runtime.filter(|v| v.as_array().is_some_and(|a| !a.is_empty())) {
+            let field = "runtimeConfig.ipRanges";
+            let rr: Vec<Vec<RawRange>> = serde_json::from_value(v.clone())
+                .map_err(|e| IpamError::config(format!("{field}: {e}")))?;
+            build_sets(field, &rr, &mut sets)?;
         }
+        let field = "ipam.ranges";
+        if let Some(subnet) = &raw.subnet {
+            let r = RawRange {
+                subnet: subnet.clone(),
+                range_start: raw.range_start.clone(),
+                range_end: raw.range_end.clone(),
+                gateway: raw.gateway.clone(),
+            };
+            sets.push(RangeSet::new("ipam", vec![build_range("ipam", &r)?])?);
+        } else if raw.range_start.is_some() || raw.range_end.is_some() || raw.gateway.is_some() {
+            return Err(IpamError::config(
+                "ipam.subnet: required when ipam.rangeStart, rangeEnd or gateway is set",
+            ));
+        }
+        build_sets(field, raw.ranges.as_deref().unwrap_or_default(), &mut sets)?;
         let ranges = RangeSets::new(field, sets)?;
 
         let routes = raw
@@ -242,17 +236,23 @@ mod tests {
     }
 
     #[test]
-    fn runtime_ip_ranges_override() {
+    fn runtime_ip_ranges_are_prepended() {
         let c = IpamConfig::from_json(&json!({
-            "ipam": {"subnet": "10.0.0.0/24"},
+            "ipam": {"ranges": [[{"subnet": "fd00::/64"}]]},
             "runtimeConfig": {"ipRanges": [[{"subnet": "10.9.0.0/24"}]]}
         }))
         .unwrap();
-        assert_eq!(c.ranges.sets().len(), 1);
+        assert_eq!(c.ranges.sets().len(), 2);
         assert_eq!(
             c.ranges.sets()[0].ranges()[0].subnet,
             "10.9.0.0/24".parse::<IpNetwork>().unwrap()
         );
+        // A runtime range overlapping the configured one is refused, as in host-local.
+        assert!(IpamConfig::from_json(&json!({
+            "ipam": {"subnet": "10.9.0.0/24"},
+            "runtimeConfig": {"ipRanges": [[{"subnet": "10.9.0.0/24"}]]}
+        }))
+        .is_err());
     }
 
     #[test]
