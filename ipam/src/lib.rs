@@ -12,6 +12,7 @@
 //! - [`error`]: [`error::IpamError`] and its CNI codes.
 
 pub mod allocator;
+pub mod cluster;
 pub mod config;
 pub mod durable;
 pub mod error;
