@@ -10,4 +10,5 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 scripts/deps.sh
 cargo build --release --workspace --bins
-CNI_BIN_DIR="$PWD/target/release" exec target/release/cni-bench "$@"
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
+CNI_BIN_DIR="$TARGET/release" exec "$TARGET/release/cni-bench" "$@"

@@ -56,7 +56,8 @@ echo "== building (release)"
 cargo build --release
 echo "== installing cni-bridge and cni-ipam to $BIN"
 install -d "$BIN"
-install -m 0755 target/release/cni-bridge target/release/cni-ipam "$BIN/"
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
+install -m 0755 "$TARGET/release/cni-bridge" "$TARGET/release/cni-ipam" "$BIN/"
 
 declare -A IP
 for p in "${PODS[@]}"; do

@@ -13,4 +13,5 @@ scripts/deps.sh
 
 cargo build --release --workspace --bins
 # Release, so the end-to-end tests run exactly the binaries built above (one compile).
-CNI_BIN_DIR="$PWD/target/release" cargo test --release --workspace "$@"
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
+CNI_BIN_DIR="$TARGET/release" cargo test --release --workspace "$@"

@@ -81,6 +81,11 @@ impl TestNet {
         BridgeConf::new(version, &self.name, plugin, &self.bridge, ipam)
     }
 
+    /// Always `cni-bridge` + `cni-ipam` (for tests that name our binaries).
+    pub fn ours(&self, version: &str) -> BridgeConf {
+        self.conf_with(version, "cni-bridge", "cni-ipam")
+    }
+
     /// The plugin pair under test: `cni-bridge` + `cni-ipam`, or, when
     /// `CONFORMANCE_PAIR=reference`, the reference `bridge` + `host-local` (to calibrate
     /// the tests themselves: the reference must pass what it implements).

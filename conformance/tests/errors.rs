@@ -29,7 +29,7 @@ fn assert_untouched(net: &TestNet, pod: &Pod) {
 fn bad_environment_is_code_4() {
     let net = TestNet::new("badenv");
     let pod = net.pod();
-    let conf = net.conf("1.0.0").to_json();
+    let conf = net.ours("1.0.0").to_json();
     for plugin in PLUGINS {
         let base = inv(&net, plugin, &pod, &conf);
         let mut cases: Vec<(&str, Invocation)> = Vec::new();
@@ -75,7 +75,7 @@ fn bad_environment_is_code_4() {
 fn bad_json_is_code_6() {
     let net = TestNet::new("badjson");
     let pod = net.pod();
-    let conf = net.conf("1.0.0").to_json();
+    let conf = net.ours("1.0.0").to_json();
     for plugin in PLUGINS {
         for stdin in [
             "{not json",
@@ -99,7 +99,7 @@ fn missing_name_or_type_is_code_7() {
     let pod = net.pod();
     for plugin in PLUGINS {
         for key in ["name", "type"] {
-            let mut conf = net.conf("1.0.0").to_json();
+            let mut conf = net.ours("1.0.0").to_json();
             conf["type"] = json!(plugin);
             conf.as_object_mut().unwrap().remove(key);
             let ty = plugin;
@@ -120,7 +120,7 @@ fn missing_name_or_type_is_code_7() {
 fn unsupported_version_is_code_1() {
     let net = TestNet::new("badver");
     let pod = net.pod();
-    let conf = net.conf("9.9.9").to_json();
+    let conf = net.ours("9.9.9").to_json();
     for plugin in PLUGINS {
         for cmd in ["ADD", "DEL", "CHECK"] {
             let mut i = inv(&net, plugin, &pod, &conf);
@@ -156,7 +156,7 @@ fn version_command_lists_every_version() {
 #[test]
 fn status_is_ready() {
     let net = TestNet::new("status");
-    let conf = net.conf("1.1.0").to_json();
+    let conf = net.ours("1.1.0").to_json();
     for plugin in PLUGINS {
         let mut conf = conf.clone();
         conf["type"] = json!(plugin);
