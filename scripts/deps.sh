@@ -9,6 +9,11 @@ pkgs=(
   iputils-ping                # connectivity checks from pod namespaces
   nftables                    # nft -j list ruleset: masquerade checks
   libnftnl-dev libmnl-dev pkg-config # the nftnl crate links libnftnl (masquerade rules)
+  protobuf-compiler           # etcd-client generates its gRPC code with protoc at build time
+  etcd-server                 # the real etcd for the cluster-store and ipamd tests
+  podman runc busybox-static  # a real libcni runtime for the conformance suite
+  iptables                    # the reference portmap plugin programs iptables
+  tcpdump iperf3              # inspection and throughput measurements
 )
 missing=()
 for p in "${pkgs[@]}"; do

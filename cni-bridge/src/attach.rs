@@ -1,10 +1,11 @@
 //! ADD: put a pod on the bridge through a veth pair.
 //!
 //! Order: refuse an interface name already taken in the pod (before anything is
-//! allocated, so a repeated ADD never releases the first one's address), ensure the
-//! bridge, run IPAM, gateway on the bridge, veth (peer born in the pod), pod addresses
-//! and routes, host end on the bridge, macspoof, masquerade. Everything after IPAM is
-//! undone on failure by [`Rollback`].
+//! allocated, so a repeated ADD never releases the first one's address); start IPAM and,
+//! while it runs (it waits on fsync), ensure the bridge and make the veth (peer born in
+//! the pod) with its host end on the bridge and up; then, with IPAM's answer, gateway on
+//! the bridge, pod addresses and routes, macspoof, masquerade. On failure [`Rollback`]
+//! undoes what was made and releases the allocation if IPAM made one.
 
 use std::path::Path;
 
@@ -53,7 +54,68 @@ async fn add_async(
         )));
     }
 
-    let bridge = host
+    // IPAM (which waits on fsync) runs while the links are made, as the reference does
+    // them before IPAM too; the addresses come once it has answered.
+    let pending = match &cfg.ipam {
+        Some(plugin) => Some(
+            delegate::add_start(plugin, &call.stdin, &call.env)
+                .map_err(|e| e.context(format!("IPAM {plugin}")))?,
+        ),
+        None => None,
+    };
+    let mut rb = Rollback::default();
+    let links = prepare(target, cfg, ns, netns, &host, &pod, &mut rb).await;
+    let ipam_result = match (&cfg.ipam, pending) {
+        (Some(plugin), Some(p)) => delegate::add_finish(plugin, p, call.conf.cni_version)
+            .map_err(|e| e.context(format!("IPAM {plugin}"))),
+        _ => Ok(CniResult::default()),
+    };
+    rb.ipam = cfg.ipam.is_some() && ipam_result.is_ok();
+    let attach = Attach {
+        call,
+        target,
+        cfg,
+        ns,
+        netns,
+        host: &host,
+        pod: &pod,
+    };
+    let outcome = match (links, ipam_result) {
+        (Ok(links), Ok(result)) => attach.run(result, links, &mut rb).await,
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    };
+    match outcome {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            warn!(error = %e, "ADD failed; undoing");
+            rb.undo(&attach).await;
+            Err(e)
+        }
+    }
+}
+
+/// What [`prepare`] made: the bridge, the host end on it, the pod end.
+struct Links {
+    bridge: Link,
+    host_veth: Link,
+    pod_link: Link,
+    pod_mac: MacAddr,
+    mtu: u32,
+}
+
+/// The part of ADD that needs no address: the bridge, the veth (peer born in the pod),
+/// the host end on the bridge and up.
+async fn prepare(
+    target: &Target,
+    cfg: &BridgeConfig,
+    ns: &NetNs,
+    netns: &Path,
+    host: &Netlink,
+    pod: &Netlink,
+    rb: &mut Rollback,
+) -> Result<Links, CniError> {
+    let ifname = target.ifname.as_str();
+    let br = host
         .ensure_bridge(&BridgeSpec {
             name: cfg.bridge.clone(),
             mtu: cfg.mtu,
@@ -64,31 +126,82 @@ async fn add_async(
         .await
         .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
 
-    let ipam_result = match &cfg.ipam {
-        Some(plugin) => delegate::add(plugin, &call.stdin, &call.env, call.conf.cni_version)
-            .map_err(|e| e.context(format!("IPAM {plugin}")))?,
-        None => CniResult::default(),
+    // The veth: host end `vethXXXXXXXX`, peer born in the pod as CNI_IFNAME.
+    let mtu = cfg.mtu.unwrap_or(if br.mtu > 0 { br.mtu } else { 1500 });
+    let host_veth = create_veth(host, pod, ns, ifname, cfg.mac, mtu, rb).await?;
+    let pod_link = pod.link_by_name(ifname).await?.ok_or_else(|| {
+        CniError::internal(format!(
+            "{ifname} not found in {} after creating it",
+            netns.display()
+        ))
+    })?;
+    let pod_mac = match (pod_link.mac, cfg.mac) {
+        (Some(m), _) => m,
+        (None, Some(m)) => m,
+        (None, None) => return Err(CniError::internal(format!("{ifname} has no MAC address"))),
     };
 
-    let mut rb = Rollback::default();
-    let attach = Attach {
-        call,
-        target,
-        cfg,
-        ns,
-        netns,
-        host: &host,
-        pod: &pod,
-        bridge,
-    };
-    match attach.run(ipam_result, &mut rb).await {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            warn!(error = %e, "ADD failed after IPAM; undoing");
-            rb.undo(&attach).await;
-            Err(e)
+    // The host end, on the bridge.
+    let hv = host_veth.index;
+    host.set_master(hv, br.index)
+        .await
+        .map_err(|e| e.context(format!("attaching {} to {}", host_veth.name, cfg.bridge)))?;
+    if cfg.hairpin_mode {
+        host.set_hairpin(hv, true)
+            .await
+            .map_err(|e| e.context("hairpin mode"))?;
+    }
+    if let Some(vid) = cfg.vlan {
+        host.set_port_vlan(hv, vid)
+            .await
+            .map_err(|e| e.context(format!("vlan {vid}")))?;
+    }
+    host.set_up(hv)
+        .await
+        .map_err(|e| e.context(format!("setting {} up", host_veth.name)))?;
+    Ok(Links {
+        bridge: br,
+        host_veth,
+        pod_link,
+        pod_mac,
+        mtu,
+    })
+}
+
+async fn create_veth(
+    host: &Netlink,
+    pod: &Netlink,
+    ns: &NetNs,
+    ifname: &str,
+    mac: Option<MacAddr>,
+    mtu: u32,
+    rb: &mut Rollback,
+) -> Result<Link, CniError> {
+    let mut last_err = None;
+    for _ in 0..VETH_NAME_TRIES {
+        // A random name is free but for a one in 2^32 chance: no lookup first; a taken
+        // name fails the create, which is told apart below.
+        let name = format!("veth{:08x}", rand::random::<u32>());
+        rb.veth = Some(name.clone());
+        match host.create_veth(&name, ifname, ns, Some(mtu), mac).await {
+            Ok(link) => return Ok(link),
+            Err(e) => {
+                // Another ADD may have taken the name first.
+                if host.link_by_name(&name).await?.is_some()
+                    && pod.link_by_name(ifname).await?.is_none()
+                {
+                    debug!(name, "host veth name taken, trying another");
+                    rb.veth = None;
+                    last_err = Some(e);
+                    continue;
+                }
+                return Err(e.context(format!("creating veth {name} <-> {ifname}")));
+            }
         }
     }
+    Err(last_err
+        .unwrap_or_else(|| CniError::internal("no free host veth name"))
+        .context("creating veth"))
 }
 
 /// What an ADD has made after IPAM, so that a failure can undo it.
@@ -96,6 +209,8 @@ async fn add_async(
 struct Rollback {
     /// Host veth name, recorded before creating the pair.
     veth: Option<String>,
+    /// IPAM has allocated: release on undo.
+    ipam: bool,
     macspoof: bool,
     masq: bool,
 }
@@ -108,7 +223,6 @@ struct Attach<'a> {
     netns: &'a Path,
     host: &'a Netlink,
     pod: &'a Netlink,
-    bridge: Link,
 }
 
 impl Attach<'_> {
@@ -116,10 +230,21 @@ impl Attach<'_> {
         self.target.attachment()
     }
 
-    async fn run(&self, mut result: CniResult, rb: &mut Rollback) -> Result<CniResult, CniError> {
+    async fn run(
+        &self,
+        mut result: CniResult,
+        links: Links,
+        rb: &mut Rollback,
+    ) -> Result<CniResult, CniError> {
         let cfg = self.cfg;
         let ifname = self.target.ifname.as_str();
-        let br = &self.bridge;
+        let Links {
+            bridge: br,
+            host_veth,
+            pod_link,
+            pod_mac,
+            mtu,
+        } = links;
 
         if cfg.ipam.is_some() && result.ips.is_empty() {
             return Err(CniError::internal(format!(
@@ -140,21 +265,6 @@ impl Attach<'_> {
         if cfg.is_gateway {
             gateway::enable_forwarding(&gws)?;
         }
-
-        // The veth: host end `vethXXXXXXXX`, peer born in the pod as CNI_IFNAME.
-        let mtu = cfg.mtu.unwrap_or(if br.mtu > 0 { br.mtu } else { 1500 });
-        let host_veth = self.create_veth(mtu, rb).await?;
-        let pod_link = self.pod.link_by_name(ifname).await?.ok_or_else(|| {
-            CniError::internal(format!(
-                "{ifname} not found in {} after creating it",
-                self.netns.display()
-            ))
-        })?;
-        let pod_mac = match (pod_link.mac, cfg.mac) {
-            (Some(m), _) => m,
-            (None, Some(m)) => m,
-            (None, None) => return Err(CniError::internal(format!("{ifname} has no MAC address"))),
-        };
 
         // Inside the pod: sysctls, addresses, up (announces them: arp_notify), routes.
         let has_v6 = result.ips.iter().any(|i| i.address.is_ipv6());
@@ -204,30 +314,6 @@ impl Attach<'_> {
                 .await
                 .map_err(|e| e.context(format!("adding route {} in the pod", r.dst)))?;
         }
-
-        // The host end, on the bridge.
-        let hv = host_veth.index;
-        self.host
-            .set_master(hv, br.index)
-            .await
-            .map_err(|e| e.context(format!("attaching {} to {}", host_veth.name, cfg.bridge)))?;
-        if cfg.hairpin_mode {
-            self.host
-                .set_hairpin(hv, true)
-                .await
-                .map_err(|e| e.context("hairpin mode"))?;
-        }
-        if let Some(vid) = cfg.vlan {
-            self.host
-                .set_port_vlan(hv, vid)
-                .await
-                .map_err(|e| e.context(format!("vlan {vid}")))?;
-        }
-        self.host
-            .set_up(hv)
-            .await
-            .map_err(|e| e.context(format!("setting {} up", host_veth.name)))?;
-
         let name = &self.call.conf.name;
         if cfg.macspoofchk {
             rb.macspoof = true;
@@ -248,7 +334,8 @@ impl Attach<'_> {
             .link_by_index(br.index)
             .await?
             .unwrap_or_else(|| br.clone());
-        let host_now = self.host.link_by_index(hv).await?.unwrap_or(host_veth);
+        // The host end's MAC does not change on joining the bridge: no need to read it again.
+        let host_now = host_veth;
         result.interfaces = vec![
             Interface {
                 name: br_now.name.clone(),
@@ -283,40 +370,6 @@ impl Attach<'_> {
             "attached"
         );
         Ok(result)
-    }
-
-    async fn create_veth(&self, mtu: u32, rb: &mut Rollback) -> Result<Link, CniError> {
-        let ifname = self.target.ifname.as_str();
-        let mut last_err = None;
-        for _ in 0..VETH_NAME_TRIES {
-            let name = format!("veth{:08x}", rand::random::<u32>());
-            if self.host.link_by_name(&name).await?.is_some() {
-                continue;
-            }
-            rb.veth = Some(name.clone());
-            match self
-                .host
-                .create_veth(&name, ifname, self.ns, Some(mtu), self.cfg.mac)
-                .await
-            {
-                Ok(link) => return Ok(link),
-                Err(e) => {
-                    // Another ADD may have taken the name between the lookup and the create.
-                    if self.host.link_by_name(&name).await?.is_some()
-                        && self.pod.link_by_name(ifname).await?.is_none()
-                    {
-                        debug!(name, "host veth name taken, trying another");
-                        rb.veth = None;
-                        last_err = Some(e);
-                        continue;
-                    }
-                    return Err(e.context(format!("creating veth {name} <-> {ifname}")));
-                }
-            }
-        }
-        Err(last_err
-            .unwrap_or_else(|| CniError::internal("no free host veth name"))
-            .context("creating veth"))
     }
 }
 
@@ -357,7 +410,7 @@ impl Rollback {
                 Err(e) => warn!(error = %e, ifname, "undo: looking up pod interface"),
             }
         }
-        if let Some(plugin) = &a.cfg.ipam {
+        if let (true, Some(plugin)) = (self.ipam, &a.cfg.ipam) {
             if let Err(e) = delegate::run(plugin, Command::Del, &a.call.stdin, &a.call.env) {
                 warn!(error = %e, plugin, "undo: releasing IPAM allocation");
             }

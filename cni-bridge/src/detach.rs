@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use cni_core::netlink::{block_on, Netlink};
+use cni_core::netlink::delete_link_detached;
 use cni_core::netns::NetNs;
 use cni_core::skel::{Call, Command, Target};
 use cni_core::{delegate, macspoof, masq, CniError};
@@ -73,15 +73,7 @@ fn del_in_netns(path: &Path, ifname: &str) -> Result<(), CniError> {
             return Ok(());
         }
     };
-    block_on(async {
-        let pod = Netlink::connect_in(&ns)?;
-        match pod.link_by_name(ifname).await? {
-            Some(link) => pod
-                .delete_link(link.index)
-                .await
-                .map_err(|e| e.context(format!("deleting {ifname} in {}", path.display()))),
-            None => Ok(()),
-        }
-    })
-    .and_then(|r| r)
+    // Returns once the interface (and its host end) is gone; the kernel's last wait
+    // (an RCU barrier of ~15 ms) finishes in a detached child.
+    delete_link_detached(&ns, ifname).map(|_| ())
 }

@@ -41,6 +41,16 @@ pub fn find(plugin: &str, path: &[PathBuf]) -> Result<PathBuf, CniError> {
 /// Executes `binary` for `command`. On failure the delegate's own CNI error (parsed from
 /// its stdout) is returned unchanged.
 pub fn exec(binary: &Path, command: Command, stdin: &[u8], env: &Env) -> Result<Vec<u8>, CniError> {
+    start(binary, command, stdin, env)?.wait()
+}
+
+/// Starts `binary` for `command` without waiting for it (see [`Pending::wait`]).
+pub fn start(
+    binary: &Path,
+    command: Command,
+    stdin: &[u8],
+    env: &Env,
+) -> Result<Pending, CniError> {
     let mut cmd = std::process::Command::new(binary);
     cmd.env("CNI_COMMAND", command.as_str());
     let vars = [
@@ -81,24 +91,88 @@ pub fn exec(binary: &Path, command: Command, stdin: &[u8], env: &Env) -> Result<
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    Pending::start(cmd, binary, stdin)
+}
 
-    let name = binary.display();
-    let mut child = spawn(&mut cmd)
-        .map_err(|e| CniError::io(format!("failed to execute plugin {name}: {e}")))?;
-    // Feed stdin from another thread: a delegate that writes before reading must not
-    // deadlock against us.
-    let writer = child.stdin.take().map(|mut pipe| {
-        let data = stdin.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&data);
+/// A delegated plugin that is running: [`Pending::wait`] collects its answer. Lets the
+/// caller work while the delegate (e.g. IPAM, which waits on fsync) runs.
+pub struct Pending {
+    child: std::process::Child,
+    writer: Option<std::thread::JoinHandle<()>>,
+    name: String,
+}
+
+impl Pending {
+    fn start(
+        mut cmd: std::process::Command,
+        binary: &Path,
+        stdin: &[u8],
+    ) -> Result<Pending, CniError> {
+        let name = binary.display().to_string();
+        let mut child = spawn(&mut cmd)
+            .map_err(|e| CniError::io(format!("failed to execute plugin {name}: {e}")))?;
+        // A configuration fits in the pipe: write it without blocking. Whatever does not
+        // fit is fed from another thread, so that a delegate that writes before reading
+        // cannot deadlock against us.
+        let writer = match child.stdin.take() {
+            Some(pipe) => write_or_hand_off(pipe, stdin),
+            None => None,
+        };
+        Ok(Pending {
+            child,
+            writer,
+            name,
         })
-    });
-    let output = child
-        .wait_with_output()
-        .map_err(|e| CniError::io(format!("failed to wait for plugin {name}: {e}")))?;
-    if let Some(w) = writer {
-        let _ = w.join();
     }
+
+    /// Waits for the delegate; its stdout on success, its own CNI error otherwise.
+    pub fn wait(self) -> Result<Vec<u8>, CniError> {
+        let name = self.name;
+        let output = self
+            .child
+            .wait_with_output()
+            .map_err(|e| CniError::io(format!("failed to wait for plugin {name}: {e}")))?;
+        if let Some(w) = self.writer {
+            let _ = w.join();
+        }
+        finish(&name, output)
+    }
+}
+
+/// Writes `data` to `pipe` without blocking as far as it goes; the rest (if any) is
+/// written by a thread, returned. The pipe is closed once everything is written.
+fn write_or_hand_off(
+    mut pipe: std::process::ChildStdin,
+    data: &[u8],
+) -> Option<std::thread::JoinHandle<()>> {
+    use std::os::fd::AsRawFd;
+    let fd = pipe.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let mut done = 0;
+    // SAFETY: as above.
+    if flags >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } >= 0 {
+        while done < data.len() {
+            match pipe.write(&data[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        // SAFETY: as above: back to blocking for the thread, if one is needed.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    }
+    if done >= data.len() {
+        return None; // dropping the pipe closes it: the delegate sees EOF
+    }
+    let rest = data[done..].to_vec();
+    Some(std::thread::spawn(move || {
+        let _ = pipe.write_all(&rest);
+    }))
+}
+
+fn finish(name: &str, output: std::process::Output) -> Result<Vec<u8>, CniError> {
     // The delegate's logs belong to ours.
     if !output.stderr.is_empty() {
         eprint!("{}", String::from_utf8_lossy(&output.stderr));
@@ -139,6 +213,21 @@ fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child
 pub fn add(plugin: &str, stdin: &[u8], env: &Env, version: Version) -> Result<CniResult, CniError> {
     let binary = find(plugin, &env.path)?;
     let out = exec(&binary, Command::Add, stdin, env)?;
+    let value: serde_json::Value = serde_json::from_slice(&out)
+        .map_err(|e| CniError::decode(format!("invalid result from plugin {plugin}: {e}")))?;
+    CniResult::from_json(&value, version)
+        .map_err(|e| e.context(format!("result of plugin {plugin}")))
+}
+
+/// Starts an ADD through `plugin`; [`add_finish`] parses its result.
+pub fn add_start(plugin: &str, stdin: &[u8], env: &Env) -> Result<Pending, CniError> {
+    let binary = find(plugin, &env.path)?;
+    start(&binary, Command::Add, stdin, env)
+}
+
+/// The result of an ADD started with [`add_start`], in the shape of `version`.
+pub fn add_finish(plugin: &str, pending: Pending, version: Version) -> Result<CniResult, CniError> {
+    let out = pending.wait()?;
     let value: serde_json::Value = serde_json::from_slice(&out)
         .map_err(|e| CniError::decode(format!("invalid result from plugin {plugin}: {e}")))?;
     CniResult::from_json(&value, version)

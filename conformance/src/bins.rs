@@ -107,6 +107,27 @@ impl CniPath {
         CniPath { dir }
     }
 
+    /// A temporary directory of symlinks to every file of `dirs`; the first directory
+    /// holding a name wins (as `CNI_PATH` lookup does).
+    pub fn from_dirs(dirs: &[PathBuf]) -> CniPath {
+        let dir = tempfile::Builder::new()
+            .prefix("cni-path-")
+            .tempdir()
+            .expect("tempdir");
+        for d in dirs {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    let target = dir.path().join(e.file_name());
+                    if std::fs::symlink_metadata(&target).is_err() {
+                        let p = std::fs::canonicalize(e.path()).unwrap_or(e.path());
+                        let _ = std::os::unix::fs::symlink(p, target);
+                    }
+                }
+            }
+        }
+        CniPath { dir }
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -57,6 +57,11 @@ pub struct TestNet {
 
 impl TestNet {
     pub fn new(tag: &str) -> TestNet {
+        TestNet::with_path(tag, CniPath::new())
+    }
+
+    /// Like [`TestNet::new`] with the plugins of `cni_path`.
+    pub fn with_path(tag: &str, cni_path: CniPath) -> TestNet {
         let bridge = names::unique("cbr", tag);
         let subnet = Subnet::for_test(tag);
         TestNet {
@@ -70,7 +75,7 @@ impl TestNet {
                 .prefix("cni-data-")
                 .tempdir()
                 .expect("tempdir"),
-            cni_path: CniPath::new(),
+            cni_path,
         }
     }
 

@@ -13,7 +13,10 @@
 //! - [`subnet`]: a private /24 per test that nothing else on the machine uses;
 //! - [`result`]: result-shape checks per spec version;
 //! - [`inspect`]: addresses, routes, pings, nftables rules;
-//! - [`fixture`]: [`fixture::TestNet`] and [`fixture::Pod`], which tie it all together.
+//! - [`fixture`]: [`fixture::TestNet`] and [`fixture::Pod`], which tie it all together;
+//! - [`runtime`]: the runtime side of the spec (conflists, chains, cache, GC, STATUS);
+//! - [`snapshot`]: host resources before/after, for leak checks;
+//! - [`suite`]: the conformance cases and their report (`cni-conformance run`).
 
 pub mod bins;
 pub mod config;
@@ -23,7 +26,10 @@ pub mod names;
 pub mod netns;
 pub mod result;
 pub mod runner;
+pub mod runtime;
+pub mod snapshot;
 pub mod subnet;
+pub mod suite;
 
 /// Every CNI spec version, oldest first (our own list: the harness does not depend on
 /// the code under test).

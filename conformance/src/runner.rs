@@ -90,13 +90,20 @@ impl Invocation {
         c
     }
 
-    /// Runs the plugin to completion (killed after [`TIMEOUT`]).
+    /// Runs the plugin to completion (killed after [`TIMEOUT`]); panics when it cannot
+    /// be run or times out (see [`Invocation::try_run`]).
     pub fn run(&self) -> Outcome {
+        self.try_run().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs the plugin to completion (killed after [`TIMEOUT`]). An error when it cannot
+    /// be started or timed out; any exit status is an `Ok` outcome.
+    pub fn try_run(&self) -> Result<Outcome, String> {
         let start = Instant::now();
         let mut child = self
             .command()
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.plugin.display()));
+            .map_err(|e| format!("cannot run {}: {e}", self.plugin.display()))?;
         let mut stdin = child.stdin.take().expect("stdin");
         let input = self.stdin.clone();
         // The plugin may fail before reading its stdin: a broken pipe is not our error.
@@ -122,24 +129,24 @@ impl Invocation {
             let _ = tx.send(child.wait());
         });
         let status = match rx.recv_timeout(TIMEOUT) {
-            Ok(s) => s.expect("wait"),
+            Ok(s) => s.map_err(|e| format!("wait: {e}"))?,
             Err(_) => {
                 // SAFETY: plain kill(2) of our own child, which has not been reaped yet
                 // (the waiter thread is still blocked in wait on it).
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 let _ = waiter.join();
-                panic!(
+                return Err(format!(
                     "{} {:?} timed out after {TIMEOUT:?}",
                     self.plugin.display(),
                     self.command
-                );
+                ));
             }
         };
         let _ = waiter.join();
         let _ = writer.join();
         let stdout = out_t.join().unwrap_or_default();
         let stderr = err_t.join().unwrap_or_default();
-        Outcome {
+        Ok(Outcome {
             what: format!(
                 "{} CNI_COMMAND={:?} CNI_CONTAINERID={:?} CNI_IFNAME={:?}",
                 self.plugin.display(),
@@ -151,7 +158,7 @@ impl Invocation {
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             elapsed: start.elapsed(),
-        }
+        })
     }
 }
 
@@ -184,7 +191,8 @@ impl Outcome {
         self.exit_code == Some(0)
     }
 
-    fn describe(&self) -> String {
+    /// The invocation and what it printed, for failure messages.
+    pub fn describe(&self) -> String {
         format!(
             "{}\n  exit: {:?}\n  stdout: {}\n  stderr: {}",
             self.what,

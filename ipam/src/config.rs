@@ -7,8 +7,16 @@ use serde_json::Value;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::cluster::{Pool, StoreUrl};
 use crate::error::IpamError;
 use crate::range::{Range, RangeSet, RangeSets};
+
+/// Seconds of lease `cni-ipam` gives a node it registers itself (see
+/// [`ClusterIpamConfig::node_ttl`]).
+pub const DEFAULT_NODE_TTL: u64 = 3600;
+
+/// The cluster store used when `ipam.store` is not set.
+pub const DEFAULT_CLUSTER_STORE: &str = "file:///var/lib/cni/cluster.json";
 
 /// Where stores live unless `ipam.dataDir` says otherwise (distinct from host-local's
 /// `/var/lib/cni/networks`, so both can serve the same network name side by side).
@@ -146,19 +154,7 @@ impl IpamConfig {
         build_sets(field, raw.ranges.as_deref().unwrap_or_default(), &mut sets)?;
         let ranges = RangeSets::new(field, sets)?;
 
-        let routes = raw
-            .routes
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let f = format!("ipam.routes[{i}]");
-                Ok(RouteConf {
-                    dst: parse_cidr(&format!("{f}.dst"), &r.dst)?,
-                    gw: opt_ip(&format!("{f}.gw"), &r.gw)?,
-                })
-            })
-            .collect::<Result<Vec<_>, IpamError>>()?;
+        let routes = parse_routes(raw.routes.as_deref().unwrap_or_default())?;
 
         Ok(IpamConfig {
             ranges,
@@ -182,6 +178,131 @@ impl IpamConfig {
     /// The store directory of network `name` under `data_dir`.
     pub fn store_dir(data_dir: &Path, name: &str) -> PathBuf {
         data_dir.join(name)
+    }
+}
+
+fn parse_routes(raw: &[RawRoute]) -> Result<Vec<RouteConf>, IpamError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let f = format!("ipam.routes[{i}]");
+            Ok(RouteConf {
+                dst: parse_cidr(&format!("{f}.dst"), &r.dst)?,
+                gw: opt_ip(&format!("{f}.gw"), &r.gw)?,
+            })
+        })
+        .collect()
+}
+
+/// The validated `ipam` section of cluster mode (selected by the presence of `pool`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterIpamConfig {
+    pub pool: Pool,
+    /// `nodeName`, default: the hostname.
+    pub node_name: String,
+    /// `store`, default [`DEFAULT_CLUSTER_STORE`].
+    pub store: StoreUrl,
+    /// `maxBlocksPerNode` (per address family).
+    pub max_blocks: Option<usize>,
+    /// `nodeTtl` (seconds, default [`DEFAULT_NODE_TTL`]): the lease the plugin gives the
+    /// node when it must register it itself (no `ipamd` has).
+    pub node_ttl: std::time::Duration,
+    pub routes: Vec<RouteConf>,
+    pub data_dir: PathBuf,
+    pub resolv_conf: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCluster {
+    pool: OneOrMany,
+    block_size: Option<u8>,
+    block_size6: Option<u8>,
+    node_name: Option<String>,
+    store: Option<String>,
+    max_blocks_per_node: Option<usize>,
+    node_ttl: Option<u64>,
+    routes: Option<Vec<RawRoute>>,
+    data_dir: Option<PathBuf>,
+    resolv_conf: Option<PathBuf>,
+    subnet: Option<Value>,
+    ranges: Option<Value>,
+}
+
+impl ClusterIpamConfig {
+    /// Whether the network configuration selects cluster mode (`ipam.pool` is set).
+    pub fn is_cluster(conf: &Value) -> bool {
+        conf.get("ipam").and_then(|i| i.get("pool")).is_some()
+    }
+
+    pub fn from_json(conf: &Value) -> Result<ClusterIpamConfig, IpamError> {
+        let ipam = conf
+            .get("ipam")
+            .ok_or_else(|| IpamError::config("ipam: missing section"))?;
+        let raw: RawCluster = serde_json::from_value(ipam.clone())
+            .map_err(|e| IpamError::config(format!("ipam (cluster mode, with pool): {e}")))?;
+        if raw.subnet.is_some() || raw.ranges.is_some() {
+            return Err(IpamError::config(
+                "ipam.pool: cluster mode (pool) cannot be combined with subnet or ranges",
+            ));
+        }
+        let cidrs = match &raw.pool {
+            OneOrMany::One(s) => vec![parse_cidr("ipam.pool", s)?],
+            OneOrMany::Many(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| parse_cidr(&format!("ipam.pool[{i}]"), s))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let pool = Pool::new(cidrs, raw.block_size, raw.block_size6)?;
+        let node_name = match raw.node_name {
+            Some(n) if !n.trim().is_empty() => n.trim().to_string(),
+            Some(_) => return Err(IpamError::config("ipam.nodeName: empty")),
+            None => nix::unistd::gethostname()
+                .map_err(|e| {
+                    IpamError::config(format!(
+                        "ipam.nodeName: not set and the hostname is unknown: {e}"
+                    ))
+                })?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        if node_name.contains('/') {
+            return Err(IpamError::config(format!(
+                "ipam.nodeName: {node_name:?} must not contain '/'"
+            )));
+        }
+        let store = StoreUrl::parse(raw.store.as_deref().unwrap_or(DEFAULT_CLUSTER_STORE))?;
+        if raw.max_blocks_per_node == Some(0) {
+            return Err(IpamError::config(
+                "ipam.maxBlocksPerNode: must be at least 1",
+            ));
+        }
+        Ok(ClusterIpamConfig {
+            pool,
+            node_name,
+            store,
+            max_blocks: raw.max_blocks_per_node,
+            node_ttl: std::time::Duration::from_secs(match raw.node_ttl {
+                Some(0) => {
+                    return Err(IpamError::config("ipam.nodeTtl: must be at least 1 second"))
+                }
+                Some(t) => t,
+                None => DEFAULT_NODE_TTL,
+            }),
+            routes: parse_routes(raw.routes.as_deref().unwrap_or_default())?,
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            resolv_conf: raw.resolv_conf,
+        })
     }
 }
 
@@ -293,6 +414,41 @@ mod tests {
         assert!(err(json!({"ipam": {"ranges": "nope"}})).contains("ipam"));
         let e = IpamConfig::from_json(&json!({"ipam": {}})).unwrap_err();
         assert_eq!(e.code(), 7);
+    }
+
+    #[test]
+    fn cluster_mode() {
+        let v = json!({"name": "n", "ipam": {"type": "cni-ipam",
+            "pool": ["10.244.0.0/16", "fd00:244::/56"], "blockSize": 24, "nodeName": "a",
+            "store": "etcd://127.0.0.1:2379", "maxBlocksPerNode": 3,
+            "routes": [{"dst": "0.0.0.0/0"}]}});
+        assert!(ClusterIpamConfig::is_cluster(&v));
+        let c = ClusterIpamConfig::from_json(&v).unwrap();
+        assert_eq!(c.pool.block_prefix(false), 24);
+        assert_eq!(c.pool.block_prefix(true), 122);
+        assert_eq!(c.node_name, "a");
+        assert_eq!(c.max_blocks, Some(3));
+        let one = json!({"ipam": {"pool": "10.244.0.0/16"}});
+        let c = ClusterIpamConfig::from_json(&one).unwrap();
+        assert_eq!(c.store, StoreUrl::parse(DEFAULT_CLUSTER_STORE).unwrap());
+        assert!(!c.node_name.is_empty());
+        let e = ClusterIpamConfig::from_json(
+            &json!({"ipam": {"pool": "10.244.0.0/16", "blockSize": 8}}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ipam.blockSize"), "{e}");
+        let e = ClusterIpamConfig::from_json(
+            &json!({"ipam": {"pool": "10.244.0.0/16", "subnet": "10.0.0.0/24"}}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ipam.pool"), "{e}");
+        let e = ClusterIpamConfig::from_json(&json!({"ipam": {"pool": ["x"]}})).unwrap_err();
+        assert!(e.to_string().contains("ipam.pool[0]"), "{e}");
+        let e = ClusterIpamConfig::from_json(
+            &json!({"ipam": {"pool": "10.0.0.0/16", "store": "nope"}}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ipam.store"), "{e}");
     }
 
     #[test]

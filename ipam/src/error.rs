@@ -10,6 +10,9 @@ pub const CODE_STORE_CORRUPT: u32 = 101;
 pub const CODE_RANGE_FULL: u32 = 102;
 /// CNI code of a requested address that cannot be given (taken, reserved, out of range).
 pub const CODE_IP_UNAVAILABLE: u32 = 103;
+/// CNI code 11, "try again later": the cluster store is down, or a lease about to
+/// expire will free space.
+pub const CODE_TRY_AGAIN: u32 = 11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
@@ -33,6 +36,21 @@ pub enum IpamError {
     /// CHECK: nothing is reserved for the attachment, or it differs from the expectation.
     #[error("{0}")]
     NotFound(String),
+    /// The cluster store cannot be reached (or answered with an error): try again later
+    /// (CNI code 11).
+    #[error("cluster store unavailable: {0}")]
+    StoreUnavailable(String),
+    /// No block can be claimed now, but space is about to be freed (a node's lease is
+    /// running out): try again later (CNI code 11).
+    #[error("{0}")]
+    TryAgain(String),
+    /// The cluster pool has no free block, or the node holds `maxBlocksPerNode` blocks
+    /// (code 102, as a full range set).
+    #[error("{0}")]
+    PoolExhausted(String),
+    /// A cluster store record (etcd key or file store entry) that does not parse.
+    #[error("cluster store record {what} is corrupt: {reason}")]
+    CorruptRecord { what: String, reason: String },
 }
 
 impl IpamError {
@@ -64,6 +82,9 @@ impl IpamError {
             IpamError::Exhausted { .. } => CODE_RANGE_FULL,
             IpamError::Unavailable { .. } => CODE_IP_UNAVAILABLE,
             IpamError::NotFound(_) => ErrorCode::UnknownContainer as u32,
+            IpamError::StoreUnavailable(_) | IpamError::TryAgain(_) => CODE_TRY_AGAIN,
+            IpamError::PoolExhausted(_) => CODE_RANGE_FULL,
+            IpamError::CorruptRecord { .. } => CODE_STORE_CORRUPT,
         }
     }
 }

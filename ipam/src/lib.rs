@@ -21,8 +21,8 @@ pub mod range;
 pub mod resolv;
 pub mod store;
 
-pub use config::IpamConfig;
+pub use config::{ClusterIpamConfig, IpamConfig};
 pub use error::IpamError;
 pub use plugin::IpamPlugin;
 pub use range::{Range, RangeSet, RangeSets};
-pub use store::{AllocKey, Allocation, GcReport, Store};
+pub use store::{AllocKey, AllocMeta, Allocation, GcReport, Store};

@@ -8,10 +8,11 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::config::{parse_cni_args_ips, IpamConfig};
+use crate::cluster::{local, ClusterStore, NodeInfo};
+use crate::config::{parse_cni_args_ips, ClusterIpamConfig, IpamConfig, RouteConf};
 use crate::error::IpamError;
 use crate::resolv;
-use crate::store::{AllocKey, Store};
+use crate::store::{AllocKey, AllocMeta, Store};
 
 /// The `cni-ipam` plugin.
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,8 +58,117 @@ pub fn build_result(
     }
 }
 
+/// The ADD result of cluster mode: addresses with their block's prefix, no gateway.
+pub fn build_cluster_result(
+    routes: &[RouteConf],
+    ips: &[IpNetwork],
+    dns: cni_core::spec::result::Dns,
+) -> CniResult {
+    CniResult {
+        interfaces: Vec::new(),
+        ips: ips
+            .iter()
+            .map(|n| IpConfig {
+                address: *n,
+                gateway: None,
+                interface: None,
+            })
+            .collect(),
+        routes: routes.iter().map(|r| Route::new(r.dst, r.gw)).collect(),
+        dns,
+    }
+}
+
+/// Claims one block for the plugin: connects to the cluster store (lazily, once per
+/// invocation), registers the node if it has no live record, claims and caches.
+struct Claimer<'a> {
+    cfg: &'a ClusterIpamConfig,
+    store: &'a Store,
+    rt: Option<tokio::runtime::Runtime>,
+    cluster: Option<ClusterStore>,
+}
+
+impl Claimer<'_> {
+    fn claim(&mut self, v6: bool, seen: &[IpNetwork]) -> Result<IpNetwork, IpamError> {
+        if self.rt.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| IpamError::StoreUnavailable(format!("cannot start a runtime: {e}")))?;
+            self.rt = Some(rt);
+        }
+        let Some(rt) = self.rt.as_ref() else {
+            return Err(IpamError::StoreUnavailable("no runtime".into()));
+        };
+        let (cfg, store, cluster) = (self.cfg, self.store, &mut self.cluster);
+        rt.block_on(async move {
+            if cluster.is_none() {
+                *cluster = Some(ClusterStore::connect(&cfg.store).await?);
+            }
+            let Some(c) = cluster.as_ref() else {
+                return Err(IpamError::StoreUnavailable("not connected".into()));
+            };
+            let claim = || {
+                local::claim_into_cache(
+                    store,
+                    c,
+                    &cfg.node_name,
+                    &cfg.pool,
+                    v6,
+                    cfg.max_blocks,
+                    seen,
+                )
+            };
+            match claim().await {
+                Err(IpamError::NotFound(why)) => {
+                    tracing::info!(node = %cfg.node_name, %why, "registering the node");
+                    let info = NodeInfo {
+                        name: cfg.node_name.clone(),
+                        underlay_ip: None,
+                        backend: Default::default(),
+                    };
+                    c.register(&info, cfg.node_ttl).await?;
+                    claim().await
+                }
+                other => other,
+            }
+        })
+    }
+}
+
+fn cluster_add(call: &Call, target: &Target) -> Result<CniResult, CniError> {
+    let cfg = ClusterIpamConfig::from_json(&call.conf.raw)?;
+    let dns = match &cfg.resolv_conf {
+        Some(p) => resolv::load(p)?,
+        None => Default::default(),
+    };
+    let requested = requested_ips(call)?;
+    let store = Store::open(store_dir(call, &cfg.data_dir))?;
+    let meta = AllocMeta {
+        netns: target.netns.clone(),
+    };
+    let mut claimer = Claimer {
+        cfg: &cfg,
+        store: &store,
+        rt: None,
+        cluster: None,
+    };
+    let ips = local::allocate(
+        &store,
+        &cfg.pool,
+        &key_of(target),
+        &requested,
+        &meta,
+        &mut |v6, seen| claimer.claim(v6, seen),
+    )?;
+    Ok(build_cluster_result(&cfg.routes, &ips, dns))
+}
+
 impl Plugin for IpamPlugin {
     fn add(&self, call: &Call, target: &Target) -> Result<CniResult, CniError> {
+        if ClusterIpamConfig::is_cluster(&call.conf.raw) {
+            return cluster_add(call, target);
+        }
         let cfg = IpamConfig::from_json(&call.conf.raw)?;
         // Everything that can fail without side effects comes before the allocation.
         let dns = match &cfg.resolv_conf {
@@ -67,7 +177,10 @@ impl Plugin for IpamPlugin {
         };
         let requested = requested_ips(call)?;
         let store = Store::open(store_dir(call, &cfg.data_dir))?;
-        let ips = store.allocate(&key_of(target), &cfg.ranges, &requested)?;
+        let meta = AllocMeta {
+            netns: target.netns.clone(),
+        };
+        let ips = store.allocate_with(&key_of(target), &cfg.ranges, &requested, &meta)?;
         Ok(build_result(&cfg, &ips, dns))
     }
 
@@ -81,8 +194,12 @@ impl Plugin for IpamPlugin {
     }
 
     fn check(&self, call: &Call, target: &Target) -> Result<(), CniError> {
-        let cfg = IpamConfig::from_json(&call.conf.raw)?;
-        let store = Store::open(store_dir(call, &cfg.data_dir))?;
+        let data_dir = if ClusterIpamConfig::is_cluster(&call.conf.raw) {
+            ClusterIpamConfig::from_json(&call.conf.raw)?.data_dir
+        } else {
+            IpamConfig::from_json(&call.conf.raw)?.data_dir
+        };
+        let store = Store::open(store_dir(call, &data_dir))?;
         let key = key_of(target);
         let Some(alloc) = store.get(&key)? else {
             return Err(IpamError::NotFound(format!(

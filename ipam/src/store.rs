@@ -1,37 +1,80 @@
-//! The node-local allocation store of one network: a directory of small files.
+//! The node-local allocation store of one network: the entries of ONE directory, whose
+//! data lives in their metadata (symlink targets), so that one fsync of that directory
+//! makes a whole ADD or DEL durable.
 //!
 //! ```text
-//! <dir>/lock                 flock(2)-ed for every mutation
-//! <dir>/ips/<ip>             one per reserved address; JSON {"containerID","ifname"} (owner)
-//! <dir>/keys/<key>           one per attachment; JSON {"containerID","ifname","ips":[...]}
-//! <dir>/cursor-<set id>      last address reserved in a range set (where probing resumes)
-//! <dir>/tmp/                 temp files, linked or renamed into place when complete
+//! <dir>/lock                   flock(2)-ed for every mutation
+//! <dir>/ip-<ip>                symlink, one per reserved address; target: the owner,
+//!                              written as its key entry name (key-<cid>+<ifname>)
+//! <dir>/key-<cid>+<ifname>     symlink, one per attachment; target: compact JSON
+//!                              {"containerID","ifname","ips":[...],"netns","created"}
+//! <dir>/cursor-<set id>        symlink -> the last address reserved in a range set (a hint)
+//! <dir>/tmp-<pid>-<n>          temp symlinks, renamed into place
 //! ```
 //!
-//! No operation reads more than the files of the attachment at hand (plus the probed
-//! address files), so ADD, DEL, CHECK cost the same with 10 or 10 000 allocations; only
-//! [`Store::list`] and [`Store::retain`] (GC) read everything.
+//! Key names: every byte of the container id and ifname outside `[A-Za-z0-9_.-]` is
+//! written `%XX`, so `+` separates unambiguously and the name decodes back to the key.
+//! A name over 200 bytes becomes `key-h-<128-bit FNV-1a hex>` (the JSON holds the full
+//! key, compared on every read); an address entry always names its owner unhashed.
 //!
-//! Crash safety: an address file is created complete and exclusively (`link(2)` of an
-//! fsynced temp file) and its directory fsynced *before* the attachment's key file is
-//! written; on release the key file is removed (and its directory fsynced) *before* the
-//! address files. Whatever the crash point, every address named by a key file is
-//! reserved; the only leftover is an address file without a key file listing it, which
-//! is never handed out again until [`Store::retain`] (GC) reclaims it.
+//! No operation reads more than the entries of the attachment at hand (plus the probed
+//! address entries), so ADD, DEL, CHECK cost the same with 10 or 10 000 allocations; only
+//! [`Store::list`] and [`Store::retain`] (GC) read the whole directory.
+//!
+//! # Crash safety with one fsync
+//!
+//! - **Exclusive reservation**: an address is reserved by `symlink(2)`, which fails with
+//!   `EEXIST` when the name exists, so two attachments can never both reserve it (and
+//!   the flock serializes everything anyway).
+//! - **Complete or absent**: a symlink is created together with its target in one
+//!   metadata operation; there is no file content that could be lost or half written,
+//!   so no file fsync is needed. Replacing an entry (the cursor) is a temp symlink
+//!   `rename(2)`-d over it.
+//! - **Order**: ADD creates the address entries first, then the key entry (then the
+//!   cursor hint), then fsyncs the directory **once** before answering. DEL removes the
+//!   key entry first, then the address entries, then fsyncs once.
+//!
+//! Assumption: a journaling file system that commits metadata operations in the order
+//! they were made (ext4 in its default `data=ordered` or in `data=journal` mode, xfs):
+//! after a crash the directory holds a prefix of the operations. A crash therefore
+//! leaves either nothing, or address entries no key entry lists (orphans: probing skips
+//! them since the name exists, so they are never handed out again until GC, or an ADD
+//! retry of the same attachment asking for them, reclaims them), or the complete
+//! allocation; never a key entry naming an address that is free. Once the fsync
+//! returned, the whole operation survives a crash. A `kill -9` loses nothing at all
+//! (nothing lives only in the process).
+//!
+//! The cursor is only where probing starts: it is written without fsync, and a missing
+//! or garbled cursor is treated as absent (probing starts at the beginning of the set,
+//! which only costs probes).
+//!
+//! A store of the older layout (`ips/`, `keys/` subdirectories of one file each) is
+//! refused by [`Store::open`], naming the directory: it is never silently ignored, which
+//! would hand its addresses out a second time.
 
 use ipnetwork::IpNetwork;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::collections::BTreeSet;
+use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::allocator::assign_requested;
-use crate::durable::{read_optional, remove_optional, sync_dir, Durable};
+use crate::durable::{
+    create_symlink, read_symlink, remove_optional, replace_symlink, sync_dir, temp_name, Link,
+    MAX_TARGET,
+};
 use crate::error::IpamError;
 use crate::range::{RangeSet, RangeSets};
+
+const IP_PREFIX: &str = "ip-";
+const KEY_PREFIX: &str = "key-";
+const CURSOR_PREFIX: &str = "cursor-";
+const TMP_PREFIX: &str = "tmp-";
+/// Subdirectories of the older one-file-per-entry layout.
+const OLD_LAYOUT: [&str; 2] = ["ips", "keys"];
 
 /// What an allocation is keyed by: one interface of one container.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,17 +92,33 @@ impl AllocKey {
         }
     }
 
-    /// The key file's name: `<container id>+<ifname>`, each with every byte outside
-    /// `[A-Za-z0-9_.-]` written `%XX` (so `+` separates unambiguously); a 128-bit FNV-1a
-    /// hash when that would be too long for a file name (the file holds the full key,
-    /// which is compared on read).
+    /// The key's part of its entry name (`key-<file_name>`): `<container id>+<ifname>`,
+    /// each with every byte outside `[A-Za-z0-9_.-]` written `%XX` (so `+` separates
+    /// unambiguously); a 128-bit FNV-1a hash `h-<hex>` when that would be too long for a
+    /// file name (the entry holds the full key, which is compared on read).
     pub fn file_name(&self) -> String {
-        let name = format!("{}+{}", escape(&self.container_id), escape(&self.ifname));
+        let name = self.escaped();
         if name.len() <= 200 {
             name
         } else {
             format!("h-{:032x}", fnv1a128(name.as_bytes()))
         }
+    }
+
+    fn escaped(&self) -> String {
+        format!("{}+{}", escape(&self.container_id), escape(&self.ifname))
+    }
+
+    /// What an address entry of this key points to: its key entry name, never hashed.
+    fn owner_target(&self) -> String {
+        format!("{KEY_PREFIX}{}", self.escaped())
+    }
+
+    /// The key an address entry's target names; `None` if it names none.
+    fn from_owner_target(target: &[u8]) -> Option<AllocKey> {
+        let text = std::str::from_utf8(target).ok()?;
+        let (cid, ifname) = text.strip_prefix(KEY_PREFIX)?.split_once('+')?;
+        Some(AllocKey::new(unescape(cid)?, unescape(ifname)?))
     }
 }
 
@@ -85,6 +144,25 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// The inverse of [`escape`]; `None` unless `s` is exactly what `escape` writes.
+fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8(out).ok()?;
+    (escape(&text) == s).then_some(text)
+}
+
 fn fnv1a128(data: &[u8]) -> u128 {
     let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
     for &b in data {
@@ -101,13 +179,26 @@ pub struct Allocation {
     pub key: AllocKey,
     /// One per range set, with the prefix length of its subnet.
     pub ips: Vec<IpNetwork>,
+    /// The container's network namespace at ADD time (absent when the runtime gave
+    /// none), so a daemon can garbage-collect reservations whose netns is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// Unix time (seconds) of the ADD that created the reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+}
+
+/// What [`Store::allocate_with`] records beside the addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllocMeta {
+    pub netns: Option<PathBuf>,
 }
 
 /// What [`Store::retain`] removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
     pub released: Vec<Allocation>,
-    /// Address files no key file listed (leftovers of a crash), now free.
+    /// Address entries no key entry listed (leftovers of a crash), now free.
     pub orphans: Vec<IpAddr>,
 }
 
@@ -115,10 +206,6 @@ pub struct GcReport {
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
-    ips: PathBuf,
-    keys: PathBuf,
-    tmp: PathBuf,
-    durable: Durable,
 }
 
 /// Held while the store is locked; unlocks on drop.
@@ -126,21 +213,39 @@ pub struct StoreLock {
     _lock: Flock<File>,
 }
 
+/// The store directory's entries, by kind (from one `readdir`).
+#[derive(Default)]
+struct Scan {
+    keys: Vec<PathBuf>,
+    ips: Vec<(IpAddr, PathBuf)>,
+    tmps: Vec<PathBuf>,
+}
+
 impl Store {
-    /// Opens (creating it and its subdirectories if needed) the store in `dir`.
+    /// Opens (creating it if needed) the store in `dir`. A directory of the older
+    /// one-file-per-entry layout (`ips/`, `keys/`) is refused (code 101, naming it).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, IpamError> {
         let dir = dir.into();
-        let (ips, keys, tmp) = (dir.join("ips"), dir.join("keys"), dir.join("tmp"));
-        for d in [&dir, &ips, &keys, &tmp] {
-            fs::create_dir_all(d).map_err(|e| IpamError::io("create directory", d, e))?;
+        fs::create_dir_all(&dir).map_err(|e| IpamError::io("create directory", &dir, e))?;
+        for old in OLD_LAYOUT {
+            let path = dir.join(old);
+            match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(IpamError::io("stat", &path, e)),
+                Ok(_) => {
+                    return Err(IpamError::corrupt(
+                        &path,
+                        "left by an older cni-ipam build (one file per address in ips/, \
+                         one per attachment in keys/), which this build does not read; \
+                         release its attachments with that build (or, once no container \
+                         uses them, remove the network's store directory) before using \
+                         this one"
+                            .to_string(),
+                    ))
+                }
+            }
         }
-        Ok(Store {
-            durable: Durable::new(tmp.clone()),
-            dir,
-            ips,
-            keys,
-            tmp,
-        })
+        Ok(Store { dir })
     }
 
     pub fn dir(&self) -> &Path {
@@ -149,62 +254,65 @@ impl Store {
 
     /// Takes the store's exclusive lock (blocking).
     pub fn lock(&self) -> Result<StoreLock, IpamError> {
-        let path = self.dir.join("lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| IpamError::io("open", &path, e))?;
-        let mut file = file;
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusive) {
-                Ok(lock) => return Ok(StoreLock { _lock: lock }),
-                Err((f, nix::errno::Errno::EINTR)) => file = f,
-                Err((_, errno)) => {
-                    return Err(IpamError::io("flock", &path, std::io::Error::from(errno)))
-                }
-            }
-        }
+        Ok(StoreLock {
+            _lock: crate::durable::lock_exclusive(&self.dir.join("lock"))?,
+        })
+    }
+
+    /// Makes every entry created or removed so far durable.
+    fn sync(&self) -> Result<(), IpamError> {
+        sync_dir(&self.dir)
     }
 
     fn ip_path(&self, ip: IpAddr) -> PathBuf {
-        self.ips.join(ip.to_string())
+        self.dir.join(format!("{IP_PREFIX}{ip}"))
     }
 
     fn key_path(&self, key: &AllocKey) -> PathBuf {
-        self.keys.join(key.file_name())
+        self.dir.join(format!("{KEY_PREFIX}{}", key.file_name()))
     }
 
     fn cursor_path(&self, set: &RangeSet) -> PathBuf {
-        self.dir.join(format!("cursor-{}", set.id()))
+        self.dir.join(format!("{CURSOR_PREFIX}{}", set.id()))
     }
 
-    fn read_key_file(&self, path: &Path) -> Result<Option<Allocation>, IpamError> {
-        let Some(bytes) = read_optional(path)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice::<Allocation>(&bytes)
-            .map(Some)
-            .map_err(|e| IpamError::corrupt(path, e.to_string()))
+    fn read_key_entry(&self, path: &Path) -> Result<Option<Allocation>, IpamError> {
+        match read_symlink(path)? {
+            Link::Missing => Ok(None),
+            Link::NotALink => Err(IpamError::corrupt(path, "not a symlink".to_string())),
+            Link::Target(t) => serde_json::from_slice::<Allocation>(&t)
+                .map(Some)
+                .map_err(|e| {
+                    IpamError::corrupt(
+                        path,
+                        format!("{e} in target {:?}", String::from_utf8_lossy(&t)),
+                    )
+                }),
+        }
     }
 
     /// The owner of a reserved address, `None` when it is free.
     pub fn owner_of(&self, ip: IpAddr) -> Result<Option<AllocKey>, IpamError> {
         let path = self.ip_path(ip);
-        let Some(bytes) = read_optional(&path)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice::<AllocKey>(&bytes)
-            .map(Some)
-            .map_err(|e| IpamError::corrupt(&path, e.to_string()))
+        match read_symlink(&path)? {
+            Link::Missing => Ok(None),
+            Link::NotALink => Err(IpamError::corrupt(&path, "not a symlink".to_string())),
+            Link::Target(t) => AllocKey::from_owner_target(&t).map(Some).ok_or_else(|| {
+                IpamError::corrupt(
+                    &path,
+                    format!(
+                        "target {:?} does not name an attachment",
+                        String::from_utf8_lossy(&t)
+                    ),
+                )
+            }),
+        }
     }
 
-    /// The allocation of `key`, if any. Reads only that attachment's file.
+    /// The allocation of `key`, if any. Reads only that attachment's entry.
     pub fn get(&self, key: &AllocKey) -> Result<Option<Allocation>, IpamError> {
         let path = self.key_path(key);
-        match self.read_key_file(&path)? {
+        match self.read_key_entry(&path)? {
             Some(a) if a.key != *key => Err(IpamError::corrupt(
                 &path,
                 format!("holds {} where {key} was expected", a.key),
@@ -216,13 +324,51 @@ impl Store {
     /// Every allocation (reads the whole store).
     pub fn list(&self) -> Result<Vec<Allocation>, IpamError> {
         let _lock = self.lock()?;
-        self.list_locked()
+        self.list_locked(&self.scan()?)
     }
 
-    fn list_locked(&self) -> Result<Vec<Allocation>, IpamError> {
+    fn scan(&self) -> Result<Scan, IpamError> {
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Scan::default()),
+            Err(e) => return Err(IpamError::io("list", &self.dir, e)),
+        };
+        let mut scan = Scan::default();
+        for entry in rd {
+            let entry = entry.map_err(|e| IpamError::io("list", &self.dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if name.starts_with(KEY_PREFIX) {
+                scan.keys.push(entry.path());
+            } else if name.starts_with(TMP_PREFIX) {
+                scan.tmps.push(entry.path());
+            } else if let Some(ip) = name.strip_prefix(IP_PREFIX) {
+                match ip.parse::<IpAddr>() {
+                    Ok(ip) => scan.ips.push((ip, entry.path())),
+                    Err(_) => {
+                        tracing::warn!(path = %entry.path().display(), "unexpected entry in the store: ignored")
+                    }
+                }
+            }
+        }
+        scan.keys.sort();
+        scan.ips.sort();
+        Ok(scan)
+    }
+
+    fn list_locked(&self, scan: &Scan) -> Result<Vec<Allocation>, IpamError> {
         let mut out = Vec::new();
-        for path in list_dir(&self.keys)? {
-            if let Some(a) = self.read_key_file(&path)? {
+        for path in &scan.keys {
+            if let Some(a) = self.read_key_entry(path)? {
+                // The entry must be the one of the key it holds.
+                if self.key_path(&a.key) != *path {
+                    return Err(IpamError::corrupt(
+                        path,
+                        format!("holds {}, whose entry has another name", a.key),
+                    ));
+                }
                 out.push(a);
             }
         }
@@ -230,22 +376,33 @@ impl Store {
         Ok(out)
     }
 
-    fn read_cursor(&self, set: &RangeSet) -> Result<Option<IpAddr>, IpamError> {
+    /// Where probing resumes in `set`: absent when the cursor is missing or garbled (it is
+    /// only a hint, never an error).
+    fn read_cursor(&self, set: &RangeSet) -> Option<IpAddr> {
         let path = self.cursor_path(set);
-        let Some(bytes) = read_optional(&path)? else {
-            return Ok(None);
-        };
-        let text =
-            std::str::from_utf8(&bytes).map_err(|e| IpamError::corrupt(&path, e.to_string()))?;
-        text.trim()
-            .parse::<IpAddr>()
-            .map(Some)
-            .map_err(|e| IpamError::corrupt(&path, format!("{e}: {:?}", text)))
+        match read_symlink(&path) {
+            Ok(Link::Target(t)) => {
+                let ip = std::str::from_utf8(&t).ok().and_then(|s| s.parse().ok());
+                if ip.is_none() {
+                    tracing::debug!(path = %path.display(), "garbled cursor: ignored");
+                }
+                ip
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "unreadable cursor: ignored");
+                None
+            }
+        }
     }
 
-    /// Tries to reserve `ip` (exclusive create of its file): `Ok(false)` when taken.
-    fn reserve(&self, ip: IpAddr, owner: &[u8]) -> Result<bool, IpamError> {
-        self.durable.create_new(&self.ip_path(ip), owner)
+    /// Records where probing resumes; not synced (it rides along with the next fsync of
+    /// the directory), and a failure only costs probes later.
+    fn write_cursor(&self, set: &RangeSet, ip: IpAddr) {
+        let tmp = self.dir.join(temp_name(TMP_PREFIX));
+        if let Err(e) = replace_symlink(&ip.to_string(), &self.cursor_path(set), &tmp) {
+            tracing::warn!(error = %e, "cannot write the cursor (a hint): ignored");
+        }
     }
 
     /// Gives `key` one address per range set of `sets` (the one of `requested` that lies
@@ -258,7 +415,25 @@ impl Store {
         sets: &RangeSets,
         requested: &[IpAddr],
     ) -> Result<Vec<IpNetwork>, IpamError> {
+        self.allocate_with(key, sets, requested, &AllocMeta::default())
+    }
+
+    /// [`Store::allocate`], also recording `meta` (the netns) and the creation time in
+    /// the attachment's key entry.
+    pub fn allocate_with(
+        &self,
+        key: &AllocKey,
+        sets: &RangeSets,
+        requested: &[IpAddr],
+        meta: &AllocMeta,
+    ) -> Result<Vec<IpNetwork>, IpamError> {
         let wanted = assign_requested(sets, requested)?;
+        let owner = key.owner_target();
+        if owner.len() > MAX_TARGET {
+            return Err(IpamError::config(format!(
+                "{key}: the container id is too long to be recorded"
+            )));
+        }
         let _lock = self.lock()?;
         if let Some(existing) = self.get(key)? {
             for ip in requested {
@@ -272,17 +447,15 @@ impl Store {
                     });
                 }
             }
-            // The key file is written only after its address files are durable, so they
-            // exist unless removed by hand: re-reserve a missing one rather than hand
-            // out an address the store would consider free.
-            let owner = encode_owner(key)?;
-            let mut recreated = false;
+            // The key entry is created after its address entries, so they exist unless
+            // removed by hand: re-reserve a missing one rather than hand out an address
+            // the store would consider free.
             for n in &existing.ips {
                 match self.owner_of(n.ip())? {
                     Some(o) if o == *key => {}
                     None => {
-                        tracing::warn!(ip = %n.ip(), %key, "address file missing: re-reserved");
-                        recreated |= self.reserve(n.ip(), &owner)?;
+                        tracing::warn!(ip = %n.ip(), %key, "address entry missing: re-reserved");
+                        create_symlink(&owner, &self.ip_path(n.ip()))?;
                     }
                     Some(o) => {
                         return Err(IpamError::corrupt(
@@ -292,27 +465,25 @@ impl Store {
                     }
                 }
             }
-            if recreated {
-                sync_dir(&self.ips)?;
-            }
+            // An ADD killed between its last entry and its fsync leaves entries that are
+            // not yet durable: answer only what is.
+            self.sync()?;
             tracing::debug!(%key, ips = %join(&existing.ips), "already allocated");
             return Ok(existing.ips);
         }
-        let owner = encode_owner(key)?;
         let mut taken: Vec<IpAddr> = Vec::new();
-        let result = self.reserve_all(key, sets, &wanted, &owner, &mut taken);
-        let ips = match result {
-            Ok(ips) => ips,
+        let result = self.reserve_all(key, sets, &wanted, &owner, &mut taken, meta);
+        match result {
+            Ok(ips) => Ok(ips),
             Err(e) => {
                 for ip in taken {
                     if let Err(re) = remove_optional(&self.ip_path(ip)) {
                         tracing::warn!(%ip, error = %re, "rollback: cannot release address");
                     }
                 }
-                return Err(e);
+                Err(e)
             }
-        };
-        Ok(ips)
+        }
     }
 
     fn reserve_all(
@@ -320,17 +491,16 @@ impl Store {
         key: &AllocKey,
         sets: &RangeSets,
         wanted: &[Option<IpAddr>],
-        owner: &[u8],
+        owner: &str,
         taken: &mut Vec<IpAddr>,
+        meta: &AllocMeta,
     ) -> Result<Vec<IpNetwork>, IpamError> {
         let mut ips = Vec::new();
         let mut cursors = Vec::new();
-        // One fsynced temp file, linked to as many candidate names as needed.
-        let prepared = self.durable.prepare(owner)?;
         for (set, want) in sets.sets().iter().zip(wanted) {
             let ip = match want {
                 Some(ip) => {
-                    if prepared.link_to(&self.ip_path(*ip))? {
+                    if create_symlink(owner, &self.ip_path(*ip))? {
                         taken.push(*ip);
                     } else {
                         match self.owner_of(*ip)? {
@@ -349,10 +519,10 @@ impl Store {
                     *ip
                 }
                 None => {
-                    let cursor = self.read_cursor(set)?;
+                    let cursor = self.read_cursor(set);
                     let mut found = None;
                     for ip in set.candidates(cursor) {
-                        if prepared.link_to(&self.ip_path(ip))? {
+                        if create_symlink(owner, &self.ip_path(ip))? {
                             taken.push(ip);
                             found = Some(ip);
                             break;
@@ -369,22 +539,44 @@ impl Store {
                 .ok_or_else(|| IpamError::config(format!("{ip} is not in range set {set}")))?;
             ips.push(range.network_of(ip)?);
         }
-        drop(prepared);
-        // The addresses are durable before the key file that names them exists.
-        sync_dir(&self.ips)?;
         let record = Allocation {
             key: key.clone(),
             ips: ips.clone(),
+            netns: meta.netns.clone(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs()),
         };
-        let bytes = serde_json::to_vec(&record)
+        let json = serde_json::to_string(&record)
             .map_err(|e| IpamError::config(format!("cannot encode {key}: {e}")))?;
-        self.durable.replace(&self.key_path(key), &bytes)?;
-        sync_dir(&self.keys)?;
-        // Cursors are hints (fsynced content, so never garbage; losing one only means
-        // probing starts over), written after the allocation is durable.
+        if json.len() > MAX_TARGET {
+            return Err(IpamError::config(format!(
+                "{key}: the allocation record ({} bytes) is too long to be recorded (netns \
+                 path or container id too long)",
+                json.len()
+            )));
+        }
+        // After the address entries: the journal commits in order, so a key entry never
+        // survives a crash without the addresses it names.
+        let path = self.key_path(key);
+        if !create_symlink(&json, &path)? {
+            // The entry was absent when read under the lock: only a hand edit gets here.
+            return Err(IpamError::corrupt(
+                &path,
+                "appeared while the store was locked".to_string(),
+            ));
+        }
+        // Hints, written before the fsync so that it carries them along for free.
         for (set, ip) in cursors {
-            self.durable
-                .replace(&self.cursor_path(set), format!("{ip}\n").as_bytes())?;
+            self.write_cursor(set, ip);
+        }
+        // The one fsync: addresses, key entry and cursors become durable together.
+        if let Err(e) = self.sync() {
+            if let Err(re) = remove_optional(&path) {
+                tracing::warn!(%key, error = %re, "rollback: cannot remove the key entry");
+            }
+            return Err(e);
         }
         tracing::debug!(%key, ips = %join(&ips), "allocated");
         Ok(ips)
@@ -401,7 +593,7 @@ impl Store {
                         "{} listed for {} is reserved for {who} in {}",
                         n.ip(),
                         alloc.key,
-                        self.ips.display()
+                        self.dir.display()
                     )));
                 }
             }
@@ -412,14 +604,19 @@ impl Store {
     /// Releases what `key` holds; `Ok(None)` when it holds nothing.
     pub fn release(&self, key: &AllocKey) -> Result<Option<Allocation>, IpamError> {
         let _lock = self.lock()?;
-        self.release_locked(key)
+        let released = self.unlink_locked(key)?;
+        if released.is_some() {
+            self.sync()?;
+        }
+        Ok(released)
     }
 
-    fn release_locked(&self, key: &AllocKey) -> Result<Option<Allocation>, IpamError> {
+    /// Removes the entries of `key` (not synced).
+    fn unlink_locked(&self, key: &AllocKey) -> Result<Option<Allocation>, IpamError> {
         let Some(alloc) = self.get(key)? else {
             return Ok(None);
         };
-        // Check every address file first: a corrupt one stops the release, untouched.
+        // Check every address entry first: a corrupt one stops the release, untouched.
         let mut mine = Vec::new();
         for n in &alloc.ips {
             match self.owner_of(n.ip())? {
@@ -430,9 +627,8 @@ impl Store {
                 None => {}
             }
         }
-        // The key file goes first: after a crash here the addresses are orphans, not free.
+        // The key entry goes first: after a crash here the addresses are orphans, not free.
         remove_optional(&self.key_path(key))?;
-        sync_dir(&self.keys)?;
         for ip in mine {
             remove_optional(&self.ip_path(ip))?;
         }
@@ -440,73 +636,52 @@ impl Store {
         Ok(Some(alloc))
     }
 
-    /// GC: releases every allocation whose key `keep` rejects, then reclaims address files
-    /// no remaining key file lists (crash leftovers) and stale temp files.
+    /// GC: releases every allocation whose key `keep` rejects, then reclaims address
+    /// entries no remaining key entry lists (crash leftovers) and stale temp entries.
+    /// One fsync at the end.
     pub fn retain(&self, keep: &dyn Fn(&AllocKey) -> bool) -> Result<GcReport, IpamError> {
         let _lock = self.lock()?;
+        let scan = self.scan()?;
         let mut report = GcReport::default();
         let mut live: BTreeSet<IpAddr> = BTreeSet::new();
-        for alloc in self.list_locked()? {
+        for alloc in self.list_locked(&scan)? {
             if keep(&alloc.key) {
                 live.extend(alloc.ips.iter().map(IpNetwork::ip));
-            } else if let Some(a) = self.release_locked(&alloc.key)? {
+            } else if let Some(a) = self.unlink_locked(&alloc.key)? {
                 report.released.push(a);
             }
         }
-        let mut orphans: BTreeMap<IpAddr, PathBuf> = BTreeMap::new();
-        for path in list_dir(&self.ips)? {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let Ok(ip) = name.parse::<IpAddr>() else {
-                tracing::warn!(path = %path.display(), "unexpected file in the store: ignored");
-                continue;
-            };
-            if !live.contains(&ip) {
-                // Parse it anyway: a corrupt file is reported, not silently dropped.
-                self.owner_of(ip)?;
-                orphans.insert(ip, path);
+        let mut orphans = Vec::new();
+        for (ip, path) in &scan.ips {
+            // Read it anyway (those just released are gone): a corrupt entry is reported,
+            // not silently dropped.
+            if !live.contains(ip) && self.owner_of(*ip)?.is_some() {
+                orphans.push((*ip, path));
             }
         }
         for (ip, path) in orphans {
-            remove_optional(&path)?;
+            remove_optional(path)?;
             report.orphans.push(ip);
         }
-        for path in list_dir(&self.tmp)? {
-            let _ = remove_optional(&path);
+        let mut changed = !report.released.is_empty() || !report.orphans.is_empty();
+        for path in &scan.tmps {
+            changed |= remove_optional(path).unwrap_or(false);
+        }
+        if changed {
+            self.sync()?;
         }
         Ok(report)
     }
 
-    /// STATUS: the store can be locked and written.
+    /// STATUS: the store can be locked, written and synced.
     pub fn check_writable(&self) -> Result<(), IpamError> {
         let _lock = self.lock()?;
         let probe = self.dir.join("status-probe");
-        self.durable.replace(&probe, b"ok\n")?;
-        sync_dir(&self.dir)?;
+        replace_symlink("ok", &probe, &self.dir.join(temp_name(TMP_PREFIX)))?;
+        self.sync()?;
         remove_optional(&probe)?;
         Ok(())
     }
-}
-
-fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, IpamError> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(IpamError::io("list", dir, e)),
-    };
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| IpamError::io("list", dir, e))?;
-        out.push(entry.path());
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn encode_owner(key: &AllocKey) -> Result<Vec<u8>, IpamError> {
-    serde_json::to_vec(key).map_err(|e| IpamError::config(format!("cannot encode {key}: {e}")))
 }
 
 fn join(ips: &[IpNetwork]) -> String {
@@ -552,6 +727,25 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Replaces the store entry `name` with a symlink to `target` (as a crash or a hand
+    /// edit could leave it).
+    fn plant(dir: &Path, name: &str, target: &str) -> PathBuf {
+        let p = dir.join(name);
+        let _ = fs::remove_file(&p);
+        std::os::unix::fs::symlink(target, &p).unwrap();
+        p
+    }
+
+    fn entries(dir: &Path, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn idempotent_and_distinct() {
         let d = tempfile::tempdir().unwrap();
@@ -578,7 +772,7 @@ mod tests {
         let a = s.allocate(&key(1), &v4(), &[]).unwrap();
         let alloc = s.get(&key(1)).unwrap().unwrap();
         s.verify(&alloc).unwrap();
-        fs::remove_file(d.path().join("ips").join("10.0.0.2")).unwrap();
+        fs::remove_file(d.path().join("ip-10.0.0.2")).unwrap();
         assert!(s.verify(&alloc).is_err());
         assert_eq!(s.allocate(&key(1), &v4(), &[]).unwrap(), a);
         assert_eq!(s.owner_of(ip("10.0.0.2")).unwrap(), Some(key(1)));
@@ -671,13 +865,12 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_files_are_reported_never_reset() {
+    fn corrupt_entries_are_reported_never_reset() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).unwrap();
         s.allocate(&key(1), &v4(), &[]).unwrap();
-        let kp = d.path().join("keys").join(key(1).file_name());
-        let truncated = b"{\"containerID\":\"c1\",\"ifn";
-        fs::write(&kp, truncated).unwrap();
+        let truncated = "{\"containerID\":\"c1\",\"ifn";
+        let kp = plant(d.path(), "key-c1+eth0", truncated);
         for e in [
             s.get(&key(1)).unwrap_err(),
             s.allocate(&key(1), &v4(), &[]).unwrap_err(),
@@ -688,55 +881,85 @@ mod tests {
             assert!(e.to_string().contains(&kp.display().to_string()), "{e}");
             assert_eq!(e.code(), crate::error::CODE_STORE_CORRUPT);
         }
-        assert_eq!(fs::read(&kp).unwrap(), truncated);
+        assert_eq!(fs::read_link(&kp).unwrap(), Path::new(truncated));
+        // A regular file where a key entry belongs.
+        fs::remove_file(&kp).unwrap();
+        fs::write(&kp, b"{}").unwrap();
+        let e = s.get(&key(1)).unwrap_err();
+        assert!(e.to_string().contains(&kp.display().to_string()), "{e}");
+        assert_eq!(fs::read(&kp).unwrap(), b"{}");
+        // A key entry holding another key.
+        fs::remove_file(&kp).unwrap();
+        let other = r#"{"containerID":"c7","ifname":"eth0","ips":["10.0.0.2/24"]}"#;
+        plant(d.path(), "key-c1+eth0", other);
+        let e = s.get(&key(1)).unwrap_err();
+        assert!(e.to_string().contains(&kp.display().to_string()), "{e}");
+        let e = s.list().unwrap_err();
+        assert!(e.to_string().contains(&kp.display().to_string()), "{e}");
+        fs::remove_file(&kp).unwrap();
 
-        // A corrupt address file stops the release of its owner, untouched.
+        // A corrupt address entry stops the release of its owner, untouched.
         s.allocate(&key(2), &v4(), &[]).unwrap();
-        let ipp = d.path().join("ips").join("10.0.0.3");
-        fs::write(&ipp, b"").unwrap();
+        let ipp = plant(d.path(), "ip-10.0.0.3", "key-c2");
         let e = s.release(&key(2)).unwrap_err();
         assert!(e.to_string().contains(&ipp.display().to_string()), "{e}");
+        assert_eq!(e.code(), crate::error::CODE_STORE_CORRUPT);
         assert!(s.get(&key(2)).unwrap().is_some());
+        assert_eq!(fs::read_link(&ipp).unwrap(), Path::new("key-c2"));
+        fs::remove_file(&ipp).unwrap();
+        fs::write(&ipp, b"").unwrap();
+        let e = s.owner_of(ip("10.0.0.3")).unwrap_err();
+        assert!(e.to_string().contains(&ipp.display().to_string()), "{e}");
+        // Never reused either: probing sees the name taken.
+        let a = s.allocate(&key(3), &v4(), &[]).unwrap();
+        assert_eq!(a[0].ip(), ip("10.0.0.4"));
+    }
 
-        // A corrupt cursor.
-        let cp = fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .starts_with("cursor-")
-            })
-            .unwrap();
+    #[test]
+    fn a_garbled_or_missing_cursor_is_only_a_hint() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.allocate(&key(1), &v4(), &[]).unwrap();
+        s.allocate(&key(2), &v4(), &[]).unwrap();
+        s.release(&key(1)).unwrap();
+        let cursors = entries(d.path(), "cursor-");
+        assert_eq!(cursors.len(), 1, "{cursors:?}");
+        let cp = d.path().join(&cursors[0]);
+        assert_eq!(fs::read_link(&cp).unwrap(), Path::new("10.0.0.3"));
+        // Garbled (a half-written file of some older tool): probing starts over.
+        fs::remove_file(&cp).unwrap();
         fs::write(&cp, b"10.0.0.").unwrap();
-        let e = s.allocate(&key(3), &v4(), &[]).unwrap_err();
-        assert!(e.to_string().contains(&cp.display().to_string()), "{e}");
-        assert_eq!(fs::read(&cp).unwrap(), b"10.0.0.");
+        assert_eq!(
+            s.allocate(&key(3), &v4(), &[]).unwrap()[0].ip(),
+            ip("10.0.0.2")
+        );
+        plant(d.path(), &cursors[0], "not an address");
+        assert_eq!(
+            s.allocate(&key(4), &v4(), &[]).unwrap()[0].ip(),
+            ip("10.0.0.4")
+        );
+        fs::remove_file(&cp).unwrap();
+        assert_eq!(
+            s.allocate(&key(5), &v4(), &[]).unwrap()[0].ip(),
+            ip("10.0.0.5")
+        );
+        assert_eq!(fs::read_link(&cp).unwrap(), Path::new("10.0.0.5"));
     }
 
     #[test]
     fn crash_leftover_is_not_reused_until_gc() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).unwrap();
-        // A crash between the address file and the key file of c9's ADD.
-        fs::write(
-            d.path().join("ips").join("10.0.0.2"),
-            serde_json::to_vec(&key(9)).unwrap(),
-        )
-        .unwrap();
-        // And a crash in the middle of a release of c8 (key file gone, address left).
-        fs::write(
-            d.path().join("ips").join("10.0.0.3"),
-            serde_json::to_vec(&key(8)).unwrap(),
-        )
-        .unwrap();
-        fs::write(d.path().join("tmp").join("123-0"), b"partial").unwrap();
+        // A crash between the address entry and the key entry of c9's ADD.
+        plant(d.path(), "ip-10.0.0.2", "key-c9+eth0");
+        // And a crash in the middle of a release of c8 (key entry gone, address left).
+        plant(d.path(), "ip-10.0.0.3", "key-c8+eth0");
+        plant(d.path(), "tmp-123-0", "10.0.0.9");
         let a = s.allocate(&key(1), &v4(), &[]).unwrap();
         assert_eq!(a[0].ip(), ip("10.0.0.4"));
         let e = s.allocate(&key(2), &v4(), &[ip("10.0.0.2")]).unwrap_err();
         assert!(e.to_string().contains("10.0.0.2"), "{e}");
+        assert!(e.to_string().contains("c9"), "{e}");
         // The crashed attachment retrying with the same request adopts its leftover.
         assert_eq!(
             s.allocate(&key(9), &v4(), &[ip("10.0.0.2")]).unwrap()[0].ip(),
@@ -745,11 +968,108 @@ mod tests {
         let report = s.retain(&|_| true).unwrap();
         assert_eq!(report.orphans, vec![ip("10.0.0.3")]);
         assert!(report.released.is_empty());
-        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+        assert!(entries(d.path(), "tmp-").is_empty());
         assert_eq!(
             s.allocate(&key(2), &v4(), &[ip("10.0.0.3")]).unwrap()[0].ip(),
             ip("10.0.0.3")
         );
+    }
+
+    #[test]
+    fn one_directory_of_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let r = sets(&[("10.0.0.0/24", None, None), ("fd00::/64", None, None)]);
+        let k = AllocKey::new("ctr/1", "eth0");
+        let meta = AllocMeta {
+            netns: Some("/run/netns/x".into()),
+        };
+        s.allocate_with(&k, &r, &[], &meta).unwrap();
+        assert_eq!(
+            entries(d.path(), ""),
+            vec![
+                "cursor-10.0.0.0-10.0.0.1",
+                "cursor-fd00__-fd00__1",
+                "ip-10.0.0.2",
+                "ip-fd00::2",
+                "key-ctr%2F1+eth0",
+                "lock"
+            ]
+        );
+        let owner = fs::read_link(d.path().join("ip-fd00::2")).unwrap();
+        assert_eq!(owner, Path::new("key-ctr%2F1+eth0"));
+        let rec: serde_json::Value = serde_json::from_str(
+            fs::read_link(d.path().join("key-ctr%2F1+eth0"))
+                .unwrap()
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rec["ips"], serde_json::json!(["10.0.0.2/24", "fd00::2/64"]));
+        assert_eq!(rec["netns"], "/run/netns/x");
+        assert!(rec["created"].as_u64().unwrap() > 1_700_000_000);
+        let got = s.get(&k).unwrap().unwrap();
+        assert_eq!(got.netns, meta.netns);
+        s.release(&k).unwrap();
+        assert!(entries(d.path(), "ip-").is_empty());
+        assert!(entries(d.path(), "key-").is_empty());
+        assert!(entries(d.path(), "tmp-").is_empty());
+    }
+
+    #[test]
+    fn older_layout_is_refused_naming_it() {
+        for old in ["ips", "keys"] {
+            let d = tempfile::tempdir().unwrap();
+            fs::create_dir_all(d.path().join(old)).unwrap();
+            let e = Store::open(d.path()).unwrap_err();
+            let p = d.path().join(old).display().to_string();
+            assert!(e.to_string().contains(&p), "{e}");
+            assert!(e.to_string().contains("older"), "{e}");
+            assert_eq!(e.code(), crate::error::CODE_STORE_CORRUPT);
+        }
+    }
+
+    #[test]
+    fn too_long_records_are_refused_without_leftovers() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let k = AllocKey::new("x".repeat(3000), "eth0");
+        let meta = AllocMeta {
+            netns: Some(PathBuf::from(format!("/run/{}", "n".repeat(2000)))),
+        };
+        assert!(s.allocate_with(&k, &v4(), &[], &meta).is_err());
+        assert!(s
+            .allocate(&AllocKey::new("y".repeat(5000), "eth0"), &v4(), &[])
+            .is_err());
+        assert!(entries(d.path(), "ip-").is_empty());
+        assert!(entries(d.path(), "key-").is_empty());
+        // A long key that fits: hashed entry name, unhashed owner.
+        s.allocate(&k, &v4(), &[]).unwrap();
+        assert_eq!(s.owner_of(ip("10.0.0.2")).unwrap(), Some(k.clone()));
+        assert_eq!(s.list().unwrap()[0].key, k);
+        s.release(&k).unwrap();
+        assert!(entries(d.path(), "ip-").is_empty());
+    }
+
+    #[test]
+    fn key_names_round_trip() {
+        for (cid, ifname) in [("abc", "eth0"), ("a+b%c", "e/0"), ("ü x", ""), ("", "+")] {
+            let k = AllocKey::new(cid, ifname);
+            assert_eq!(
+                AllocKey::from_owner_target(k.owner_target().as_bytes()),
+                Some(k.clone())
+            );
+        }
+        for bad in [
+            "abc+eth0",
+            "key-abc",
+            "key-a%2b+x",
+            "key-a+b+c",
+            "key-a%+x",
+            "key-a b+x",
+        ] {
+            assert_eq!(AllocKey::from_owner_target(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]
@@ -765,7 +1085,7 @@ mod tests {
         assert_eq!(report.released.len(), 3);
         let left: Vec<_> = s.list().unwrap().into_iter().map(|a| a.key).collect();
         assert_eq!(left, vec![key(1), key(3)]);
-        assert_eq!(fs::read_dir(d.path().join("ips")).unwrap().count(), 2);
+        assert_eq!(entries(d.path(), "ip-").len(), 2);
     }
 
     #[test]

@@ -156,9 +156,12 @@ fn del_on_a_fresh_data_dir_and_gc() {
     let mut gc = c.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-1", "ifname": "eth0"}, {"containerID": "ctr-3", "ifname": "eth0"}]);
     ok(run("GC", &gc, "", ""));
-    let keys: HashSet<String> = std::fs::read_dir(d.path().join("net1").join("keys"))
+    let keys: HashSet<String> = std::fs::read_dir(d.path().join("net1"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name.strip_prefix("key-").map(str::to_string)
+        })
         .collect();
     assert_eq!(
         keys,
@@ -313,8 +316,9 @@ fn corrupt_key_file_is_reported() {
     let d = tempfile::tempdir().unwrap();
     let c = v4("1.1.0", d.path());
     ok(run("ADD", &c, "ctr-c", "eth0"));
-    let kp = d.path().join("net1").join("keys").join("ctr-c+eth0");
-    std::fs::write(&kp, "{\"containerID\": \"ctr").unwrap();
+    let kp = d.path().join("net1").join("key-ctr-c+eth0");
+    std::fs::remove_file(&kp).unwrap();
+    std::os::unix::fs::symlink("{\"containerID\": \"ctr", &kp).unwrap();
     let o = run("ADD", &c, "ctr-c", "eth0");
     assert_eq!(o.json["code"], 101, "{}", o.json);
     assert!(
@@ -386,14 +390,9 @@ fn crash_leftover_waits_for_gc() {
     let d = tempfile::tempdir().unwrap();
     let c = v4("1.1.0", d.path());
     ok(run("STATUS", &c, "", ""));
-    // An address file whose ADD crashed before writing the key file.
-    let ips = d.path().join("net1").join("ips");
-    std::fs::create_dir_all(&ips).unwrap();
-    std::fs::write(
-        ips.join("10.55.0.2"),
-        r#"{"containerID":"ghost","ifname":"eth0"}"#,
-    )
-    .unwrap();
+    // An address entry whose ADD crashed before creating the key entry.
+    let store = d.path().join("net1");
+    std::os::unix::fs::symlink("key-ghost+eth0", store.join("ip-10.55.0.2")).unwrap();
     assert_eq!(
         addresses(&ok(run("ADD", &c, "ctr-1", "eth0"))),
         vec!["10.55.0.3/24"]
@@ -401,6 +400,96 @@ fn crash_leftover_waits_for_gc() {
     let mut gc = c.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-1", "ifname": "eth0"}]);
     ok(run("GC", &gc, "", ""));
-    assert!(!ips.join("10.55.0.2").exists());
-    assert!(ips.join("10.55.0.3").exists());
+    assert!(store.join("ip-10.55.0.2").symlink_metadata().is_err());
+    assert_eq!(
+        std::fs::read_link(store.join("ip-10.55.0.3")).unwrap(),
+        Path::new("key-ctr-1+eth0")
+    );
+}
+
+/// ADDs and DELs killed (SIGKILL) at random points, many at once: whatever survives is
+/// consistent. Every key entry's addresses are reserved for it, no address is answered
+/// twice, and GC leaves exactly the addresses of the surviving attachments.
+#[test]
+fn kill_9_storm_never_hands_an_address_out_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let c = conf(
+        "1.1.0",
+        "netkill",
+        d.path(),
+        json!({"ranges": [[{"subnet": "10.66.0.0/24"}], [{"subnet": "fd66::/64"}]]}),
+    );
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for round in 0..6 {
+        let mut children: Vec<_> = (0..12)
+            .map(|n| {
+                let cmd = if n % 3 == 2 { "DEL" } else { "ADD" };
+                spawn(
+                    BIN,
+                    cmd,
+                    &c,
+                    &format!("k-{}", (round * 7 + n) % 20),
+                    "eth0",
+                    None,
+                )
+            })
+            .collect();
+        for ch in children.iter_mut().step_by(2) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(std::time::Duration::from_micros(seed % 3000));
+            let _ = ch.kill();
+        }
+        for ch in children {
+            let _ = finish(ch);
+        }
+    }
+    // Answered ADDs of the survivors: distinct addresses, each reserved for its owner.
+    let mut seen = HashSet::new();
+    for n in 0..20 {
+        let cid = format!("k-{n}");
+        let r = ok(run("ADD", &c, &cid, "eth0"));
+        for a in addresses(&r) {
+            assert!(seen.insert(a.clone()), "{a} handed out twice");
+            let ip = a.split('/').next().unwrap();
+            let owner = std::fs::read_link(d.path().join("netkill").join(format!("ip-{ip}")));
+            assert_eq!(
+                owner.unwrap(),
+                Path::new(&format!("key-{cid}+eth0")),
+                "{a} of {cid}"
+            );
+        }
+    }
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!((0..20)
+        .map(|n| json!({"containerID": format!("k-{n}"), "ifname": "eth0"}))
+        .collect::<Vec<_>>());
+    ok(run("GC", &gc, "", ""));
+    let left: Vec<String> = std::fs::read_dir(d.path().join("netkill"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("ip-") || n.starts_with("tmp-"))
+        .collect();
+    assert_eq!(left.len(), 40, "{left:?}");
+}
+
+#[test]
+fn older_store_layout_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let c = v4("1.1.0", d.path());
+    let ips = d.path().join("net1").join("ips");
+    std::fs::create_dir_all(&ips).unwrap();
+    std::fs::write(
+        ips.join("10.55.0.2"),
+        r#"{"containerID":"old","ifname":"eth0"}"#,
+    )
+    .unwrap();
+    for cmd in ["ADD", "DEL"] {
+        let o = run(cmd, &c, "ctr-1", "eth0");
+        assert_eq!(o.json["code"], 101, "{}", o.json);
+        let msg = o.json["msg"].as_str().unwrap();
+        assert!(msg.contains(&ips.display().to_string()), "{msg}");
+    }
+    assert!(ips.join("10.55.0.2").exists());
 }

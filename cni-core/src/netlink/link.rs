@@ -146,18 +146,24 @@ impl Netlink {
             )));
         }
         let index = existing.index;
+        // Read back only what was changed here (an adopted bridge as it is is returned as
+        // read).
+        let mut changed = false;
         if let Some(mtu) = spec.mtu {
             if existing.mtu != mtu {
                 self.set_mtu(index, mtu).await?;
+                changed = true;
             }
         }
         if let Some(mac) = spec.mac {
             if existing.mac != Some(mac) {
                 self.set_mac(index, mac).await?;
+                changed = true;
             }
         }
         if spec.promisc && !existing.promisc {
             self.set_promisc(index, true).await?;
+            changed = true;
         }
         if spec.vlan_filtering {
             // Idempotent, and cheaper than reading IFLA_BR_VLAN_FILTERING back.
@@ -174,6 +180,10 @@ impl Netlink {
         }
         if !existing.up {
             self.set_up(index).await?;
+            changed = true;
+        }
+        if !changed {
+            return Ok(existing);
         }
         self.link_by_index(index).await?.ok_or_else(|| {
             CniError::internal(format!("bridge {name} vanished while being configured"))

@@ -3,10 +3,12 @@
 //! (see [`block_on`]).
 
 pub mod addr;
+pub mod detached;
 pub mod link;
 pub mod mac;
 pub mod route;
 
+pub use detached::delete_link_detached;
 pub use link::{BridgeSpec, Link};
 pub use mac::MacAddr;
 pub use route::RouteSpec;
@@ -57,8 +59,9 @@ pub fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, CniError> {
             "netlink::block_on called from inside a tokio runtime: await the future instead",
         ));
     }
+    // Only the I/O driver: netlink needs no timers.
     let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
         .build()
         .map_err(|e| CniError::internal(format!("starting the tokio runtime: {e}")))?;
     Ok(rt.block_on(fut))

@@ -7,6 +7,7 @@
 
 pub mod etcd;
 pub mod file;
+pub mod local;
 pub mod node;
 pub mod pool;
 pub mod url;
@@ -16,6 +17,8 @@ pub use pool::Pool;
 pub use url::StoreUrl;
 
 use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::error::IpamError;
@@ -39,41 +42,188 @@ impl NodeWatch {
     }
 }
 
+/// How often the file store's watch polls the file.
+pub const FILE_WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A node record as both backends store it: the record plus the TTL it renews with
+/// (used to tell a node that missed renewals from a healthy one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredNode {
+    #[serde(flatten)]
+    pub(crate) record: NodeRecord,
+    /// Seconds.
+    #[serde(default)]
+    pub(crate) ttl: u64,
+}
+
+impl StoredNode {
+    pub(crate) fn new(info: NodeInfo, ttl: Duration) -> StoredNode {
+        StoredNode {
+            record: NodeRecord {
+                info,
+                blocks: Vec::new(),
+                lease_expiry: now_unix() + ttl.as_secs().max(1),
+            },
+            ttl: ttl.as_secs().max(1),
+        }
+    }
+}
+
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The first block of `pool` in the family that nobody owns.
+pub(crate) fn pick_block(pool: &Pool, v6: bool, owned: &BTreeSet<IpNetwork>) -> Option<IpNetwork> {
+    pool.blocks(v6).find(|b| !owned.contains(b))
+}
+
+/// The error of a claim that found no free block: code 11 (`TryAgain`) when another
+/// node holding blocks of the family has missed renewals (less than half its TTL left,
+/// or already expired but not yet removed), since its blocks are about to be freed;
+/// otherwise `PoolExhausted` (code 102).
+pub(crate) fn exhausted_error(
+    pool: &Pool,
+    v6: bool,
+    node: &str,
+    nodes: &[&StoredNode],
+    now: u64,
+) -> IpamError {
+    let family = if v6 { "IPv6" } else { "IPv4" };
+    let bp = pool.block_prefix(v6);
+    let dying = nodes.iter().find(|n| {
+        n.record.info.name != node
+            && n.record
+                .blocks
+                .iter()
+                .any(|b| b.is_ipv6() == v6 && pool.contains(*b))
+            && n.record.lease_expiry < now + n.ttl / 2 + 1
+    });
+    match dying {
+        Some(n) => IpamError::TryAgain(format!(
+            "pool {pool} has no free /{bp} {family} block now, but node {}'s lease {} (it holds {} block(s)): try again later",
+            n.record.info.name,
+            if n.record.lease_expiry <= now {
+                "has expired".to_string()
+            } else {
+                format!("expires in {} s", n.record.lease_expiry - now)
+            },
+            n.record.blocks.len()
+        )),
+        None => IpamError::PoolExhausted(format!(
+            "pool {pool} exhausted: every /{bp} {family} block is owned by a live node"
+        )),
+    }
+}
+
+/// The events that turn `old` into `new`. A record whose lease expiry alone changed
+/// (a renewal) is not reported.
+pub(crate) fn diff(
+    old: &BTreeMap<String, NodeRecord>,
+    new: &BTreeMap<String, NodeRecord>,
+) -> Vec<NodeEvent> {
+    let mut out = Vec::new();
+    for (name, rec) in new {
+        match old.get(name) {
+            Some(o) if o.info == rec.info && o.blocks == rec.blocks => {}
+            _ => out.push(NodeEvent::Upsert(rec.clone())),
+        }
+    }
+    for name in old.keys() {
+        if !new.contains_key(name) {
+            out.push(NodeEvent::Removed(name.clone()));
+        }
+    }
+    out
+}
+
+fn check_name(name: &str) -> Result<(), IpamError> {
+    if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+        return Err(IpamError::config(format!(
+            "ipam.nodeName: {name:?} is not a valid node name (non-empty, no '/')"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a file store operation off the async runtime (it blocks on `flock` and fsync).
+async fn blocking<R: Send + 'static>(
+    store: &file::FileStore,
+    f: impl FnOnce(&file::FileStore) -> Result<R, IpamError> + Send + 'static,
+) -> Result<R, IpamError> {
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| IpamError::StoreUnavailable(format!("file store task failed: {e}")))?
+}
+
 impl ClusterStore {
     /// Connects (etcd) or opens (file) the store `url` names.
     pub async fn connect(url: &StoreUrl) -> Result<ClusterStore, IpamError> {
-        let _ = url;
-        todo!()
+        match url {
+            StoreUrl::File(p) => Ok(ClusterStore::File(file::FileStore::open(p)?)),
+            StoreUrl::Etcd { endpoints, prefix } => Ok(ClusterStore::Etcd(
+                etcd::EtcdStore::connect(endpoints, prefix).await?,
+            )),
+        }
     }
 
     /// Creates or updates `info`'s node record and (re)starts its lease for `ttl`.
     /// The node's blocks are kept.
+    ///
+    /// etcd: a node whose key still exists keeps its lease (and the TTL it was granted
+    /// with); only a node whose key is gone gets a new lease of `ttl`.
     pub async fn register(&self, info: &NodeInfo, ttl: Duration) -> Result<NodeRecord, IpamError> {
-        let _ = (info, ttl);
-        todo!()
+        check_name(&info.name)?;
+        match self {
+            ClusterStore::File(s) => {
+                let info = info.clone();
+                blocking(s, move |s| s.register(&info, ttl)).await
+            }
+            ClusterStore::Etcd(s) => s.register(info, ttl).await,
+        }
     }
 
     /// Extends the node's lease by `ttl` from now. A node whose record is gone (expired)
     /// gets `IpamError::NotFound` and must register again.
+    ///
+    /// etcd: one keep-alive of the node's lease (which renews it by the TTL it was
+    /// granted with), then the record's `leaseExpiry` is updated.
     pub async fn renew(&self, node: &str, ttl: Duration) -> Result<(), IpamError> {
-        let _ = (node, ttl);
-        todo!()
+        match self {
+            ClusterStore::File(s) => {
+                let node = node.to_string();
+                blocking(s, move |s| s.renew(&node, ttl)).await
+            }
+            ClusterStore::Etcd(s) => s.renew(node).await,
+        }
     }
 
     /// Every live node record.
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, IpamError> {
-        todo!()
+        match self {
+            ClusterStore::File(s) => blocking(s, |s| Ok(s.live()?.into_values().collect())).await,
+            ClusterStore::Etcd(s) => Ok(s.snapshot().await?.records().into_values().collect()),
+        }
     }
 
     pub async fn node(&self, name: &str) -> Result<Option<NodeRecord>, IpamError> {
-        let _ = name;
-        todo!()
+        let mut all = match self {
+            ClusterStore::File(s) => blocking(s, |s| s.live()).await?,
+            ClusterStore::Etcd(s) => s.snapshot().await?.records(),
+        };
+        Ok(all.remove(name))
     }
 
     /// Claims for `node` the first free block of `pool` in the wanted family
     /// (compare-and-swap: two nodes never get the same block). Fails with a clear error
     /// when `max_blocks` is reached or the pool is exhausted (code 11 when another node's
     /// lease expires soon and will free space).
+    ///
+    /// `max_blocks` counts the node's blocks of that family in `pool`. The node must be
+    /// registered (live), else `NotFound`.
     pub async fn claim_block(
         &self,
         node: &str,
@@ -81,30 +231,145 @@ impl ClusterStore {
         v6: bool,
         max_blocks: Option<usize>,
     ) -> Result<IpNetwork, IpamError> {
-        let _ = (node, pool, v6, max_blocks);
-        todo!()
+        if !pool.has_family(v6) {
+            return Err(IpamError::config(format!(
+                "ipam.pool: pool {pool} has no {} CIDR",
+                if v6 { "IPv6" } else { "IPv4" }
+            )));
+        }
+        let block = match self {
+            ClusterStore::File(s) => {
+                let (node, pool) = (node.to_string(), pool.clone());
+                blocking(s, move |s| s.claim_block(&node, &pool, v6, max_blocks)).await?
+            }
+            ClusterStore::Etcd(s) => s.claim_block(node, pool, v6, max_blocks).await?,
+        };
+        tracing::info!(%node, %block, "claimed block");
+        Ok(block)
+    }
+
+    /// Claims exactly `block` for `node` when it is free; `Ok(true)` also when the node
+    /// already owns it, `Ok(false)` when another node does. Used to take back the blocks
+    /// a node's local cache still lists after its record expired.
+    pub async fn claim_exact(&self, node: &str, block: IpNetwork) -> Result<bool, IpamError> {
+        match self {
+            ClusterStore::File(s) => {
+                let node = node.to_string();
+                blocking(s, move |s| s.claim_exact(&node, block)).await
+            }
+            ClusterStore::Etcd(s) => s.claim_exact(node, block).await,
+        }
     }
 
     /// Gives `block` back to the pool if `node` owns it; returns whether it did.
     pub async fn release_block(&self, node: &str, block: IpNetwork) -> Result<bool, IpamError> {
-        let _ = (node, block);
-        todo!()
+        match self {
+            ClusterStore::File(s) => {
+                let node = node.to_string();
+                blocking(s, move |s| s.release_block(&node, block)).await
+            }
+            ClusterStore::Etcd(s) => s.release_block(node, block).await,
+        }
     }
 
     /// Removes a node record and frees its blocks.
     pub async fn remove_node(&self, name: &str) -> Result<(), IpamError> {
-        let _ = name;
-        todo!()
+        match self {
+            ClusterStore::File(s) => {
+                let name = name.to_string();
+                blocking(s, move |s| s.remove_node(&name)).await
+            }
+            ClusterStore::Etcd(s) => s.remove_node(name).await,
+        }
     }
 
     /// Removes every node whose lease has expired and frees its blocks; returns their
     /// names. (etcd expires leases itself; this then only cleans up leftovers.)
     pub async fn expire(&self) -> Result<Vec<String>, IpamError> {
-        todo!()
+        match self {
+            ClusterStore::File(s) => blocking(s, |s| s.expire()).await,
+            ClusterStore::Etcd(s) => s.expire().await,
+        }
     }
 
     /// Watches node records: every later add, change and removal.
+    ///
+    /// Events are computed by diffing successive views of the live records, so a
+    /// renewal alone (only `leaseExpiry` changed) produces no event, and a record whose
+    /// lease expired is `Removed` (the file store reports it when its expiry passes,
+    /// before `expire` deletes it). The file store is polled every
+    /// [`FILE_WATCH_INTERVAL`]; etcd is watched, and the watch re-established (with a
+    /// fresh read, so nothing is missed) after the store comes back. The stream ends
+    /// only when the receiver is dropped.
     pub async fn watch(&self) -> Result<NodeWatch, IpamError> {
-        todo!()
+        match self {
+            ClusterStore::File(s) => {
+                let initial = blocking(s, |s| s.live()).await?;
+                let (tx, rx) = tokio::sync::mpsc::channel(256);
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let mut last = initial;
+                    loop {
+                        tokio::time::sleep(FILE_WATCH_INTERVAL).await;
+                        if tx.is_closed() {
+                            return;
+                        }
+                        let now = match blocking(&s, |s| s.live()).await {
+                            Ok(n) => n,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "file store watch: cannot read");
+                                continue;
+                            }
+                        };
+                        for ev in diff(&last, &now) {
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
+                        last = now;
+                    }
+                });
+                Ok(NodeWatch { rx })
+            }
+            ClusterStore::Etcd(s) => s.watch().await,
+        }
+    }
+
+    /// A short description for logs: the file path or the etcd endpoints.
+    pub fn describe(&self) -> String {
+        match self {
+            ClusterStore::File(s) => format!("file://{}", s.path().display()),
+            ClusterStore::Etcd(s) => s.describe(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// `ipamd` shares one store in an `Arc` across tasks of a multi-threaded runtime.
+    #[test]
+    fn store_and_futures_are_send() {
+        let s = ClusterStore::File(file::FileStore::for_tests());
+        assert_send_sync(&s);
+        let pool = Pool::new(vec!["10.0.0.0/24".parse().unwrap()], None, None).unwrap();
+        assert_send(&s.claim_block("a", &pool, false, None));
+        assert_send(&s.watch());
+        assert_send(&s.register(
+            &NodeInfo {
+                name: "a".into(),
+                underlay_ip: None,
+                backend: Default::default(),
+            },
+            Duration::from_secs(1),
+        ));
+        assert_send(&s.renew("a", Duration::from_secs(1)));
+        assert_send(&s.expire());
+        assert_send(&s.remove_node("a"));
+        assert_send(&s.nodes());
     }
 }

@@ -1,0 +1,387 @@
+//! The node-local side of cluster IPAM, shared by `cni-ipam` (cluster mode) and
+//! `ipamd`: the cache of the blocks this node owns, kept in the network's node-local
+//! store directory, and allocation from it.
+//!
+//! ```text
+//! <store dir>/blocks.json   {"blocks": ["10.244.0.0/26", "fd00:244::/122", ...]}
+//!                           in claim order; written atomically and durably under the
+//!                           store's lock
+//! <store dir>/claim.lock    flock(2)-ed while a block is claimed from the cluster store,
+//!                           so concurrent ADDs on one node claim one block, not many
+//! ```
+//!
+//! Pods are allocated from the cached blocks first, so they get addresses while the
+//! cluster store is down; only when every cached block of a family is full is the
+//! cluster store contacted to claim one more block. Within a block every address is
+//! usable except, for IPv4, the block's network and broadcast addresses, and for IPv6
+//! the block's first (subnet-router anycast) address: the pod's prefix length is the
+//! block's, so these are the network/broadcast addresses from the pod's point of view.
+//! No gateway is returned (the datapath provides its own).
+//!
+//! Crash safety: the block is claimed in the cluster store (the truth) *before* it is
+//! written to the cache. A crash in between leaves a block owned by the node but not in
+//! its cache: never owned twice, at worst unused. [`reclaim_cached`] and
+//! [`adopt_owned`] reconcile the two.
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use super::{ClusterStore, Pool};
+use crate::durable::{lock_exclusive, read_optional, replace_file};
+use crate::error::IpamError;
+use crate::range::{ip_to_u128, Range, RangeSet, RangeSets};
+use crate::store::{AllocKey, AllocMeta, Store};
+
+/// How [`allocate`] claims one more block of a family (`true`: IPv6), given the cache
+/// as it read it.
+pub type ClaimFn<'a> = dyn FnMut(bool, &[IpNetwork]) -> Result<IpNetwork, IpamError> + 'a;
+
+/// The cache file's name inside the store directory.
+pub const CACHE_FILE: &str = "blocks.json";
+/// The claim lock's name inside the store directory.
+pub const CLAIM_LOCK: &str = "claim.lock";
+/// At most this many blocks are claimed by one allocation before giving up.
+const MAX_CLAIMS_PER_ALLOCATION: usize = 8;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Cache {
+    #[serde(default)]
+    blocks: Vec<IpNetwork>,
+}
+
+fn cache_path(store: &Store) -> PathBuf {
+    store.dir().join(CACHE_FILE)
+}
+
+/// The blocks cached for this node, in claim order (no lock needed: the file is
+/// replaced atomically). A corrupt cache is an error naming the file.
+pub fn cached_blocks(store: &Store) -> Result<Vec<IpNetwork>, IpamError> {
+    let path = cache_path(store);
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_slice::<Cache>(&bytes)
+        .map(|c| c.blocks)
+        .map_err(|e| IpamError::corrupt(&path, e.to_string()))
+}
+
+fn write_cache(
+    store: &Store,
+    f: impl FnOnce(&mut Vec<IpNetwork>) -> bool,
+) -> Result<bool, IpamError> {
+    let _lock = store.lock()?;
+    let mut blocks = cached_blocks(store)?;
+    if !f(&mut blocks) {
+        return Ok(false);
+    }
+    let path = cache_path(store);
+    let bytes = serde_json::to_vec_pretty(&Cache { blocks })
+        .map_err(|e| IpamError::config(format!("cannot encode {}: {e}", path.display())))?;
+    replace_file(&path, &bytes)?;
+    Ok(true)
+}
+
+/// Adds `block` to the cache (durably, under the store's lock); `false` if it was there.
+pub fn cache_block(store: &Store, block: IpNetwork) -> Result<bool, IpamError> {
+    write_cache(store, |b| {
+        if b.contains(&block) {
+            return false;
+        }
+        b.push(block);
+        true
+    })
+}
+
+/// Removes `block` from the cache; `false` if it was not there. The caller makes sure
+/// no allocation uses it (see [`block_in_use`]).
+pub fn uncache_block(store: &Store, block: IpNetwork) -> Result<bool, IpamError> {
+    write_cache(store, |b| {
+        let n = b.len();
+        b.retain(|x| *x != block);
+        b.len() != n
+    })
+}
+
+/// Releases `block` if no address of it is reserved: removes it from the cache (under
+/// the store's lock, so no ADD can take an address of it meanwhile: an ADD that read the
+/// cache before sees the block gone and retries elsewhere), then gives it back to the
+/// cluster store. Returns whether it did. For `ipamd`'s "empty block, after a grace
+/// period" release.
+pub async fn release_if_unused(
+    store: &Store,
+    cluster: &ClusterStore,
+    node: &str,
+    block: IpNetwork,
+) -> Result<bool, IpamError> {
+    let range = block_range(block)?;
+    let uncached = {
+        let _lock = store.lock()?;
+        let mut used = false;
+        for ip in RangeSet::new("block", vec![range])?.candidates(None) {
+            if store.owner_of(ip)?.is_some() {
+                used = true;
+                break;
+            }
+        }
+        if used {
+            false
+        } else {
+            let path = cache_path(store);
+            let mut blocks = cached_blocks(store)?;
+            let n = blocks.len();
+            blocks.retain(|b| *b != block);
+            if blocks.len() != n {
+                let bytes = serde_json::to_vec_pretty(&Cache { blocks }).map_err(|e| {
+                    IpamError::config(format!("cannot encode {}: {e}", path.display()))
+                })?;
+                replace_file(&path, &bytes)?;
+            }
+            true
+        }
+    };
+    if !uncached {
+        return Ok(false);
+    }
+    cluster.release_block(node, block).await
+}
+
+/// Whether any allocation of the store holds an address of `block` (reads the store).
+pub fn block_in_use(store: &Store, block: IpNetwork) -> Result<bool, IpamError> {
+    Ok(store
+        .list()?
+        .iter()
+        .any(|a| a.ips.iter().any(|n| block.contains(n.ip()))))
+}
+
+/// The usable addresses of `block` as a range without gateway (see the module docs).
+pub fn block_range(block: IpNetwork) -> Result<Range, IpamError> {
+    let bits: u8 = if block.is_ipv4() { 32 } else { 128 };
+    if block.prefix() > bits - 2 || block.ip() != block.network() {
+        return Err(IpamError::config(format!(
+            "block {block} is not a block network of at least 4 addresses"
+        )));
+    }
+    let net = ip_to_u128(block.network());
+    let last = ip_to_u128(block.broadcast());
+    let end = if block.is_ipv4() { last - 1 } else { last };
+    Ok(Range {
+        subnet: block,
+        start: from_u128(net + 1, block.ip()),
+        end: from_u128(end, block.ip()),
+        gateway: None,
+    })
+}
+
+fn from_u128(v: u128, like: IpAddr) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from((v & 0xffff_ffff) as u32)),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(v)),
+    }
+}
+
+/// One range set per family of `pool` (IPv4 first), each made of the cached blocks of
+/// that family inside the pool; `Err(v6)` names a family with no cached block yet.
+fn sets_for(
+    pool: &Pool,
+    blocks: &[IpNetwork],
+) -> Result<Result<Vec<(bool, RangeSet)>, bool>, IpamError> {
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        if !pool.has_family(v6) {
+            continue;
+        }
+        let ranges = blocks
+            .iter()
+            .filter(|b| b.is_ipv6() == v6 && pool.contains(**b))
+            .map(|b| block_range(*b))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ranges.is_empty() {
+            return Ok(Err(v6));
+        }
+        let field = if v6 {
+            "cluster blocks (IPv6)"
+        } else {
+            "cluster blocks (IPv4)"
+        };
+        out.push((v6, RangeSet::new(field, ranges)?));
+    }
+    Ok(Ok(out))
+}
+
+/// Allocates one address per family of `pool` for `key` from the cached blocks. When a
+/// family has no cached block, or all of its blocks are full, `claim(v6, seen)` is called
+/// (`seen`: the cache as this allocation read it)
+/// (with the claim lock held and the cache re-read: see [`claim_into_cache`]) and the
+/// allocation retried. Idempotent as [`Store::allocate`].
+pub fn allocate(
+    store: &Store,
+    pool: &Pool,
+    key: &AllocKey,
+    requested: &[IpAddr],
+    meta: &AllocMeta,
+    claim: &mut ClaimFn<'_>,
+) -> Result<Vec<IpNetwork>, IpamError> {
+    // A repeated ADD is answered from the key file, whatever the cache holds.
+    if store.get(key)?.is_some() {
+        if let Ok(Ok(sets)) = sets_for(pool, &cached_blocks(store)?) {
+            let sets = RangeSets::new("cluster blocks", sets.into_iter().map(|s| s.1).collect())?;
+            return store.allocate_with(key, &sets, requested, meta);
+        }
+    }
+    let mut claims = 0;
+    loop {
+        let seen = cached_blocks(store)?;
+        let need = match sets_for(pool, &seen)? {
+            Ok(sets) => {
+                let families: Vec<(bool, String)> =
+                    sets.iter().map(|(v6, s)| (*v6, s.to_string())).collect();
+                let sets =
+                    RangeSets::new("cluster blocks", sets.into_iter().map(|s| s.1).collect())?;
+                match store.allocate_with(key, &sets, requested, meta) {
+                    Ok(ips) => {
+                        // A block released (uncached under the store lock) between our
+                        // read of the cache and the allocation must not be used.
+                        let now = cached_blocks(store)?;
+                        if ips.iter().all(|n| now.iter().any(|b| b.contains(n.ip()))) {
+                            return Ok(ips);
+                        }
+                        tracing::info!(%key, "a block was released under the allocation: retrying");
+                        store.release(key)?;
+                        continue;
+                    }
+                    Err(IpamError::Exhausted { set }) => {
+                        match families.iter().find(|(_, s)| *s == set) {
+                            Some((v6, _)) => *v6,
+                            None => return Err(IpamError::Exhausted { set }),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(v6) => v6,
+        };
+        if claims >= MAX_CLAIMS_PER_ALLOCATION {
+            return Err(IpamError::PoolExhausted(format!(
+                "claimed {claims} blocks of pool {pool} for one allocation and still found no free address"
+            )));
+        }
+        claims += 1;
+        let block = claim(need, &seen)?;
+        tracing::debug!(%block, "allocation retried after a claim");
+    }
+}
+
+/// Claims one more block of the family for `node` from `cluster` and caches it, holding
+/// the node's claim lock. If another process cached a block of the family since `seen`
+/// was read, returns that block instead of claiming (the caller just retries).
+pub async fn claim_into_cache(
+    store: &Store,
+    cluster: &ClusterStore,
+    node: &str,
+    pool: &Pool,
+    v6: bool,
+    max_blocks: Option<usize>,
+    seen: &[IpNetwork],
+) -> Result<IpNetwork, IpamError> {
+    let lock_path = store.dir().join(CLAIM_LOCK);
+    let lock = {
+        let p = lock_path.clone();
+        tokio::task::spawn_blocking(move || lock_exclusive(&p))
+            .await
+            .map_err(|e| {
+                IpamError::io("flock", &lock_path, std::io::Error::other(e.to_string()))
+            })??
+    };
+    let now = cached_blocks(store)?;
+    if let Some(b) = now
+        .iter()
+        .find(|b| b.is_ipv6() == v6 && pool.contains(**b) && !seen.contains(b))
+    {
+        drop(lock);
+        return Ok(*b);
+    }
+    // A block the node owns but never cached (a claim killed before its cache write) is
+    // taken before a new one is claimed. Safe under the claim lock: every claim of this
+    // node goes through it, so no claim is in flight.
+    if let Some(rec) = cluster.node(node).await? {
+        if let Some(b) = rec
+            .blocks
+            .iter()
+            .find(|b| b.is_ipv6() == v6 && pool.contains(**b) && !now.contains(b))
+        {
+            tracing::info!(%node, block = %b, "adopting an owned block missing from the cache");
+            cache_block(store, *b)?;
+            drop(lock);
+            return Ok(*b);
+        }
+    }
+    let block = cluster.claim_block(node, pool, v6, max_blocks).await?;
+    // Claimed in the store (the truth) before it is cached: a crash here leaves an
+    // unused block owned by this node (see `adopt_owned`), never a block owned twice.
+    cache_block(store, block)?;
+    drop(lock);
+    Ok(block)
+}
+
+/// Makes sure the node has at least one cached block of each family of `pool`,
+/// claiming (and caching) one where it has none. What `ipamd` calls at start so the
+/// first pod does not wait. Returns the cached blocks.
+pub async fn ensure_block(
+    store: &Store,
+    cluster: &ClusterStore,
+    node: &str,
+    pool: &Pool,
+    max_blocks: Option<usize>,
+) -> Result<Vec<IpNetwork>, IpamError> {
+    for v6 in [false, true] {
+        if !pool.has_family(v6) {
+            continue;
+        }
+        let seen = cached_blocks(store)?;
+        if !seen.iter().any(|b| b.is_ipv6() == v6 && pool.contains(*b)) {
+            claim_into_cache(store, cluster, node, pool, v6, max_blocks, &seen).await?;
+        }
+    }
+    cached_blocks(store)
+}
+
+/// Re-claims every cached block in the cluster store (`claim_exact`): after a node's
+/// lease lapsed (etcd frees the blocks of a dead lease) its blocks are taken back
+/// unless another node got them meanwhile. Returns the cached blocks now owned by
+/// another node: their pods' addresses may be duplicated and need attention (logged as
+/// errors).
+pub async fn reclaim_cached(
+    store: &Store,
+    cluster: &ClusterStore,
+    node: &str,
+) -> Result<Vec<IpNetwork>, IpamError> {
+    let mut lost = Vec::new();
+    for block in cached_blocks(store)? {
+        if !cluster.claim_exact(node, block).await? {
+            tracing::error!(%node, %block, "a cached block is owned by another node");
+            lost.push(block);
+        }
+    }
+    Ok(lost)
+}
+
+/// Adds to the cache every block the cluster store says `node` owns but the cache lacks
+/// (leftovers of a claim interrupted before it was cached). Returns them.
+pub async fn adopt_owned(
+    store: &Store,
+    cluster: &ClusterStore,
+    node: &str,
+) -> Result<Vec<IpNetwork>, IpamError> {
+    let Some(rec) = cluster.node(node).await? else {
+        return Ok(Vec::new());
+    };
+    let mut added = Vec::new();
+    for b in rec.blocks {
+        if cache_block(store, b)? {
+            added.push(b);
+        }
+    }
+    Ok(added)
+}

@@ -1,0 +1,296 @@
+//! The cluster store contract, one generic body per behaviour, run against both
+//! backends: the flock-ed JSON file and a real etcd started on loopback.
+
+mod cluster_util;
+
+use cluster_util::{connect, Backend, Etcd};
+use ipam::cluster::{ClusterStore, NodeEvent, NodeInfo, Pool};
+use ipnetwork::IpNetwork;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn info(name: &str) -> NodeInfo {
+    NodeInfo {
+        name: name.into(),
+        underlay_ip: Some("192.0.2.1".parse().unwrap()),
+        backend: [("vtepMac".to_string(), "02:00:00:00:00:01".to_string())].into(),
+    }
+}
+
+fn pool(cidr: &str, bs: u8) -> Pool {
+    Pool::new(vec![cidr.parse().unwrap()], Some(bs), None).unwrap()
+}
+
+async fn register_renew_expire(url: &str, etcd: bool) {
+    let s = connect(url).await;
+    let a = s
+        .register(&info("a"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(a.info, info("a"));
+    assert!(a.blocks.is_empty());
+    s.register(&info("b"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(s.nodes().await.unwrap().len(), 2);
+    // Blocks survive a re-registration.
+    let p = pool("10.10.0.0/24", 26);
+    let blk = s.claim_block("a", &p, false, None).await.unwrap();
+    let again = s
+        .register(&info("a"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(again.blocks, vec![blk]);
+    // a renews, b does not.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(4500) {
+        s.renew("a", Duration::from_secs(2)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(s.node("b").await.unwrap().is_none(), "b outlived its lease");
+    let e = s.renew("b", Duration::from_secs(2)).await.unwrap_err();
+    assert!(matches!(e, ipam::IpamError::NotFound(_)), "{e}");
+    let expired = s.expire().await.unwrap();
+    if !etcd {
+        assert_eq!(expired, vec!["b".to_string()]);
+    }
+    let names: Vec<String> = s
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.info.name)
+        .collect();
+    assert_eq!(names, vec!["a".to_string()]);
+    assert_eq!(s.node("a").await.unwrap().unwrap().blocks, vec![blk]);
+    assert!(s.release_block("b", blk).await.is_ok_and(|r| !r));
+    assert!(s.release_block("a", blk).await.unwrap());
+    s.remove_node("a").await.unwrap();
+    assert!(s.nodes().await.unwrap().is_empty());
+}
+
+/// 3 nodes (each its own thread, runtime and connection) claim 21 blocks each of a
+/// 64-block pool at the same time: no block twice; then exhaustion and maxBlocks.
+async fn racing_claims(url: String) {
+    let p = pool("10.50.0.0/20", 26);
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let (url, p) = (url.clone(), p.clone());
+            std::thread::spawn(move || {
+                rt().block_on(async move {
+                    let s = connect(&url).await;
+                    let name = format!("n{i}");
+                    s.register(&info(&name), Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    let mut got = Vec::new();
+                    for _ in 0..21 {
+                        got.push(s.claim_block(&name, &p, false, None).await.unwrap());
+                    }
+                    (name, got)
+                })
+            })
+        })
+        .collect();
+    let results: Vec<(String, Vec<IpNetwork>)> =
+        threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let all: Vec<IpNetwork> = results.iter().flat_map(|r| r.1.clone()).collect();
+    let distinct: BTreeSet<IpNetwork> = all.iter().copied().collect();
+    assert_eq!(all.len(), 63);
+    assert_eq!(distinct.len(), 63, "a block was given twice");
+    assert!(all.iter().all(|b| p.is_block(*b)));
+    let s = connect(&url).await;
+    for (name, got) in &results {
+        let mut got = got.clone();
+        got.sort();
+        assert_eq!(s.node(name).await.unwrap().unwrap().blocks, got, "{name}");
+    }
+    // maxBlocksPerNode
+    let e = s.claim_block("n0", &p, false, Some(21)).await.unwrap_err();
+    assert_eq!(e.code(), 102);
+    assert!(e.to_string().contains("maxBlocksPerNode"), "{e}");
+    // The last block, then exhaustion (nobody is about to expire: code 102).
+    s.claim_block("n0", &p, false, None).await.unwrap();
+    let e = s.claim_block("n1", &p, false, None).await.unwrap_err();
+    assert_eq!(e.code(), 102, "{e}");
+    assert!(e.to_string().contains("exhausted"), "{e}");
+    // An unregistered node cannot claim.
+    let e = s.claim_block("ghost", &p, false, None).await.unwrap_err();
+    assert!(matches!(e, ipam::IpamError::NotFound(_)), "{e}");
+}
+
+async fn next_event(w: &mut ipam::cluster::NodeWatch, secs: u64) -> NodeEvent {
+    tokio::time::timeout(Duration::from_secs(secs), w.next())
+        .await
+        .expect("no watch event in time")
+        .expect("watch ended")
+}
+
+/// A node that stops renewing: code 11 while it is dying, Removed on the watch, and
+/// its blocks become free.
+async fn watch_and_expiry(url: &str) {
+    let s = connect(url).await;
+    let p = pool("10.70.0.0/24", 26); // 4 blocks
+    let mut w = s.watch().await.unwrap();
+    s.register(&info("x"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    match next_event(&mut w, 5).await {
+        NodeEvent::Upsert(r) => assert_eq!(r.info.name, "x"),
+        e => panic!("{e:?}"),
+    }
+    let bx = s.claim_block("x", &p, false, None).await.unwrap();
+    match next_event(&mut w, 5).await {
+        NodeEvent::Upsert(r) => assert_eq!((r.info.name.as_str(), r.blocks), ("x", vec![bx])),
+        e => panic!("{e:?}"),
+    }
+    s.register(&info("y"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.claim_block("y", &p, false, None).await.unwrap();
+    }
+    // x misses its renewals: the exhausted pool answers "try again later".
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let e = s.claim_block("y", &p, false, None).await.unwrap_err();
+    assert_eq!(e.code(), 11, "{e}");
+    assert!(e.to_string().contains("node x"), "{e}");
+    // y's Upserts, then x's removal.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        assert!(Instant::now() < deadline, "x was never removed");
+        match next_event(&mut w, 8).await {
+            NodeEvent::Removed(n) if n == "x" => break,
+            NodeEvent::Upsert(r) => assert_eq!(r.info.name, "y"),
+            e => panic!("{e:?}"),
+        }
+    }
+    s.expire().await.unwrap();
+    assert_eq!(s.claim_block("y", &p, false, None).await.unwrap(), bx);
+}
+
+fn file_backend() -> (tempfile::TempDir, Backend) {
+    let d = tempfile::tempdir().unwrap();
+    let b = Backend::file(d.path());
+    (d, b)
+}
+
+#[test]
+fn file_register_renew_expire() {
+    let (_d, b) = file_backend();
+    rt().block_on(register_renew_expire(&b.url(""), false));
+}
+
+#[test]
+fn etcd_register_renew_expire() {
+    let b = Backend::Etcd(Etcd::start());
+    rt().block_on(register_renew_expire(&b.url("rre"), true));
+}
+
+#[test]
+fn file_racing_claims() {
+    let (_d, b) = file_backend();
+    rt().block_on(racing_claims(b.url("")));
+}
+
+#[test]
+fn etcd_racing_claims() {
+    let b = Backend::Etcd(Etcd::start());
+    rt().block_on(racing_claims(b.url("race")));
+}
+
+#[test]
+fn file_watch_and_expiry() {
+    let (_d, b) = file_backend();
+    rt().block_on(watch_and_expiry(&b.url("")));
+}
+
+#[test]
+fn etcd_watch_and_expiry() {
+    let b = Backend::Etcd(Etcd::start());
+    rt().block_on(watch_and_expiry(&b.url("watch")));
+}
+
+#[test]
+fn file_store_corruption_is_reported_not_reset() {
+    let (d, b) = file_backend();
+    let path = d.path().join("cluster.json");
+    std::fs::write(&path, b"{\"nodes\": {\"a\": ").unwrap();
+    rt().block_on(async {
+        let s = connect(&b.url("")).await;
+        let e = s
+            .register(&info("a"), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert_eq!(e.code(), 101);
+    });
+    assert_eq!(std::fs::read(&path).unwrap(), b"{\"nodes\": {\"a\": ");
+}
+
+#[test]
+fn etcd_down_is_code_11_and_watch_survives_a_restart() {
+    let mut etcd = Etcd::start();
+    let url = etcd.url("restart");
+    rt().block_on(async {
+        let s = connect(&url).await;
+        s.register(&info("r"), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let mut w = s.watch().await.unwrap();
+        etcd.stop();
+        let p = pool("10.80.0.0/24", 26);
+        let t = Instant::now();
+        let e = s.claim_block("r", &p, false, None).await.unwrap_err();
+        assert_eq!(e.code(), 11, "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        // A fresh connection to a dead etcd fails the same way (or on first use).
+        match ClusterStore::connect(&ipam::cluster::StoreUrl::parse(&url).unwrap()).await {
+            Err(e) => assert_eq!(e.code(), 11),
+            Ok(s2) => assert_eq!(s2.nodes().await.unwrap_err().code(), 11),
+        }
+        etcd.restart();
+        let b = s.claim_block("r", &p, false, None).await.unwrap();
+        match next_event(&mut w, 10).await {
+            NodeEvent::Upsert(r) => assert_eq!(r.blocks, vec![b]),
+            e => panic!("{e:?}"),
+        }
+    });
+}
+
+/// etcd: re-registering with another TTL moves the record and its blocks to a new
+/// lease (the plugin may have registered the node with its long `nodeTtl` first), so
+/// the daemon's short TTL is what frees them when the node dies.
+#[test]
+fn etcd_register_with_another_ttl_moves_blocks_to_the_new_lease() {
+    let b = Backend::Etcd(Etcd::start());
+    rt().block_on(async {
+        let s = connect(&b.url("ttl")).await;
+        let p = pool("10.71.0.0/24", 26);
+        s.register(&info("m"), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let blk = s.claim_block("m", &p, false, None).await.unwrap();
+        let r = s
+            .register(&info("m"), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(r.blocks, vec![blk]);
+        s.register(&info("o"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while s.node("m").await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "m outlived its 2 s lease");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(s.claim_block("o", &p, false, None).await.unwrap(), blk);
+    });
+}

@@ -1,0 +1,253 @@
+//! The command line: `ipamd run` (the daemon) and the inspection / repair subcommands.
+//! Every flag can also be given as an environment variable (`IPAMD_<FLAG>`).
+
+use clap::{Args, Parser, Subcommand};
+use ipam::cluster::{Pool, StoreUrl};
+use ipnetwork::IpNetwork;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::Error;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ipamd",
+    version,
+    about = "Cluster IPAM node daemon and its CLI"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: register this node, keep its lease, claim its first blocks,
+    /// follow the other nodes, expire dead ones, GC local reservations, serve metrics.
+    Run(RunArgs),
+    /// Nodes in the cluster store: name, underlay IP, blocks, lease left.
+    Nodes(StoreArgs),
+    /// Blocks and their owners.
+    Blocks(StoreArgs),
+    /// Per node: blocks, capacity, and addresses used (from the node-local store, for
+    /// this node).
+    Usage(UsageArgs),
+    /// A container's addresses, from the node-local store.
+    Pod(PodArgs),
+    /// Release a leaked reservation by hand (all of the container's interfaces, or one).
+    Release(PodArgs),
+    /// Time ADDs through `cni-ipam`: with a block at hand vs one that must be claimed.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The cluster store: file:///path/cluster.json or etcd://host:port[,host:port][/prefix].
+    #[arg(
+        long,
+        env = "IPAMD_STORE",
+        default_value = ipam::config::DEFAULT_CLUSTER_STORE
+    )]
+    pub store: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// The network: the node-local store is <data-dir>/<network>.
+    #[arg(long, env = "IPAMD_NETWORK")]
+    pub network: String,
+    #[arg(long, env = "IPAMD_DATA_DIR", default_value = ipam::config::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+impl LocalArgs {
+    pub fn store_dir(&self) -> PathBuf {
+        ipam::IpamConfig::store_dir(&self.data_dir, &self.network)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub local: LocalArgs,
+    /// This node's name (whose addresses are counted from the node-local store).
+    #[arg(long, env = "IPAMD_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PodArgs {
+    pub container_id: String,
+    pub ifname: Option<String>,
+    #[command(flatten)]
+    pub local: LocalArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// This node's name in the cluster store [default: the hostname].
+    #[arg(long, env = "IPAMD_NODE_NAME")]
+    pub node_name: Option<String>,
+    #[arg(
+        long,
+        env = "IPAMD_STORE",
+        default_value = ipam::config::DEFAULT_CLUSTER_STORE
+    )]
+    pub store: String,
+    /// A cluster pool CIDR; repeat (or comma-separate) for IPv4 + IPv6.
+    #[arg(
+        long = "pool",
+        env = "IPAMD_POOL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub pools: Vec<IpNetwork>,
+    /// IPv4 block prefix length [default: 26].
+    #[arg(long, env = "IPAMD_BLOCK_SIZE")]
+    pub block_size: Option<u8>,
+    /// IPv6 block prefix length [default: 122].
+    #[arg(long, env = "IPAMD_BLOCK_SIZE6")]
+    pub block_size6: Option<u8>,
+    #[command(flatten)]
+    pub local: LocalArgs,
+    /// The address other nodes reach this one at.
+    #[arg(long, env = "IPAMD_UNDERLAY_IP")]
+    pub underlay_ip: Option<IpAddr>,
+    /// Node lease TTL (renewed every third of it): 30s, 2500ms, 1m.
+    #[arg(long, env = "IPAMD_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// How long a reservation whose netns is gone is kept before GC releases it.
+    #[arg(long, env = "IPAMD_GC_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub gc_grace: Duration,
+    /// Full resync of the other nodes (and GC, usage metrics) period.
+    #[arg(long, env = "IPAMD_RESYNC", default_value = "60s", value_parser = parse_duration)]
+    pub resync: Duration,
+    /// Metrics and health address (loopback only unless --listen-any).
+    #[arg(long, env = "IPAMD_LISTEN", default_value = "127.0.0.1:9645")]
+    pub listen: SocketAddr,
+    /// Allow a non-loopback --listen address.
+    #[arg(long, env = "IPAMD_LISTEN_ANY")]
+    pub listen_any: bool,
+}
+
+impl RunArgs {
+    pub fn node_name(&self) -> Result<String, Error> {
+        node_name_or_hostname(self.node_name.as_deref())
+    }
+
+    pub fn store_url(&self) -> Result<StoreUrl, Error> {
+        Ok(StoreUrl::parse(&self.store)?)
+    }
+
+    pub fn pool(&self) -> Result<Pool, Error> {
+        Ok(Pool::new(
+            self.pools.clone(),
+            self.block_size,
+            self.block_size6,
+        )?)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The cni-ipam binary.
+    #[arg(long, default_value = "/opt/cni/bin/cni-ipam")]
+    pub plugin: PathBuf,
+    #[arg(long, env = "IPAMD_STORE")]
+    pub store: String,
+    #[arg(long = "pool", value_delimiter = ',', required = true)]
+    pub pools: Vec<IpNetwork>,
+    #[arg(long, default_value_t = 26)]
+    pub block_size: u8,
+    /// ADDs per series.
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// Where the node-local stores go (a temp dir by default).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
+    if let Some(n) = name.filter(|n| !n.is_empty()) {
+        return Ok(n.to_string());
+    }
+    let h = nix::unistd::gethostname()
+        .map_err(|e| Error::io("gethostname", std::io::Error::from(e)))?;
+    h.into_string()
+        .map_err(|_| Error::Usage("the hostname is not UTF-8: give --node-name".into()))
+}
+
+/// `30s`, `2500ms`, `5m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 2500ms, 5m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?}: must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            parse_duration("2500ms").unwrap(),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent_and_pools_repeat() {
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "ipamd",
+            "run",
+            "--network",
+            "n",
+            "--pool",
+            "10.0.0.0/16",
+            "--pool",
+            "fd00::/64",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Run(r) => {
+                assert_eq!(r.pools.len(), 2);
+                assert_eq!(r.lease_ttl, Duration::from_secs(30));
+                assert_eq!(r.listen, "127.0.0.1:9645".parse().unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

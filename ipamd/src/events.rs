@@ -1,0 +1,91 @@
+//! The seam between the daemon and the datapaths: a typed stream of changes to the
+//! *other* nodes (never this one), and the handler trait a datapath implements.
+//!
+//! The daemon turns the cluster store's watch and its periodic full resync into
+//! [`PeerEvent`]s (see [`crate::watch`]) and hands each one, in order, to one
+//! [`PeerHandler`]. A datapath (issue 5: vxlan, ipip, host-gw) implements the trait and is
+//! plugged in by [`crate::run::run_with_handler`]; this crate plugs [`LogHandler`] in.
+
+use ipam::cluster::NodeRecord;
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// A change to the set of remote nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A node this daemon did not know appeared.
+    Added(NodeRecord),
+    /// A known node's record changed (underlay IP, backend data such as a VTEP MAC, or
+    /// blocks). `old` is what the handler was last told.
+    Changed { old: NodeRecord, new: NodeRecord },
+    /// A node left (removed, or its lease expired). Its last known record.
+    Removed(NodeRecord),
+    /// The full set of remote nodes after a periodic resync, sorted by name. Sent after
+    /// the Added/Changed/Removed events the resync produced, so a handler may either
+    /// ignore it or use it to reconcile its kernel state (put back what was deleted
+    /// behind its back) on a timer.
+    Resync(Vec<NodeRecord>),
+}
+
+impl PeerEvent {
+    /// The metric label of this kind of event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerEvent::Added(_) => "added",
+            PeerEvent::Changed { .. } => "changed",
+            PeerEvent::Removed(_) => "removed",
+            PeerEvent::Resync(_) => "resync",
+        }
+    }
+}
+
+/// What a datapath implements to follow the remote nodes. Events arrive one at a time,
+/// in order; a slow handler only delays later events (the channel in front of it is
+/// bounded, and a full resync repairs anything missed).
+pub trait PeerHandler: Send + 'static {
+    fn handle(&mut self, event: PeerEvent) -> impl Future<Output = ()> + Send;
+
+    /// What this node publishes for its peers in its record's `backend` map (e.g.
+    /// `"vtepMac"`), read once before the node registers.
+    fn node_backend(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+}
+
+/// The handler of this issue: logs each event at `info`.
+#[derive(Debug, Default)]
+pub struct LogHandler;
+
+impl PeerHandler for LogHandler {
+    async fn handle(&mut self, event: PeerEvent) {
+        match &event {
+            PeerEvent::Added(n) => tracing::info!(
+                node = %n.info.name,
+                underlay = ?n.info.underlay_ip,
+                blocks = %join(n),
+                "node added"
+            ),
+            PeerEvent::Changed { old, new } => tracing::info!(
+                node = %new.info.name,
+                underlay = ?new.info.underlay_ip,
+                old_blocks = %join(old),
+                blocks = %join(new),
+                "node changed"
+            ),
+            PeerEvent::Removed(n) => tracing::info!(
+                node = %n.info.name,
+                blocks = %join(n),
+                "node removed"
+            ),
+            PeerEvent::Resync(all) => tracing::debug!(nodes = all.len(), "peers resynced"),
+        }
+    }
+}
+
+fn join(n: &NodeRecord) -> String {
+    n.blocks
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,134 @@
+//! A minimal HTTP/1.1 responder for `GET /metrics` and `GET /healthz`: one request per
+//! connection (`Connection: close`), header bytes capped, a read timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+const MAX_HEAD: usize = 8 * 1024;
+
+/// Refuses a non-loopback address unless `any` (`--listen-any`).
+pub fn check_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || any {
+        Ok(())
+    } else {
+        Err(format!(
+            "--listen {addr} is not a loopback address: metrics and health are served on \
+             loopback only unless --listen-any is given"
+        ))
+    }
+}
+
+/// Serves until `stop` turns true.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    let m = metrics.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = respond(conn, &m).await {
+                            tracing::debug!(error = %e, "http connection");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn respond(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_HEAD {
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head"))??;
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = route(method, path, metrics);
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(resp.as_bytes()).await?;
+    if method != "HEAD" {
+        conn.write_all(body.as_bytes()).await?;
+    }
+    conn.shutdown().await
+}
+
+fn route(method: &str, path: &str, metrics: &Metrics) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if method != "GET" && method != "HEAD" {
+        return ("405 Method Not Allowed", TEXT, "only GET\n".into());
+    }
+    match path {
+        "/metrics" => match metrics.render() {
+            Ok(body) => (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body,
+            ),
+            Err(_) => ("500 Internal Server Error", TEXT, "encode\n".into()),
+        },
+        "/healthz" => {
+            if metrics.healthy() {
+                ("200 OK", TEXT, "ok\n".into())
+            } else {
+                (
+                    "503 Service Unavailable",
+                    TEXT,
+                    "not registered, or the last lease renewal failed\n".into(),
+                )
+            }
+        }
+        _ => ("404 Not Found", TEXT, "try /metrics or /healthz\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only_unless_told() {
+        assert!(check_listen("127.0.0.1:9645".parse().unwrap(), false).is_ok());
+        assert!(check_listen("[::1]:9645".parse().unwrap(), false).is_ok());
+        assert!(check_listen("0.0.0.0:9645".parse().unwrap(), false).is_err());
+        assert!(check_listen("0.0.0.0:9645".parse().unwrap(), true).is_ok());
+    }
+
+    #[test]
+    fn routes() {
+        let m = Metrics::new();
+        assert_eq!(route("GET", "/healthz", &m).0, "503 Service Unavailable");
+        m.set_registered(true);
+        m.set_renew_ok(true);
+        assert_eq!(route("GET", "/healthz", &m).0, "200 OK");
+        assert_eq!(route("GET", "/metrics", &m).0, "200 OK");
+        assert_eq!(route("GET", "/nope", &m).0, "404 Not Found");
+        assert_eq!(route("POST", "/metrics", &m).0, "405 Method Not Allowed");
+    }
+}
