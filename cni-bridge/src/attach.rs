@@ -369,7 +369,8 @@ impl Attach<'_> {
             ips = ?result.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(),
             "attached"
         );
-        Ok(result)
+        // A plugin later in a chain keeps what came before it (SPEC "ADD").
+        Ok(result.chained_after(self.call.conf.prev_result.as_ref()))
     }
 }
 

@@ -158,11 +158,15 @@ impl Scope {
                 .unwrap_or(&p)
                 .display()
                 .to_string();
-            if p.is_dir() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 self.store(&p, out);
             } else {
                 out.insert(format!("file {rel}"));
-                if let Ok(text) = std::fs::read_to_string(&p) {
+                // cni-ipam's entries are symlinks whose target is the data; never follow them.
+                let text = std::fs::read_link(&p)
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .or_else(|_| std::fs::read_to_string(&p));
+                if let Ok(text) = text {
                     for c in &self.container_ids {
                         if text.contains(c.as_str()) {
                             out.insert(format!("file {rel} mentions {c}"));

@@ -192,20 +192,25 @@ fn podman_runs_a_container_on_cni_bridge() {
             if name.starts_with("cursor") || name.starts_with("last_reserved") || name == "lock" {
                 continue;
             }
-            if p.is_dir() {
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            // Store entries are symlinks (`ip-<addr>` -> owner, `key-...` -> allocation JSON);
+            // host-local-style stores hold plain files named by the address.
+            let mentions = std::fs::read_link(&p)
+                .map(|t| t.to_string_lossy().into_owned())
+                .or_else(|_| std::fs::read_to_string(&p))
+                .is_ok_and(|s| s.contains(addr));
+            if is_dir {
                 stack.push(p);
-            } else if std::fs::read_to_string(&p).is_ok_and(|s| s.contains(addr))
-                || p.file_name().is_some_and(|n| n.to_string_lossy() == addr)
-            {
+            } else if mentions || name == addr || name == format!("ip-{addr}") {
                 leftovers.push(p.display().to_string());
             }
         }
     }
-    let ips_dir = ipam_dir.join(&net.name).join("ips");
-    let reserved: Vec<_> = std::fs::read_dir(&ips_dir)
+    let reserved: Vec<_> = std::fs::read_dir(ipam_dir.join(&net.name))
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ip-"))
         .map(|e| e.path())
         .collect();
     assert!(

@@ -7,12 +7,7 @@ use conformance::suite::{self, Target, Verdict};
 
 /// Cases `cni-bridge` is known to fail. Empty this list when the plugin is fixed (the
 /// test fails when a listed case starts passing, so the list cannot go stale).
-const KNOWN_OURS: &[&str] = &[
-    // cni-bridge prints its own result and drops prevResult's interfaces, ips, routes
-    // and dns (SPEC §ADD: "MUST handle prevResult by either passing it through, or
-    // modifying it appropriately").
-    "add-prevresult",
-];
+const KNOWN_OURS: &[&str] = &[];
 
 #[test]
 fn cni_bridge_passes_the_suite() {

@@ -109,7 +109,7 @@ fn assert_no_block_twice(recs: &BTreeMap<String, NodeRecord>) {
 
 /// 3 nodes x 70 ADDs at once (5 processes per node at a time) on /28 blocks (14
 /// usable addresses: 5-6 claims per node, racing): no address twice, every address in
-/// a block its node owns, no block twice; the key files record netns and time.
+/// a block its node owns, no block twice; the key entries record netns and time.
 fn three_nodes_racing(backend: &Backend, prefix: &str) {
     let url = backend.url(prefix);
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();

@@ -7,7 +7,7 @@
 //!
 //! One without a recorded netns is always kept: nothing says its container is gone.
 //! [`ipam::Store::retain`] does the work under the store lock, and also reclaims
-//! crash leftovers (address files no key file names).
+//! crash leftovers (address entries no key entry names).
 
 use ipam::{Allocation, IpamError, Store};
 use std::path::Path;

@@ -106,6 +106,26 @@ impl Dns {
 }
 
 impl CniResult {
+    /// This plugin's result placed after `prev` (the chain's `prevResult`), as SPEC
+    /// "ADD" asks of a plugin that receives one: `prev`'s interfaces, addresses, routes
+    /// and DNS are kept; ours are appended, with our `ips[].interface` indexes shifted
+    /// past `prev`'s interfaces; our DNS wins only when we have one.
+    pub fn chained_after(mut self, prev: Option<&CniResult>) -> CniResult {
+        let Some(prev) = prev else { return self };
+        let offset = prev.interfaces.len();
+        for ip in &mut self.ips {
+            ip.interface = ip.interface.map(|i| i + offset);
+        }
+        let mut out = prev.clone();
+        out.interfaces.append(&mut self.interfaces);
+        out.ips.append(&mut self.ips);
+        out.routes.append(&mut self.routes);
+        if !self.dns.is_empty() {
+            out.dns = self.dns;
+        }
+        out
+    }
+
     /// The result as JSON in the shape of `version`, with `cniVersion` set.
     /// Fields a version does not know are dropped, as libcni's conversion does.
     pub fn to_json(&self, version: Version) -> serde_json::Value {
@@ -116,5 +136,57 @@ impl CniResult {
     /// `version`'s shape. Errors are `ErrorCode::Decode` (6).
     pub fn from_json(value: &serde_json::Value, version: Version) -> Result<Self, CniError> {
         super::convert::from_json(value, version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chained_after_keeps_prev_and_shifts_interface_indexes() {
+        let prev = CniResult {
+            interfaces: vec![Interface {
+                name: "lo".into(),
+                ..Default::default()
+            }],
+            ips: vec![IpConfig {
+                address: "127.0.0.1/8".parse().unwrap(),
+                gateway: None,
+                interface: Some(0),
+            }],
+            routes: vec![Route::new("10.9.0.0/16".parse().unwrap(), None)],
+            dns: Dns {
+                nameservers: vec!["10.0.0.53".into()],
+                ..Default::default()
+            },
+        };
+        let ours = CniResult {
+            interfaces: vec![
+                Interface {
+                    name: "br0".into(),
+                    ..Default::default()
+                },
+                Interface {
+                    name: "eth0".into(),
+                    ..Default::default()
+                },
+            ],
+            ips: vec![IpConfig {
+                address: "10.1.0.2/24".parse().unwrap(),
+                gateway: None,
+                interface: Some(1),
+            }],
+            routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), None)],
+            dns: Dns::default(),
+        };
+        let out = ours.clone().chained_after(Some(&prev));
+        assert_eq!(out.interfaces.len(), 3);
+        assert_eq!(out.interfaces[2].name, "eth0");
+        assert_eq!(out.ips.len(), 2);
+        assert_eq!(out.ips[1].interface, Some(2));
+        assert_eq!(out.routes.len(), 2);
+        assert_eq!(out.dns, prev.dns);
+        assert_eq!(ours.clone().chained_after(None), ours);
     }
 }

@@ -223,7 +223,7 @@ pub fn allocate(
     meta: &AllocMeta,
     claim: &mut ClaimFn<'_>,
 ) -> Result<Vec<IpNetwork>, IpamError> {
-    // A repeated ADD is answered from the key file, whatever the cache holds.
+    // A repeated ADD is answered from the key entry, whatever the cache holds.
     if store.get(key)?.is_some() {
         if let Ok(Ok(sets)) = sets_for(pool, &cached_blocks(store)?) {
             let sets = RangeSets::new("cluster blocks", sets.into_iter().map(|s| s.1).collect())?;
