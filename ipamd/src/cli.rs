@@ -127,6 +127,15 @@ pub struct RunArgs {
     /// How long a reservation whose netns is gone is kept before GC releases it.
     #[arg(long, env = "IPAMD_GC_GRACE", default_value = "5m", value_parser = parse_duration)]
     pub gc_grace: Duration,
+    /// How long a block (not the node's last of its family) stays empty before it is
+    /// given back to the pool; 0 disables.
+    #[arg(
+        long,
+        env = "IPAMD_BLOCK_RELEASE_GRACE",
+        default_value = "10m",
+        value_parser = parse_duration_or_zero
+    )]
+    pub block_release_grace: Duration,
     /// Full resync of the other nodes (and GC, usage metrics) period.
     #[arg(long, env = "IPAMD_RESYNC", default_value = "60s", value_parser = parse_duration)]
     pub resync: Duration,
@@ -185,6 +194,23 @@ pub fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
         .map_err(|_| Error::Usage("the hostname is not UTF-8: give --node-name".into()))
 }
 
+/// As [`parse_duration`], and `0` (any unit) for zero: "disabled".
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    parse_duration(s).or_else(|e| {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let zero = num.parse::<f64>().is_ok_and(|n| n == 0.0);
+        if zero && matches!(unit, "" | "ms" | "s" | "m" | "h") {
+            Ok(Duration::ZERO)
+        } else {
+            Err(e)
+        }
+    })
+}
+
 /// `30s`, `2500ms`, `5m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -225,6 +251,14 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("x").is_err());
+        assert_eq!(parse_duration_or_zero("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration_or_zero("0s").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration_or_zero("10m").unwrap(),
+            Duration::from_secs(600)
+        );
+        assert!(parse_duration_or_zero("0d").is_err());
+        assert!(parse_duration_or_zero("-1s").is_err());
     }
 
     #[test]
@@ -245,6 +279,7 @@ mod tests {
             Command::Run(r) => {
                 assert_eq!(r.pools.len(), 2);
                 assert_eq!(r.lease_ttl, Duration::from_secs(30));
+                assert_eq!(r.block_release_grace, Duration::from_secs(600));
                 assert_eq!(r.listen, "127.0.0.1:9645".parse().unwrap());
             }
             other => panic!("{other:?}"),

@@ -8,6 +8,7 @@
 //! - [`watch`]: remote node changes (store watch + periodic resync) -> [`events`].
 //! - [`events`]: **the datapath seam**: [`events::PeerEvent`], [`events::PeerHandler`].
 //! - [`gc`]: release of reservations whose netns is gone.
+//! - [`release`]: release of blocks empty for a grace period (never a family's last).
 //! - [`metrics`], [`http`]: Prometheus metrics and `/healthz` on a loopback address.
 //! - [`inspect`]: `nodes`, `blocks`, `usage`, `pod`, `release`.
 //! - [`bench`]: timing of `cni-ipam` ADDs with and without a block claim.
@@ -22,6 +23,7 @@ pub mod http;
 pub mod inspect;
 pub mod lease;
 pub mod metrics;
+pub mod release;
 pub mod run;
 pub mod watch;
 

@@ -21,6 +21,7 @@ pub struct Metrics {
     store_errors: Counter,
     events: Family<Kind, Counter>,
     gc_released: Counter,
+    blocks_released: Counter,
     registered: AtomicBool,
     renew_ok: AtomicBool,
 }
@@ -43,6 +44,7 @@ impl Metrics {
             store_errors: Counter::default(),
             events: Family::default(),
             gc_released: Counter::default(),
+            blocks_released: Counter::default(),
             registered: AtomicBool::new(false),
             renew_ok: AtomicBool::new(false),
             registry: Registry::default(),
@@ -87,6 +89,11 @@ impl Metrics {
             "Local reservations released by garbage collection",
             m.gc_released.clone(),
         );
+        registry.register(
+            "blocks_released",
+            "Empty blocks this node gave back to the pool after the grace period",
+            m.blocks_released.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -121,6 +128,10 @@ impl Metrics {
 
     pub fn gc_released(&self, n: usize) {
         self.gc_released.inc_by(n as u64);
+    }
+
+    pub fn block_released(&self) {
+        self.blocks_released.inc();
     }
 
     pub fn set_registered(&self, v: bool) {
@@ -163,6 +174,7 @@ mod tests {
             "ipamd_blocks_owned",
             "ipamd_lease_renew_failures_total",
             "ipamd_store_errors_total",
+            "ipamd_blocks_released_total 0",
             "ipamd_node_events_total{kind=\"added\"} 1",
             "ipamd_addresses_free{family=\"ipv4\"} 61",
         ] {

@@ -1,8 +1,8 @@
 //! `ipamd run`: composes the pieces, holds no logic of its own.
 //!
 //! start: bind the metrics listener -> connect the cluster store -> register + claim
-//! first blocks -> spawn: lease renewal, peer watch -> handler, expiry, GC + usage,
-//! HTTP -> wait for SIGTERM/SIGINT -> stop every loop -> exit 0.
+//! first blocks -> spawn: lease renewal, peer watch -> handler, expiry, GC + usage +
+//! empty-block release, HTTP -> wait for SIGTERM/SIGINT -> stop every loop -> exit 0.
 //!
 //! On shutdown the node record is *kept*: its lease runs out after the TTL unless the
 //! daemon comes back first, so a restart (upgrade, crash loop) keeps the node's blocks
@@ -11,7 +11,7 @@
 use ipam::cluster::{ClusterStore, NodeInfo};
 use ipam::Store;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::events::{LogHandler, PeerHandler};
 use crate::lease::{renew_interval, Lease};
 use crate::metrics::Metrics;
+use crate::release::EmptyBlocks;
 
 /// Queue depth between the watch and the handler.
 const EVENT_QUEUE: usize = 1024;
@@ -101,6 +102,7 @@ pub async fn run_with_handler<H: PeerHandler>(args: RunArgs, handler: H) -> Resu
         node,
         local,
         args.gc_grace,
+        args.block_release_grace,
         args.resync,
         metrics,
         stop,
@@ -129,17 +131,20 @@ async fn connect(
     }
 }
 
-/// Every `every`: GC of the node-local store, then this node's block and address
-/// gauges.
+/// Every `every`: GC of the node-local store, this node's block and address gauges,
+/// then the release of blocks empty for `release_grace` (0: never).
+#[allow(clippy::too_many_arguments)]
 async fn local_loop(
     store: Arc<ClusterStore>,
     node: String,
     local: Store,
     grace: Duration,
+    release_grace: Duration,
     every: Duration,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut empty = EmptyBlocks::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -171,10 +176,39 @@ async fn local_loop(
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read the node-local store"),
             }
+            if release_grace.is_zero() {
+                return None;
+            }
+            match crate::release::observe_cache(&l, &blocks) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the node-local block cache");
+                    None
+                }
+            }
         })
         .await;
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "gc task");
+        let observed = match done {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "gc task");
+                None
+            }
+        };
+        if let Some(observed) = observed {
+            let due = empty.observe(Instant::now(), &observed, release_grace);
+            if !due.is_empty() {
+                crate::release::release(
+                    &local,
+                    &store,
+                    &node,
+                    &due,
+                    &mut empty,
+                    &metrics,
+                    release_grace,
+                )
+                .await;
+            }
         }
     }
 }

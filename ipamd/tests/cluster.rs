@@ -62,6 +62,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, store: &str, name: &str) -> Daemon {
+        Daemon::start_with(dir, store, name, &[])
+    }
+
+    fn start_with(dir: &Path, store: &str, name: &str, extra: &[&str]) -> Daemon {
         let port = free_port();
         let data_dir = dir.join(format!("data-{name}"));
         let log = dir.join(format!("{name}.log"));
@@ -74,6 +78,7 @@ impl Daemon {
             .args(["--underlay-ip", "192.0.2.1", "--lease-ttl", TTL])
             .args(["--resync", "500ms", "--gc-grace", "1s"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env("IPAMD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -461,6 +466,75 @@ fn three_nodes_on_the_file_store() {
 fn three_nodes_on_etcd() {
     let etcd = Etcd::start();
     scenario(&etcd.url);
+}
+
+#[test]
+fn releases_an_empty_block_after_the_grace_but_never_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("cluster.json").display());
+    let d = Daemon::start_with(dir.path(), &store, "solo", &["--block-release-grace", "1s"]);
+    wait_for(
+        "solo with its first blocks",
+        Duration::from_secs(15),
+        || d.healthy() && blocks_of(&nodes_json(&store), "solo").len() == 2,
+    );
+    let first: BTreeSet<_> = blocks_of(&nodes_json(&store), "solo").into_iter().collect();
+    let a = *first.iter().find(|b| b.is_ipv4()).unwrap();
+    let local = ipam::Store::open(d.data_dir.join("t")).unwrap();
+    // A pod in the first IPv4 block...
+    let r = ipam::Range::new("t", a, None, None, None).unwrap();
+    let sets = ipam::RangeSets::new("t", vec![ipam::RangeSet::new("t", vec![r]).unwrap()]).unwrap();
+    let pod = ipam::AllocKey::new("c1", "eth0");
+    local.allocate(&pod, &sets, &[]).unwrap();
+    // ...and a second IPv4 block, claimed and cached as an ADD claims one: it stays empty.
+    let claimed = Instant::now();
+    let b = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let url = ipam::cluster::StoreUrl::parse(&store).unwrap();
+        let c = ipam::cluster::ClusterStore::connect(&url).await.unwrap();
+        let pool = ipam::cluster::Pool::new(
+            vec![
+                "10.77.0.0/24".parse().unwrap(),
+                "fd77::/120".parse().unwrap(),
+            ],
+            Some(28),
+            Some(124),
+        )
+        .unwrap();
+        let seen = ipam::cluster::local::cached_blocks(&local).unwrap();
+        ipam::cluster::local::claim_into_cache(&local, &c, "solo", &pool, false, None, &seen)
+            .await
+            .unwrap()
+    });
+    assert!(!first.contains(&b), "{b} in {first:?}");
+    assert!(blocks_of(&nodes_json(&store), "solo").contains(&b));
+
+    // After the grace (1s) the empty block goes: from the store and from the cache.
+    wait_for("the empty block released", Duration::from_secs(10), || {
+        !blocks_of(&nodes_json(&store), "solo").contains(&b)
+    });
+    assert!(claimed.elapsed() >= Duration::from_secs(1));
+    let cached = || -> BTreeSet<_> {
+        ipam::cluster::local::cached_blocks(&local)
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(cached(), first);
+    let (ok, table, err) = cli(&["blocks", "--store", &store]);
+    assert!(ok && !table.contains(&b.to_string()), "{table}{err}");
+    wait_for("released metric", Duration::from_secs(5), || {
+        d.metrics().contains("ipamd_blocks_released_total 1")
+    });
+    assert!(d.log().contains("empty block released"), "{}", d.log());
+
+    // The block with the pod was never released; once the pod is gone it is empty,
+    // but it is the node's last IPv4 block (as the IPv6 one is its last): kept.
+    local.release(&pod).unwrap().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let owned: BTreeSet<_> = blocks_of(&nodes_json(&store), "solo").into_iter().collect();
+    assert_eq!(owned, first);
+    assert_eq!(cached(), first);
+    assert!(d.metrics().contains("ipamd_blocks_released_total 1"));
 }
 
 #[test]

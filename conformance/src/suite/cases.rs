@@ -247,8 +247,15 @@ fn check(ctx: &Ctx, pod: &Pod, conf: &Value, prev: &Value) -> Result<Outcome, St
 /// The pod's address from the result is on its interface.
 fn attached(pod: &Pod, res: &ParsedResult) -> Result<IpAddr, String> {
     let v4 = res.ipv4();
-    let ip = v4
-        .first()
+    // The address that points at the pod's interface (a chained result may carry
+    // earlier plugins' addresses first); 0.1/0.2 results have no interface indexes.
+    let on_pod = v4.iter().find(|i| {
+        i.interface
+            .and_then(|n| res.interfaces.get(n))
+            .is_some_and(|itf| itf.name == pod.ifname)
+    });
+    let ip = on_pod
+        .or(v4.first())
         .ok_or_else(|| format!("no IPv4 address in the result {res:?}"))?
         .address;
     let seen = pod.addrs();
