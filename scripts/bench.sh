@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds release and runs the benchmark: cni-bridge+cni-ipam against the reference
+# Builds the dist profile (what operators install) and runs the benchmark: cni-bridge+cni-ipam against the reference
 # bridge+host-local (/usr/lib/cni). Arguments go to cni-bench (see --help), e.g.
 #   scripts/bench.sh --pods 200 --parallel 16 --rounds 3
 set -euo pipefail
@@ -9,6 +9,6 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 scripts/deps.sh
-cargo build --release --workspace --bins
+cargo build --profile dist --workspace --bins
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
-CNI_BIN_DIR="$TARGET/release" exec "$TARGET/release/cni-bench" "$@"
+CNI_BIN_DIR="$TARGET/dist" exec "$TARGET/dist/cni-bench" "$@"

@@ -52,12 +52,12 @@ trap cleanup EXIT
 cleanup # leftovers of an interrupted earlier demo
 set -e
 
-echo "== building (release)"
-cargo build --release
+echo "== building (dist profile: what operators install)"
+cargo build --profile dist --bins -p cni-bridge -p ipam
 echo "== installing cni-bridge and cni-ipam to $BIN"
 install -d "$BIN"
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
-install -m 0755 "$TARGET/release/cni-bridge" "$TARGET/release/cni-ipam" "$BIN/"
+install -m 0755 "$TARGET/dist/cni-bridge" "$TARGET/dist/cni-ipam" "$BIN/"
 
 declare -A IP
 for p in "${PODS[@]}"; do
