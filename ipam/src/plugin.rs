@@ -43,19 +43,12 @@ pub fn build_result(
     ips: &[IpNetwork],
     dns: cni_core::spec::result::Dns,
 ) -> CniResult {
-    CniResult {
-        interfaces: Vec::new(),
-        ips: ips
-            .iter()
-            .map(|n| IpConfig {
-                address: *n,
-                gateway: cfg.ranges.range_for(n.ip()).and_then(|r| r.gateway),
-                interface: None,
-            })
-            .collect(),
-        routes: cfg.routes.iter().map(|r| Route::new(r.dst, r.gw)).collect(),
+    result_for(
+        ips,
+        |ip| cfg.ranges.range_for(ip).and_then(|r| r.gateway),
+        &cfg.routes,
         dns,
-    }
+    )
 }
 
 /// The ADD result of cluster mode: addresses with their block's prefix, no gateway.
@@ -64,13 +57,23 @@ pub fn build_cluster_result(
     ips: &[IpNetwork],
     dns: cni_core::spec::result::Dns,
 ) -> CniResult {
+    result_for(ips, |_| None, routes, dns)
+}
+
+/// An IPAM result: no interfaces (the calling plugin adds them), `gateway` per address.
+fn result_for(
+    ips: &[IpNetwork],
+    gateway: impl Fn(std::net::IpAddr) -> Option<std::net::IpAddr>,
+    routes: &[RouteConf],
+    dns: cni_core::spec::result::Dns,
+) -> CniResult {
     CniResult {
         interfaces: Vec::new(),
         ips: ips
             .iter()
             .map(|n| IpConfig {
                 address: *n,
-                gateway: None,
+                gateway: gateway(n.ip()),
                 interface: None,
             })
             .collect(),
