@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use super::node::{NodeInfo, NodeRecord};
 use super::pool::Pool;
-use super::{diff, exhausted_error, now_unix, pick_block, NodeWatch, StoredNode};
+use super::{check_max_blocks, diff, exhausted_error, now_unix, pick_block, NodeWatch, StoredNode};
 use crate::error::IpamError;
 
 /// Deadline of one etcd request (connect included).
@@ -273,17 +273,7 @@ impl EtcdStore {
                         },
                         ttl: u64::try_from(left).unwrap_or(0),
                     };
-                    let txn = Txn::new()
-                        .when([Compare::mod_revision(
-                            key.clone(),
-                            CompareOp::Equal,
-                            mod_rev,
-                        )])
-                        .and_then([TxnOp::put(
-                            key.clone(),
-                            self.encode(&stored)?,
-                            Some(PutOptions::new().with_lease(lease)),
-                        )]);
+                    let txn = self.put_if_unchanged(&key, mod_rev, &stored, lease)?;
                     if self
                         .call("txn register", &key, c.txn(txn))
                         .await?
@@ -426,20 +416,28 @@ impl EtcdStore {
             return Err(gone());
         };
         stored.record.lease_expiry = now_unix() + u64::try_from(left).unwrap_or(0);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                mod_rev,
-            )])
-            .and_then([TxnOp::put(
-                key.clone(),
-                self.encode(&stored)?,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
+        let txn = self.put_if_unchanged(&key, mod_rev, &stored, lease)?;
         // Losing this race only means someone else just rewrote the record.
         self.call("txn renew", &key, c.txn(txn)).await?;
         Ok(())
+    }
+
+    /// A transaction that rewrites node record `key` on `lease` only if nobody changed it
+    /// since `mod_rev`.
+    fn put_if_unchanged(
+        &self,
+        key: &str,
+        mod_rev: i64,
+        stored: &StoredNode,
+        lease: i64,
+    ) -> Result<Txn, IpamError> {
+        Ok(Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, mod_rev)])
+            .and_then([TxnOp::put(
+                key,
+                self.encode(stored)?,
+                Some(PutOptions::new().with_lease(lease)),
+            )]))
     }
 
     pub(crate) async fn claim_block(
@@ -463,14 +461,7 @@ impl EtcdStore {
                 .iter()
                 .filter(|(b, o)| o.as_str() == node && b.is_ipv6() == v6 && pool.contains(**b))
                 .count();
-            if let Some(max) = max_blocks {
-                if mine >= max {
-                    return Err(IpamError::PoolExhausted(format!(
-                        "node {node} already holds {mine} {} block(s) of pool {pool} (maxBlocksPerNode {max})",
-                        if v6 { "IPv6" } else { "IPv4" }
-                    )));
-                }
-            }
+            check_max_blocks(node, pool, v6, mine, max_blocks)?;
             let owned: BTreeSet<IpNetwork> = snap.blocks.keys().copied().collect();
             let Some(block) = pick_block(pool, v6, &owned) else {
                 let stored = snap.stored_with_blocks();

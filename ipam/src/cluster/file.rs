@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::node::{NodeInfo, NodeRecord};
 use super::pool::Pool;
-use super::{exhausted_error, now_unix, pick_block, StoredNode};
+use super::{check_max_blocks, exhausted_error, now_unix, pick_block, StoredNode};
 use crate::durable::{lock_exclusive, read_optional, replace_file};
 use crate::error::IpamError;
 
@@ -161,14 +161,7 @@ impl FileStore {
                 .iter()
                 .filter(|b| b.is_ipv6() == v6 && pool.contains(**b))
                 .count();
-            if let Some(max) = max_blocks {
-                if mine >= max {
-                    return Err(IpamError::PoolExhausted(format!(
-                        "node {node} already holds {mine} {} block(s) of pool {pool} (maxBlocksPerNode {max})",
-                        if v6 { "IPv6" } else { "IPv4" }
-                    )));
-                }
-            }
+            check_max_blocks(node, pool, v6, mine, max_blocks)?;
             // Every block in the document is owned, live record or not: a dead node's
             // blocks are freed only by `expire`/`remove_node`.
             let owned: BTreeSet<IpNetwork> = doc

@@ -75,6 +75,23 @@ pub(crate) fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Refuses a claim once `node` holds `mine` blocks of the family and `max` is reached.
+pub(crate) fn check_max_blocks(
+    node: &str,
+    pool: &Pool,
+    v6: bool,
+    mine: usize,
+    max: Option<usize>,
+) -> Result<(), IpamError> {
+    match max {
+        Some(max) if mine >= max => Err(IpamError::PoolExhausted(format!(
+            "node {node} already holds {mine} {} block(s) of pool {pool} (maxBlocksPerNode {max})",
+            if v6 { "IPv6" } else { "IPv4" }
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The first block of `pool` in the family that nobody owns.
 pub(crate) fn pick_block(pool: &Pool, v6: bool, owned: &BTreeSet<IpNetwork>) -> Option<IpNetwork> {
     pool.blocks(v6).find(|b| !owned.contains(b))
