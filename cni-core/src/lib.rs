@@ -5,6 +5,8 @@
 //! - [`skel`]: the plugin skeleton: `CNI_*` environment + stdin -> [`skel::Plugin`] -> stdout.
 //! - [`delegate`]: running another plugin (IPAM) found in `CNI_PATH`.
 //! - [`netns`], [`netlink`], [`sysctl`], [`masq`]: the kernel side.
+//! - [`node`]: the node side of the multi-node datapaths (objects toward remote nodes,
+//!   the reconciler, the [`node::NodeSide`] trait).
 
 pub mod delegate;
 pub mod logging;
@@ -13,6 +15,7 @@ pub mod masq;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod node;
 pub mod skel;
 pub mod spec;
 pub mod sysctl;

@@ -6,12 +6,15 @@ pub mod addr;
 pub mod detached;
 pub mod link;
 pub mod mac;
+pub mod neigh;
 pub mod route;
+pub mod underlay;
 
 pub use detached::delete_link_detached;
 pub use link::{BridgeSpec, Link};
 pub use mac::MacAddr;
 pub use route::RouteSpec;
+pub use underlay::{Underlay, UnderlaySelect};
 
 use crate::netns::NetNs;
 use crate::spec::error::CniError;

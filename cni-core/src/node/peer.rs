@@ -1,0 +1,127 @@
+//! A remote node as a datapath sees it, the trait a datapath's node side implements, and
+//! the derivations both ends of a tunnel must agree on without talking to each other.
+
+use ipnetwork::IpNetwork;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::Object;
+use crate::netlink::{MacAddr, Netlink};
+use crate::spec::error::CniError;
+
+/// The backend key under which a VXLAN node publishes its VTEP MAC.
+pub const VTEP_MAC_KEY: &str = "vtepMac";
+
+/// A node of the cluster (this one or a remote one), as published in the cluster store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    /// The address other nodes reach it at.
+    pub underlay: Option<IpAddr>,
+    /// Its blocks, sorted.
+    pub blocks: Vec<IpNetwork>,
+    /// Datapath data it publishes (e.g. [`VTEP_MAC_KEY`]).
+    pub backend: BTreeMap<String, String>,
+}
+
+impl Peer {
+    /// The node's gateway address: the first host address of its lowest IPv4 block.
+    /// The VXLAN device carries it as /32 and peers route via it (cluster IPAM reserves it
+    /// with `ipam.reserveGateway`).
+    pub fn gateway_v4(&self) -> Option<Ipv4Addr> {
+        self.lowest_v4()
+            .map(|n| Ipv4Addr::from(u32::from(n.network()).wrapping_add(1)))
+    }
+
+    /// The address `tunl0` carries: the network address of the node's lowest IPv4 block
+    /// (never handed to a pod by cluster IPAM, so it needs no reservation).
+    pub fn tunnel_v4(&self) -> Option<Ipv4Addr> {
+        self.lowest_v4().map(|n| n.network())
+    }
+
+    fn lowest_v4(&self) -> Option<ipnetwork::Ipv4Network> {
+        self.blocks
+            .iter()
+            .filter_map(|b| match b {
+                IpNetwork::V4(n) => Some(*n),
+                IpNetwork::V6(_) => None,
+            })
+            .min()
+    }
+
+    /// The VTEP MAC the node publishes, if any and well-formed.
+    pub fn vtep_mac(&self) -> Option<MacAddr> {
+        self.backend.get(VTEP_MAC_KEY)?.parse().ok()
+    }
+}
+
+/// A stable VTEP MAC for `node` on VNI `vni`: the same on every restart and reboot with
+/// no state kept (a hash of the two), locally administered and unicast.
+pub fn vtep_mac_for(node: &str, vni: u32) -> MacAddr {
+    let h = crate::nft::stable_hash(&[node, &vni.to_string()]).to_be_bytes();
+    MacAddr([(h[0] & 0xfe) | 0x02, h[1], h[2], h[3], h[4], h[5]])
+}
+
+/// The node side of a datapath: its devices, and what it programs for each remote node.
+/// `ipamd` owns the loop; see `ipamd::datapath`.
+pub trait NodeSide: Send + 'static {
+    /// The datapath's name in logs and metrics ("vxlan", "ipip", "host-gw").
+    fn name(&self) -> &'static str;
+
+    /// What this node publishes in its record's backend map (e.g. [`VTEP_MAC_KEY`]).
+    fn backend(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    /// Creates or repairs this node's devices (VXLAN device, `tunl0`) and their
+    /// addresses for this node's current record `me`. Called at start, when this node's
+    /// record changes and on every resync: must send nothing when nothing is wrong.
+    /// Returns whether a device was (re)created: every object on it must then be
+    /// programmed again.
+    fn ensure(
+        &mut self,
+        nl: &Netlink,
+        me: &Peer,
+    ) -> impl Future<Output = Result<bool, CniError>> + Send;
+
+    /// Devices whose permanent neighbour and FDB entries this datapath owns (a resync
+    /// removes any it did not ask for).
+    fn devices(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
+    /// What to program toward `peer`. `Err`: the peer is refused (e.g. host-gw and it is
+    /// not on a directly connected subnet): logged and counted, nothing programmed.
+    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(blocks: &[&str]) -> Peer {
+        Peer {
+            name: "n".into(),
+            blocks: blocks.iter().map(|b| b.parse().unwrap()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn gateway_and_tunnel_come_from_the_lowest_v4_block() {
+        let p = peer(&["fd00::/122", "10.0.1.64/26", "10.0.0.128/26"]);
+        assert_eq!(p.gateway_v4(), Some("10.0.0.129".parse().unwrap()));
+        assert_eq!(p.tunnel_v4(), Some("10.0.0.128".parse().unwrap()));
+        assert_eq!(peer(&["fd00::/122"]).gateway_v4(), None);
+    }
+
+    #[test]
+    fn vtep_mac_is_stable_unicast_and_local() {
+        let a = vtep_mac_for("node-a", 1);
+        assert_eq!(a, vtep_mac_for("node-a", 1));
+        assert_ne!(a, vtep_mac_for("node-b", 1));
+        assert_ne!(a, vtep_mac_for("node-a", 2));
+        assert_eq!(a.0[0] & 0x03, 0x02);
+    }
+}

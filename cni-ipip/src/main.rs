@@ -1,0 +1,3 @@
+//! `cni-ipip`: the CNI binary. SKELETON.
+
+fn main() {}

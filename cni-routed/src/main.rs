@@ -1,0 +1,3 @@
+//! `cni-routed`: the CNI binary. SKELETON.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `cni-vxlan`: the CNI binary. SKELETON.
+
+fn main() {}
