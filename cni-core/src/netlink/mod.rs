@@ -9,12 +9,14 @@ pub mod mac;
 pub mod neigh;
 pub mod route;
 pub mod underlay;
+pub mod vxlan;
 
 pub use detached::delete_link_detached;
 pub use link::{BridgeSpec, Link};
 pub use mac::MacAddr;
 pub use route::RouteSpec;
 pub use underlay::{Underlay, UnderlaySelect};
+pub use vxlan::VxlanSpec;
 
 use crate::netns::NetNs;
 use crate::spec::error::CniError;
