@@ -26,20 +26,37 @@ pub const POD_IFACE: usize = 2;
 /// How many host veth names to try when a random name is taken.
 const VETH_NAME_TRIES: usize = 4;
 
+/// A look at IPAM's answer before anything is configured with it (see [`add_with`]).
+pub type IpamCheck<'a> = &'a dyn Fn(&CniResult) -> Result<(), CniError>;
+
+/// ADD with the configuration read from the call.
 pub fn add(call: &Call, target: &Target) -> Result<CniResult, CniError> {
     let cfg = BridgeConfig::from_conf(&call.conf)?;
+    add_with(call, target, &cfg, &|_| Ok(()))
+}
+
+/// ADD driven by an already-built configuration, so a plugin built on this one decides
+/// its own defaults. `ipam_check` sees IPAM's result (before gateways are filled in);
+/// its error fails the ADD, which is then undone like any other failure.
+pub fn add_with(
+    call: &Call,
+    target: &Target,
+    cfg: &BridgeConfig,
+    ipam_check: IpamCheck<'_>,
+) -> Result<CniResult, CniError> {
     let netns = target
         .netns
         .as_deref()
         .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for ADD"))?;
     let ns = NetNs::open(netns)?;
-    block_on(add_async(call, target, &cfg, &ns, netns)).and_then(|r| r)
+    block_on(add_async(call, target, cfg, ipam_check, &ns, netns)).and_then(|r| r)
 }
 
 async fn add_async(
     call: &Call,
     target: &Target,
     cfg: &BridgeConfig,
+    ipam_check: IpamCheck<'_>,
     ns: &NetNs,
     netns: &Path,
 ) -> Result<CniResult, CniError> {
@@ -75,6 +92,7 @@ async fn add_async(
         call,
         target,
         cfg,
+        ipam_check,
         ns,
         netns,
         host: &host,
@@ -219,6 +237,7 @@ struct Attach<'a> {
     call: &'a Call,
     target: &'a Target,
     cfg: &'a BridgeConfig,
+    ipam_check: IpamCheck<'a>,
     ns: &'a NetNs,
     netns: &'a Path,
     host: &'a Netlink,
@@ -252,6 +271,7 @@ impl Attach<'_> {
                 cfg.ipam.as_deref().unwrap_or_default()
             )));
         }
+        (self.ipam_check)(&result)?;
         let gws = gateway::plan(
             &mut result,
             POD_IFACE,

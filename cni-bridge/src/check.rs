@@ -11,8 +11,13 @@ use cni_core::{delegate, masq, CniError};
 use crate::attach::parse_mac;
 use crate::config::BridgeConfig;
 
+/// CHECK with the configuration read from the call.
 pub fn check(call: &Call, target: &Target) -> Result<(), CniError> {
-    let cfg = BridgeConfig::from_conf(&call.conf)?;
+    check_with(call, target, &BridgeConfig::from_conf(&call.conf)?)
+}
+
+/// CHECK driven by an already-built configuration.
+pub fn check_with(call: &Call, target: &Target, cfg: &BridgeConfig) -> Result<(), CniError> {
     let prev = call
         .conf
         .prev_result
@@ -29,7 +34,7 @@ pub fn check(call: &Call, target: &Target) -> Result<(), CniError> {
     }
 
     let ns = NetNs::open(netns)?;
-    block_on(check_links(&cfg, prev, target, &ns, netns)).and_then(|r| r)?;
+    block_on(check_links(cfg, prev, target, &ns, netns)).and_then(|r| r)?;
 
     if cfg.ip_masq {
         let have = masq::list(&call.conf.name, &target.attachment())?;

@@ -12,8 +12,13 @@ use tracing::{debug, info, warn};
 
 use crate::config::BridgeConfig;
 
+/// DEL with the configuration read from the call.
 pub fn del(call: &Call, target: &Target) -> Result<(), CniError> {
-    let cfg = BridgeConfig::from_conf(&call.conf)?;
+    del_with(call, target, &BridgeConfig::from_conf(&call.conf)?)
+}
+
+/// DEL driven by an already-built configuration.
+pub fn del_with(call: &Call, target: &Target, cfg: &BridgeConfig) -> Result<(), CniError> {
     let ifname = target.ifname.as_str();
     let mut first_err: Option<CniError> = None;
     let mut keep = |r: Result<(), CniError>| {

@@ -9,7 +9,11 @@ use crate::config::BridgeConfig;
 /// Delegates GC to IPAM, then drops the masquerade and macspoof rules of this network
 /// whose attachment is not in `cni.dev/valid-attachments`.
 pub fn gc(call: &Call) -> Result<(), CniError> {
-    let cfg = BridgeConfig::from_conf(&call.conf)?;
+    gc_with(call, &BridgeConfig::from_conf(&call.conf)?)
+}
+
+/// GC driven by an already-built configuration.
+pub fn gc_with(call: &Call, cfg: &BridgeConfig) -> Result<(), CniError> {
     let mut first_err = None;
     if let Some(plugin) = &cfg.ipam {
         if let Err(e) = delegate::run(plugin, Command::Gc, &call.stdin, &call.env) {
@@ -34,7 +38,11 @@ pub fn gc(call: &Call) -> Result<(), CniError> {
 
 /// Ready when the IPAM plugin is (no IPAM: always ready).
 pub fn status(call: &Call) -> Result<(), CniError> {
-    let cfg = BridgeConfig::from_conf(&call.conf)?;
+    status_with(call, &BridgeConfig::from_conf(&call.conf)?)
+}
+
+/// STATUS driven by an already-built configuration.
+pub fn status_with(call: &Call, cfg: &BridgeConfig) -> Result<(), CniError> {
     match &cfg.ipam {
         Some(plugin) => delegate::run(plugin, Command::Status, &call.stdin, &call.env),
         None => Ok(()),

@@ -4,6 +4,8 @@
 //!
 //! - [`config`]: the plugin's configuration, parsed once.
 //! - [`attach`] (ADD), [`detach`] (DEL), [`check`] (CHECK), [`gc`] (GC, STATUS).
+//!   Each also has a `*_with` form driven by an already-built [`config::BridgeConfig`],
+//!   so a plugin built on this one sets its own defaults and calls in.
 
 pub mod attach;
 pub mod check;

@@ -1,1 +1,23 @@
-//! SKELETON: filled in by the cni-ipip work.
+//! The IPIP datapath (Calico's IPIP mode): the routed veth pod side of `cni-routed`
+//! with the pod MTU 20 bytes below the underlay's, and a node side that reaches other
+//! nodes through `tunl0` (`<block> via <node ip> dev tunl0 onlink`).
+//!
+//! - [`node`]: [`node::Ipip`], the node side.
+
+pub mod node;
+
+use cni_routed::{Datapath, RoutedPlugin};
+
+/// The IPv4 header IPIP puts in front of every packet.
+pub const OVERHEAD: u32 = 20;
+
+/// `cni-ipip`'s pod side.
+pub const IPIP: Datapath = Datapath {
+    name: "cni-ipip",
+    overhead: OVERHEAD,
+};
+
+/// The `cni-ipip` plugin.
+pub fn plugin() -> RoutedPlugin {
+    RoutedPlugin::new(IPIP)
+}

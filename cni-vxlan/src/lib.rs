@@ -1,1 +1,43 @@
-//! SKELETON: filled in by the cni-vxlan work.
+//! The VXLAN datapath (flannel's vxlan model).
+//!
+//! Pod side: pods on a bridge exactly as `cni-bridge` puts them there (its lib does the
+//! work), with this datapath's defaults: bridge `cni-vx0`, the node's gateway on the
+//! bridge and the pods' default route through it, MTU = underlay − 50. The gateway must
+//! come from IPAM (cni-ipam cluster mode with `reserveGateway`), because every other node
+//! routes this node's blocks via it.
+//!
+//! Node side ([`node::Vxlan`], driven by `ipamd`): one VXLAN device carrying the node's
+//! gateway as /32, and per remote node a route per block via its VTEP address `onlink`,
+//! a permanent neighbour entry and a permanent FDB entry.
+//!
+//! - [`config`]: the configuration, parsed once (pod and node side).
+//! - [`pod`]: ADD, DEL, CHECK, GC, STATUS.
+//! - [`node`]: the VXLAN device and what is programmed toward each peer.
+
+pub mod config;
+pub mod node;
+pub mod pod;
+
+use cni_core::skel::{Call, Plugin, Target};
+use cni_core::{CniError, CniResult};
+
+/// The `cni-vxlan` plugin.
+pub struct VxlanPlugin;
+
+impl Plugin for VxlanPlugin {
+    fn add(&self, call: &Call, target: &Target) -> Result<CniResult, CniError> {
+        pod::add(call, target)
+    }
+    fn del(&self, call: &Call, target: &Target) -> Result<(), CniError> {
+        pod::del(call, target)
+    }
+    fn check(&self, call: &Call, target: &Target) -> Result<(), CniError> {
+        pod::check(call, target)
+    }
+    fn gc(&self, call: &Call) -> Result<(), CniError> {
+        pod::gc(call)
+    }
+    fn status(&self, call: &Call) -> Result<(), CniError> {
+        pod::status(call)
+    }
+}

@@ -207,6 +207,11 @@ pub struct ClusterIpamConfig {
     /// `nodeTtl` (seconds, default [`DEFAULT_NODE_TTL`]): the lease the plugin gives the
     /// node when it must register it itself (no `ipamd` has).
     pub node_ttl: std::time::Duration,
+    /// `reserveGateway` (default false): the first host address of every block
+    /// (network + 1) is never handed to a pod and is returned as the `gateway` of every
+    /// address of that block. What a datapath with the node's gateway on a bridge or a
+    /// VXLAN device needs (`cni-vxlan`).
+    pub reserve_gateway: bool,
     pub routes: Vec<RouteConf>,
     pub data_dir: PathBuf,
     pub resolv_conf: Option<PathBuf>,
@@ -229,6 +234,8 @@ struct RawCluster {
     store: Option<String>,
     max_blocks_per_node: Option<usize>,
     node_ttl: Option<u64>,
+    // Checked by hand so a wrong type names the field (serde's message does not).
+    reserve_gateway: Option<Value>,
     routes: Option<Vec<RawRoute>>,
     data_dir: Option<PathBuf>,
     resolv_conf: Option<PathBuf>,
@@ -297,6 +304,15 @@ impl ClusterIpamConfig {
                 Some(t) => t,
                 None => DEFAULT_NODE_TTL,
             }),
+            reserve_gateway: match raw.reserve_gateway {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => b,
+                Some(v) => {
+                    return Err(IpamError::config(format!(
+                        "ipam.reserveGateway: {v} is not a boolean (true or false)"
+                    )))
+                }
+            },
             routes: parse_routes(raw.routes.as_deref().unwrap_or_default())?,
             data_dir: raw
                 .data_dir
@@ -428,6 +444,7 @@ mod tests {
         assert_eq!(c.pool.block_prefix(true), 122);
         assert_eq!(c.node_name, "a");
         assert_eq!(c.max_blocks, Some(3));
+        assert!(!c.reserve_gateway, "reserveGateway is off by default");
         let one = json!({"ipam": {"pool": "10.244.0.0/16"}});
         let c = ClusterIpamConfig::from_json(&one).unwrap();
         assert_eq!(c.store, StoreUrl::parse(DEFAULT_CLUSTER_STORE).unwrap());
@@ -449,6 +466,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("ipam.store"), "{e}");
+    }
+
+    #[test]
+    fn cluster_reserve_gateway() {
+        let v = json!({"ipam": {"pool": "10.244.0.0/16", "reserveGateway": true}});
+        assert!(ClusterIpamConfig::from_json(&v).unwrap().reserve_gateway);
+        let v = json!({"ipam": {"pool": "10.244.0.0/16", "reserveGateway": false}});
+        assert!(!ClusterIpamConfig::from_json(&v).unwrap().reserve_gateway);
+        let e = ClusterIpamConfig::from_json(
+            &json!({"ipam": {"pool": "10.244.0.0/16", "reserveGateway": "yes"}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), 7);
+        assert!(e.to_string().contains("reserveGateway"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::cluster::{local, ClusterStore, NodeInfo};
+use crate::cluster::local::{self, BlockLayout};
+use crate::cluster::{ClusterStore, NodeInfo};
 use crate::config::{parse_cni_args_ips, ClusterIpamConfig, IpamConfig, RouteConf};
 use crate::error::IpamError;
 use crate::resolv;
@@ -57,7 +58,22 @@ pub fn build_cluster_result(
     ips: &[IpNetwork],
     dns: cni_core::spec::result::Dns,
 ) -> CniResult {
-    result_for(ips, |_| None, routes, dns)
+    build_cluster_result_in(BlockLayout::default(), routes, ips, dns)
+}
+
+/// [`build_cluster_result`] for blocks laid out by `layout`: with `reserveGateway`
+/// every address carries its block's first host address as `gateway`.
+pub fn build_cluster_result_in(
+    layout: BlockLayout,
+    routes: &[RouteConf],
+    ips: &[IpNetwork],
+    dns: cni_core::spec::result::Dns,
+) -> CniResult {
+    let mut r = result_for(ips, |_| None, routes, dns);
+    for ip in &mut r.ips {
+        ip.gateway = layout.gateway(ip.address);
+    }
+    r
 }
 
 /// An IPAM result: no interfaces (the calling plugin adds them), `gateway` per address.
@@ -156,15 +172,19 @@ fn cluster_add(call: &Call, target: &Target) -> Result<CniResult, CniError> {
         rt: None,
         cluster: None,
     };
-    let ips = local::allocate(
+    let layout = BlockLayout {
+        reserve_gateway: cfg.reserve_gateway,
+    };
+    let ips = local::allocate_in(
         &store,
         &cfg.pool,
+        layout,
         &key_of(target),
         &requested,
         &meta,
         &mut |v6, seen| claimer.claim(v6, seen),
     )?;
-    Ok(build_cluster_result(&cfg.routes, &ips, dns))
+    Ok(build_cluster_result_in(layout, &cfg.routes, &ips, dns))
 }
 
 impl Plugin for IpamPlugin {
@@ -256,5 +276,27 @@ impl Plugin for IpamPlugin {
         Store::open(dir)
             .and_then(|s| s.check_writable())
             .map_err(|e| CniError::new(ErrorCode::NotAvailable, format!("store unavailable: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_result_gateway_follows_reserve_gateway() {
+        let ips: Vec<IpNetwork> = vec![
+            "10.1.0.70/26".parse().unwrap(),
+            "fd00::45/122".parse().unwrap(),
+        ];
+        let r = build_cluster_result(&[], &ips, Default::default());
+        assert!(r.ips.iter().all(|i| i.gateway.is_none()));
+        let l = BlockLayout {
+            reserve_gateway: true,
+        };
+        let r = build_cluster_result_in(l, &[], &ips, Default::default());
+        assert_eq!(r.ips[0].gateway, Some("10.1.0.65".parse().unwrap()));
+        assert_eq!(r.ips[1].gateway, Some("fd00::41".parse().unwrap()));
+        assert_eq!(r.ips[0].address, ips[0]);
     }
 }

@@ -37,6 +37,9 @@ pub enum Command {
     Pod(PodArgs),
     /// Release a leaked reservation by hand (all of the container's interfaces, or one).
     Release(PodArgs),
+    /// Remove a node that is gone for good: its record and blocks, at once (instead of
+    /// waiting for its lease to run out). Every other node removes its routes to it.
+    RemoveNode(RemoveNodeArgs),
     /// Time ADDs through `cni-ipam`: with a block at hand vs one that must be claimed.
     Bench(BenchArgs),
 }
@@ -53,6 +56,57 @@ pub struct StoreArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RemoveNodeArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Which datapath `ipamd run` programs toward the other nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatapathKind {
+    /// Follow the other nodes and log their changes; program nothing.
+    None,
+    /// A VXLAN device; per remote node: FDB, neighbour, routes via its VTEP (`cni-vxlan`).
+    Vxlan,
+    /// `tunl0`; per remote node: routes via its underlay address, onlink (`cni-ipip`).
+    Ipip,
+    /// Plain routes via each remote node's underlay address, one L2 segment (`cni-routed`).
+    HostGw,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatapathArgs {
+    #[arg(
+        long = "datapath",
+        env = "IPAMD_DATAPATH",
+        value_enum,
+        default_value = "none"
+    )]
+    pub kind: DatapathKind,
+    /// The underlay interface [default: the interface of --underlay-ip, else of the
+    /// default route].
+    #[arg(long, env = "IPAMD_UNDERLAY_INTERFACE")]
+    pub underlay_interface: Option<String>,
+    /// MTU of the tunnel device [default: the underlay's minus the encapsulation: 50 for
+    /// vxlan, 20 for ipip].
+    #[arg(long, env = "IPAMD_MTU")]
+    pub mtu: Option<u32>,
+    #[arg(long, env = "IPAMD_VXLAN_VNI", default_value_t = 1)]
+    pub vxlan_vni: u32,
+    /// UDP port of the VXLAN device (8472: the Linux and flannel default; 4789: IANA).
+    #[arg(long, env = "IPAMD_VXLAN_PORT", default_value_t = 8472)]
+    pub vxlan_port: u16,
+    /// Name of the VXLAN device [default: cni-vx.<vni>].
+    #[arg(long, env = "IPAMD_VXLAN_DEVICE")]
+    pub vxlan_device: Option<String>,
+    /// vxlan / ipip: plain routes to nodes on a directly connected subnet, encapsulation
+    /// only across subnets (flannel's DirectRouting, Calico's CrossSubnet).
+    #[arg(long, env = "IPAMD_DIRECT_ROUTING")]
+    pub direct_routing: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -118,7 +172,8 @@ pub struct RunArgs {
     pub block_size6: Option<u8>,
     #[command(flatten)]
     pub local: LocalArgs,
-    /// The address other nodes reach this one at.
+    /// The address other nodes reach this one at [default with a datapath: the
+    /// underlay interface's address].
     #[arg(long, env = "IPAMD_UNDERLAY_IP")]
     pub underlay_ip: Option<IpAddr>,
     /// Node lease TTL (renewed every third of it): 30s, 2500ms, 1m.
@@ -145,6 +200,8 @@ pub struct RunArgs {
     /// Allow a non-loopback --listen address.
     #[arg(long, env = "IPAMD_LISTEN_ANY")]
     pub listen_any: bool,
+    #[command(flatten)]
+    pub datapath: DatapathArgs,
 }
 
 impl RunArgs {
@@ -281,6 +338,8 @@ mod tests {
                 assert_eq!(r.lease_ttl, Duration::from_secs(30));
                 assert_eq!(r.block_release_grace, Duration::from_secs(600));
                 assert_eq!(r.listen, "127.0.0.1:9645".parse().unwrap());
+                assert_eq!(r.datapath.kind, DatapathKind::None);
+                assert_eq!(r.datapath.vxlan_port, 8472);
             }
             other => panic!("{other:?}"),
         }

@@ -9,6 +9,9 @@ pub enum Error {
     /// A bad flag; the message names it.
     #[error("{0}")]
     Usage(String),
+    /// The datapath (netlink, underlay, devices).
+    #[error("datapath: {0}")]
+    Datapath(#[from] cni_core::CniError),
     #[error("{what}: {source}")]
     Io {
         what: String,

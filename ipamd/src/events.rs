@@ -1,10 +1,11 @@
 //! The seam between the daemon and the datapaths: a typed stream of changes to the
-//! *other* nodes (never this one), and the handler trait a datapath implements.
+//! other nodes (and to this node's own record, which gives tunnel addresses), and the
+//! handler trait a datapath implements.
 //!
 //! The daemon turns the cluster store's watch and its periodic full resync into
 //! [`PeerEvent`]s (see [`crate::watch`]) and hands each one, in order, to one
-//! [`PeerHandler`]. A datapath (issue 5: vxlan, ipip, host-gw) implements the trait and is
-//! plugged in by [`crate::run::run_with_handler`]; this crate plugs [`LogHandler`] in.
+//! [`PeerHandler`]: [`crate::datapath::DatapathHandler`] (vxlan, ipip, host-gw) or
+//! [`LogHandler`] (`--datapath none`), plugged in by [`crate::run::run_with_handler`].
 
 use ipam::cluster::NodeRecord;
 use std::collections::BTreeMap;
@@ -25,6 +26,9 @@ pub enum PeerEvent {
     /// ignore it or use it to reconcile its kernel state (put back what was deleted
     /// behind its back) on a timer.
     Resync(Vec<NodeRecord>),
+    /// This node's own record, when first seen and whenever it changes (its blocks give
+    /// the addresses of its tunnel devices). Sent before the events of a resync.
+    Local(NodeRecord),
 }
 
 impl PeerEvent {
@@ -35,6 +39,7 @@ impl PeerEvent {
             PeerEvent::Changed { .. } => "changed",
             PeerEvent::Removed(_) => "removed",
             PeerEvent::Resync(_) => "resync",
+            PeerEvent::Local(_) => "local",
         }
     }
 }
@@ -78,6 +83,7 @@ impl PeerHandler for LogHandler {
                 "node removed"
             ),
             PeerEvent::Resync(all) => tracing::debug!(nodes = all.len(), "peers resynced"),
+            PeerEvent::Local(n) => tracing::debug!(blocks = %join(n), "this node's record"),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::blocks::usable;
-use crate::cli::{node_name_or_hostname, PodArgs, StoreArgs, UsageArgs};
+use crate::cli::{node_name_or_hostname, PodArgs, RemoveNodeArgs, StoreArgs, UsageArgs};
 use crate::error::Error;
 
 async fn connect(store: &str) -> Result<ClusterStore, Error> {
@@ -76,6 +76,19 @@ struct NodeRow<'a> {
     #[serde(flatten)]
     record: &'a NodeRecord,
     lease_left_secs: u64,
+}
+
+/// `remove-node`: the record and its blocks go at once; peers see a removal.
+pub async fn remove_node(args: &RemoveNodeArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let store = connect(&args.store.store).await?;
+    if store.node(&args.name).await?.is_none() {
+        return Err(Error::Usage(format!(
+            "node {:?} is not in the cluster store (see `ipamd nodes`)",
+            args.name
+        )));
+    }
+    store.remove_node(&args.name).await?;
+    writeln!(out, "removed node {}", args.name).map_err(|e| Error::io("stdout", e))
 }
 
 pub async fn nodes(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {

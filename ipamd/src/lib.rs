@@ -7,15 +7,19 @@
 //! - [`blocks`]: the first block per family, the node-local block cache, usage.
 //! - [`watch`]: remote node changes (store watch + periodic resync) -> [`events`].
 //! - [`events`]: **the datapath seam**: [`events::PeerEvent`], [`events::PeerHandler`].
+//! - [`datapath`]: the handler that programs vxlan / ipip / host-gw through
+//!   `cni_core::node` (built from the flags by [`backends`]).
 //! - [`gc`]: release of reservations whose netns is gone.
 //! - [`release`]: release of blocks empty for a grace period (never a family's last).
 //! - [`metrics`], [`http`]: Prometheus metrics and `/healthz` on a loopback address.
 //! - [`inspect`]: `nodes`, `blocks`, `usage`, `pod`, `release`.
 //! - [`bench`]: timing of `cni-ipam` ADDs with and without a block claim.
 
+pub mod backends;
 pub mod bench;
 pub mod blocks;
 pub mod cli;
+pub mod datapath;
 pub mod error;
 pub mod events;
 pub mod gc;

@@ -27,12 +27,13 @@ fn main() -> ExitCode {
     let mut out = std::io::stdout();
     let result = rt.block_on(async {
         match &cli.command {
-            Command::Run(a) => ipamd::run::run(a.clone()).await,
+            Command::Run(a) => ipamd::backends::run(a.clone()).await,
             Command::Nodes(a) => ipamd::inspect::nodes(a, &mut out).await,
             Command::Blocks(a) => ipamd::inspect::blocks(a, &mut out).await,
             Command::Usage(a) => ipamd::inspect::usage(a, &mut out).await,
             Command::Pod(a) => ipamd::inspect::pod(a, &mut out),
             Command::Release(a) => ipamd::inspect::release(a, &mut out),
+            Command::RemoveNode(a) => ipamd::inspect::remove_node(a, &mut out).await,
             Command::Bench(a) => ipamd::bench::run(a, &mut out).await,
         }
     });

@@ -22,6 +22,12 @@ pub struct Metrics {
     events: Family<Kind, Counter>,
     gc_released: Counter,
     blocks_released: Counter,
+    dp_requests: Counter,
+    dp_failed: Counter,
+    dp_objects: Gauge,
+    dp_resyncs: Counter,
+    dp_errors: Counter,
+    dp_refused: Gauge,
     registered: AtomicBool,
     renew_ok: AtomicBool,
 }
@@ -45,6 +51,12 @@ impl Metrics {
             events: Family::default(),
             gc_released: Counter::default(),
             blocks_released: Counter::default(),
+            dp_requests: Counter::default(),
+            dp_failed: Counter::default(),
+            dp_objects: Gauge::default(),
+            dp_resyncs: Counter::default(),
+            dp_errors: Counter::default(),
+            dp_refused: Gauge::default(),
             registered: AtomicBool::new(false),
             renew_ok: AtomicBool::new(false),
             registry: Registry::default(),
@@ -94,7 +106,60 @@ impl Metrics {
             "Empty blocks this node gave back to the pool after the grace period",
             m.blocks_released.clone(),
         );
+        registry.register(
+            "datapath_requests",
+            "Netlink requests the datapath reconciler sent (routes, neighbours, FDB entries)",
+            m.dp_requests.clone(),
+        );
+        registry.register(
+            "datapath_request_failures",
+            "Datapath netlink requests the kernel refused (retried by the next resync)",
+            m.dp_failed.clone(),
+        );
+        registry.register(
+            "datapath_objects",
+            "Routes, neighbour and FDB entries installed toward the other nodes",
+            m.dp_objects.clone(),
+        );
+        registry.register(
+            "datapath_resyncs",
+            "Full datapath reconciliations against a kernel dump",
+            m.dp_resyncs.clone(),
+        );
+        registry.register(
+            "datapath_errors",
+            "Device set-ups or resyncs of the datapath that failed",
+            m.dp_errors.clone(),
+        );
+        registry.register(
+            "datapath_peers_refused",
+            "Remote nodes the datapath cannot reach (e.g. host-gw and not on this L2 segment)",
+            m.dp_refused.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// One reconciliation's requests, and the objects installed after it.
+    pub fn datapath_applied(&self, done: &cni_core::node::Applied, installed: usize) {
+        self.dp_requests.inc_by(done.requests() as u64);
+        self.dp_failed.inc_by(done.failed as u64);
+        self.dp_objects.set(to_i64(installed as u128));
+    }
+
+    pub fn datapath_resynced(&self) {
+        self.dp_resyncs.inc();
+    }
+
+    pub fn datapath_resyncs(&self) -> u64 {
+        self.dp_resyncs.get()
+    }
+
+    pub fn datapath_error(&self) {
+        self.dp_errors.inc();
+    }
+
+    pub fn set_peers_refused(&self, n: usize) {
+        self.dp_refused.set(to_i64(n as u128));
     }
 
     pub fn set_nodes_known(&self, n: usize) {

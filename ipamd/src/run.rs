@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use crate::blocks::FirstBlocks;
 use crate::cli::RunArgs;
 use crate::error::Error;
-use crate::events::{LogHandler, PeerHandler};
+use crate::events::PeerHandler;
 use crate::lease::{renew_interval, Lease};
 use crate::metrics::Metrics;
 use crate::release::EmptyBlocks;
@@ -27,13 +27,14 @@ use crate::release::EmptyBlocks;
 /// Queue depth between the watch and the handler.
 const EVENT_QUEUE: usize = 1024;
 
-/// The daemon with the logging handler (this datapath stand-in).
-pub async fn run(args: RunArgs) -> Result<(), Error> {
-    run_with_handler(args, LogHandler).await
-}
-
-/// The daemon, handing remote node changes to `handler`.
-pub async fn run_with_handler<H: PeerHandler>(args: RunArgs, handler: H) -> Result<(), Error> {
+/// The daemon, handing remote node changes to `handler`; `metrics` are served on
+/// `--listen` (the handler may hold them too). See [`crate::backends::run`] for the
+/// daemon with the datapath of the flags.
+pub async fn run_with_handler<H: PeerHandler>(
+    args: RunArgs,
+    handler: H,
+    metrics: Arc<Metrics>,
+) -> Result<(), Error> {
     crate::http::check_listen(args.listen, args.listen_any).map_err(Error::Usage)?;
     let node = args.node_name()?;
     let url = args.store_url()?;
@@ -51,7 +52,6 @@ pub async fn run_with_handler<H: PeerHandler>(args: RunArgs, handler: H) -> Resu
         let _ = stop_tx.send(true);
     });
 
-    let metrics = Arc::new(Metrics::new());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::io(format!("listen on {}", args.listen), e))?;

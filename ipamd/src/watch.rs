@@ -1,5 +1,6 @@
 //! Following the other nodes: the cluster store's watch plus a periodic full resync,
-//! diffed into [`PeerEvent`]s by [`PeerSet`]. This node is never reported.
+//! diffed into [`PeerEvent`]s by [`PeerSet`]. This node is reported only as
+//! [`PeerEvent::Local`].
 
 use ipam::cluster::{ClusterStore, NodeEvent, NodeRecord};
 use std::collections::BTreeMap;
@@ -14,6 +15,8 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct PeerSet {
     me: String,
+    /// This node's record as last reported.
+    own: Option<NodeRecord>,
     peers: BTreeMap<String, NodeRecord>,
 }
 
@@ -27,6 +30,7 @@ impl PeerSet {
     pub fn new(me: impl Into<String>) -> PeerSet {
         PeerSet {
             me: me.into(),
+            own: None,
             peers: BTreeMap::new(),
         }
     }
@@ -49,7 +53,11 @@ impl PeerSet {
 
     fn upsert(&mut self, rec: NodeRecord) -> Option<PeerEvent> {
         if rec.info.name == self.me {
-            return None;
+            if self.own.as_ref().is_some_and(|o| same(o, &rec)) {
+                return None;
+            }
+            self.own = Some(rec.clone());
+            return Some(PeerEvent::Local(rec));
         }
         match self.peers.insert(rec.info.name.clone(), rec.clone()) {
             None => Some(PeerEvent::Added(rec)),
@@ -64,7 +72,9 @@ impl PeerSet {
         let mut out = Vec::new();
         let mut seen: BTreeMap<String, NodeRecord> = BTreeMap::new();
         for rec in all {
-            if rec.info.name != self.me {
+            if rec.info.name == self.me {
+                out.extend(self.upsert(rec));
+            } else {
                 seen.insert(rec.info.name.clone(), rec);
             }
         }
@@ -198,9 +208,17 @@ mod tests {
     }
 
     #[test]
-    fn self_is_never_reported_and_renewals_are_not_changes() {
+    fn self_is_reported_as_local_and_renewals_are_not_changes() {
         let mut s = PeerSet::new("me");
-        assert_eq!(s.apply(NodeEvent::Upsert(rec("me", &[], 1))), None);
+        let me = rec("me", &["10.0.0.0/26"], 1);
+        assert_eq!(
+            s.apply(NodeEvent::Upsert(me.clone())),
+            Some(PeerEvent::Local(me))
+        );
+        assert_eq!(
+            s.apply(NodeEvent::Upsert(rec("me", &["10.0.0.0/26"], 5))),
+            None
+        );
         let a = rec("a", &["10.0.0.0/26"], 1);
         assert_eq!(
             s.apply(NodeEvent::Upsert(a.clone())),
@@ -234,7 +252,10 @@ mod tests {
             rec("c", &[], 1),
         ]);
         let kinds: Vec<_> = evs.iter().map(PeerEvent::kind).collect();
-        assert_eq!(kinds, vec!["removed", "changed", "added", "resync"]);
+        assert_eq!(
+            kinds,
+            vec!["local", "removed", "changed", "added", "resync"]
+        );
         match evs.last() {
             Some(PeerEvent::Resync(all)) => assert_eq!(all.len(), 2),
             other => panic!("{other:?}"),

@@ -1,12 +1,10 @@
 //! The underlay: the interface and address other nodes reach this one at, chosen like
 //! flannel (a configured interface or address, else the interface of the default route).
-//!
-//! SKELETON: filled in by the routed-datapath work.
 
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 
-use super::Netlink;
+use super::{Link, Netlink, RouteSpec};
 use crate::spec::error::CniError;
 
 /// How the underlay is chosen.
@@ -43,7 +41,163 @@ impl Netlink {
     /// Finds the underlay. Errors say what to configure (code 7 when the configured
     /// interface or address does not exist; 11 when there is no default route yet).
     pub async fn underlay(&self, select: &UnderlaySelect) -> Result<Underlay, CniError> {
-        let _ = select;
-        Err(CniError::internal("Netlink::underlay: not implemented yet"))
+        match select {
+            UnderlaySelect::Interface(name) => {
+                let link = self.link_by_name(name).await?.ok_or_else(|| {
+                    CniError::invalid_config(format!(
+                        "underlayInterface {name:?} does not exist on this node: set \
+                         underlayInterface to an existing interface, or remove it to use \
+                         the default route's"
+                    ))
+                })?;
+                let networks = self.addresses(link.index).await?;
+                // An interface still waiting for its address (DHCP) is worth a retry.
+                let addr = pick_address(&networks, false).ok_or_else(|| {
+                    CniError::try_again(format!(
+                        "underlayInterface {name} has no global address yet: give it one, \
+                         or choose another interface"
+                    ))
+                })?;
+                Ok(underlay_of(link, addr, networks))
+            }
+            UnderlaySelect::Address(ip) => {
+                for link in self.links().await? {
+                    let networks = self.addresses(link.index).await?;
+                    if networks.iter().any(|n| n.ip() == *ip) {
+                        return Ok(underlay_of(link, *ip, networks));
+                    }
+                }
+                Err(CniError::invalid_config(format!(
+                    "underlayAddress {ip} is not an address of any interface of this node: \
+                     set underlayAddress to one of this node's addresses, or remove it to \
+                     use the default route's interface"
+                )))
+            }
+            UnderlaySelect::DefaultRoute => {
+                let mut found = None;
+                for v6 in [false, true] {
+                    if let Some(r) = pick_default_route(&self.routes(v6, None).await?) {
+                        found = Some((r.oif, r.src, v6));
+                        break;
+                    }
+                }
+                let Some((Some(oif), src, v6)) = found else {
+                    return Err(CniError::try_again(
+                        "no default route with an output interface in the main table to \
+                         choose the underlay from: configure underlayInterface (or \
+                         underlayAddress), or add a default route",
+                    ));
+                };
+                let link = self.link_by_index(oif).await?.ok_or_else(|| {
+                    CniError::try_again(format!(
+                        "the default route's interface #{oif} vanished: retry, or configure \
+                         underlayInterface"
+                    ))
+                })?;
+                let networks = self.addresses(link.index).await?;
+                let addr = src
+                    .filter(|s| networks.iter().any(|n| n.ip() == *s))
+                    .or_else(|| pick_address(&networks, v6))
+                    .ok_or_else(|| {
+                        CniError::try_again(format!(
+                            "{}, the default route's interface, has no global address: \
+                             give it one, or configure underlayInterface",
+                            link.name
+                        ))
+                    })?;
+                Ok(underlay_of(link, addr, networks))
+            }
+        }
+    }
+}
+
+fn underlay_of(link: Link, addr: IpAddr, networks: Vec<IpNetwork>) -> Underlay {
+    Underlay {
+        index: link.index,
+        name: link.name,
+        addr,
+        networks,
+        mtu: link.mtu,
+    }
+}
+
+/// Link-local addresses only reach the segment: never an underlay address.
+fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_link_local() && !v4.is_loopback() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) != 0xfe80 && !v6.is_loopback() && !v6.is_unspecified()
+        }
+    }
+}
+
+/// The first global address, of the preferred family if there is one.
+fn pick_address(networks: &[IpNetwork], prefer_v6: bool) -> Option<IpAddr> {
+    let global = || networks.iter().map(|n| n.ip()).filter(|ip| is_global(*ip));
+    global()
+        .find(|ip| ip.is_ipv6() == prefer_v6)
+        .or_else(|| global().next())
+}
+
+/// The default route with the lowest metric that names an output interface (a
+/// multipath route has none at the top level).
+fn pick_default_route(routes: &[RouteSpec]) -> Option<&RouteSpec> {
+    routes
+        .iter()
+        .filter(|r| r.dst.prefix() == 0 && r.oif.is_some())
+        .min_by_key(|r| r.metric.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(s: &[&str]) -> Vec<IpNetwork> {
+        s.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn address_prefers_v4_and_skips_link_local() {
+        let n = nets(&["fe80::1/64", "fd00::2/64", "169.254.3.4/16", "192.0.2.2/24"]);
+        assert_eq!(pick_address(&n, false), Some("192.0.2.2".parse().unwrap()));
+        assert_eq!(pick_address(&n, true), Some("fd00::2".parse().unwrap()));
+        assert_eq!(
+            pick_address(&nets(&["fd00::2/64"]), false),
+            Some("fd00::2".parse().unwrap())
+        );
+        assert_eq!(pick_address(&nets(&["fe80::1/64"]), false), None);
+    }
+
+    #[test]
+    fn default_route_lowest_metric_with_oif() {
+        let mut a = RouteSpec::new("0.0.0.0/0".parse().unwrap());
+        a.oif = Some(3);
+        a.metric = Some(100);
+        let mut b = a.clone();
+        b.oif = Some(4);
+        b.metric = Some(50);
+        let mut multipath = a.clone();
+        multipath.oif = None;
+        multipath.metric = Some(1);
+        let mut other = a.clone();
+        other.dst = "10.0.0.0/8".parse().unwrap();
+        other.metric = None;
+        let routes = [a, multipath, b, other];
+        assert_eq!(pick_default_route(&routes).and_then(|r| r.oif), Some(4));
+        assert!(pick_default_route(&routes[3..]).is_none());
+    }
+
+    #[test]
+    fn on_link() {
+        let u = Underlay {
+            index: 2,
+            name: "eth0".into(),
+            addr: "192.0.2.2".parse().unwrap(),
+            networks: nets(&["192.0.2.2/24", "fd00::2/64"]),
+            mtu: 1500,
+        };
+        assert!(u.on_link("192.0.2.77".parse().unwrap()));
+        assert!(u.on_link("fd00::9".parse().unwrap()));
+        assert!(!u.on_link("198.51.100.1".parse().unwrap()));
     }
 }

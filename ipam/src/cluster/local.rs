@@ -16,7 +16,10 @@
 //! usable except, for IPv4, the block's network and broadcast addresses, and for IPv6
 //! the block's first (subnet-router anycast) address: the pod's prefix length is the
 //! block's, so these are the network/broadcast addresses from the pod's point of view.
-//! No gateway is returned (the datapath provides its own).
+//! No gateway is returned (the datapath provides its own), unless the network asks for
+//! `reserveGateway` ([`BlockLayout`]): then the block's first host address is never
+//! allocated and is every address's gateway (the node's address on its bridge or VXLAN
+//! device, the same on every node's view: see `cni_core::node::Peer::gateway_v4`).
 //!
 //! Crash safety: the block is claimed in the cluster store (the truth) *before* it is
 //! written to the cache. A crash in between leaves a block owned by the node but not in
@@ -155,23 +158,47 @@ pub fn block_in_use(store: &Store, block: IpNetwork) -> Result<bool, IpamError> 
         .any(|a| a.ips.iter().any(|n| block.contains(n.ip()))))
 }
 
+/// How the addresses of a block are handed out (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockLayout {
+    /// `ipam.reserveGateway`: the first host address (network + 1) of every block is
+    /// never allocated and is returned as the gateway of the block's addresses.
+    pub reserve_gateway: bool,
+}
+
+impl BlockLayout {
+    /// The usable addresses of `block` as a range; its `gateway` (never allocated) is
+    /// set only with [`BlockLayout::reserve_gateway`].
+    pub fn range(&self, block: IpNetwork) -> Result<Range, IpamError> {
+        let bits: u8 = if block.is_ipv4() { 32 } else { 128 };
+        if block.prefix() > bits - 2 || block.ip() != block.network() {
+            return Err(IpamError::config(format!(
+                "block {block} is not a block network of at least 4 addresses"
+            )));
+        }
+        let net = ip_to_u128(block.network());
+        let last = ip_to_u128(block.broadcast());
+        let end = if block.is_ipv4() { last - 1 } else { last };
+        Ok(Range {
+            subnet: block,
+            start: from_u128(net + 1, block.ip()),
+            end: from_u128(end, block.ip()),
+            gateway: self.gateway(block),
+        })
+    }
+
+    /// The gateway of the addresses of the block containing `addr` (an allocated
+    /// address carries its block's prefix length): network + 1, or `None` without
+    /// [`BlockLayout::reserve_gateway`].
+    pub fn gateway(&self, addr: IpNetwork) -> Option<IpAddr> {
+        self.reserve_gateway
+            .then(|| from_u128(ip_to_u128(addr.network()) + 1, addr.ip()))
+    }
+}
+
 /// The usable addresses of `block` as a range without gateway (see the module docs).
 pub fn block_range(block: IpNetwork) -> Result<Range, IpamError> {
-    let bits: u8 = if block.is_ipv4() { 32 } else { 128 };
-    if block.prefix() > bits - 2 || block.ip() != block.network() {
-        return Err(IpamError::config(format!(
-            "block {block} is not a block network of at least 4 addresses"
-        )));
-    }
-    let net = ip_to_u128(block.network());
-    let last = ip_to_u128(block.broadcast());
-    let end = if block.is_ipv4() { last - 1 } else { last };
-    Ok(Range {
-        subnet: block,
-        start: from_u128(net + 1, block.ip()),
-        end: from_u128(end, block.ip()),
-        gateway: None,
-    })
+    BlockLayout::default().range(block)
 }
 
 fn from_u128(v: u128, like: IpAddr) -> IpAddr {
@@ -185,6 +212,7 @@ fn from_u128(v: u128, like: IpAddr) -> IpAddr {
 /// that family inside the pool; `Err(v6)` names a family with no cached block yet.
 fn sets_for(
     pool: &Pool,
+    layout: BlockLayout,
     blocks: &[IpNetwork],
 ) -> Result<Result<Vec<(bool, RangeSet)>, bool>, IpamError> {
     let mut out = Vec::new();
@@ -195,7 +223,7 @@ fn sets_for(
         let ranges = blocks
             .iter()
             .filter(|b| b.is_ipv6() == v6 && pool.contains(**b))
-            .map(|b| block_range(*b))
+            .map(|b| layout.range(*b))
             .collect::<Result<Vec<_>, _>>()?;
         if ranges.is_empty() {
             return Ok(Err(v6));
@@ -223,9 +251,30 @@ pub fn allocate(
     meta: &AllocMeta,
     claim: &mut ClaimFn<'_>,
 ) -> Result<Vec<IpNetwork>, IpamError> {
+    allocate_in(
+        store,
+        pool,
+        BlockLayout::default(),
+        key,
+        requested,
+        meta,
+        claim,
+    )
+}
+
+/// [`allocate`] with the blocks laid out by `layout` (e.g. the gateway reserved).
+pub fn allocate_in(
+    store: &Store,
+    pool: &Pool,
+    layout: BlockLayout,
+    key: &AllocKey,
+    requested: &[IpAddr],
+    meta: &AllocMeta,
+    claim: &mut ClaimFn<'_>,
+) -> Result<Vec<IpNetwork>, IpamError> {
     // A repeated ADD is answered from the key entry, whatever the cache holds.
     if store.get(key)?.is_some() {
-        if let Ok(Ok(sets)) = sets_for(pool, &cached_blocks(store)?) {
+        if let Ok(Ok(sets)) = sets_for(pool, layout, &cached_blocks(store)?) {
             let sets = RangeSets::new("cluster blocks", sets.into_iter().map(|s| s.1).collect())?;
             return store.allocate_with(key, &sets, requested, meta);
         }
@@ -233,7 +282,7 @@ pub fn allocate(
     let mut claims = 0;
     loop {
         let seen = cached_blocks(store)?;
-        let need = match sets_for(pool, &seen)? {
+        let need = match sets_for(pool, layout, &seen)? {
             Ok(sets) => {
                 let families: Vec<(bool, String)> =
                     sets.iter().map(|(v6, s)| (*v6, s.to_string())).collect();
@@ -384,4 +433,109 @@ pub async fn adopt_owned(
         }
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn default_layout_has_no_gateway() {
+        let r = block_range(net("10.0.0.64/26")).unwrap();
+        assert_eq!((r.start, r.end), (ip("10.0.0.65"), ip("10.0.0.126")));
+        assert_eq!(r.gateway, None);
+        assert!(r.is_allocatable(ip("10.0.0.65")));
+        assert_eq!(BlockLayout::default().gateway(net("10.0.0.70/26")), None);
+    }
+
+    #[test]
+    fn reserved_gateway_is_first_host_and_never_allocatable() {
+        let l = BlockLayout {
+            reserve_gateway: true,
+        };
+        let r = l.range(net("10.0.0.64/26")).unwrap();
+        assert_eq!(r.gateway, Some(ip("10.0.0.65")));
+        assert!(!r.is_allocatable(ip("10.0.0.65")));
+        assert!(r.is_allocatable(ip("10.0.0.66")));
+        assert_eq!(l.gateway(net("10.0.0.100/26")), Some(ip("10.0.0.65")));
+        let r6 = l.range(net("fd00::40/122")).unwrap();
+        assert_eq!(r6.gateway, Some(ip("fd00::41")));
+        assert_eq!(l.gateway(net("fd00::7f/122")), Some(ip("fd00::41")));
+    }
+
+    /// Allocates every address of a /29 block with the gateway reserved: 5 pods (8 minus
+    /// network, gateway, broadcast), none of them the gateway; the 6th needs a new block.
+    #[test]
+    fn allocation_skips_the_reserved_gateway() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("n")).unwrap();
+        let pool = Pool::new(vec![net("10.9.0.0/24")], Some(29), None).unwrap();
+        let layout = BlockLayout {
+            reserve_gateway: true,
+        };
+        let block = net("10.9.0.8/29");
+        let mut claims = 0;
+        let mut claim = |_v6: bool, _seen: &[IpNetwork]| {
+            claims += 1;
+            if claims > 1 {
+                return Err(IpamError::PoolExhausted("test: one block only".into()));
+            }
+            cache_block(&store, block)?;
+            Ok(block)
+        };
+        let mut got = Vec::new();
+        for i in 0..5 {
+            let key = AllocKey::new(format!("c{i}").as_str(), "eth0");
+            let ips = allocate_in(
+                &store,
+                &pool,
+                layout,
+                &key,
+                &[],
+                &AllocMeta::default(),
+                &mut claim,
+            )
+            .unwrap();
+            assert_eq!(ips.len(), 1);
+            assert_eq!(ips[0].prefix(), 29);
+            assert_eq!(layout.gateway(ips[0]), Some(ip("10.9.0.9")));
+            got.push(ips[0].ip());
+        }
+        assert!(
+            !got.contains(&ip("10.9.0.9")),
+            "gateway handed out: {got:?}"
+        );
+        let key = AllocKey::new("c5", "eth0");
+        let e = allocate_in(
+            &store,
+            &pool,
+            layout,
+            &key,
+            &[],
+            &AllocMeta::default(),
+            &mut claim,
+        )
+        .unwrap_err();
+        assert!(matches!(e, IpamError::PoolExhausted(_)), "{e}");
+        // Asking for the gateway by name is refused too.
+        let key = AllocKey::new("c6", "eth0");
+        assert!(allocate_in(
+            &store,
+            &pool,
+            layout,
+            &key,
+            &[ip("10.9.0.9")],
+            &AllocMeta::default(),
+            &mut |_, _| Err(IpamError::PoolExhausted("none".into())),
+        )
+        .is_err());
+    }
 }

@@ -1,0 +1,215 @@
+//! The IPIP node side: `tunl0` up, with this node's tunnel address and MTU, and for every
+//! other node a route to each of its IPv4 blocks `via <its underlay IP> dev tunl0
+//! onlink`; with `directRouting`, plain routes to nodes on a directly connected subnet
+//! (Calico's CrossSubnet).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use cni_core::netlink::{Netlink, Underlay};
+use cni_core::node::{NodeSide, Object, Peer};
+use cni_core::CniError;
+use cni_routed::node::{direct_routes, peer_address};
+use ipnetwork::IpNetwork;
+use tracing::{debug, info};
+
+use crate::OVERHEAD;
+
+/// The fallback device of the `ipip` module: one per namespace, created by the kernel.
+pub const TUNNEL: &str = "tunl0";
+
+#[derive(Clone, Debug)]
+pub struct Ipip {
+    pub underlay: Underlay,
+    /// MTU of `tunl0`: configured, else the underlay's minus [`OVERHEAD`].
+    pub mtu: u32,
+    /// Plain routes to nodes on a directly connected subnet.
+    pub direct_routing: bool,
+    /// `tunl0`'s index, known once [`NodeSide::ensure`] has found it.
+    pub tunnel: Option<u32>,
+}
+
+impl Ipip {
+    pub fn new(underlay: Underlay, mtu: Option<u32>, direct_routing: bool) -> Ipip {
+        let mtu = mtu.unwrap_or_else(|| underlay.mtu.saturating_sub(OVERHEAD));
+        Ipip {
+            underlay,
+            mtu,
+            direct_routing,
+            tunnel: None,
+        }
+    }
+}
+
+impl NodeSide for Ipip {
+    fn name(&self) -> &'static str {
+        "ipip"
+    }
+
+    async fn ensure(&mut self, nl: &Netlink, me: &Peer) -> Result<bool, CniError> {
+        let link = nl.link_by_name(TUNNEL).await?.ok_or_else(|| {
+            CniError::internal(format!(
+                "there is no {TUNNEL}: this kernel has no ipip module loaded: load it \
+                 (modprobe ipip), or choose the vxlan datapath"
+            ))
+        })?;
+        let idx = link.index;
+        if link.mtu != self.mtu {
+            nl.set_mtu(idx, self.mtu).await?;
+        }
+        if let Some(want) = me.tunnel_v4() {
+            let want = IpNetwork::V4(want.into());
+            let have = nl.addresses(idx).await?;
+            // Another /32 is a tunnel address of ours from a block this node no longer
+            // holds; other prefixes are someone else's.
+            for stale in have
+                .iter()
+                .filter(|a| a.is_ipv4() && a.prefix() == 32 && **a != want)
+            {
+                info!(address = %stale, "removing a stale tunnel address from {TUNNEL}");
+                nl.del_address(idx, *stale).await?;
+            }
+            if !have.contains(&want) {
+                nl.add_address(idx, want).await?;
+            }
+        } else {
+            debug!(node = %me.name, "no IPv4 block yet: {TUNNEL} gets no address");
+        }
+        if !link.up {
+            nl.set_up(idx).await?;
+        }
+        // tunl0 is the kernel's, never recreated by us; if its index changed (the
+        // module was reloaded), every route on it must go in again.
+        let recreated = self.tunnel.is_some_and(|old| old != idx);
+        self.tunnel = Some(idx);
+        Ok(recreated)
+    }
+
+    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError> {
+        if self.direct_routing {
+            if let Some(direct) = direct_routes(&self.underlay, peer) {
+                return Ok(direct);
+            }
+        }
+        let gw: Ipv4Addr = match peer_address(peer)? {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(v6) => {
+                return Err(CniError::invalid_config(format!(
+                    "node {} publishes the IPv6 underlay address {v6}: IPIP carries IPv4 \
+                     only; give the nodes IPv4 underlay addresses or use vxlan",
+                    peer.name
+                )))
+            }
+        };
+        let tunnel = self.tunnel.ok_or_else(|| {
+            CniError::try_again(format!("{TUNNEL} is not set up yet: ensure() comes first"))
+        })?;
+        Ok(peer
+            .blocks
+            .iter()
+            .filter(|b| b.is_ipv4())
+            .map(|b| Object::Route {
+                dst: *b,
+                gw: IpAddr::V4(gw),
+                oif: Some(tunnel),
+                onlink: true,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn underlay() -> Underlay {
+        Underlay {
+            index: 2,
+            name: "eth0".into(),
+            addr: "192.0.2.2".parse().unwrap(),
+            networks: vec!["192.0.2.2/24".parse().unwrap()],
+            mtu: 1500,
+        }
+    }
+
+    fn ipip(direct: bool) -> Ipip {
+        Ipip {
+            tunnel: Some(9),
+            ..Ipip::new(underlay(), None, direct)
+        }
+    }
+
+    fn peer(ip: &str) -> Peer {
+        Peer {
+            name: "n2".into(),
+            underlay: Some(ip.parse().unwrap()),
+            blocks: vec![
+                "10.0.0.64/26".parse().unwrap(),
+                "fd00:1::/122".parse().unwrap(),
+                "10.0.3.0/26".parse().unwrap(),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn route(dst: &str, gw: &str, oif: u32, onlink: bool) -> Object {
+        Object::Route {
+            dst: dst.parse().unwrap(),
+            gw: gw.parse().unwrap(),
+            oif: Some(oif),
+            onlink,
+        }
+    }
+
+    #[test]
+    fn mtu_follows_the_underlay_unless_configured() {
+        assert_eq!(Ipip::new(underlay(), None, false).mtu, 1480);
+        assert_eq!(Ipip::new(underlay(), Some(1400), false).mtu, 1400);
+    }
+
+    #[test]
+    fn tunnel_routes_per_ipv4_block() {
+        for ip in ["192.0.2.3", "198.51.100.7"] {
+            let got = ipip(false).objects(&peer(ip)).unwrap();
+            let want: BTreeSet<Object> = [
+                route("10.0.0.64/26", ip, 9, true),
+                route("10.0.3.0/26", ip, 9, true),
+            ]
+            .into();
+            assert_eq!(got, want, "{ip}");
+        }
+    }
+
+    #[test]
+    fn direct_routing_uses_plain_routes_on_link_only() {
+        let on = ipip(true).objects(&peer("192.0.2.3")).unwrap();
+        let want: BTreeSet<Object> = [
+            route("10.0.0.64/26", "192.0.2.3", 2, false),
+            route("10.0.3.0/26", "192.0.2.3", 2, false),
+        ]
+        .into();
+        assert_eq!(on, want);
+        let off = ipip(true).objects(&peer("198.51.100.7")).unwrap();
+        assert!(off.iter().all(|o| matches!(
+            o,
+            Object::Route {
+                oif: Some(9),
+                onlink: true,
+                ..
+            }
+        )));
+        assert_eq!(off.len(), 2);
+    }
+
+    #[test]
+    fn refused_peers() {
+        let e = ipip(false).objects(&peer("fd00::3")).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("IPv4"), "{e}");
+        let mut p = peer("192.0.2.3");
+        p.underlay = None;
+        assert_eq!(ipip(false).objects(&p).unwrap_err().code, 7);
+        let not_ready = Ipip::new(underlay(), None, false);
+        assert_eq!(not_ready.objects(&peer("192.0.2.3")).unwrap_err().code, 11);
+    }
+}

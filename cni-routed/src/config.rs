@@ -1,0 +1,213 @@
+//! The plugin's own configuration, parsed and validated once per invocation.
+
+use std::net::IpAddr;
+
+use cni_core::netlink::UnderlaySelect;
+use cni_core::spec::config::NetConf;
+use cni_core::CniError;
+use serde::de::DeserializeOwned;
+
+use crate::Datapath;
+
+/// Smallest MTU accepted (the IPv4 minimum).
+pub const MIN_MTU: u32 = 68;
+/// Largest MTU accepted.
+pub const MAX_MTU: u32 = 65535;
+
+/// The validated configuration of one invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutedConfig {
+    /// Masquerade pod traffic leaving the pod's addresses (`ipMasq`, default false).
+    pub ip_masq: bool,
+    /// MTU of both veth ends (`mtu`); `None` (absent or 0): the underlay's MTU minus the
+    /// datapath's overhead.
+    pub mtu: Option<u32>,
+    /// Where the underlay MTU is read (`underlayInterface` or `underlayAddress`, else
+    /// the interface of the default route).
+    pub underlay: UnderlaySelect,
+    /// IPAM plugin type (`ipam.type`, required: a routed pod without an address has no
+    /// route to it).
+    pub ipam: String,
+}
+
+impl RoutedConfig {
+    /// Validates the plugin fields of `conf`. Every problem is `InvalidConfig` (7).
+    pub fn from_conf(dp: &Datapath, conf: &NetConf) -> Result<RoutedConfig, CniError> {
+        let ipam = conf.ipam.as_ref().map(|i| i.plugin_type.clone());
+        RoutedConfig::from_parts(dp, &conf.raw, ipam)
+    }
+
+    /// The testable core of [`RoutedConfig::from_conf`].
+    pub fn from_parts(
+        dp: &Datapath,
+        raw: &serde_json::Value,
+        ipam: Option<String>,
+    ) -> Result<RoutedConfig, CniError> {
+        if !raw.is_object() {
+            return Err(CniError::invalid_config(
+                "the network configuration must be a JSON object",
+            ));
+        }
+        let ip_masq = field::<bool>(raw, "ipMasq")?.unwrap_or(false);
+        let mtu = match field::<u32>(raw, "mtu")? {
+            None | Some(0) => None,
+            Some(m) if (MIN_MTU..=MAX_MTU).contains(&m) => Some(m),
+            Some(m) => {
+                return Err(CniError::invalid_config(format!(
+                    "mtu {m} is out of range: use a value between {MIN_MTU} and {MAX_MTU}, \
+                     or omit it to follow the underlay"
+                )))
+            }
+        };
+        let iface = field::<String>(raw, "underlayInterface")?;
+        let addr = field::<String>(raw, "underlayAddress")?;
+        let underlay = match (iface, addr) {
+            (Some(_), Some(_)) => {
+                return Err(CniError::invalid_config(
+                    "underlayInterface and underlayAddress are both set: choose one",
+                ))
+            }
+            (Some(i), None) => {
+                validate_link_name("underlayInterface", &i)?;
+                UnderlaySelect::Interface(i)
+            }
+            (None, Some(a)) => UnderlaySelect::Address(a.parse::<IpAddr>().map_err(|_| {
+                CniError::invalid_config(format!(
+                    "underlayAddress {a:?} is not an IP address: write one of this node's \
+                     addresses, e.g. \"192.0.2.10\""
+                ))
+            })?),
+            (None, None) => UnderlaySelect::DefaultRoute,
+        };
+        let ipam = match ipam {
+            None => {
+                return Err(CniError::invalid_config(format!(
+                    "{} needs an \"ipam\" section (e.g. {{\"type\": \"cni-ipam\", ...}}): \
+                     a routed pod without an address is unreachable",
+                    dp.name
+                )))
+            }
+            Some(t) if t.is_empty() || t.contains('/') || t == "." || t == ".." => {
+                return Err(CniError::invalid_config(format!(
+                    "ipam.type {t:?} is invalid: name an IPAM plugin binary in CNI_PATH \
+                     (e.g. \"host-local\" or \"cni-ipam\")"
+                )))
+            }
+            Some(t) => t,
+        };
+        Ok(RoutedConfig {
+            ip_masq,
+            mtu,
+            underlay,
+            ipam,
+        })
+    }
+}
+
+/// Field `key` of `raw` as a `T`; absent or `null` is `None`. A value of the wrong type
+/// is `InvalidConfig` (7) naming the field.
+fn field<T: DeserializeOwned>(raw: &serde_json::Value, key: &str) -> Result<Option<T>, CniError> {
+    match raw.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+            CniError::invalid_config(format!("field {key:?} has a wrong type ({e}): got {v}"))
+        }),
+    }
+}
+
+/// A name Linux accepts for a link: 1..=15 bytes, not `.`/`..`, no `/`, `:`, NUL or
+/// whitespace.
+fn validate_link_name(key: &str, name: &str) -> Result<(), CniError> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+    if bad {
+        return Err(CniError::invalid_config(format!(
+            "{key} {name:?} is not a valid interface name: use 1 to 15 characters without \
+             '/', ':' or whitespace"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ROUTED;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<RoutedConfig, CniError> {
+        RoutedConfig::from_parts(&ROUTED, &v, Some("host-local".into()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(json!({"name": "n", "type": "cni-routed"})).unwrap();
+        assert!(!c.ip_masq);
+        assert_eq!(c.mtu, None);
+        assert_eq!(c.underlay, UnderlaySelect::DefaultRoute);
+        assert_eq!(c.ipam, "host-local");
+    }
+
+    #[test]
+    fn all_fields() {
+        let c = parse(json!({"ipMasq": true, "mtu": 1400, "underlayInterface": "eth1"})).unwrap();
+        assert!(c.ip_masq);
+        assert_eq!(c.mtu, Some(1400));
+        assert_eq!(c.underlay, UnderlaySelect::Interface("eth1".into()));
+        let c = parse(json!({"underlayAddress": "fd00::2", "mtu": 0})).unwrap();
+        assert_eq!(
+            c.underlay,
+            UnderlaySelect::Address("fd00::2".parse().unwrap())
+        );
+        assert_eq!(c.mtu, None);
+    }
+
+    #[test]
+    fn bad_values_are_code_7_and_name_the_field() {
+        for (v, word) in [
+            (json!({"mtu": 20}), "mtu"),
+            (json!({"mtu": 70000}), "mtu"),
+            (json!({"mtu": -1}), "mtu"),
+            (json!({"mtu": "big"}), "mtu"),
+            (json!({"ipMasq": "yes"}), "ipMasq"),
+            (json!({"underlayInterface": ""}), "underlayInterface"),
+            (
+                json!({"underlayInterface": "a-name-longer-than-15"}),
+                "underlayInterface",
+            ),
+            (json!({"underlayInterface": "a b"}), "underlayInterface"),
+            (json!({"underlayInterface": 3}), "underlayInterface"),
+            (json!({"underlayAddress": "10.0.0"}), "underlayAddress"),
+            (json!({"underlayAddress": "10.0.0.1/24"}), "underlayAddress"),
+            (
+                json!({"underlayInterface": "eth0", "underlayAddress": "10.0.0.1"}),
+                "choose one",
+            ),
+        ] {
+            let e = parse(v.clone()).unwrap_err();
+            assert_eq!(e.code, 7, "{v}: {e}");
+            assert!(e.msg.contains(word), "{v}: {e} does not mention {word}");
+        }
+        assert_eq!(
+            RoutedConfig::from_parts(&ROUTED, &json!([]), Some("x".into()))
+                .unwrap_err()
+                .code,
+            7
+        );
+    }
+
+    #[test]
+    fn ipam_is_required_and_valid() {
+        for ipam in [None, Some(""), Some("../x"), Some("..")] {
+            let e =
+                RoutedConfig::from_parts(&ROUTED, &json!({}), ipam.map(String::from)).unwrap_err();
+            assert_eq!(e.code, 7, "{ipam:?}: {e}");
+            assert!(e.msg.contains("ipam"), "{e}");
+        }
+    }
+}

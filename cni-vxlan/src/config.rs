@@ -1,0 +1,362 @@
+//! The configuration of a VXLAN network, parsed once: the pod side (a [`BridgeConfig`]
+//! with this datapath's defaults) and the node side ([`VxlanOptions`], for `ipamd`),
+//! both read from the same network configuration.
+//!
+//! | field | default | |
+//! |---|---|---|
+//! | `bridge` | `cni-vx0` | the pods' bridge |
+//! | `mtu` | underlay MTU − 50 | pod, bridge and VXLAN device MTU |
+//! | `underlayInterface` / `underlayAddress` | the default route's interface | the underlay |
+//! | `vni` | 1 | VXLAN network identifier |
+//! | `port` | 8472 | UDP port (flannel's; IANA's is 4789) |
+//! | `device` | `cni-vx.<vni>` | the VXLAN device |
+//! | `directRouting` | false | plain routes to nodes on a directly connected subnet |
+//!
+//! `isGateway` and `isDefaultGateway` are always on; every other `cni-bridge` option
+//! (`ipMasq`, `hairpinMode`, `macspoofchk`, `vlan`, ...) means what it means there.
+
+use std::net::IpAddr;
+
+use cni_bridge::config::BridgeConfig;
+use cni_core::netlink::{Underlay, UnderlaySelect};
+use cni_core::spec::config::NetConf;
+use cni_core::CniError;
+use serde_json::Value;
+
+/// Bridge used when `bridge` is not set (not `cni0`: both plugins may share a node).
+pub const DEFAULT_BRIDGE: &str = "cni-vx0";
+/// VNI used when `vni` is not set (flannel's).
+pub const DEFAULT_VNI: u32 = 1;
+/// UDP port used when `port` is not set (flannel's, the Linux default).
+pub const DEFAULT_PORT: u16 = 8472;
+/// Bytes VXLAN adds on an IPv4 underlay: outer IP 20 + UDP 8 + VXLAN 8 + inner
+/// Ethernet 14.
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// Largest VNI (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// Smallest MTU accepted (the IPv4 minimum).
+pub const MIN_MTU: u32 = 68;
+
+/// The node side's settings (what `ipamd` needs besides the underlay and node name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanOptions {
+    /// `vni`, default [`DEFAULT_VNI`].
+    pub vni: u32,
+    /// `port`, default [`DEFAULT_PORT`].
+    pub port: u16,
+    /// `device`; `None`: `cni-vx.<vni>` (see [`VxlanOptions::device_name`]).
+    pub device: Option<String>,
+    /// `mtu`; `None`: the underlay's MTU − [`VXLAN_OVERHEAD`].
+    pub mtu: Option<u32>,
+    /// `directRouting`: plain routes to nodes on a directly connected subnet.
+    pub direct_routing: bool,
+}
+
+impl Default for VxlanOptions {
+    fn default() -> Self {
+        VxlanOptions {
+            vni: DEFAULT_VNI,
+            port: DEFAULT_PORT,
+            device: None,
+            mtu: None,
+            direct_routing: false,
+        }
+    }
+}
+
+impl VxlanOptions {
+    /// The VXLAN device's name: `device`, else `cni-vx.<vni>` (at most 15 bytes).
+    pub fn device_name(&self) -> String {
+        self.device
+            .clone()
+            .unwrap_or_else(|| format!("cni-vx.{}", self.vni))
+    }
+
+    /// The configured MTU, else `underlay`'s minus [`VXLAN_OVERHEAD`]; an underlay too
+    /// small to carry VXLAN is `InvalidConfig` (7).
+    pub fn mtu_for(&self, underlay: &Underlay) -> Result<u32, CniError> {
+        mtu_or_underlay(self.mtu, &underlay.name, underlay.mtu)
+    }
+}
+
+/// `mtu`, else `underlay_mtu` − [`VXLAN_OVERHEAD`].
+pub fn mtu_or_underlay(
+    mtu: Option<u32>,
+    underlay: &str,
+    underlay_mtu: u32,
+) -> Result<u32, CniError> {
+    if let Some(m) = mtu {
+        return Ok(m);
+    }
+    match underlay_mtu.checked_sub(VXLAN_OVERHEAD) {
+        Some(m) if m >= MIN_MTU => Ok(m),
+        _ => Err(CniError::invalid_config(format!(
+            "underlay {underlay} has MTU {underlay_mtu}, too small for VXLAN (needs {}): \
+             choose another underlay (underlayInterface) or set mtu",
+            MIN_MTU + VXLAN_OVERHEAD
+        ))),
+    }
+}
+
+/// The validated configuration of one invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// The pod side, as `cni-bridge` runs it. Its `mtu` is the configured one; ADD
+    /// fills in the underlay's when there is none (see [`VxlanConfig::underlay`]).
+    pub bridge: BridgeConfig,
+    /// How the underlay is found (`underlayInterface`, `underlayAddress`, else the
+    /// default route's interface).
+    pub underlay: UnderlaySelect,
+    /// The node side.
+    pub node: VxlanOptions,
+}
+
+impl VxlanConfig {
+    /// Validates the plugin fields of `conf`. Every problem is `InvalidConfig` (7).
+    pub fn from_conf(conf: &NetConf) -> Result<VxlanConfig, CniError> {
+        let ipam = conf
+            .ipam
+            .as_ref()
+            .map(|i| i.plugin_type.clone())
+            .filter(|t| !t.is_empty());
+        VxlanConfig::from_parts(&conf.raw, ipam, conf.requested_mac())
+    }
+
+    /// The testable core of [`VxlanConfig::from_conf`].
+    pub fn from_parts(
+        raw: &Value,
+        ipam: Option<String>,
+        mac: Option<&str>,
+    ) -> Result<VxlanConfig, CniError> {
+        let Some(obj) = raw.as_object() else {
+            return Err(CniError::invalid_config(
+                "the network configuration must be a JSON object",
+            ));
+        };
+        // The bridge's config with this datapath's defaults: a gateway on the bridge
+        // and the pods' default route through it are what routes to other nodes need.
+        let mut b = obj.clone();
+        for key in ["isGateway", "isDefaultGateway"] {
+            if b.get(key) == Some(&Value::Bool(false)) {
+                return Err(CniError::invalid_config(format!(
+                    "{key}: cni-vxlan always puts the node's gateway on the bridge and routes \
+                     pods through it; remove \"{key}\": false"
+                )));
+            }
+            b.insert(key.into(), Value::Bool(true));
+        }
+        if b.get("bridge").is_none_or(Value::is_null) {
+            b.insert("bridge".into(), Value::String(DEFAULT_BRIDGE.into()));
+        }
+        let bridge = BridgeConfig::from_parts(&Value::Object(b), ipam, mac)?;
+        if bridge.ipam.is_none() {
+            return Err(CniError::invalid_config(
+                "ipam: cni-vxlan needs an IPAM plugin (e.g. cni-ipam in cluster mode with \
+                 reserveGateway: true): pods are routed between nodes by their addresses",
+            ));
+        }
+
+        let underlay = match (
+            str_field(raw, "underlayInterface")?,
+            str_field(raw, "underlayAddress")?,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(CniError::invalid_config(
+                    "underlayInterface and underlayAddress are both set: choose one",
+                ))
+            }
+            (Some(i), None) => {
+                check_link_name("underlayInterface", &i)?;
+                UnderlaySelect::Interface(i)
+            }
+            (None, Some(a)) => {
+                UnderlaySelect::Address(a.trim().parse::<IpAddr>().map_err(|_| {
+                    CniError::invalid_config(format!("underlayAddress: {a:?} is not an IP address"))
+                })?)
+            }
+            (None, None) => UnderlaySelect::DefaultRoute,
+        };
+
+        let vni = match num_field(raw, "vni")? {
+            None => DEFAULT_VNI,
+            Some(v) if v <= u64::from(MAX_VNI) => v as u32,
+            Some(v) => {
+                return Err(CniError::invalid_config(format!(
+                    "vni: {v} is out of range: use 0 to {MAX_VNI}"
+                )))
+            }
+        };
+        let port = match num_field(raw, "port")? {
+            None => DEFAULT_PORT,
+            Some(p) if (1..=u64::from(u16::MAX)).contains(&p) => p as u16,
+            Some(p) => {
+                return Err(CniError::invalid_config(format!(
+                    "port: {p} is not a UDP port: use 1 to 65535 (default {DEFAULT_PORT})"
+                )))
+            }
+        };
+        let device = str_field(raw, "device")?;
+        if let Some(d) = &device {
+            check_link_name("device", d)?;
+        }
+        let direct_routing = match raw.get("directRouting") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(CniError::invalid_config(format!(
+                    "directRouting: {v} is not a boolean"
+                )))
+            }
+        };
+        let node = VxlanOptions {
+            vni,
+            port,
+            device,
+            mtu: bridge.mtu,
+            direct_routing,
+        };
+        check_link_name("device", &node.device_name())?;
+        Ok(VxlanConfig {
+            bridge,
+            underlay,
+            node,
+        })
+    }
+}
+
+/// Field `key` as a string; absent or `null` is `None`.
+fn str_field(raw: &Value, key: &str) -> Result<Option<String>, CniError> {
+    match raw.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(CniError::invalid_config(format!(
+            "{key}: {v} is not a string"
+        ))),
+    }
+}
+
+/// Field `key` as a non-negative integer; absent or `null` is `None`.
+fn num_field(raw: &Value, key: &str) -> Result<Option<u64>, CniError> {
+    match raw.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            CniError::invalid_config(format!("{key}: {v} is not a non-negative integer"))
+        }),
+    }
+}
+
+/// A name Linux accepts for a link: 1..=15 bytes, not `.`/`..`, no `/`, `:` or
+/// whitespace.
+fn check_link_name(field: &str, name: &str) -> Result<(), CniError> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+    if bad {
+        return Err(CniError::invalid_config(format!(
+            "{field}: {name:?} is not a valid interface name: use 1 to 15 characters without \
+             '/', ':' or whitespace"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<VxlanConfig, CniError> {
+        VxlanConfig::from_parts(&v, Some("cni-ipam".into()), None)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(json!({"name": "n", "type": "cni-vxlan"})).unwrap();
+        assert_eq!(c.bridge.bridge, DEFAULT_BRIDGE);
+        assert!(c.bridge.is_gateway && c.bridge.is_default_gateway);
+        assert!(!c.bridge.ip_masq);
+        assert_eq!(c.bridge.mtu, None);
+        assert_eq!(c.underlay, UnderlaySelect::DefaultRoute);
+        assert_eq!(c.node, VxlanOptions::default());
+        assert_eq!(c.node.device_name(), "cni-vx.1");
+        assert_eq!((c.node.vni, c.node.port), (1, 8472));
+    }
+
+    #[test]
+    fn every_field() {
+        let c = parse(json!({
+            "bridge": "vxbr", "mtu": 1400, "ipMasq": true, "hairpinMode": true,
+            "macspoofchk": true, "underlayInterface": "eth1", "vni": 42, "port": 4789,
+            "device": "vx42", "directRouting": true, "isGateway": true
+        }))
+        .unwrap();
+        assert_eq!(c.bridge.bridge, "vxbr");
+        assert_eq!(c.bridge.mtu, Some(1400));
+        assert!(c.bridge.ip_masq && c.bridge.hairpin_mode && c.bridge.macspoofchk);
+        assert_eq!(c.underlay, UnderlaySelect::Interface("eth1".into()));
+        assert_eq!(
+            c.node,
+            VxlanOptions {
+                vni: 42,
+                port: 4789,
+                device: Some("vx42".into()),
+                mtu: Some(1400),
+                direct_routing: true,
+            }
+        );
+        let c = parse(json!({"underlayAddress": "192.0.2.7", "vni": 16777215})).unwrap();
+        assert_eq!(
+            c.underlay,
+            UnderlaySelect::Address("192.0.2.7".parse().unwrap())
+        );
+        assert_eq!(c.node.device_name(), "cni-vx.16777215");
+    }
+
+    #[test]
+    fn bad_values_are_code_7_naming_the_field() {
+        for (v, word) in [
+            (json!({"isGateway": false}), "isGateway"),
+            (json!({"isDefaultGateway": false}), "isDefaultGateway"),
+            (
+                json!({"underlayInterface": "a", "underlayAddress": "192.0.2.1"}),
+                "both",
+            ),
+            (json!({"underlayAddress": "nope"}), "underlayAddress"),
+            (json!({"underlayInterface": "a b"}), "underlayInterface"),
+            (json!({"vni": 16777216}), "vni"),
+            (json!({"vni": -1}), "vni"),
+            (json!({"port": 0}), "port"),
+            (json!({"port": "x"}), "port"),
+            (json!({"device": "a-name-longer-than-15"}), "device"),
+            (json!({"directRouting": "yes"}), "directRouting"),
+            (json!({"mtu": 20}), "mtu"),
+            (json!({"bridge": ""}), "bridge"),
+        ] {
+            let e = parse(v.clone()).unwrap_err();
+            assert_eq!(e.code, 7, "{v}: {e}");
+            assert!(e.msg.contains(word), "{v}: {e} does not name {word}");
+        }
+        let e = VxlanConfig::from_parts(&json!({}), None, None).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("ipam"), "{e}");
+        assert_eq!(
+            VxlanConfig::from_parts(&json!([]), None, None)
+                .unwrap_err()
+                .code,
+            7
+        );
+    }
+
+    #[test]
+    fn mtu_from_the_underlay() {
+        assert_eq!(mtu_or_underlay(None, "eth0", 1500).unwrap(), 1450);
+        assert_eq!(mtu_or_underlay(Some(1300), "eth0", 1500).unwrap(), 1300);
+        let e = mtu_or_underlay(None, "eth0", 100).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("eth0") && e.msg.contains("mtu"), "{e}");
+    }
+}

@@ -1,0 +1,400 @@
+//! The node side: this node's VXLAN device, and what is programmed toward each remote
+//! node (flannel's vxlan backend). `ipamd` drives it through [`NodeSide`]; the kernel
+//! work is the shared reconciler's.
+//!
+//! Per remote node ("peer"), with its VTEP address = its gateway (the first host of its
+//! lowest IPv4 block, which its own device carries as /32):
+//! - `Fdb`: its VTEP MAC -> its underlay IP (where to send the encapsulated frame);
+//! - `Neigh`: its VTEP address -> its VTEP MAC (no ARP across the overlay: learning is off);
+//! - `Route`: each of its IPv4 blocks via its VTEP address `onlink` on the device.
+//!
+//! IPv6 blocks are skipped: the overlay is IPv4 only for now (a VTEP address per family
+//! would be needed, and cluster IPAM reserves no IPv6 VTEP address yet).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use cni_core::netlink::{MacAddr, Netlink, Underlay, VxlanSpec};
+use cni_core::node::peer::{vtep_mac_for, VTEP_MAC_KEY};
+use cni_core::node::{NodeSide, Object, Peer};
+use cni_core::CniError;
+use ipnetwork::{IpNetwork, Ipv4Network};
+use tracing::{info, warn};
+
+use crate::config::VxlanOptions;
+
+/// The VXLAN node side of one network.
+#[derive(Clone, Debug)]
+pub struct Vxlan {
+    node: String,
+    underlay: Underlay,
+    vni: u32,
+    port: u16,
+    device: String,
+    mtu: u32,
+    mac: MacAddr,
+    direct_routing: bool,
+    /// The device's index once [`NodeSide::ensure`] has run.
+    index: Option<u32>,
+}
+
+impl Vxlan {
+    /// The node side of node `node` on `underlay` (see [`VxlanOptions`] for the
+    /// defaults). `InvalidConfig` (7) when the underlay is too small for VXLAN.
+    pub fn new(
+        node: impl Into<String>,
+        underlay: Underlay,
+        opts: &VxlanOptions,
+    ) -> Result<Vxlan, CniError> {
+        let node = node.into();
+        if node.is_empty() {
+            return Err(CniError::invalid_config(
+                "VXLAN node side: the node name is empty",
+            ));
+        }
+        let mtu = opts.mtu_for(&underlay)?;
+        Ok(Vxlan {
+            mac: vtep_mac_for(&node, opts.vni),
+            device: opts.device_name(),
+            vni: opts.vni,
+            port: opts.port,
+            direct_routing: opts.direct_routing,
+            mtu,
+            underlay,
+            node,
+            index: None,
+        })
+    }
+
+    /// The device as it must be.
+    pub fn spec(&self) -> VxlanSpec {
+        VxlanSpec {
+            name: self.device.clone(),
+            vni: self.vni,
+            port: self.port,
+            local: self.underlay.addr,
+            underlay: self.underlay.index,
+            mtu: self.mtu,
+            mac: self.mac,
+        }
+    }
+
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// The node's name (the VTEP MAC derives from it).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// This node's VTEP MAC (stable across restarts: derived from node name and VNI).
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    pub fn mtu(&self) -> u32 {
+        self.mtu
+    }
+
+    /// The device's index, once ensured.
+    pub fn index(&self) -> Option<u32> {
+        self.index
+    }
+
+    pub fn underlay(&self) -> &Underlay {
+        &self.underlay
+    }
+
+    /// Makes the device carry exactly `want` among IPv4 addresses (it is ours: any other
+    /// IPv4 address is a gateway of a block this node no longer has first).
+    async fn ensure_address(
+        &self,
+        nl: &Netlink,
+        index: u32,
+        want: Option<IpNetwork>,
+    ) -> Result<(), CniError> {
+        let dev = &self.device;
+        let have = nl
+            .addresses(index)
+            .await
+            .map_err(|e| e.context(format!("listing addresses of {dev}")))?;
+        for a in have.iter().filter(|a| a.is_ipv4() && Some(**a) != want) {
+            info!(device = %dev, old = %a, "removing a stale VTEP address");
+            nl.del_address(index, *a)
+                .await
+                .map_err(|e| e.context(format!("removing {a} from {dev}")))?;
+        }
+        if let Some(w) = want.filter(|w| !have.contains(w)) {
+            info!(device = %dev, addr = %w, "adding the VTEP address");
+            nl.add_address(index, w)
+                .await
+                .map_err(|e| e.context(format!("adding {w} to {dev}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// `vtepMac` of `peer`, or why it is unusable.
+fn peer_mac(peer: &Peer) -> Result<MacAddr, CniError> {
+    match peer.backend.get(VTEP_MAC_KEY) {
+        None => Err(CniError::invalid_config(format!(
+            "node {} publishes no {VTEP_MAC_KEY}: its ipamd does not run the vxlan backend (yet)",
+            peer.name
+        ))),
+        Some(s) => s.parse().map_err(|_| {
+            CniError::invalid_config(format!(
+                "node {} publishes {VTEP_MAC_KEY} {s:?}, which is not a MAC address",
+                peer.name
+            ))
+        }),
+    }
+}
+
+impl NodeSide for Vxlan {
+    fn name(&self) -> &'static str {
+        "vxlan"
+    }
+
+    fn backend(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(VTEP_MAC_KEY.to_string(), self.mac.to_string())])
+    }
+
+    async fn ensure(&mut self, nl: &Netlink, me: &Peer) -> Result<bool, CniError> {
+        let (link, created) = nl
+            .ensure_vxlan(&self.spec())
+            .await
+            .map_err(|e| e.context(format!("VXLAN device {}", self.device)))?;
+        // A device recreated behind our back has a new index: the objects on the old
+        // one are gone as surely as if we had recreated it.
+        let replaced = self.index.is_some_and(|i| i != link.index);
+        self.index = Some(link.index);
+        let want = me
+            .gateway_v4()
+            .and_then(|g| Ipv4Network::new(g, 32).ok())
+            .map(IpNetwork::V4);
+        if want.is_none() {
+            warn!(node = %me.name, device = %self.device, "this node has no IPv4 block yet: the VXLAN device carries no address");
+        }
+        self.ensure_address(nl, link.index, want).await?;
+        if created || replaced {
+            info!(node = %self.node, device = %self.device, index = link.index, vni = self.vni, mac = %self.mac, "VXLAN device (re)created");
+        }
+        Ok(created || replaced)
+    }
+
+    fn devices(&self) -> Vec<u32> {
+        self.index.into_iter().collect()
+    }
+
+    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError> {
+        let underlay_ip = peer.underlay.ok_or_else(|| {
+            CniError::invalid_config(format!(
+                "node {} publishes no underlay address: its ipamd has not registered one yet",
+                peer.name
+            ))
+        })?;
+        if underlay_ip.is_ipv4() != self.underlay.addr.is_ipv4() {
+            return Err(CniError::invalid_config(format!(
+                "node {} has underlay address {underlay_ip}, of another family than this \
+                 node's {}: choose underlays of one family (underlayInterface/underlayAddress)",
+                peer.name, self.underlay.addr
+            )));
+        }
+        if self.direct_routing {
+            if let Some(routes) = cni_routed::node::direct_routes(&self.underlay, peer) {
+                return Ok(routes);
+            }
+        }
+        let mac = peer_mac(peer)?;
+        let dev = self.index.ok_or_else(|| {
+            CniError::internal(format!(
+                "VXLAN device {} is not set up yet (ensure has not succeeded)",
+                self.device
+            ))
+        })?;
+        // No IPv4 block: nothing to route to (its VTEP address does not exist yet).
+        let Some(vtep) = peer.gateway_v4() else {
+            return Ok(BTreeSet::new());
+        };
+        let vtep = IpAddr::V4(vtep);
+        let mut out = BTreeSet::from([
+            Object::Fdb {
+                dev,
+                mac,
+                dst: underlay_ip,
+            },
+            Object::Neigh { dev, ip: vtep, mac },
+        ]);
+        out.extend(
+            peer.blocks
+                .iter()
+                .filter(|b| b.is_ipv4())
+                .map(|b| Object::Route {
+                    dst: *b,
+                    gw: vtep,
+                    oif: Some(dev),
+                    onlink: true,
+                }),
+        );
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn underlay() -> Underlay {
+        Underlay {
+            index: 3,
+            name: "eth0".into(),
+            addr: "192.0.2.2".parse().unwrap(),
+            networks: vec!["192.0.2.2/24".parse().unwrap()],
+            mtu: 1500,
+        }
+    }
+
+    fn peer(ip: Option<&str>, blocks: &[&str], mac: Option<&str>) -> Peer {
+        Peer {
+            name: "n2".into(),
+            underlay: ip.map(|i| i.parse().unwrap()),
+            blocks: blocks.iter().map(|b| b.parse().unwrap()).collect(),
+            backend: mac
+                .map(|m| BTreeMap::from([(VTEP_MAC_KEY.to_string(), m.to_string())]))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn ensured(opts: &VxlanOptions) -> Vxlan {
+        let mut v = Vxlan::new("n1", underlay(), opts).unwrap();
+        v.index = Some(9);
+        v
+    }
+
+    const MAC: &str = "02:11:22:33:44:55";
+
+    #[test]
+    fn defaults_and_backend() {
+        let v = Vxlan::new("n1", underlay(), &VxlanOptions::default()).unwrap();
+        assert_eq!(v.device(), "cni-vx.1");
+        assert_eq!(v.mtu(), 1450);
+        assert_eq!(v.mac(), vtep_mac_for("n1", 1));
+        let s = v.spec();
+        assert_eq!((s.vni, s.port, s.underlay), (1, 8472, 3));
+        assert_eq!(s.local, "192.0.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            v.backend().get(VTEP_MAC_KEY),
+            Some(&vtep_mac_for("n1", 1).to_string())
+        );
+        assert!(v.devices().is_empty(), "no device before ensure");
+        let o = VxlanOptions {
+            vni: 7,
+            mtu: Some(1400),
+            device: Some("vx7".into()),
+            ..Default::default()
+        };
+        let v = Vxlan::new("n1", underlay(), &o).unwrap();
+        assert_eq!((v.device(), v.mtu()), ("vx7", 1400));
+        assert_eq!(v.mac(), vtep_mac_for("n1", 7));
+        assert!(Vxlan::new("", underlay(), &VxlanOptions::default()).is_err());
+        let mut tiny = underlay();
+        tiny.mtu = 100;
+        assert_eq!(
+            Vxlan::new("n1", tiny, &VxlanOptions::default())
+                .unwrap_err()
+                .code,
+            7
+        );
+    }
+
+    #[test]
+    fn objects_of_a_peer() {
+        let v = ensured(&VxlanOptions::default());
+        let p = peer(
+            Some("198.51.100.7"),
+            &["10.0.1.64/26", "10.0.0.128/26", "fd00::40/122"],
+            Some(MAC),
+        );
+        let mac: MacAddr = MAC.parse().unwrap();
+        let vtep: IpAddr = "10.0.0.129".parse().unwrap();
+        let route = |dst: &str| Object::Route {
+            dst: dst.parse().unwrap(),
+            gw: vtep,
+            oif: Some(9),
+            onlink: true,
+        };
+        let want = BTreeSet::from([
+            Object::Fdb {
+                dev: 9,
+                mac,
+                dst: "198.51.100.7".parse().unwrap(),
+            },
+            Object::Neigh {
+                dev: 9,
+                ip: vtep,
+                mac,
+            },
+            route("10.0.0.128/26"),
+            route("10.0.1.64/26"),
+        ]);
+        assert_eq!(v.objects(&p).unwrap(), want);
+        // An on-link peer is still encapsulated without directRouting.
+        let p2 = peer(Some("192.0.2.3"), &["10.0.2.0/26"], Some(MAC));
+        assert_eq!(v.objects(&p2).unwrap().len(), 3);
+        // No IPv4 block: nothing to program.
+        let p3 = peer(Some("198.51.100.7"), &["fd00::40/122"], Some(MAC));
+        assert!(v.objects(&p3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn direct_routing_uses_plain_routes_on_link_only() {
+        let v = ensured(&VxlanOptions {
+            direct_routing: true,
+            ..Default::default()
+        });
+        let on_link = peer(Some("192.0.2.3"), &["10.0.2.0/26", "10.0.3.0/26"], None);
+        let got = v.objects(&on_link).unwrap();
+        let want: BTreeSet<Object> = ["10.0.2.0/26", "10.0.3.0/26"]
+            .iter()
+            .map(|d| Object::Route {
+                dst: d.parse().unwrap(),
+                gw: "192.0.2.3".parse().unwrap(),
+                oif: Some(3),
+                onlink: false,
+            })
+            .collect();
+        assert_eq!(got, want, "plain routes, no neighbour or FDB entry");
+        let off_link = peer(Some("198.51.100.7"), &["10.0.2.0/26"], Some(MAC));
+        let got = v.objects(&off_link).unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(got.iter().any(|o| matches!(o, Object::Fdb { .. })));
+    }
+
+    #[test]
+    fn peers_missing_data_are_refused_saying_what() {
+        let v = ensured(&VxlanOptions::default());
+        let e = v
+            .objects(&peer(None, &["10.0.2.0/26"], Some(MAC)))
+            .unwrap_err();
+        assert!(e.msg.contains("n2") && e.msg.contains("underlay"), "{e}");
+        let e = v
+            .objects(&peer(Some("198.51.100.7"), &["10.0.2.0/26"], None))
+            .unwrap_err();
+        assert!(e.msg.contains(VTEP_MAC_KEY), "{e}");
+        let e = v
+            .objects(&peer(Some("198.51.100.7"), &["10.0.2.0/26"], Some("nope")))
+            .unwrap_err();
+        assert!(e.msg.contains("nope") && e.msg.contains("not a MAC"), "{e}");
+        let e = v
+            .objects(&peer(Some("2001:db8::7"), &["10.0.2.0/26"], Some(MAC)))
+            .unwrap_err();
+        assert!(e.msg.contains("family"), "{e}");
+        // Before ensure there is no device to point entries at.
+        let fresh = Vxlan::new("n1", underlay(), &VxlanOptions::default()).unwrap();
+        let e = fresh
+            .objects(&peer(Some("198.51.100.7"), &["10.0.2.0/26"], Some(MAC)))
+            .unwrap_err();
+        assert!(e.msg.contains("cni-vx.1"), "{e}");
+    }
+}

@@ -1,0 +1,110 @@
+//! The pod side: `cni-bridge`'s ADD/DEL/CHECK/GC/STATUS driven with this datapath's
+//! configuration. Only ADD differs: it needs the pod MTU (from the underlay unless
+//! configured) and refuses an IPAM result without a gateway.
+
+use cni_bridge::{attach, check as bcheck, detach, gc as bgc};
+use cni_core::netlink::{block_on, Netlink};
+use cni_core::skel::{Call, Target};
+use cni_core::{CniError, CniResult};
+use tracing::debug;
+
+use crate::config::{mtu_or_underlay, VxlanConfig};
+
+/// What an operator reads when IPAM gives an IPv4 address without a gateway.
+pub const NEEDS_GATEWAY: &str =
+    "cni-vxlan needs a gateway from IPAM: with cni-ipam cluster mode set ipam.reserveGateway: true";
+
+/// ADD: the bridge attachment with MTU = `mtu`, else the underlay's − 50.
+pub fn add(call: &Call, target: &Target) -> Result<CniResult, CniError> {
+    let cfg = VxlanConfig::from_conf(&call.conf)?;
+    let mut bridge = cfg.bridge.clone();
+    // Found before IPAM runs: a missing underlay fails the ADD with nothing to undo.
+    bridge.mtu = Some(pod_mtu(&cfg)?);
+    attach::add_with(call, target, &bridge, &require_gateway)
+}
+
+/// The pod MTU: the configured one, else the underlay's minus the VXLAN overhead.
+pub fn pod_mtu(cfg: &VxlanConfig) -> Result<u32, CniError> {
+    if let Some(m) = cfg.node.mtu {
+        return Ok(m);
+    }
+    let underlay = block_on(async {
+        let nl = Netlink::connect()?;
+        nl.underlay(&cfg.underlay).await
+    })
+    .and_then(|r| r)
+    .map_err(|e| e.context("finding the underlay for the pod MTU (or set mtu)"))?;
+    let mtu = mtu_or_underlay(None, &underlay.name, underlay.mtu)?;
+    debug!(underlay = %underlay.name, underlay_mtu = underlay.mtu, mtu, "pod MTU from the underlay");
+    Ok(mtu)
+}
+
+/// Every IPv4 address needs IPAM's gateway: it is the node's address on the bridge and
+/// on the VXLAN device, which every other node routes this node's blocks through. A
+/// gateway made up here (as `cni-bridge` does) would differ from the one peers use.
+pub fn require_gateway(result: &CniResult) -> Result<(), CniError> {
+    match result
+        .ips
+        .iter()
+        .find(|ip| ip.address.is_ipv4() && ip.gateway.is_none())
+    {
+        Some(ip) => Err(CniError::invalid_config(format!(
+            "{NEEDS_GATEWAY} (IPAM gave {} without one)",
+            ip.address
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// DEL: needs no underlay (it must work when the node is half gone).
+pub fn del(call: &Call, target: &Target) -> Result<(), CniError> {
+    detach::del_with(call, target, &VxlanConfig::from_conf(&call.conf)?.bridge)
+}
+
+pub fn check(call: &Call, target: &Target) -> Result<(), CniError> {
+    bcheck::check_with(call, target, &VxlanConfig::from_conf(&call.conf)?.bridge)
+}
+
+pub fn gc(call: &Call) -> Result<(), CniError> {
+    bgc::gc_with(call, &VxlanConfig::from_conf(&call.conf)?.bridge)
+}
+
+pub fn status(call: &Call) -> Result<(), CniError> {
+    bgc::status_with(call, &VxlanConfig::from_conf(&call.conf)?.bridge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni_core::spec::result::IpConfig;
+
+    fn ipc(a: &str, gw: Option<&str>) -> IpConfig {
+        IpConfig {
+            address: a.parse().unwrap(),
+            gateway: gw.map(|g| g.parse().unwrap()),
+            interface: None,
+        }
+    }
+
+    #[test]
+    fn gateway_required_for_every_ipv4_address() {
+        let ok = CniResult {
+            ips: vec![
+                ipc("10.1.0.5/26", Some("10.1.0.1")),
+                ipc("fd00::5/122", None),
+            ],
+            ..Default::default()
+        };
+        assert!(require_gateway(&ok).is_ok());
+        let bad = CniResult {
+            ips: vec![ipc("10.1.0.5/26", None)],
+            ..Default::default()
+        };
+        let e = require_gateway(&bad).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(
+            e.msg.starts_with(NEEDS_GATEWAY) && e.msg.contains("10.1.0.5/26"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! `ipamd run`: the datapath named by `--datapath`, built from the flags and the
+//! underlay, plugged into the daemon. Only composition: each datapath's logic lives in
+//! its crate (`cni_vxlan::node`, `cni_ipip::node`, `cni_routed::node`).
+
+use cni_core::netlink::{Netlink, Underlay, UnderlaySelect};
+use cni_core::node::NodeSide;
+use std::sync::Arc;
+
+use crate::cli::{DatapathKind, RunArgs};
+use crate::datapath::DatapathHandler;
+use crate::error::Error;
+use crate::events::LogHandler;
+use crate::metrics::Metrics;
+use crate::run::run_with_handler;
+
+/// The daemon with the datapath of `args`.
+pub async fn run(mut args: RunArgs) -> Result<(), Error> {
+    let dp = args.datapath.clone();
+    let metrics = Arc::new(Metrics::new());
+    match dp.kind {
+        DatapathKind::None => run_with_handler(args, LogHandler, metrics).await,
+        DatapathKind::HostGw => {
+            let (nl, underlay) = underlay(&mut args).await?;
+            let side = cni_routed::node::HostGw::new(underlay);
+            serve(args, side, nl, metrics).await
+        }
+        DatapathKind::Ipip => {
+            let (nl, underlay) = underlay(&mut args).await?;
+            let side = cni_ipip::node::Ipip::new(underlay, dp.mtu, dp.direct_routing);
+            serve(args, side, nl, metrics).await
+        }
+        DatapathKind::Vxlan => {
+            let (nl, underlay) = underlay(&mut args).await?;
+            let opts = cni_vxlan::config::VxlanOptions {
+                vni: dp.vxlan_vni,
+                port: dp.vxlan_port,
+                device: dp.vxlan_device.clone(),
+                mtu: dp.mtu,
+                direct_routing: dp.direct_routing,
+            };
+            let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay, &opts)?;
+            serve(args, side, nl, metrics).await
+        }
+    }
+}
+
+/// A netlink connection in the daemon's namespace and the underlay, chosen by
+/// `--underlay-interface`, else the interface holding `--underlay-ip`, else the default
+/// route's; `--underlay-ip` defaults to the underlay's address.
+async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
+    let nl = Netlink::connect()?;
+    let select = match (&args.datapath.underlay_interface, args.underlay_ip) {
+        (Some(name), _) => UnderlaySelect::Interface(name.clone()),
+        (None, Some(ip)) => UnderlaySelect::Address(ip),
+        (None, None) => UnderlaySelect::DefaultRoute,
+    };
+    let u = nl.underlay(&select).await?;
+    match args.underlay_ip {
+        Some(ip) if !u.networks.iter().any(|n| n.ip() == ip) => {
+            return Err(Error::Usage(format!(
+                "--underlay-ip {ip} is not an address of the underlay interface {}",
+                u.name
+            )))
+        }
+        Some(_) => {}
+        None => args.underlay_ip = Some(u.addr),
+    }
+    tracing::info!(
+        datapath = ?args.datapath.kind,
+        underlay = %u.name,
+        address = %u.addr,
+        mtu = u.mtu,
+        "underlay"
+    );
+    Ok((nl, u))
+}
+
+async fn serve<D: NodeSide>(
+    args: RunArgs,
+    side: D,
+    nl: Netlink,
+    metrics: Arc<Metrics>,
+) -> Result<(), Error> {
+    let handler = DatapathHandler::new(side, nl, metrics.clone());
+    run_with_handler(args, handler, metrics).await
+}
