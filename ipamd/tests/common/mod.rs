@@ -1,0 +1,191 @@
+//! Set-up shared by the datapath tests: a node namespace with an underlay, an `ipamd`
+//! running inside it, its metrics, and a cluster store the test writes to.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipam::cluster::{ClusterStore, NodeInfo, StoreUrl};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ipamd");
+pub const METRICS_PORT: u16 = 9645;
+
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A node: a network namespace with `eth0` (a veth whose peer stays inside too) at
+/// `addr` on a /24, a default route, and loopback up. Deleted on drop.
+pub struct Node {
+    pub ns: String,
+}
+
+impl Node {
+    pub fn new(tag: &str, addr: &str) -> Node {
+        let ns = format!("{tag}{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&["ip", "netns", "add", &ns]);
+        let n = Node { ns };
+        n.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ]);
+        n.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        for l in ["eth0", "eth1", "lo"] {
+            n.ip(&["link", "set", l, "up"]);
+        }
+        let gw = format!("{}.254", addr.rsplit_once('.').unwrap().0);
+        n.ip(&["route", "add", "default", "via", &gw, "dev", "eth0"]);
+        n
+    }
+
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["ip", "-n", &self.ns];
+        all.extend_from_slice(args);
+        sh(&all)
+    }
+
+    pub fn bridge(&self, args: &[&str]) -> String {
+        let mut all = vec!["bridge", "-n", &self.ns];
+        all.extend_from_slice(args);
+        sh(&all)
+    }
+
+    /// `GET /metrics` from inside the namespace (its loopback is its own).
+    pub fn metrics(&self) -> String {
+        let path = format!("/run/netns/{}", self.ns);
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).ok()?;
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+            let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut r = String::new();
+            s.read_to_string(&mut r).ok()?;
+            Some(r)
+        })
+        .join()
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric(&self.metrics(), name)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `ipamd run` inside a node; killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// `ipamd run --node-name me` in `node` with `store`, `pool` (/26 blocks), data under
+    /// `dir`, and `extra` flags (the datapath).
+    pub fn start(node: &Node, dir: &Path, store: &Path, pool: &str, extra: &[&str]) -> Daemon {
+        let log = dir.join(format!("ipamd-{}.log", node.ns));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &node.ns, BIN, "run", "--node-name", "me"])
+            .arg("--store")
+            .arg(format!("file://{}", store.display()))
+            .args(["--pool", pool, "--block-size", "26"])
+            .args(["--network", "dp", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--lease-ttl", "1h"])
+            .args(["--listen", &format!("127.0.0.1:{METRICS_PORT}")])
+            .args(extra)
+            .env("IPAMD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it holds; panics after `timeout` with `why()`.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?}: {}",
+            why()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A remote node written through the store's API (locked, as a real daemon would).
+pub fn put_node(store: &Path, name: &str, underlay: &str, block: &str, backend: &[(&str, &str)]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = StoreUrl::parse(&format!("file://{}", store.display())).unwrap();
+        let s = ClusterStore::connect(&url).await.unwrap();
+        let info = NodeInfo {
+            name: name.into(),
+            underlay_ip: Some(underlay.parse().unwrap()),
+            backend: backend
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        s.register(&info, Duration::from_secs(3600)).await.unwrap();
+        s.claim_exact(name, block.parse().unwrap()).await.unwrap();
+    });
+}
+
+pub fn remove_node(store: &Path, name: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = StoreUrl::parse(&format!("file://{}", store.display())).unwrap();
+        let s = ClusterStore::connect(&url).await.unwrap();
+        s.remove_node(name).await.unwrap();
+    });
+}
