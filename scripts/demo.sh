@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Demo: build, install cni-bridge and cni-ipam to /opt/cni/bin, attach two pod
 # namespaces to bridge cnidemo0 (10.250.0.0/24), show their addresses, ping the gateway
-# and the other pod, then detach and clean up (also on failure). Needs root.
+# and the other pod, then detach and clean up (also on failure); then the two-node
+# VXLAN demo (scripts/demo-cluster.sh). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +54,7 @@ cleanup # leftovers of an interrupted earlier demo
 set -e
 
 echo "== building (dist profile: what operators install)"
-cargo build --profile dist --bins -p cni-bridge -p ipam
+cargo build --profile dist --bins -p cni-bridge -p cni-vxlan -p ipam -p ipamd
 echo "== installing cni-bridge and cni-ipam to $BIN"
 install -d "$BIN"
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -80,3 +81,6 @@ for p in "${PODS[@]}"; do
   cni DEL "$p"
 done
 echo "== demo OK"
+
+# The same across two nodes: cni-vxlan + ipamd.
+scripts/demo-cluster.sh
