@@ -14,6 +14,8 @@ pkgs=(
   podman runc busybox-static  # a real libcni runtime for the conformance suite
   iptables                    # the reference portmap plugin programs iptables
   tcpdump iperf3              # inspection and throughput measurements
+  user-mode-linux kmod        # IPIP end-to-end tests run in a UML guest (this kernel has no ipip)
+  bird2                       # the real BIRD 2 for the BGP interoperability tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

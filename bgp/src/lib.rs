@@ -1,0 +1,16 @@
+//! A small BGP-4 speaker for `ipamd`: announces this node's blocks, learns the other
+//! nodes' (or a router's) routes. See README.md.
+
+mod config;
+mod fsm;
+mod md5;
+mod peer;
+mod session;
+mod speaker;
+mod types;
+pub mod wire;
+
+pub use config::{HoldTime, ImportFilter, PeerConfig, SpeakerConfig, Timers};
+pub use fsm::State;
+pub use speaker::{Error, Speaker};
+pub use types::{PeerStatus, RouteEvent, RouteEventKind};

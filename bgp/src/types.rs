@@ -1,0 +1,46 @@
+//! What the speaker reports: route events and peer status.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+
+use crate::fsm::State;
+
+/// Something the daemon must do to its routing table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEvent {
+    pub peer: IpAddr,
+    pub kind: RouteEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteEventKind {
+    /// A new route, or a new next hop for a route learned before.
+    Learned {
+        prefix: IpNetwork,
+        next_hop: IpAddr,
+    },
+    Withdrawn {
+        prefix: IpNetwork,
+    },
+    /// Every route learned from the peer is gone (the session dropped and no
+    /// graceful-restart window is pending, or the window passed, or the peer was
+    /// removed). No `Withdrawn` events follow for them.
+    PeerDown,
+}
+
+/// One peer as the CLI and the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    pub state: State,
+    /// Time since the session reached Established; `None` when it is not.
+    pub uptime: Option<Duration>,
+    pub prefixes_sent: usize,
+    pub prefixes_received: usize,
+    /// Times the session left Established.
+    pub flaps: u32,
+    pub last_error: Option<String>,
+}
