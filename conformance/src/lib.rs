@@ -16,12 +16,14 @@
 //! - [`fixture`]: [`fixture::TestNet`] and [`fixture::Pod`], which tie it all together;
 //! - [`runtime`]: the runtime side of the spec (conflists, chains, cache, GC, STATUS);
 //! - [`snapshot`]: host resources before/after, for leak checks;
+//! - [`multinode`]: nodes on an underlay running `ipamd`, pods of the datapath plugins, UML;
 //! - [`suite`]: the conformance cases and their report (`cni-conformance run`).
 
 pub mod bins;
 pub mod config;
 pub mod fixture;
 pub mod inspect;
+pub mod multinode;
 pub mod names;
 pub mod netns;
 pub mod result;
