@@ -9,12 +9,12 @@
 
 use std::path::Path;
 
-use cni_core::netlink::{block_on, BridgeSpec, Link, MacAddr, Netlink, RouteSpec};
+use cni_core::netlink::{block_on, BridgeSpec, Link, MacAddr, Netlink};
 use cni_core::netns::NetNs;
 use cni_core::skel::{Call, Command, Target};
 use cni_core::spec::config::Attachment;
 use cni_core::spec::result::{CniResult, Interface};
-use cni_core::{delegate, macspoof, masq, sysctl, CniError};
+use cni_core::{delegate, macspoof, masq, sysctl, veth, CniError};
 use tracing::{debug, info, warn};
 
 use crate::config::BridgeConfig;
@@ -64,12 +64,7 @@ async fn add_async(
     let pod = Netlink::connect_in(ns)?;
     let ifname = target.ifname.as_str();
 
-    if pod.link_by_name(ifname).await?.is_some() {
-        return Err(CniError::invalid_config(format!(
-            "interface {ifname} already exists in {}: DEL the attachment first or use another CNI_IFNAME",
-            netns.display()
-        )));
-    }
+    veth::ensure_ifname_free(&pod, ifname, netns).await?;
 
     // IPAM (which waits on fsync) runs while the links are made, as the reference does
     // them before IPAM too; the addresses come once it has answered.
@@ -283,7 +278,10 @@ impl Attach<'_> {
                 .await?;
         }
         if cfg.is_gateway {
-            gateway::enable_forwarding(&gws)?;
+            sysctl::enable_forwarding(
+                gws.iter().any(|g| g.is_ipv4()),
+                gws.iter().any(|g| g.is_ipv6()),
+            )?;
         }
 
         // Inside the pod: sysctls, addresses, up (announces them: arp_notify), routes.
@@ -301,39 +299,18 @@ impl Attach<'_> {
                 debug!(error = %e, "arp_notify not set");
             }
         }
-        for ip in &result.ips {
-            self.pod
-                .add_address(pod_link.index, ip.address)
-                .await
-                .map_err(|e| e.context(format!("adding {} to {ifname}", ip.address)))?;
-        }
-        self.pod
-            .set_up(pod_link.index)
-            .await
-            .map_err(|e| e.context(format!("setting {ifname} up")))?;
-        for r in &result.routes {
-            let gw = r.gw.or_else(|| {
+        veth::address_and_up(self.pod, pod_link.index, ifname, &result.ips).await?;
+        // A route without a gateway goes through the address's gateway of its family.
+        veth::add_pod_routes(self.pod, pod_link.index, &result.routes, |r| {
+            r.gw.or_else(|| {
                 result
                     .ips
                     .iter()
                     .filter_map(|i| i.gateway)
                     .find(|g| g.is_ipv6() == r.dst.is_ipv6())
-            });
-            let spec = RouteSpec {
-                gw,
-                oif: Some(pod_link.index),
-                scope: r.scope,
-                table: r.table,
-                metric: r.priority,
-                mtu: r.mtu,
-                advmss: r.advmss,
-                ..RouteSpec::new(r.dst)
-            };
-            self.pod
-                .add_route(&spec)
-                .await
-                .map_err(|e| e.context(format!("adding route {} in the pod", r.dst)))?;
-        }
+            })
+        })
+        .await?;
         let name = &self.call.conf.name;
         if cfg.macspoofchk {
             rb.macspoof = true;
@@ -356,31 +333,18 @@ impl Attach<'_> {
             .unwrap_or_else(|| br.clone());
         // The host end's MAC does not change on joining the bridge: no need to read it again.
         let host_now = host_veth;
+        let [host_iface, pod_iface] =
+            veth::result_interfaces(&host_now, ifname, pod_mac, mtu, self.netns);
         result.interfaces = vec![
             Interface {
                 name: br_now.name.clone(),
                 mac: br_now.mac.map(|m| m.to_string()),
                 ..Default::default()
             },
-            Interface {
-                name: host_now.name.clone(),
-                mac: host_now.mac.map(|m| m.to_string()),
-                mtu: Some(mtu),
-                ..Default::default()
-            },
-            Interface {
-                name: ifname.to_string(),
-                mac: Some(pod_mac.to_string()),
-                mtu: Some(mtu),
-                sandbox: Some(self.netns.display().to_string()),
-                ..Default::default()
-            },
+            host_iface,
+            pod_iface,
         ];
-        if result.dns.is_empty() {
-            if let Some(dns) = &self.call.conf.dns {
-                result.dns = dns.clone();
-            }
-        }
+        result.fill_dns(self.call.conf.dns.as_ref());
         info!(
             container = %self.target.container_id,
             ifname,
@@ -410,26 +374,7 @@ impl Rollback {
             }
         }
         if let Some(veth) = &self.veth {
-            // Deleting either end removes the pair; try both in case one is already gone.
-            match a.host.link_by_name(veth).await {
-                Ok(Some(l)) => {
-                    if let Err(e) = a.host.delete_link(l.index).await {
-                        warn!(error = %e, veth, "undo: deleting host veth");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, veth, "undo: looking up host veth"),
-            }
-            let ifname = a.target.ifname.as_str();
-            match a.pod.link_by_name(ifname).await {
-                Ok(Some(l)) => {
-                    if let Err(e) = a.pod.delete_link(l.index).await {
-                        warn!(error = %e, ifname, "undo: deleting pod interface");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, ifname, "undo: looking up pod interface"),
-            }
+            veth::undo_pair(a.host, a.pod, veth, a.target.ifname.as_str()).await;
         }
         if let (true, Some(plugin)) = (self.ipam, &a.cfg.ipam) {
             if let Err(e) = delegate::run(plugin, Command::Del, &a.call.stdin, &a.call.env) {
@@ -437,9 +382,4 @@ impl Rollback {
             }
         }
     }
-}
-
-/// Parses a MAC from a result's interface entry (for CHECK).
-pub fn parse_mac(s: &str) -> Option<MacAddr> {
-    s.parse().ok()
 }

@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
+use cni_core::check::{self, failed};
 use cni_core::netlink::{block_on, Netlink};
 use cni_core::netns::NetNs;
 use cni_core::skel::{Call, Command, Target};
 use cni_core::spec::result::CniResult;
-use cni_core::{delegate, masq, CniError};
+use cni_core::{delegate, CniError};
 
-use crate::attach::parse_mac;
 use crate::config::BridgeConfig;
 
 /// CHECK with the configuration read from the call.
@@ -37,49 +37,10 @@ pub fn check_with(call: &Call, target: &Target, cfg: &BridgeConfig) -> Result<()
     block_on(check_links(cfg, prev, target, &ns, netns)).and_then(|r| r)?;
 
     if cfg.ip_masq {
-        let have = masq::list(&call.conf.name, &target.attachment())?;
-        for ip in pod_ips(prev, target, netns)? {
-            if !have.iter().any(|h| h.ip() == ip.ip()) {
-                return Err(failed(format!(
-                    "masquerade rule for {} is missing",
-                    ip.ip()
-                )));
-            }
-        }
+        let ips = check::pod_ips(prev, target.ifname.as_str(), netns)?;
+        check::masq_present(&call.conf.name, &target.attachment(), &ips)?;
     }
     Ok(())
-}
-
-fn failed(msg: String) -> CniError {
-    CniError::internal(format!("CHECK: {msg}"))
-}
-
-/// Index in `prev.interfaces` of the pod interface (our ifname, in a sandbox).
-fn pod_iface(prev: &CniResult, target: &Target, netns: &Path) -> Result<usize, CniError> {
-    let ifname = target.ifname.as_str();
-    prev.interfaces
-        .iter()
-        .position(|i| i.name == ifname && i.sandbox.is_some())
-        .ok_or_else(|| {
-            failed(format!(
-                "prevResult lists no interface {ifname} in a sandbox (expected {})",
-                netns.display()
-            ))
-        })
-}
-
-fn pod_ips(
-    prev: &CniResult,
-    target: &Target,
-    netns: &Path,
-) -> Result<Vec<ipnetwork::IpNetwork>, CniError> {
-    let idx = pod_iface(prev, target, netns)?;
-    Ok(prev
-        .ips
-        .iter()
-        .filter(|ip| ip.interface.is_none_or(|i| i == idx))
-        .map(|ip| ip.address)
-        .collect())
 }
 
 async fn check_links(
@@ -128,51 +89,10 @@ async fn check_links(
         }
     }
 
-    // The pod interface.
-    let idx = pod_iface(prev, target, netns)?;
-    let want = &prev.interfaces[idx];
-    let link = pod.link_by_name(ifname).await?.ok_or_else(|| {
-        failed(format!(
-            "interface {ifname} does not exist in {}",
-            netns.display()
-        ))
-    })?;
-    if let Some(mac) = want.mac.as_deref() {
-        let want_mac = parse_mac(mac);
-        if want_mac.is_none() || link.mac != want_mac {
-            return Err(failed(format!(
-                "{ifname} has MAC {}, prevResult says {mac}",
-                link.mac
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| "none".into())
-            )));
-        }
-    }
-
-    // Its addresses.
+    // The pod interface, its addresses, its routes.
+    let ips = check::pod_ips(prev, ifname, netns)?;
+    let link = check::pod_link(&pod, prev, ifname, netns).await?;
     let have = pod.addresses(link.index).await?;
-    for addr in pod_ips(prev, target, netns)? {
-        if !have.contains(&addr) {
-            return Err(failed(format!("address {addr} is missing on {ifname}")));
-        }
-    }
-
-    // Its routes.
-    for r in &prev.routes {
-        let routes = pod.routes(r.dst.is_ipv6(), r.table).await?;
-        let found = routes.iter().any(|k| {
-            k.dst.ip() == r.dst.ip()
-                && k.dst.prefix() == r.dst.prefix()
-                && (r.gw.is_none() || k.gw == r.gw)
-        });
-        if !found {
-            let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
-            return Err(failed(format!(
-                "route {}{via} is missing in {}",
-                r.dst,
-                netns.display()
-            )));
-        }
-    }
-    Ok(())
+    check::addresses_present(&have, &ips, ifname)?;
+    check::routes_present(&pod, &prev.routes, netns).await
 }

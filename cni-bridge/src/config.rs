@@ -4,15 +4,11 @@ use std::str::FromStr;
 
 use cni_core::netlink::MacAddr;
 use cni_core::spec::config::NetConf;
+use cni_core::spec::fields::{self, field, flag, validate_link_name};
 use cni_core::CniError;
-use serde::de::DeserializeOwned;
 
 /// Bridge used when `bridge` is not set.
 pub const DEFAULT_BRIDGE: &str = "cni0";
-/// Smallest MTU accepted (the IPv4 minimum).
-pub const MIN_MTU: u32 = 68;
-/// Largest MTU accepted.
-pub const MAX_MTU: u32 = 65535;
 
 /// The validated configuration of one invocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,42 +59,29 @@ impl BridgeConfig {
         ipam: Option<String>,
         mac: Option<&str>,
     ) -> Result<BridgeConfig, CniError> {
-        if !raw.is_object() {
-            return Err(CniError::invalid_config(
-                "the network configuration must be a JSON object",
-            ));
-        }
-        let flag = |key: &str| field::<bool>(raw, key).map(|v| v.unwrap_or(false));
+        fields::object(raw)?;
         let r = RawConfig {
             bridge: field(raw, "bridge")?,
-            is_gateway: flag("isGateway")?,
-            is_default_gateway: flag("isDefaultGateway")?,
-            force_address: flag("forceAddress")?,
-            ip_masq: flag("ipMasq")?,
+            is_gateway: flag(raw, "isGateway")?,
+            is_default_gateway: flag(raw, "isDefaultGateway")?,
+            force_address: flag(raw, "forceAddress")?,
+            ip_masq: flag(raw, "ipMasq")?,
             mtu: field(raw, "mtu")?,
-            hairpin_mode: flag("hairpinMode")?,
-            promisc_mode: flag("promiscMode")?,
+            hairpin_mode: flag(raw, "hairpinMode")?,
+            promisc_mode: flag(raw, "promiscMode")?,
             vlan: field(raw, "vlan")?,
-            enable_dad: flag("enabledad")?,
-            macspoofchk: flag("macspoofchk")?,
+            enable_dad: flag(raw, "enabledad")?,
+            macspoofchk: flag(raw, "macspoofchk")?,
         };
 
         let bridge = match r.bridge {
             None => DEFAULT_BRIDGE.to_string(),
             Some(b) => {
-                validate_link_name(&b)?;
+                validate_link_name("bridge", &b)?;
                 b
             }
         };
-        let mtu = match r.mtu {
-            None | Some(0) => None,
-            Some(m) if (MIN_MTU..=MAX_MTU).contains(&m) => Some(m),
-            Some(m) => {
-                return Err(CniError::invalid_config(format!(
-                    "mtu {m} is out of range: use a value between {MIN_MTU} and {MAX_MTU}, or omit it to follow the bridge"
-                )))
-            }
-        };
+        let mtu = fields::mtu(r.mtu, "the bridge")?;
         let vlan = match r.vlan {
             None | Some(0) => None,
             Some(v) if (1..=4094).contains(&v) => u16::try_from(v).ok(),
@@ -118,11 +101,7 @@ impl BridgeConfig {
             })?),
         };
         if let Some(t) = &ipam {
-            if t.is_empty() || t.contains('/') || t == "." || t == ".." {
-                return Err(CniError::invalid_config(format!(
-                    "ipam.type {t:?} is invalid: name an IPAM plugin binary in CNI_PATH (e.g. \"host-local\")"
-                )));
-            }
+            fields::validate_ipam_type(t)?;
         }
 
         if r.hairpin_mode && r.promisc_mode {
@@ -162,35 +141,6 @@ struct RawConfig {
     vlan: Option<i64>,
     enable_dad: bool,
     macspoofchk: bool,
-}
-
-/// Field `key` of `raw` as a `T`; absent or `null` is `None`. A value of the wrong type
-/// is `InvalidConfig` (7) naming the field.
-fn field<T: DeserializeOwned>(raw: &serde_json::Value, key: &str) -> Result<Option<T>, CniError> {
-    match raw.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
-            CniError::invalid_config(format!("field {key:?} has a wrong type ({e}): got {v}"))
-        }),
-    }
-}
-
-/// A name Linux accepts for a link: 1..=15 bytes, not `.`/`..`, no `/`, `:`, NUL or
-/// whitespace.
-fn validate_link_name(name: &str) -> Result<(), CniError> {
-    let bad = name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
-    if bad {
-        return Err(CniError::invalid_config(format!(
-            "bridge {name:?} is not a valid interface name: use 1 to 15 characters without '/', ':' or whitespace"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use cni_core::netlink::Netlink;
 use cni_core::spec::result::{CniResult, Route};
-use cni_core::{sysctl, CniError};
+use cni_core::CniError;
 use ipnetwork::IpNetwork;
 use tracing::debug;
 
@@ -114,24 +114,6 @@ pub async fn ensure_on_bridge(
     nl.add_address(index, gw)
         .await
         .map_err(|e| e.context(format!("adding gateway {gw} to bridge {bridge}")))
-}
-
-/// Turns on forwarding for the families of `gws` (only writes when not already on).
-pub fn enable_forwarding(gws: &[IpNetwork]) -> Result<(), CniError> {
-    let mut keys = Vec::new();
-    if gws.iter().any(|g| g.is_ipv4()) {
-        keys.push("net.ipv4.ip_forward");
-    }
-    if gws.iter().any(|g| g.is_ipv6()) {
-        keys.push("net.ipv6.conf.all.forwarding");
-    }
-    for key in keys {
-        if sysctl::get(key).map(|v| v.trim() == "1").unwrap_or(false) {
-            continue;
-        }
-        sysctl::set(key, "1").map_err(|e| e.context(format!("enabling {key}")))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,9 +5,12 @@
 //! - [`skel`]: the plugin skeleton: `CNI_*` environment + stdin -> [`skel::Plugin`] -> stdout.
 //! - [`delegate`]: running another plugin (IPAM) found in `CNI_PATH`.
 //! - [`netns`], [`netlink`], [`sysctl`], [`masq`]: the kernel side.
+//! - [`veth`], [`check`]: a pod's veth torn down, and its CHECK, as every veth plugin
+//!   does them.
 //! - [`node`]: the node side of the multi-node datapaths (objects toward remote nodes,
 //!   the reconciler, the [`node::NodeSide`] trait).
 
+pub mod check;
 pub mod delegate;
 pub mod logging;
 pub mod macspoof;
@@ -19,6 +22,7 @@ pub mod node;
 pub mod skel;
 pub mod spec;
 pub mod sysctl;
+pub mod veth;
 
 pub use spec::error::{CniError, ErrorCode};
 pub use spec::result::CniResult;

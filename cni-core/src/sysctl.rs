@@ -59,6 +59,21 @@ pub fn get(key: &str) -> Result<String, CniError> {
     Ok(s.trim_end_matches('\n').to_string())
 }
 
+/// Turns on IP forwarding for the families asked for (writes only when not already on).
+pub fn enable_forwarding(v4: bool, v6: bool) -> Result<(), CniError> {
+    let keys = [
+        (v4, "net.ipv4.ip_forward"),
+        (v6, "net.ipv6.conf.all.forwarding"),
+    ];
+    for (_, key) in keys.iter().filter(|(want, _)| *want) {
+        if get(key).map(|v| v.trim() == "1").unwrap_or(false) {
+            continue;
+        }
+        set(key, "1").map_err(|e| e.context(format!("enabling {key}")))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::path_of;

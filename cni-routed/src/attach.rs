@@ -15,11 +15,12 @@ use cni_core::netlink::{block_on, Link, MacAddr, Netlink, RouteSpec};
 use cni_core::netns::NetNs;
 use cni_core::skel::{Call, Command, Target};
 use cni_core::spec::config::Attachment;
-use cni_core::spec::result::{CniResult, Interface};
-use cni_core::{delegate, masq, sysctl, CniError};
+use cni_core::spec::fields::MIN_MTU;
+use cni_core::spec::result::CniResult;
+use cni_core::{delegate, masq, sysctl, veth, CniError};
 use tracing::{debug, info, warn};
 
-use crate::config::{RoutedConfig, MIN_MTU};
+use crate::config::RoutedConfig;
 use crate::pod::{self, GATEWAY_V4, GATEWAY_V6, HOST_MAC};
 use crate::Datapath;
 
@@ -49,12 +50,7 @@ async fn add_async(
     let ifname = target.ifname.as_str();
     let veth = pod::host_veth_name(&call.conf.name, target.container_id.as_str(), ifname);
 
-    if pod.link_by_name(ifname).await?.is_some() {
-        return Err(CniError::invalid_config(format!(
-            "interface {ifname} already exists in {}: DEL the attachment first or use another CNI_IFNAME",
-            netns.display()
-        )));
-    }
+    veth::ensure_ifname_free(&pod, ifname, netns).await?;
     if host.link_by_name(&veth).await?.is_some() {
         return Err(CniError::invalid_config(format!(
             "host interface {veth} of container {} / {ifname} already exists (attached in \
@@ -226,16 +222,7 @@ impl Attach<'_> {
                 .map_err(|e| e.context(format!("disabling DAD on {ifname}")))?;
         }
         let p = pod_link.index;
-        for ip in &result.ips {
-            self.pod
-                .add_address(p, ip.address)
-                .await
-                .map_err(|e| e.context(format!("adding {} to {ifname}", ip.address)))?;
-        }
-        self.pod
-            .set_up(p)
-            .await
-            .map_err(|e| e.context(format!("setting {ifname} up")))?;
+        veth::address_and_up(self.pod, p, ifname, &result.ips).await?;
         if has_v4 {
             let gw = pod::host_prefix(IpAddr::V4(GATEWAY_V4));
             self.pod
@@ -260,25 +247,10 @@ impl Attach<'_> {
                     .map_err(|e| e.context(format!("gateway {gw} in the pod")))?;
             }
         }
-        for r in &result.routes {
-            let spec = RouteSpec {
-                gw: r.gw,
-                oif: Some(p),
-                scope: r.scope,
-                table: r.table,
-                metric: r.priority,
-                mtu: r.mtu,
-                advmss: r.advmss,
-                ..RouteSpec::new(r.dst)
-            };
-            self.pod
-                .add_route(&spec)
-                .await
-                .map_err(|e| e.context(format!("adding route {} in the pod", r.dst)))?;
-        }
+        veth::add_pod_routes(self.pod, p, &result.routes, |r| r.gw).await?;
 
         // On the host: forwarding, a host route to each address.
-        enable_forwarding(has_v4, has_v6)?;
+        sysctl::enable_forwarding(has_v4, has_v6)?;
         for ip in &result.ips {
             self.host
                 .add_route(&RouteSpec {
@@ -302,26 +274,9 @@ impl Attach<'_> {
             }
         }
 
-        result.interfaces = vec![
-            Interface {
-                name: host_veth.name.clone(),
-                mac: host_veth.mac.map(|m| m.to_string()),
-                mtu: Some(mtu),
-                ..Default::default()
-            },
-            Interface {
-                name: ifname.to_string(),
-                mac: Some(pod_mac.to_string()),
-                mtu: Some(mtu),
-                sandbox: Some(self.netns.display().to_string()),
-                ..Default::default()
-            },
-        ];
-        if result.dns.is_empty() {
-            if let Some(dns) = &self.call.conf.dns {
-                result.dns = dns.clone();
-            }
-        }
+        result.interfaces =
+            veth::result_interfaces(&host_veth, ifname, pod_mac, mtu, self.netns).to_vec();
+        result.fill_dns(self.call.conf.dns.as_ref());
         info!(
             container = %self.target.container_id,
             ifname,
@@ -335,21 +290,6 @@ impl Attach<'_> {
     }
 }
 
-/// Turns on forwarding for the pod's families (only writes when not already on).
-fn enable_forwarding(v4: bool, v6: bool) -> Result<(), CniError> {
-    let keys = [
-        (v4, "net.ipv4.ip_forward"),
-        (v6, "net.ipv6.conf.all.forwarding"),
-    ];
-    for (_, key) in keys.iter().filter(|(want, _)| *want) {
-        if sysctl::get(key).map(|v| v.trim() == "1").unwrap_or(false) {
-            continue;
-        }
-        sysctl::set(key, "1").map_err(|e| e.context(format!("enabling {key}")))?;
-    }
-    Ok(())
-}
-
 impl Rollback {
     /// Best effort: every step is tried, failures are logged.
     async fn undo(&self, a: &Attach<'_>) {
@@ -359,27 +299,7 @@ impl Rollback {
             }
         }
         if let Some(veth) = &self.veth {
-            // Either end takes the pair (and the host routes on it) with it; try both in
-            // case one is already gone.
-            match a.host.link_by_name(veth).await {
-                Ok(Some(l)) => {
-                    if let Err(e) = a.host.delete_link(l.index).await {
-                        warn!(error = %e, veth, "undo: deleting host veth");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, veth, "undo: looking up host veth"),
-            }
-            let ifname = a.target.ifname.as_str();
-            match a.pod.link_by_name(ifname).await {
-                Ok(Some(l)) => {
-                    if let Err(e) = a.pod.delete_link(l.index).await {
-                        warn!(error = %e, ifname, "undo: deleting pod interface");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, ifname, "undo: looking up pod interface"),
-            }
+            veth::undo_pair(a.host, a.pod, veth, a.target.ifname.as_str()).await;
         }
         if self.ipam {
             let plugin = &a.cfg.ipam;

@@ -4,11 +4,12 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use cni_core::check::{self, failed};
 use cni_core::netlink::{block_on, Netlink, RouteSpec};
 use cni_core::netns::NetNs;
 use cni_core::skel::{Call, Command, Target};
 use cni_core::spec::result::CniResult;
-use cni_core::{delegate, masq, CniError};
+use cni_core::{delegate, CniError};
 use ipnetwork::IpNetwork;
 
 use crate::config::RoutedConfig;
@@ -30,7 +31,7 @@ pub fn check(dp: &Datapath, call: &Call, target: &Target) -> Result<(), CniError
     delegate::run(&cfg.ipam, Command::Check, &call.stdin, &call.env)
         .map_err(|e| e.context(format!("IPAM {}", cfg.ipam)))?;
 
-    let ips = pod_ips(prev, target, netns)?;
+    let ips = check::pod_ips(prev, target.ifname.as_str(), netns)?;
     let veth = pod::host_veth_name(
         &call.conf.name,
         target.container_id.as_str(),
@@ -40,42 +41,9 @@ pub fn check(dp: &Datapath, call: &Call, target: &Target) -> Result<(), CniError
     block_on(check_links(prev, &ips, &veth, target, &ns, netns)).and_then(|r| r)?;
 
     if cfg.ip_masq {
-        let have = masq::list(&call.conf.name, &target.attachment())?;
-        for ip in &ips {
-            if !have.iter().any(|h| h.ip() == ip.ip()) {
-                return Err(failed(format!(
-                    "masquerade rule for {} is missing",
-                    ip.ip()
-                )));
-            }
-        }
+        check::masq_present(&call.conf.name, &target.attachment(), &ips)?;
     }
     Ok(())
-}
-
-fn failed(msg: String) -> CniError {
-    CniError::internal(format!("CHECK: {msg}"))
-}
-
-/// The addresses `prev` puts on our pod interface (our ifname, in a sandbox).
-fn pod_ips(prev: &CniResult, target: &Target, netns: &Path) -> Result<Vec<IpNetwork>, CniError> {
-    let ifname = target.ifname.as_str();
-    let idx = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == ifname && i.sandbox.is_some())
-        .ok_or_else(|| {
-            failed(format!(
-                "prevResult lists no interface {ifname} in a sandbox (expected {})",
-                netns.display()
-            ))
-        })?;
-    Ok(prev
-        .ips
-        .iter()
-        .filter(|ip| ip.interface.is_none_or(|i| i == idx))
-        .map(|ip| ip.address)
-        .collect())
 }
 
 async fn check_links(
@@ -97,41 +65,18 @@ async fn check_links(
     if !hv.up {
         return Err(failed(format!("host veth {veth} is down")));
     }
-    let link = pod.link_by_name(ifname).await?.ok_or_else(|| {
-        failed(format!(
-            "interface {ifname} does not exist in {}",
-            netns.display()
-        ))
-    })?;
-    if let Some(mac) = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == ifname && i.sandbox.is_some())
-        .and_then(|i| i.mac.as_deref())
-    {
-        let want = mac.parse().ok();
-        if want.is_none() || link.mac != want {
-            return Err(failed(format!(
-                "{ifname} has MAC {}, prevResult says {mac}",
-                link.mac
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| "none".into())
-            )));
-        }
-    }
+    let link = check::pod_link(&pod, prev, ifname, netns).await?;
 
     // The pod's addresses, and the host's route to each on the host end.
     let have = pod.addresses(link.index).await?;
     for v6 in [false, true] {
-        let fam: Vec<&IpNetwork> = ips.iter().filter(|a| a.is_ipv6() == v6).collect();
+        let fam: Vec<IpNetwork> = ips.iter().filter(|a| a.is_ipv6() == v6).copied().collect();
         if fam.is_empty() {
             continue;
         }
+        check::addresses_present(&have, &fam, ifname)?;
         let host_routes = host.routes(v6, None).await?;
         for addr in fam {
-            if !have.contains(addr) {
-                return Err(failed(format!("address {addr} is missing on {ifname}")));
-            }
             let want = RouteSpec {
                 oif: Some(hv.index),
                 ..RouteSpec::new(pod::host_prefix(addr.ip()))
@@ -159,21 +104,5 @@ async fn check_links(
             )));
         }
     }
-    for r in &prev.routes {
-        let routes = pod.routes(r.dst.is_ipv6(), r.table).await?;
-        let found = routes.iter().any(|k| {
-            k.dst.ip() == r.dst.ip()
-                && k.dst.prefix() == r.dst.prefix()
-                && (r.gw.is_none() || k.gw == r.gw)
-        });
-        if !found {
-            let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
-            return Err(failed(format!(
-                "route {}{via} is missing in {}",
-                r.dst,
-                netns.display()
-            )));
-        }
-    }
-    Ok(())
+    check::routes_present(&pod, &prev.routes, netns).await
 }

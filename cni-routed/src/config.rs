@@ -1,18 +1,11 @@
 //! The plugin's own configuration, parsed and validated once per invocation.
 
-use std::net::IpAddr;
-
 use cni_core::netlink::UnderlaySelect;
 use cni_core::spec::config::NetConf;
+use cni_core::spec::fields::{self, flag};
 use cni_core::CniError;
-use serde::de::DeserializeOwned;
 
 use crate::Datapath;
-
-/// Smallest MTU accepted (the IPv4 minimum).
-pub const MIN_MTU: u32 = 68;
-/// Largest MTU accepted.
-pub const MAX_MTU: u32 = 65535;
 
 /// The validated configuration of one invocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,42 +36,10 @@ impl RoutedConfig {
         raw: &serde_json::Value,
         ipam: Option<String>,
     ) -> Result<RoutedConfig, CniError> {
-        if !raw.is_object() {
-            return Err(CniError::invalid_config(
-                "the network configuration must be a JSON object",
-            ));
-        }
-        let ip_masq = field::<bool>(raw, "ipMasq")?.unwrap_or(false);
-        let mtu = match field::<u32>(raw, "mtu")? {
-            None | Some(0) => None,
-            Some(m) if (MIN_MTU..=MAX_MTU).contains(&m) => Some(m),
-            Some(m) => {
-                return Err(CniError::invalid_config(format!(
-                    "mtu {m} is out of range: use a value between {MIN_MTU} and {MAX_MTU}, \
-                     or omit it to follow the underlay"
-                )))
-            }
-        };
-        let iface = field::<String>(raw, "underlayInterface")?;
-        let addr = field::<String>(raw, "underlayAddress")?;
-        let underlay = match (iface, addr) {
-            (Some(_), Some(_)) => {
-                return Err(CniError::invalid_config(
-                    "underlayInterface and underlayAddress are both set: choose one",
-                ))
-            }
-            (Some(i), None) => {
-                validate_link_name("underlayInterface", &i)?;
-                UnderlaySelect::Interface(i)
-            }
-            (None, Some(a)) => UnderlaySelect::Address(a.parse::<IpAddr>().map_err(|_| {
-                CniError::invalid_config(format!(
-                    "underlayAddress {a:?} is not an IP address: write one of this node's \
-                     addresses, e.g. \"192.0.2.10\""
-                ))
-            })?),
-            (None, None) => UnderlaySelect::DefaultRoute,
-        };
+        fields::object(raw)?;
+        let ip_masq = flag(raw, "ipMasq")?;
+        let mtu = fields::mtu(fields::field(raw, "mtu")?, "the underlay")?;
+        let underlay = UnderlaySelect::from_conf(raw)?;
         let ipam = match ipam {
             None => {
                 return Err(CniError::invalid_config(format!(
@@ -87,13 +48,10 @@ impl RoutedConfig {
                     dp.name
                 )))
             }
-            Some(t) if t.is_empty() || t.contains('/') || t == "." || t == ".." => {
-                return Err(CniError::invalid_config(format!(
-                    "ipam.type {t:?} is invalid: name an IPAM plugin binary in CNI_PATH \
-                     (e.g. \"host-local\" or \"cni-ipam\")"
-                )))
+            Some(t) => {
+                fields::validate_ipam_type(&t)?;
+                t
             }
-            Some(t) => t,
         };
         Ok(RoutedConfig {
             ip_masq,
@@ -102,36 +60,6 @@ impl RoutedConfig {
             ipam,
         })
     }
-}
-
-/// Field `key` of `raw` as a `T`; absent or `null` is `None`. A value of the wrong type
-/// is `InvalidConfig` (7) naming the field.
-fn field<T: DeserializeOwned>(raw: &serde_json::Value, key: &str) -> Result<Option<T>, CniError> {
-    match raw.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
-            CniError::invalid_config(format!("field {key:?} has a wrong type ({e}): got {v}"))
-        }),
-    }
-}
-
-/// A name Linux accepts for a link: 1..=15 bytes, not `.`/`..`, no `/`, `:`, NUL or
-/// whitespace.
-fn validate_link_name(key: &str, name: &str) -> Result<(), CniError> {
-    let bad = name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
-    if bad {
-        return Err(CniError::invalid_config(format!(
-            "{key} {name:?} is not a valid interface name: use 1 to 15 characters without \
-             '/', ':' or whitespace"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

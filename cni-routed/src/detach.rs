@@ -3,11 +3,9 @@
 //! then releases the IPAM allocation. Succeeds when the netns, the interface or the
 //! allocation is gone.
 
-use std::path::Path;
-
-use cni_core::netlink::{block_on, delete_link_detached, Netlink};
-use cni_core::netns::NetNs;
+use cni_core::netlink::{block_on, Netlink};
 use cni_core::skel::{Call, Command, Target};
+use cni_core::veth::del_in_netns;
 use cni_core::{delegate, masq, CniError};
 use tracing::{debug, info, warn};
 
@@ -53,25 +51,6 @@ pub fn del(dp: &Datapath, call: &Call, target: &Target) -> Result<(), CniError> 
             Ok(())
         }
     }
-}
-
-/// Deletes `ifname` inside the netns at `path`; a netns that is gone is nothing to do.
-fn del_in_netns(path: &Path, ifname: &str) -> Result<(), CniError> {
-    if !path.exists() {
-        debug!(netns = %path.display(), "netns gone; nothing to delete inside it");
-        return Ok(());
-    }
-    let ns = match NetNs::open(path) {
-        Ok(ns) => ns,
-        Err(e) => {
-            // A leftover mount point of a destroyed namespace is not a namespace any more.
-            warn!(error = %e, netns = %path.display(), "cannot open netns; treating it as gone");
-            return Ok(());
-        }
-    };
-    // Returns once the interface (and its host end) is gone; the kernel's last wait
-    // finishes in a detached child.
-    delete_link_detached(&ns, ifname).map(|_| ())
 }
 
 /// The host end, when it outlived its pod end (a DEL without the netns while the

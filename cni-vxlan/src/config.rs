@@ -15,11 +15,10 @@
 //! `isGateway` and `isDefaultGateway` are always on; every other `cni-bridge` option
 //! (`ipMasq`, `hairpinMode`, `macspoofchk`, `vlan`, ...) means what it means there.
 
-use std::net::IpAddr;
-
 use cni_bridge::config::BridgeConfig;
 use cni_core::netlink::{Underlay, UnderlaySelect};
 use cni_core::spec::config::NetConf;
+use cni_core::spec::fields::{self, field, flag, validate_link_name, MIN_MTU};
 use cni_core::CniError;
 use serde_json::Value;
 
@@ -34,8 +33,6 @@ pub const DEFAULT_PORT: u16 = 8472;
 pub const VXLAN_OVERHEAD: u32 = 50;
 /// Largest VNI (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;
-/// Smallest MTU accepted (the IPv4 minimum).
-pub const MIN_MTU: u32 = 68;
 
 /// The node side's settings (what `ipamd` needs besides the underlay and node name).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,11 +125,7 @@ impl VxlanConfig {
         ipam: Option<String>,
         mac: Option<&str>,
     ) -> Result<VxlanConfig, CniError> {
-        let Some(obj) = raw.as_object() else {
-            return Err(CniError::invalid_config(
-                "the network configuration must be a JSON object",
-            ));
-        };
+        let obj = fields::object(raw)?;
         // The bridge's config with this datapath's defaults: a gateway on the bridge
         // and the pods' default route through it are what routes to other nodes need.
         let mut b = obj.clone();
@@ -156,28 +149,9 @@ impl VxlanConfig {
             ));
         }
 
-        let underlay = match (
-            str_field(raw, "underlayInterface")?,
-            str_field(raw, "underlayAddress")?,
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(CniError::invalid_config(
-                    "underlayInterface and underlayAddress are both set: choose one",
-                ))
-            }
-            (Some(i), None) => {
-                check_link_name("underlayInterface", &i)?;
-                UnderlaySelect::Interface(i)
-            }
-            (None, Some(a)) => {
-                UnderlaySelect::Address(a.trim().parse::<IpAddr>().map_err(|_| {
-                    CniError::invalid_config(format!("underlayAddress: {a:?} is not an IP address"))
-                })?)
-            }
-            (None, None) => UnderlaySelect::DefaultRoute,
-        };
+        let underlay = UnderlaySelect::from_conf(raw)?;
 
-        let vni = match num_field(raw, "vni")? {
+        let vni = match field::<u64>(raw, "vni")? {
             None => DEFAULT_VNI,
             Some(v) if v <= u64::from(MAX_VNI) => v as u32,
             Some(v) => {
@@ -186,7 +160,7 @@ impl VxlanConfig {
                 )))
             }
         };
-        let port = match num_field(raw, "port")? {
+        let port = match field::<u64>(raw, "port")? {
             None => DEFAULT_PORT,
             Some(p) if (1..=u64::from(u16::MAX)).contains(&p) => p as u16,
             Some(p) => {
@@ -195,19 +169,11 @@ impl VxlanConfig {
                 )))
             }
         };
-        let device = str_field(raw, "device")?;
+        let device = field::<String>(raw, "device")?;
         if let Some(d) = &device {
-            check_link_name("device", d)?;
+            validate_link_name("device", d)?;
         }
-        let direct_routing = match raw.get("directRouting") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(v) => {
-                return Err(CniError::invalid_config(format!(
-                    "directRouting: {v} is not a boolean"
-                )))
-            }
-        };
+        let direct_routing = flag(raw, "directRouting")?;
         let node = VxlanOptions {
             vni,
             port,
@@ -215,53 +181,13 @@ impl VxlanConfig {
             mtu: bridge.mtu,
             direct_routing,
         };
-        check_link_name("device", &node.device_name())?;
+        validate_link_name("device", &node.device_name())?;
         Ok(VxlanConfig {
             bridge,
             underlay,
             node,
         })
     }
-}
-
-/// Field `key` as a string; absent or `null` is `None`.
-fn str_field(raw: &Value, key: &str) -> Result<Option<String>, CniError> {
-    match raw.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(CniError::invalid_config(format!(
-            "{key}: {v} is not a string"
-        ))),
-    }
-}
-
-/// Field `key` as a non-negative integer; absent or `null` is `None`.
-fn num_field(raw: &Value, key: &str) -> Result<Option<u64>, CniError> {
-    match raw.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            CniError::invalid_config(format!("{key}: {v} is not a non-negative integer"))
-        }),
-    }
-}
-
-/// A name Linux accepts for a link: 1..=15 bytes, not `.`/`..`, no `/`, `:` or
-/// whitespace.
-fn check_link_name(field: &str, name: &str) -> Result<(), CniError> {
-    let bad = name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
-    if bad {
-        return Err(CniError::invalid_config(format!(
-            "{field}: {name:?} is not a valid interface name: use 1 to 15 characters without \
-             '/', ':' or whitespace"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod fields;
 pub mod names;
 pub mod result;
 pub mod version;

@@ -106,6 +106,13 @@ impl Dns {
 }
 
 impl CniResult {
+    /// The configuration's `dns` when IPAM gave none.
+    pub fn fill_dns(&mut self, dns: Option<&Dns>) {
+        if let (true, Some(dns)) = (self.dns.is_empty(), dns) {
+            self.dns = dns.clone();
+        }
+    }
+
     /// This plugin's result placed after `prev` (the chain's `prevResult`), as SPEC
     /// "ADD" asks of a plugin that receives one: `prev`'s interfaces, addresses, routes
     /// and DNS are kept; ours are appended, with our `ips[].interface` indexes shifted
