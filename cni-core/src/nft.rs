@@ -165,12 +165,23 @@ fn send_batch(batch: Batch) -> io::Result<()> {
 /// Dumps the rules of `chain`. A missing table or chain is an empty list.
 pub fn list_rules(chain: &NftChain) -> Result<Vec<ListedRule>, CniError> {
     let what = format!("listing {}", chain.describe());
-    match dump_rules(chain) {
-        Ok(rules) => Ok(rules),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Vec::new()),
-        Err(e) => Err(io_err(&what, e)),
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match dump_rules(chain) {
+            Ok(rules) => return Ok(rules),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
+            // The ruleset changed during the dump (another plugin added a rule: the kernel
+            // flags the dump NLM_F_DUMP_INTR, which libmnl reports as EINTR): dump again,
+            // as `nft` does.
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) && tries < DUMP_TRIES => continue,
+            Err(e) => return Err(io_err(&what, e)),
+        }
     }
 }
+
+/// How many times a dump interrupted by a concurrent ruleset change is started again.
+const DUMP_TRIES: usize = 16;
 
 fn dump_rules(chain: &NftChain) -> io::Result<Vec<ListedRule>> {
     let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
