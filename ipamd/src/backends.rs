@@ -1,6 +1,7 @@
 //! `ipamd run`: the datapath named by `--datapath`, built from the flags and the
 //! underlay, plugged into the daemon. Only composition: each datapath's logic lives in
-//! its crate (`cni_vxlan::node`, `cni_ipip::node`, `cni_routed::node`).
+//! its crate (`cni_vxlan::node`, `cni_ipip::node`, `cni_routed::node`) or in
+//! [`crate::bgp`].
 
 use cni_core::netlink::{Netlink, Underlay, UnderlaySelect};
 use cni_core::node::NodeSide;
@@ -40,6 +41,10 @@ pub async fn run(mut args: RunArgs) -> Result<(), Error> {
             };
             let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay, &opts)?;
             serve(args, side, nl, metrics).await
+        }
+        DatapathKind::Bgp => {
+            let (nl, underlay) = underlay(&mut args).await?;
+            crate::bgp::run(args, nl, underlay, metrics).await
         }
     }
 }

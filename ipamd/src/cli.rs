@@ -21,6 +21,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of `Run` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: register this node, keep its lease, claim its first blocks,
@@ -42,6 +44,19 @@ pub enum Command {
     RemoveNode(RemoveNodeArgs),
     /// Time ADDs through `cni-ipam`: with a block at hand vs one that must be claimed.
     Bench(BenchArgs),
+    /// BGP sessions of the running daemon (`--datapath bgp`): peer, AS, state, uptime,
+    /// prefixes sent and received.
+    BgpPeers(BgpPeersArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BgpPeersArgs {
+    /// The daemon's metrics address (its `--listen`).
+    #[arg(long, env = "IPAMD_LISTEN", default_value = "127.0.0.1:9645")]
+    pub listen: SocketAddr,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -76,6 +91,8 @@ pub enum DatapathKind {
     Ipip,
     /// Plain routes via each remote node's underlay address, one L2 segment (`cni-routed`).
     HostGw,
+    /// Plain routes learned over BGP (mesh or routers), across L3 (`cni-routed`).
+    Bgp,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -202,6 +219,87 @@ pub struct RunArgs {
     pub listen_any: bool,
     #[command(flatten)]
     pub datapath: DatapathArgs,
+    #[command(flatten)]
+    pub bgp: BgpArgs,
+}
+
+/// `--datapath bgp`: the BGP speaker.
+#[derive(Debug, Clone, Args)]
+pub struct BgpArgs {
+    /// Local AS number.
+    #[arg(long = "bgp-as", env = "IPAMD_BGP_AS", default_value_t = 64512)]
+    pub local_as: u32,
+    /// BGP router id [default: the underlay's IPv4 address].
+    #[arg(long, env = "IPAMD_BGP_ROUTER_ID")]
+    pub bgp_router_id: Option<std::net::Ipv4Addr>,
+    /// Where the speaker accepts sessions; a specific address is also the source of its
+    /// own connections.
+    #[arg(long, env = "IPAMD_BGP_LISTEN", default_value = "0.0.0.0:179")]
+    pub bgp_listen: SocketAddr,
+    /// No full iBGP mesh with the other nodes of the cluster store (peer with
+    /// --bgp-peer routers / route reflectors only).
+    #[arg(long, env = "IPAMD_BGP_NO_MESH")]
+    pub bgp_no_mesh: bool,
+    /// An explicit peer, `ADDR,AS[,PASSWORD]` (TCP MD5); repeat for more.
+    #[arg(long = "bgp-peer", env = "IPAMD_BGP_PEER", value_parser = parse_bgp_peer)]
+    pub bgp_peers: Vec<BgpPeerArg>,
+    /// Install learned prefixes outside --pool too (by default they are refused).
+    #[arg(long, env = "IPAMD_BGP_ACCEPT_OUTSIDE_POOL")]
+    pub bgp_accept_outside_pool: bool,
+    /// Hold time proposed to peers, in seconds (0 or at least 3).
+    #[arg(long, env = "IPAMD_BGP_HOLD_TIME", default_value_t = 90, value_parser = parse_hold_time)]
+    pub bgp_hold_time: u16,
+    /// Wait between connection attempts (and connect timeout).
+    #[arg(long, env = "IPAMD_BGP_CONNECT_RETRY", default_value = "5s", value_parser = parse_duration)]
+    pub bgp_connect_retry: Duration,
+}
+
+/// One `--bgp-peer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpPeerArg {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    pub password: Option<String>,
+}
+
+/// `ADDR,AS[,PASSWORD]`; the password may itself contain commas.
+pub fn parse_bgp_peer(s: &str) -> Result<BgpPeerArg, String> {
+    let mut it = s.splitn(3, ',');
+    let address = it
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected ADDR,AS[,PASSWORD]"))?;
+    let remote_as = it
+        .next()
+        .ok_or_else(|| format!("{s:?}: the AS is missing (ADDR,AS[,PASSWORD])"))?
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: the AS is not a number"))?;
+    if remote_as == 0 {
+        return Err(format!("{s:?}: AS 0"));
+    }
+    let password = it.next().filter(|p| !p.is_empty()).map(str::to_string);
+    if password.as_ref().is_some_and(|p| p.len() > 80) {
+        return Err(format!("{s:?}: a TCP MD5 key is at most 80 octets"));
+    }
+    Ok(BgpPeerArg {
+        address,
+        remote_as,
+        password,
+    })
+}
+
+fn parse_hold_time(s: &str) -> Result<u16, String> {
+    let n: u16 = s
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s:?}: seconds, 0 or 3..65535"))?;
+    bgp::HoldTime::new(n)
+        .map(|h| h.secs())
+        .ok_or_else(|| format!("{s:?}: RFC 4271 forbids a hold time of 1 or 2 s"))
 }
 
 impl RunArgs {
@@ -319,6 +417,22 @@ mod tests {
     }
 
     #[test]
+    fn bgp_peers_and_hold_time() {
+        let p = parse_bgp_peer("192.0.2.1,65000").unwrap();
+        assert_eq!(p.address, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!((p.remote_as, p.password), (65000, None));
+        let p = parse_bgp_peer("fd00::1, 4200000000 ,k,e,y").unwrap();
+        assert_eq!(p.remote_as, 4_200_000_000);
+        assert_eq!(p.password.as_deref(), Some("k,e,y"));
+        for bad in ["192.0.2.1", "x,1", "192.0.2.1,0", "192.0.2.1,as"] {
+            assert!(parse_bgp_peer(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_hold_time("9"), Ok(9));
+        assert_eq!(parse_hold_time("0"), Ok(0));
+        assert!(parse_hold_time("2").is_err());
+    }
+
+    #[test]
     fn cli_is_consistent_and_pools_repeat() {
         Cli::command().debug_assert();
         let c = Cli::try_parse_from([
@@ -340,6 +454,9 @@ mod tests {
                 assert_eq!(r.listen, "127.0.0.1:9645".parse().unwrap());
                 assert_eq!(r.datapath.kind, DatapathKind::None);
                 assert_eq!(r.datapath.vxlan_port, 8472);
+                assert_eq!(r.bgp.local_as, 64512);
+                assert_eq!(r.bgp.bgp_hold_time, 90);
+                assert!(r.bgp.bgp_peers.is_empty());
             }
             other => panic!("{other:?}"),
         }

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 responder for `GET /metrics` and `GET /healthz`: one request per
+//! A minimal HTTP/1.1 responder for `GET /metrics`, `GET /healthz` and (BGP)
+//! `GET /bgp/peers`: one request per
 //! connection (`Connection: close`), header bytes capped, a read timeout.
 
 use std::net::SocketAddr;
@@ -104,6 +105,17 @@ fn route(method: &str, path: &str, metrics: &Metrics) -> (&'static str, &'static
                 )
             }
         }
+        "/bgp/peers" => match metrics.bgp_peers() {
+            Some(peers) => match crate::bgp::status::to_json(&peers) {
+                Ok(body) => ("200 OK", "application/json", body),
+                Err(_) => ("500 Internal Server Error", TEXT, "encode\n".into()),
+            },
+            None => (
+                "404 Not Found",
+                TEXT,
+                "no BGP speaker: the daemon does not run --datapath bgp\n".into(),
+            ),
+        },
         _ => ("404 Not Found", TEXT, "try /metrics or /healthz\n".into()),
     }
 }
@@ -129,6 +141,7 @@ mod tests {
         assert_eq!(route("GET", "/healthz", &m).0, "200 OK");
         assert_eq!(route("GET", "/metrics", &m).0, "200 OK");
         assert_eq!(route("GET", "/nope", &m).0, "404 Not Found");
+        assert_eq!(route("GET", "/bgp/peers", &m).0, "404 Not Found");
         assert_eq!(route("POST", "/metrics", &m).0, "405 Method Not Allowed");
     }
 }

@@ -9,6 +9,8 @@
 //! - [`events`]: **the datapath seam**: [`events::PeerEvent`], [`events::PeerHandler`].
 //! - [`datapath`]: the handler that programs vxlan / ipip / host-gw through
 //!   `cni_core::node` (built from the flags by [`backends`]).
+//! - [`bgp`]: `--datapath bgp`: the BGP speaker's handler (export, mesh), learned
+//!   routes into the kernel, `/bgp/peers` and `bgp-peers`.
 //! - [`gc`]: release of reservations whose netns is gone.
 //! - [`release`]: release of blocks empty for a grace period (never a family's last).
 //! - [`metrics`], [`http`]: Prometheus metrics and `/healthz` on a loopback address.
@@ -17,6 +19,7 @@
 
 pub mod backends;
 pub mod bench;
+pub mod bgp;
 pub mod blocks;
 pub mod cli;
 pub mod datapath;

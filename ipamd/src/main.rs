@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             Command::Release(a) => ipamd::inspect::release(a, &mut out),
             Command::RemoveNode(a) => ipamd::inspect::remove_node(a, &mut out).await,
             Command::Bench(a) => ipamd::bench::run(a, &mut out).await,
+            Command::BgpPeers(a) => ipamd::bgp::status::bgp_peers(a, &mut out).await,
         }
     });
     match result {

@@ -6,8 +6,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 type Kind = [(&'static str, &'static str); 1];
+type PeerLabel = [(&'static str, String); 1];
 type FamilyLabel = [(&'static str, &'static str); 1];
 
 /// Every metric, plus the two health bits `/healthz` reads.
@@ -28,6 +30,11 @@ pub struct Metrics {
     dp_resyncs: Counter,
     dp_errors: Counter,
     dp_refused: Gauge,
+    bgp_up: Family<PeerLabel, Gauge>,
+    bgp_sent: Family<PeerLabel, Gauge>,
+    bgp_received: Family<PeerLabel, Gauge>,
+    /// The speaker whose peers the `bgp_*` families show (`--datapath bgp`).
+    bgp: OnceLock<bgp::Speaker>,
     registered: AtomicBool,
     renew_ok: AtomicBool,
 }
@@ -57,6 +64,10 @@ impl Metrics {
             dp_resyncs: Counter::default(),
             dp_errors: Counter::default(),
             dp_refused: Gauge::default(),
+            bgp_up: Family::default(),
+            bgp_sent: Family::default(),
+            bgp_received: Family::default(),
+            bgp: OnceLock::new(),
             registered: AtomicBool::new(false),
             renew_ok: AtomicBool::new(false),
             registry: Registry::default(),
@@ -136,7 +147,48 @@ impl Metrics {
             "Remote nodes the datapath cannot reach (e.g. host-gw and not on this L2 segment)",
             m.dp_refused.clone(),
         );
+        registry.register(
+            "bgp_session_up",
+            "1 when the BGP session with the peer is Established",
+            m.bgp_up.clone(),
+        );
+        registry.register(
+            "bgp_prefixes_sent",
+            "Prefixes announced to the BGP peer",
+            m.bgp_sent.clone(),
+        );
+        registry.register(
+            "bgp_prefixes_received",
+            "Prefixes accepted from the BGP peer (after the import filter)",
+            m.bgp_received.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The speaker whose sessions `/metrics` and `/bgp/peers` show.
+    pub fn set_bgp(&self, speaker: bgp::Speaker) {
+        let _ = self.bgp.set(speaker);
+    }
+
+    /// The BGP peers now (`None`: no speaker); refreshes the per-peer gauges, so a
+    /// removed peer's series disappear.
+    pub fn bgp_peers(&self) -> Option<Vec<bgp::PeerStatus>> {
+        let peers = self.bgp.get()?.peers();
+        for f in [&self.bgp_up, &self.bgp_sent, &self.bgp_received] {
+            f.clear();
+        }
+        for p in &peers {
+            let label = [("peer", p.address.to_string())];
+            let up = i64::from(p.state == bgp::State::Established);
+            self.bgp_up.get_or_create(&label).set(up);
+            self.bgp_sent
+                .get_or_create(&label)
+                .set(to_i64(p.prefixes_sent as u128));
+            self.bgp_received
+                .get_or_create(&label)
+                .set(to_i64(p.prefixes_received as u128));
+        }
+        Some(peers)
     }
 
     /// One reconciliation's requests, and the objects installed after it.
@@ -214,6 +266,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let _ = self.bgp_peers();
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)

@@ -189,3 +189,81 @@ pub fn remove_node(store: &Path, name: &str) {
         s.remove_node(name).await.unwrap();
     });
 }
+
+impl Node {
+    /// An empty namespace (loopback up) named `<tag><pid>`: the test wires its links.
+    /// Deleted on drop.
+    pub fn bare(tag: &str) -> Node {
+        let ns = format!("{tag}{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&["ip", "netns", "add", &ns]);
+        let n = Node { ns };
+        n.ip(&["link", "set", "lo", "up"]);
+        n
+    }
+
+    /// `cmd` run inside the namespace; its stdout, whatever the exit status.
+    pub fn exec(&self, cmd: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(cmd)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Daemon {
+    /// As [`Daemon::start`], with node name `name` (several nodes in one store); `dir`
+    /// must be the node's own (its node-local store and log go there).
+    pub fn start_named(
+        node: &Node,
+        name: &str,
+        dir: &Path,
+        store: &Path,
+        pool: &str,
+        extra: &[&str],
+    ) -> Daemon {
+        let log = dir.join(format!("ipamd-{}.log", node.ns));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &node.ns, BIN, "run", "--node-name", name])
+            .arg("--store")
+            .arg(format!("file://{}", store.display()))
+            .args(["--pool", pool, "--block-size", "26"])
+            .args(["--network", "dp", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--lease-ttl", "1h"])
+            .args(["--listen", &format!("127.0.0.1:{METRICS_PORT}")])
+            .args(extra)
+            .env("IPAMD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+}
+
+/// A node's blocks as the cluster store has them (empty when it is not there).
+pub fn node_blocks(store: &Path, name: &str) -> Vec<ipnetwork::IpNetwork> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = StoreUrl::parse(&format!("file://{}", store.display())).unwrap();
+        let Ok(s) = ClusterStore::connect(&url).await else {
+            return Vec::new();
+        };
+        s.node(name)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.blocks)
+            .unwrap_or_default()
+    })
+}

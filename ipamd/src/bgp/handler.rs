@@ -1,0 +1,161 @@
+//! The [`PeerHandler`] of `--datapath bgp`: what the cluster store says, turned into
+//! what the speaker does. This node's blocks are announced (and withdrawn when
+//! released); the other nodes that run BGP are peered with (the full mesh), unless
+//! `--bgp-no-mesh`. Learned routes are the [`super::import`] task's business.
+
+use bgp::{PeerConfig, Speaker};
+use ipam::cluster::NodeRecord;
+use ipnetwork::IpNetwork;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::OwnBlocks;
+use crate::events::{PeerEvent, PeerHandler};
+
+/// The backend key under which a node publishes its AS: the nodes that publish it are
+/// the mesh.
+pub const BGP_AS_KEY: &str = "bgpAs";
+
+pub struct BgpHandler {
+    speaker: Speaker,
+    /// This node's underlay address: the next hop of what it announces.
+    next_hop: IpAddr,
+    local_as: u32,
+    mesh: bool,
+    /// `--bgp-peer` addresses (never touched by the mesh).
+    explicit: BTreeSet<IpAddr>,
+    /// Mesh peers added, by address.
+    meshed: BTreeSet<IpAddr>,
+    /// Every remote node that speaks BGP: name -> (underlay address, AS).
+    nodes: BTreeMap<String, (IpAddr, u32)>,
+    /// What we announce.
+    exported: BTreeSet<IpNetwork>,
+    own: OwnBlocks,
+}
+
+impl BgpHandler {
+    pub fn new(
+        speaker: Speaker,
+        next_hop: IpAddr,
+        local_as: u32,
+        mesh: bool,
+        explicit: BTreeSet<IpAddr>,
+        own: OwnBlocks,
+    ) -> BgpHandler {
+        BgpHandler {
+            speaker,
+            next_hop,
+            local_as,
+            mesh,
+            explicit,
+            meshed: BTreeSet::new(),
+            nodes: BTreeMap::new(),
+            exported: BTreeSet::new(),
+            own,
+        }
+    }
+
+    /// A node as a mesh peer: its underlay address and the AS it publishes.
+    fn mesh_peer(rec: &NodeRecord) -> Option<(IpAddr, u32)> {
+        let asn = rec.info.backend.get(BGP_AS_KEY)?.parse().ok()?;
+        Some((rec.info.underlay_ip?, asn))
+    }
+
+    fn node_seen(&mut self, rec: &NodeRecord) {
+        match Self::mesh_peer(rec) {
+            Some(p) => self.nodes.insert(rec.info.name.clone(), p),
+            None => self.nodes.remove(&rec.info.name),
+        };
+    }
+
+    /// Announces this node's blocks (of the next hop's family) and withdraws the others.
+    fn export(&mut self, rec: &NodeRecord) {
+        if let Ok(mut own) = self.own.write() {
+            *own = rec.blocks.iter().copied().collect();
+        }
+        let want: BTreeSet<IpNetwork> = rec
+            .blocks
+            .iter()
+            .filter(|b| b.is_ipv4() == self.next_hop.is_ipv4())
+            .copied()
+            .collect();
+        for gone in self.exported.difference(&want) {
+            self.speaker.withdraw(*gone);
+            tracing::info!(block = %gone, "BGP: block withdrawn");
+        }
+        for new in want.difference(&self.exported) {
+            match self.speaker.announce(*new, self.next_hop) {
+                Ok(()) => {
+                    tracing::info!(block = %new, next_hop = %self.next_hop, "BGP: block announced")
+                }
+                Err(e) => tracing::error!(block = %new, error = %e, "BGP: cannot announce"),
+            }
+        }
+        self.exported = want;
+    }
+
+    /// Brings the mesh sessions to the BGP nodes now known.
+    async fn sync_mesh(&mut self) {
+        if !self.mesh {
+            return;
+        }
+        let want: BTreeMap<IpAddr, u32> = self
+            .nodes
+            .values()
+            .filter(|(ip, _)| *ip != self.next_hop && !self.explicit.contains(ip))
+            .copied()
+            .collect();
+        let gone: Vec<IpAddr> = self
+            .meshed
+            .iter()
+            .filter(|ip| !want.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in gone {
+            self.meshed.remove(&ip);
+            if let Err(e) = self.speaker.remove_peer(ip).await {
+                tracing::warn!(peer = %ip, error = %e, "BGP: mesh peer removal");
+            }
+            tracing::info!(peer = %ip, "BGP: mesh peer removed");
+        }
+        for (ip, asn) in want {
+            if self.meshed.contains(&ip) {
+                continue;
+            }
+            match self.speaker.add_peer(PeerConfig::new(ip, asn)) {
+                Ok(()) => {
+                    tracing::info!(peer = %ip, asn, "BGP: mesh peer added");
+                    self.meshed.insert(ip);
+                }
+                Err(e) => tracing::error!(peer = %ip, error = %e, "BGP: cannot add mesh peer"),
+            }
+        }
+    }
+}
+
+impl PeerHandler for BgpHandler {
+    async fn handle(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Local(rec) => self.export(&rec),
+            PeerEvent::Added(rec) | PeerEvent::Changed { new: rec, .. } => {
+                self.node_seen(&rec);
+                self.sync_mesh().await;
+            }
+            PeerEvent::Removed(rec) => {
+                self.nodes.remove(&rec.info.name);
+                self.sync_mesh().await;
+            }
+            PeerEvent::Resync(all) => {
+                self.nodes = all
+                    .iter()
+                    .filter_map(|r| Self::mesh_peer(r).map(|p| (r.info.name.clone(), p)))
+                    .collect();
+                self.sync_mesh().await;
+            }
+        }
+    }
+
+    fn node_backend(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(BGP_AS_KEY.to_string(), self.local_as.to_string())])
+    }
+}

@@ -1,0 +1,303 @@
+//! What the peers announce, into the kernel: one task owns the learned table and the
+//! [`Reconciler`] (one reconciler peer key per BGP peer), applies the speaker's
+//! [`RouteEvent`]s in batches, and on every resync tick reconciles the whole table
+//! against a kernel dump, so a route deleted behind the daemon's back comes back.
+//!
+//! Next hops: iBGP keeps the announcing node's underlay address as next hop, which
+//! across subnets is not on-link, and Linux only accepts an on-link gateway. So, as
+//! BIRD's `gateway recursive`, a next hop off the connected subnets is resolved through
+//! the kernel's own route to it (the router toward it) when the route is installed.
+
+use bgp::{RouteEvent, RouteEventKind};
+use cni_core::netlink::{Netlink, RouteSpec, Underlay};
+use cni_core::node::{Object, Reconciler, RTPROT_IPAMD};
+use ipnetwork::IpNetwork;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+
+/// Learned prefixes and their next hops, per peer.
+type Learned = BTreeMap<IpAddr, BTreeMap<IpNetwork, IpAddr>>;
+
+pub struct Importer {
+    nl: Netlink,
+    underlay: Underlay,
+    rec: Reconciler,
+    learned: Learned,
+    metrics: Arc<Metrics>,
+}
+
+/// The reconciler's name for what was learned from `peer`.
+fn key(peer: IpAddr) -> String {
+    format!("bgp:{peer}")
+}
+
+/// Applies one event to the table; the peer whose routes changed.
+fn apply(learned: &mut Learned, ev: RouteEvent) -> IpAddr {
+    match ev.kind {
+        RouteEventKind::Learned { prefix, next_hop } => {
+            learned.entry(ev.peer).or_default().insert(prefix, next_hop);
+        }
+        RouteEventKind::Withdrawn { prefix } => {
+            if let Some(t) = learned.get_mut(&ev.peer) {
+                t.remove(&prefix);
+            }
+        }
+        RouteEventKind::PeerDown => {
+            learned.remove(&ev.peer);
+        }
+    }
+    if learned.get(&ev.peer).is_some_and(BTreeMap::is_empty) {
+        learned.remove(&ev.peer);
+    }
+    ev.peer
+}
+
+fn dst(o: &Object) -> Option<IpNetwork> {
+    match o {
+        Object::Route { dst, .. } => Some(*dst),
+        _ => None,
+    }
+}
+
+/// The longest-prefix match for `ip` among `routes` (the kernel's main table, ours left
+/// out): its gateway, or `ip` itself when the match is a connected route.
+fn resolve(routes: &[RouteSpec], ip: IpAddr) -> Option<IpAddr> {
+    routes
+        .iter()
+        .filter(|r| r.dst.is_ipv4() == ip.is_ipv4() && r.dst.contains(ip))
+        .max_by_key(|r| (r.dst.prefix(), std::cmp::Reverse(r.metric.unwrap_or(0))))
+        .map(|r| r.gw.unwrap_or(ip))
+}
+
+impl Importer {
+    pub fn new(nl: Netlink, underlay: Underlay, metrics: Arc<Metrics>) -> Importer {
+        Importer {
+            rec: Reconciler::new(nl.clone()),
+            nl,
+            underlay,
+            learned: Learned::new(),
+            metrics,
+        }
+    }
+
+    /// Runs until the speaker's event channel closes or `stop` turns true.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<RouteEvent>,
+        every: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => self.full().await,
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return };
+                    // Everything queued goes in one batch: one diff per peer, not per
+                    // prefix (a full table from a router arrives as a burst).
+                    let mut dirty = BTreeSet::from([apply(&mut self.learned, ev)]);
+                    while let Ok(ev) = events.try_recv() {
+                        dirty.insert(apply(&mut self.learned, ev));
+                    }
+                    self.program(dirty).await;
+                }
+            }
+        }
+    }
+
+    /// Gateways for the next hops in use: a next hop on the underlay's subnets is its own
+    /// gateway; the others are resolved against one dump of the kernel's routes.
+    async fn gateways<'a>(
+        &self,
+        next_hops: impl Iterator<Item = &'a IpAddr>,
+    ) -> HashMap<IpAddr, IpAddr> {
+        let mut out = HashMap::new();
+        let mut off_link = BTreeSet::new();
+        for nh in next_hops {
+            if self.underlay.on_link(*nh) {
+                out.insert(*nh, *nh);
+            } else {
+                off_link.insert(*nh);
+            }
+        }
+        if off_link.is_empty() {
+            return out;
+        }
+        let mut routes = Vec::new();
+        for v6 in [false, true] {
+            if !off_link.iter().any(|ip| ip.is_ipv6() == v6) {
+                continue;
+            }
+            match self.nl.routes(v6, None).await {
+                Ok(r) => routes.extend(r.into_iter().filter(|r| r.protocol != Some(RTPROT_IPAMD))),
+                Err(e) => tracing::warn!(error = %e.msg, "cannot read the routes to BGP next hops"),
+            }
+        }
+        for nh in off_link {
+            match resolve(&routes, nh) {
+                Some(gw) => {
+                    out.insert(nh, gw);
+                }
+                None => tracing::warn!(next_hop = %nh, "BGP next hop unreachable: its routes wait"),
+            }
+        }
+        out
+    }
+
+    /// What each of `peers` needs in the kernel now.
+    async fn want(&self, peers: &BTreeSet<IpAddr>) -> BTreeMap<String, BTreeSet<Object>> {
+        let tables: Vec<(IpAddr, &BTreeMap<IpNetwork, IpAddr>)> = peers
+            .iter()
+            .filter_map(|p| self.learned.get(p).map(|t| (*p, t)))
+            .collect();
+        let gws = self
+            .gateways(tables.iter().flat_map(|(_, t)| t.values()))
+            .await;
+        let mut out: BTreeMap<String, BTreeSet<Object>> =
+            peers.iter().map(|p| (key(*p), BTreeSet::new())).collect();
+        for (peer, table) in tables {
+            let objs = out.entry(key(peer)).or_default();
+            for (dst, nh) in table {
+                if let Some(gw) = gws.get(nh) {
+                    objs.insert(Object::Route {
+                        dst: *dst,
+                        gw: *gw,
+                        oif: None,
+                        onlink: false,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    async fn program(&mut self, peers: BTreeSet<IpAddr>) {
+        let start = Instant::now();
+        let want = self.want(&peers).await;
+        if self.still_learned_elsewhere(&want) {
+            // Two peers (e.g. redundant reflectors) gave us one prefix and one of them
+            // dropped it: a per-peer delete would take the other's route with it.
+            return self.full().await;
+        }
+        for (peer, objs) in want {
+            let done = self.rec.set_peer(&peer, objs).await;
+            self.metrics.datapath_applied(&done, self.rec.installed());
+            if done.requests() > 0 {
+                tracing::debug!(
+                    peer = %peer,
+                    added = done.added,
+                    replaced = done.replaced,
+                    removed = done.removed,
+                    failed = done.failed,
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    "BGP routes programmed"
+                );
+            }
+        }
+    }
+
+    /// Whether a route some peer in `want` gives up is still learned from another peer.
+    fn still_learned_elsewhere(&self, want: &BTreeMap<String, BTreeSet<Object>>) -> bool {
+        want.iter().any(|(k, objs)| {
+            let kept: BTreeSet<IpNetwork> = objs.iter().filter_map(dst).collect();
+            self.rec
+                .installed_for(k)
+                .into_iter()
+                .flatten()
+                .filter_map(dst)
+                .filter(|d| !kept.contains(d))
+                .any(|d| {
+                    self.learned
+                        .iter()
+                        .any(|(p, t)| key(*p) != *k && t.contains_key(&d))
+                })
+        })
+    }
+
+    /// The whole learned table against a kernel dump (puts back deleted routes, removes
+    /// stale ones, follows a changed route to an off-link next hop).
+    async fn full(&mut self) {
+        let all: BTreeSet<IpAddr> = self.learned.keys().copied().collect();
+        let want = self.want(&all).await;
+        match self.rec.resync(want, &[]).await {
+            Ok(done) => {
+                self.metrics.datapath_resynced();
+                self.metrics.datapath_applied(&done, self.rec.installed());
+            }
+            Err(e) => {
+                self.metrics.datapath_error();
+                tracing::error!(error = %e, "BGP route resync failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(peer: &str, kind: RouteEventKind) -> RouteEvent {
+        RouteEvent {
+            peer: peer.parse().unwrap(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn table_follows_events() {
+        let mut t = Learned::new();
+        let p: IpNetwork = "10.0.0.0/26".parse().unwrap();
+        let nh: IpAddr = "192.0.2.2".parse().unwrap();
+        apply(
+            &mut t,
+            ev(
+                "192.0.2.9",
+                RouteEventKind::Learned {
+                    prefix: p,
+                    next_hop: nh,
+                },
+            ),
+        );
+        assert_eq!(t.len(), 1);
+        apply(
+            &mut t,
+            ev("192.0.2.9", RouteEventKind::Withdrawn { prefix: p }),
+        );
+        assert!(t.is_empty());
+        apply(
+            &mut t,
+            ev(
+                "192.0.2.9",
+                RouteEventKind::Learned {
+                    prefix: p,
+                    next_hop: nh,
+                },
+            ),
+        );
+        apply(&mut t, ev("192.0.2.9", RouteEventKind::PeerDown));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn next_hops_resolve_recursively() {
+        let mut connected = RouteSpec::new("192.0.2.0/24".parse().unwrap());
+        connected.scope = Some(253);
+        let mut default = RouteSpec::new("0.0.0.0/0".parse().unwrap());
+        default.gw = Some("192.0.2.254".parse().unwrap());
+        let routes = [connected, default];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(resolve(&routes, ip("192.0.2.7")), Some(ip("192.0.2.7")));
+        assert_eq!(
+            resolve(&routes, ip("198.51.100.3")),
+            Some(ip("192.0.2.254"))
+        );
+        assert_eq!(resolve(&routes, ip("fd00::1")), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! `--datapath bgp`: `cni-routed` pods across L3 with no encapsulation. The `bgp` crate's
+//! speaker runs inside the daemon:
+//!
+//! - [`handler`]: the [`crate::events::PeerHandler`]: announces this node's blocks with
+//!   its underlay address as next hop, withdraws released ones, keeps the full iBGP mesh
+//!   with the other BGP nodes of the cluster store (or none: `--bgp-no-mesh`).
+//! - [`import`]: learned prefixes -> kernel routes (`proto 97`) through the
+//!   [`cni_core::node::Reconciler`], resynced against the kernel on every tick.
+//! - [`status`]: `GET /bgp/peers` and `ipamd bgp-peers`.
+//!
+//! The import filter refuses a prefix outside the pool (unless
+//! `--bgp-accept-outside-pool`) and any that overlaps this node's own blocks.
+
+pub mod handler;
+pub mod import;
+pub mod status;
+
+use bgp::{HoldTime, ImportFilter, PeerConfig, Speaker, SpeakerConfig, Timers};
+use cni_core::netlink::{Netlink, Underlay};
+use ipam::cluster::Pool;
+use ipnetwork::IpNetwork;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, RwLock};
+
+use crate::cli::{BgpArgs, RunArgs};
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// This node's blocks, as the handler last saw them (read by the import filter).
+pub type OwnBlocks = Arc<RwLock<BTreeSet<IpNetwork>>>;
+
+/// Whether a prefix learned from a peer may be installed.
+pub fn accept(
+    pool: &Pool,
+    outside_ok: bool,
+    own: &BTreeSet<IpNetwork>,
+    prefix: &IpNetwork,
+) -> bool {
+    let overlaps_own = own.iter().any(|b| {
+        b.is_ipv4() == prefix.is_ipv4()
+            && (b.contains(prefix.network()) || prefix.contains(b.network()))
+    });
+    !overlaps_own && (outside_ok || pool.contains(*prefix))
+}
+
+fn import_filter(pool: Pool, outside_ok: bool, own: OwnBlocks) -> ImportFilter {
+    ImportFilter::new(move |peer, prefix, _| {
+        let ok = match own.read() {
+            Ok(o) => accept(&pool, outside_ok, &o, prefix),
+            Err(_) => false,
+        };
+        if !ok {
+            tracing::debug!(%peer, %prefix, "BGP: prefix refused by the import filter");
+        }
+        ok
+    })
+}
+
+/// The router id: the flag, else the next hop if IPv4, else the underlay's IPv4 address.
+fn router_id(b: &BgpArgs, next_hop: IpAddr, underlay: &Underlay) -> Result<Ipv4Addr, Error> {
+    let from_underlay = || {
+        underlay.networks.iter().find_map(|n| match n.ip() {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+    };
+    b.bgp_router_id
+        .or(match next_hop {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+        .or_else(from_underlay)
+        .ok_or_else(|| {
+            Error::Usage("the underlay has no IPv4 address: give --bgp-router-id".into())
+        })
+}
+
+fn speaker_config(
+    args: &RunArgs,
+    next_hop: IpAddr,
+    underlay: &Underlay,
+    own: OwnBlocks,
+) -> Result<SpeakerConfig, Error> {
+    let b = &args.bgp;
+    let mut cfg = SpeakerConfig::new(router_id(b, next_hop, underlay)?);
+    cfg.local_as = b.local_as;
+    cfg.listen = b.bgp_listen;
+    cfg.timers = Timers {
+        hold_time: HoldTime::new(b.bgp_hold_time)
+            .ok_or_else(|| Error::Usage("--bgp-hold-time: 0 or at least 3".into()))?,
+        connect_retry: b.bgp_connect_retry,
+        max_backoff: b.bgp_connect_retry * 12,
+        ..Timers::default()
+    };
+    cfg.peers = b
+        .bgp_peers
+        .iter()
+        .map(|p| PeerConfig {
+            password: p.password.clone(),
+            ..PeerConfig::new(p.address, p.remote_as)
+        })
+        .collect();
+    cfg.import_filter = import_filter(args.pool()?, b.bgp_accept_outside_pool, own);
+    Ok(cfg)
+}
+
+/// The daemon with the BGP datapath; `args.underlay_ip` is set (the next hop).
+pub async fn run(
+    args: RunArgs,
+    nl: Netlink,
+    underlay: Underlay,
+    metrics: Arc<Metrics>,
+) -> Result<(), Error> {
+    let next_hop = args.underlay_ip.unwrap_or(underlay.addr);
+    let own = OwnBlocks::default();
+    let cfg = speaker_config(&args, next_hop, &underlay, own.clone())?;
+    let explicit: BTreeSet<IpAddr> = cfg.peers.iter().map(|p| p.address).collect();
+    let (speaker, events) = Speaker::start(cfg)
+        .await
+        .map_err(|e| Error::Usage(format!("BGP speaker: {e}")))?;
+    metrics.set_bgp(speaker.clone());
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let importer = tokio::spawn(import::Importer::new(nl, underlay, metrics.clone()).run(
+        events,
+        args.resync,
+        stop,
+    ));
+    let handler = handler::BgpHandler::new(
+        speaker.clone(),
+        next_hop,
+        args.bgp.local_as,
+        !args.bgp.bgp_no_mesh,
+        explicit,
+        own,
+    );
+    let result = crate::run::run_with_handler(args, handler, metrics).await;
+    // A Cease to every peer: they drop our routes now, not after the hold time. Our
+    // kernel routes stay, as with the other datapaths (a restart reprograms nothing).
+    speaker.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = importer.await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_filter_keeps_to_the_pool_and_off_our_blocks() {
+        let pool = Pool::new(vec!["10.244.0.0/16".parse().unwrap()], Some(26), None).unwrap();
+        let own: BTreeSet<IpNetwork> = ["10.244.0.0/26".parse().unwrap()].into();
+        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+        assert!(accept(&pool, false, &own, &net("10.244.1.0/26")));
+        assert!(!accept(&pool, false, &own, &net("10.244.0.0/26")));
+        assert!(!accept(&pool, false, &own, &net("10.244.0.0/24")));
+        assert!(!accept(&pool, false, &own, &net("172.16.0.0/24")));
+        assert!(!accept(&pool, false, &own, &net("10.0.0.0/8")));
+        assert!(accept(&pool, true, &own, &net("172.16.0.0/24")));
+        assert!(!accept(&pool, true, &own, &net("10.244.0.32/27")));
+    }
+}

@@ -1,0 +1,486 @@
+//! `ipamd run --datapath bgp` in network namespaces (root): a two-node iBGP mesh, and
+//! three nodes on two subnets behind a router running the real BIRD 2 as route
+//! reflector. Every namespace, daemon and BIRD is removed on drop (also on panic).
+
+mod common;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ipnetwork::IpNetwork;
+
+const POOL: &str = "10.244.0.0/16";
+const SEC: Duration = Duration::from_secs(1);
+
+/// The flags of a BGP node with test timers (hold time 3 s, retry 1 s, resync 1 s).
+fn bgp_flags(underlay: &str) -> Vec<String> {
+    [
+        "--datapath",
+        "bgp",
+        "--underlay-ip",
+        underlay,
+        "--bgp-hold-time",
+        "3",
+        "--bgp-connect-retry",
+        "1s",
+        "--resync",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn start(node: &Node, name: &str, dir: &Path, store: &Path, flags: &[String]) -> Daemon {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Daemon::start_named(node, name, &d, store, POOL, &extra)
+}
+
+/// A veth pair: `a_if` in `a` at `a_addr`, `b_if` in `b` (up, no address).
+fn link(a: &Node, a_if: &str, a_addr: &str, b: &Node, b_if: &str) {
+    a.ip(&[
+        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.ns,
+    ]);
+    a.ip(&["addr", "add", a_addr, "dev", a_if]);
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+}
+
+/// The node's one IPv4 block, once the store has it.
+fn block_of(store: &Path, name: &str, d: &Daemon) -> IpNetwork {
+    let mut got = None;
+    wait_until(
+        20 * SEC,
+        || {
+            got = node_blocks(store, name)
+                .into_iter()
+                .find(IpNetwork::is_ipv4);
+            got.is_some()
+        },
+        || format!("{name} has no block: {}", d.log()),
+    );
+    got.unwrap_or_else(|| unreachable!())
+}
+
+fn routes97(n: &Node) -> String {
+    n.ip(&["-4", "route", "show", "proto", "97"])
+}
+
+/// Waits until `n`'s kernel has (or, `present` false, lacks) a proto-97 route to `dst`
+/// (via `gw` when given).
+fn wait_route(
+    n: &Node,
+    dst: IpNetwork,
+    gw: Option<&str>,
+    present: bool,
+    within: Duration,
+    log: impl Fn() -> String,
+) {
+    let want = match gw {
+        Some(g) => format!("{dst} via {g} "),
+        None => format!("{dst} "),
+    };
+    wait_until(
+        within,
+        || {
+            routes97(n)
+                .lines()
+                .any(|l| format!("{l} ").starts_with(&want))
+                == present
+        },
+        || {
+            format!(
+                "{}: route {want:?} present={present}? routes:\n{}\n{}",
+                n.ns,
+                routes97(n),
+                log()
+            )
+        },
+    );
+}
+
+#[test]
+fn mesh_of_two_nodes_learns_resyncs_and_withdraws() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    let n1 = Node::bare("bgpm1-");
+    let n2 = Node::bare("bgpm2-");
+    link(&n1, "eth0", "192.168.71.1/24", &n2, "eth0");
+    n2.ip(&["addr", "add", "192.168.71.2/24", "dev", "eth0"]);
+
+    let d1 = start(&n1, "n1", dir.path(), &store, &bgp_flags("192.168.71.1"));
+    let d2 = start(&n2, "n2", dir.path(), &store, &bgp_flags("192.168.71.2"));
+    let b1 = block_of(&store, "n1", &d1);
+    let b2 = block_of(&store, "n2", &d2);
+    let logs = || format!("n1:\n{}\nn2:\n{}", d1.log(), d2.log());
+
+    // Each learns the other's block with the other's underlay address as next hop.
+    wait_route(&n1, b2, Some("192.168.71.2"), true, 30 * SEC, logs);
+    wait_route(&n2, b1, Some("192.168.71.1"), true, 30 * SEC, logs);
+    // Nothing else: not its own block.
+    assert_eq!(routes97(&n1).lines().count(), 1, "{}", routes97(&n1));
+
+    // Operability: metrics and the CLI.
+    let up = "ipamd_bgp_session_up{peer=\"192.168.71.2\"}";
+    wait_until(5 * SEC, || n1.metric(up) == Some(1.0), || n1.metrics());
+    assert_eq!(
+        n1.metric("ipamd_bgp_prefixes_received{peer=\"192.168.71.2\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        n1.metric("ipamd_bgp_prefixes_sent{peer=\"192.168.71.2\"}"),
+        Some(1.0)
+    );
+    let (ok, json) = n1.exec(&[BIN, "bgp-peers", "--json"]);
+    assert!(
+        ok && json.contains("\"established\"") && json.contains("64512"),
+        "{json}"
+    );
+    let (ok, table) = n1.exec(&[BIN, "bgp-peers"]);
+    assert!(
+        ok && table.contains("192.168.71.2") && table.contains("established"),
+        "{table}"
+    );
+
+    // Deleted behind the daemon's back: the resync puts it back.
+    n1.ip(&["route", "del", &b2.to_string()]);
+    wait_route(&n1, b2, Some("192.168.71.2"), true, 10 * SEC, logs);
+
+    // n2's ipamd dies: its route goes from n1 within the hold time.
+    let t0 = Instant::now();
+    drop(d2);
+    wait_route(&n1, b2, None, false, 3 * SEC + 2 * SEC, || d1.log());
+    eprintln!("withdrawn on n1 {:?} after n2 was killed", t0.elapsed());
+}
+
+/// BIRD in the router namespace; killed on drop.
+struct Bird {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Bird {
+    fn start(ns: &Node, dir: &Path, config: &str) -> Bird {
+        let conf = dir.join("bird.conf");
+        let socket = dir.join("bird.ctl");
+        let log = dir.join("bird.log");
+        std::fs::write(&conf, config).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.ns, "bird", "-f", "-c"])
+            .arg(&conf)
+            .arg("-s")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("bird (Debian package bird2)");
+        let b = Bird { child, socket, log };
+        wait_until(
+            10 * SEC,
+            || b.birdc(&["show", "status"]).contains("Daemon is up"),
+            || std::fs::read_to_string(&b.log).unwrap_or_default(),
+        );
+        b
+    }
+
+    fn birdc(&self, args: &[&str]) -> String {
+        let out = Command::new("birdc")
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("birdc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Route reflector for `clients` (address, name) in AS 64512, with one static prefix
+/// outside the pool that it offers everyone; installs what it learns in its kernel.
+fn rr_config(router_id: &str, clients: &[(&str, &str)]) -> String {
+    let mut c = format!(
+        "router id {router_id};\n\
+         protocol device {{ scan time 1; }}\n\
+         protocol direct {{ ipv4; }}\n\
+         protocol kernel {{ ipv4 {{ export where source = RTS_BGP; }}; }}\n\
+         protocol static {{ ipv4; route 172.16.99.0/24 blackhole; }}\n\
+         template bgp node {{\n\
+           local as 64512;\n\
+           rr client;\n\
+           direct;\n\
+           hold time 3; connect retry time 1; error wait time 1, 3;\n\
+           ipv4 {{ import all; export where source = RTS_BGP || source = RTS_STATIC; gateway direct; }};\n\
+         }}\n"
+    );
+    for (addr, name) in clients {
+        c.push_str(&format!(
+            "protocol bgp {name} from node {{ neighbor {addr} as 64512; }}\n"
+        ));
+    }
+    c
+}
+
+#[test]
+fn bird_route_reflector_joins_two_subnets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    // Router: br1 (192.168.81.0/24, n1 and n2), r3 (192.168.82.0/24, n3).
+    let r = Node::bare("bgpr-");
+    r.ip(&["link", "add", "br1", "type", "bridge"]);
+    r.ip(&["addr", "add", "192.168.81.254/24", "dev", "br1"]);
+    r.ip(&["link", "set", "br1", "up"]);
+    let (ok, _) = r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    assert!(ok, "ip_forward");
+    let n1 = Node::bare("bgpn1-");
+    let n2 = Node::bare("bgpn2-");
+    let n3 = Node::bare("bgpn3-");
+    link(&n1, "eth0", "192.168.81.1/24", &r, "r1");
+    link(&n2, "eth0", "192.168.81.2/24", &r, "r2");
+    r.ip(&["link", "set", "r1", "master", "br1"]);
+    r.ip(&["link", "set", "r2", "master", "br1"]);
+    link(&n3, "eth0", "192.168.82.3/24", &r, "r3");
+    r.ip(&["addr", "add", "192.168.82.254/24", "dev", "r3"]);
+    for (n, gw) in [
+        (&n1, "192.168.81.254"),
+        (&n2, "192.168.81.254"),
+        (&n3, "192.168.82.254"),
+    ] {
+        n.ip(&["route", "add", "default", "via", gw]);
+    }
+    let bird = Bird::start(
+        &r,
+        dir.path(),
+        &rr_config(
+            "192.168.81.254",
+            &[
+                ("192.168.81.1", "n1"),
+                ("192.168.81.2", "n2"),
+                ("192.168.82.3", "n3"),
+            ],
+        ),
+    );
+
+    let flags = |ip: &str, router: &str| {
+        let mut f = bgp_flags(ip);
+        f.extend([
+            "--bgp-no-mesh".into(),
+            "--bgp-peer".into(),
+            format!("{router},64512"),
+        ]);
+        f
+    };
+    let d1 = start(
+        &n1,
+        "n1",
+        dir.path(),
+        &store,
+        &flags("192.168.81.1", "192.168.81.254"),
+    );
+    let d2 = start(
+        &n2,
+        "n2",
+        dir.path(),
+        &store,
+        &flags("192.168.81.2", "192.168.81.254"),
+    );
+    let d3 = start(
+        &n3,
+        "n3",
+        dir.path(),
+        &store,
+        &flags("192.168.82.3", "192.168.82.254"),
+    );
+    let b1 = block_of(&store, "n1", &d1);
+    let b2 = block_of(&store, "n2", &d2);
+    let b3 = block_of(&store, "n3", &d3);
+    let logs = || {
+        format!(
+            "n1:\n{}\nn2:\n{}\nbird:\n{}",
+            d1.log(),
+            d2.log(),
+            bird.birdc(&["show", "protocols", "all"])
+        )
+    };
+
+    // BIRD learns every node's block, with the node as next hop.
+    wait_until(
+        30 * SEC,
+        || {
+            let t = bird.birdc(&["show", "route"]);
+            [b1, b2, b3].iter().all(|b| t.contains(&b.to_string()))
+        },
+        || format!("{}\n{}", bird.birdc(&["show", "route"]), logs()),
+    );
+
+    // Every node installs the others' blocks from BGP alone (the nodes know nothing of
+    // each other otherwise: no mesh). Same subnet: via the node; across: via the router,
+    // the kernel's route to the node's address (a gateway must be on-link).
+    wait_route(&n1, b2, Some("192.168.81.2"), true, 30 * SEC, logs);
+    wait_route(&n1, b3, Some("192.168.81.254"), true, 30 * SEC, logs);
+    wait_route(&n2, b1, Some("192.168.81.1"), true, 30 * SEC, logs);
+    wait_route(&n2, b3, Some("192.168.81.254"), true, 30 * SEC, logs);
+    wait_route(&n3, b1, Some("192.168.82.254"), true, 30 * SEC, logs);
+    wait_route(&n3, b2, Some("192.168.82.254"), true, 30 * SEC, logs);
+
+    // The prefix outside the pool that BIRD offers is refused everywhere.
+    for n in [&n1, &n2, &n3] {
+        assert!(!routes97(n).contains("172.16.99.0"), "{}", routes97(n));
+        assert!(!n.ip(&["-4", "route"]).contains("172.16.99.0"));
+    }
+
+    // Traffic between node-owned addresses (the first host of each block, on lo),
+    // across the subnets, with no encapsulation.
+    let host = |b: IpNetwork| match b {
+        IpNetwork::V4(n) => std::net::Ipv4Addr::from(u32::from(n.network()) + 1).to_string(),
+        IpNetwork::V6(_) => unreachable!(),
+    };
+    for (n, b) in [(&n1, b1), (&n2, b2), (&n3, b3)] {
+        n.ip(&["addr", "add", &format!("{}/32", host(b)), "dev", "lo"]);
+    }
+    for (from, src, to) in [(&n1, b1, b3), (&n3, b3, b2), (&n2, b2, b1)] {
+        let (ok, out) = from.exec(&["ping", "-c", "2", "-W", "2", "-I", &host(src), &host(to)]);
+        assert!(ok, "{} -> {}: {out}", from.ns, host(to));
+    }
+
+    // n3 stops: BIRD and the other nodes drop its block within the hold time.
+    drop(d3);
+    wait_route(&n1, b3, None, false, 5 * SEC, logs);
+    wait_route(&n2, b3, None, false, 5 * SEC, logs);
+    assert!(!bird.birdc(&["show", "route"]).contains(&b3.to_string()));
+    drop(d1);
+    drop(d2);
+}
+
+#[test]
+fn prefix_outside_the_pool_is_not_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    let r = Node::bare("bgpor-");
+    let n = Node::bare("bgpon-");
+    link(&n, "eth0", "192.168.91.1/24", &r, "r1");
+    r.ip(&["addr", "add", "192.168.91.254/24", "dev", "r1"]);
+    // A ToR in AS 65000 offering one prefix inside the pool and one outside.
+    let bird = Bird::start(
+        &r,
+        dir.path(),
+        "router id 192.168.91.254;\n\
+         protocol device { scan time 1; }\n\
+         protocol static { ipv4; route 10.244.200.0/26 blackhole; route 172.16.99.0/24 blackhole; }\n\
+         protocol bgp n1 {\n\
+           local 192.168.91.254 as 65000; neighbor 192.168.91.1 as 64512;\n\
+           hold time 3; connect retry time 1; error wait time 1, 3;\n\
+           ipv4 { import all; export where source = RTS_STATIC; };\n\
+         }\n",
+    );
+    let mut flags = bgp_flags("192.168.91.1");
+    flags.extend([
+        "--bgp-no-mesh".into(),
+        "--bgp-peer".into(),
+        "192.168.91.254,65000".into(),
+    ]);
+    let d = start(&n, "n1", dir.path(), &store, &flags);
+    let logs = || format!("{}\n{}", d.log(), bird.birdc(&["show", "protocols", "all"]));
+    let inside: IpNetwork = "10.244.200.0/26".parse().unwrap();
+    wait_route(&n, inside, Some("192.168.91.254"), true, 30 * SEC, logs);
+    // The node's own block went the other way (eBGP: the AS path is ours).
+    let b = block_of(&store, "n1", &d);
+    wait_until(
+        10 * SEC,
+        || {
+            bird.birdc(&["show", "route", "protocol", "n1"])
+                .contains(&b.to_string())
+        },
+        || bird.birdc(&["show", "route", "all"]),
+    );
+    std::thread::sleep(2 * SEC); // a resync passes
+    assert!(
+        !n.ip(&["-4", "route"]).contains("172.16.99.0"),
+        "{}",
+        routes97(&n)
+    );
+    assert_eq!(routes97(&n).lines().count(), 1, "{}", routes97(&n));
+    assert_eq!(
+        n.metric("ipamd_bgp_prefixes_received{peer=\"192.168.91.254\"}"),
+        Some(1.0)
+    );
+}
+
+/// Bench: `cargo test --release -p ipamd --test bgp -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn bench_learn_and_install_10000_prefixes_from_bird() {
+    const N: u32 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    let r = Node::bare("bgpbr-");
+    let n = Node::bare("bgpbn-");
+    link(&n, "eth0", "192.168.95.1/24", &r, "r1");
+    r.ip(&["addr", "add", "192.168.95.254/24", "dev", "r1"]);
+    // /31s from 10.244.160.0: inside the pool, away from the node's first block.
+    let base = u32::from(std::net::Ipv4Addr::new(10, 244, 160, 0));
+    let mut statics = String::new();
+    for i in 0..N {
+        let p = std::net::Ipv4Addr::from(base + 2 * i);
+        statics.push_str(&format!("route {p}/31 blackhole;\n"));
+    }
+    let bird = Bird::start(
+        &r,
+        dir.path(),
+        &format!(
+            "router id 192.168.95.254;\n\
+             protocol device {{ scan time 1; }}\n\
+             protocol static {{ ipv4;\n{statics}}}\n\
+             protocol bgp n1 {{\n\
+               local 192.168.95.254 as 65000; neighbor 192.168.95.1 as 64512;\n\
+               connect retry time 1;\n\
+               ipv4 {{ import all; export where source = RTS_STATIC; }};\n\
+             }}\n"
+        ),
+    );
+    let mut flags = bgp_flags("192.168.95.1");
+    flags.extend([
+        "--bgp-no-mesh".into(),
+        "--bgp-peer".into(),
+        "192.168.95.254,65000".into(),
+    ]);
+    let t0 = Instant::now();
+    let d = start(&n, "n1", dir.path(), &store, &flags);
+    let count = || routes97(&n).lines().count();
+    let mut up = None;
+    wait_until(
+        60 * SEC,
+        || {
+            if up.is_none()
+                && n.metric("ipamd_bgp_session_up{peer=\"192.168.95.254\"}") == Some(1.0)
+            {
+                up = Some(t0.elapsed());
+            }
+            count() == N as usize
+        },
+        || {
+            format!(
+                "{} routes\n{}\n{}",
+                count(),
+                d.log(),
+                bird.birdc(&["show", "protocols"])
+            )
+        },
+    );
+    eprintln!(
+        "{N} prefixes from BIRD in the kernel {:?} after ipamd started (session up after {:?})",
+        t0.elapsed(),
+        up
+    );
+}
