@@ -111,24 +111,7 @@ impl Daemon {
     /// `ipamd run --node-name me` in `node` with `store`, `pool` (/26 blocks), data under
     /// `dir`, and `extra` flags (the datapath).
     pub fn start(node: &Node, dir: &Path, store: &Path, pool: &str, extra: &[&str]) -> Daemon {
-        let log = dir.join(format!("ipamd-{}.log", node.ns));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &node.ns, BIN, "run", "--node-name", "me"])
-            .arg("--store")
-            .arg(format!("file://{}", store.display()))
-            .args(["--pool", pool, "--block-size", "26"])
-            .args(["--network", "dp", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--lease-ttl", "1h"])
-            .args(["--listen", &format!("127.0.0.1:{METRICS_PORT}")])
-            .args(extra)
-            .env("IPAMD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
+        Daemon::start_named(node, "me", dir, store, pool, extra)
     }
 
     pub fn log(&self) -> String {
