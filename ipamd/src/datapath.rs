@@ -118,11 +118,12 @@ impl<D: NodeSide> DatapathHandler<D> {
         }
         match self.rec.resync(want, &self.side.devices()).await {
             Ok(done) => {
+                // The first resync is always logged; later ones only when they sent something.
+                let first = !self.synced;
                 self.synced = true;
                 self.metrics.datapath_resynced();
                 self.metrics.datapath_applied(&done, self.rec.installed());
-                let level_info = done.requests() > 0 || self.metrics.datapath_resyncs() == 1;
-                if level_info {
+                if first || done.requests() > 0 {
                     tracing::info!(
                         datapath = self.side.name(),
                         peers = peers.len(),

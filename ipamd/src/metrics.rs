@@ -202,10 +202,6 @@ impl Metrics {
         self.dp_resyncs.inc();
     }
 
-    pub fn datapath_resyncs(&self) -> u64 {
-        self.dp_resyncs.get()
-    }
-
     pub fn datapath_error(&self) {
         self.dp_errors.inc();
     }
