@@ -1,11 +1,12 @@
-//! Multi-node end-to-end tests of the datapaths on this machine's kernel (VXLAN and
-//! host-gw; IPIP is in `ipip.rs`): three "nodes" (network namespaces on an underlay
+//! Multi-node end-to-end tests of the datapaths on this machine's kernel (VXLAN, host-gw
+//! and BGP; IPIP is in `ipip.rs`): three "nodes" (network namespaces on an underlay
 //! bridge, each running `ipamd --datapath ...`) with two pods each, attached by the
 //! datapath plugin run inside the node. See `conformance::multinode::cluster` for the
 //! scenario. Also the throughput benchmark (`#[ignore]`, run by
 //! `scripts/bench-datapaths.sh`).
 //!
-//! Needs root and the built binaries (`cni-vxlan`, `cni-routed`, `cni-ipam`, `ipamd`).
+//! Needs root, the built binaries (`cni-vxlan`, `cni-routed`, `cni-ipam`, `ipamd`) and,
+//! for BGP, BIRD 2 (`bird2`).
 
 use std::time::Duration;
 
@@ -24,6 +25,13 @@ fn vxlan_three_nodes() {
 #[test]
 fn host_gw_three_nodes() {
     cluster::three_node_scenario("mn-hostgw", Datapath::HostGw, 1400);
+}
+
+/// `cni-routed` across two underlay subnets, routes only from BGP (BIRD as route
+/// reflector in the fabric).
+#[test]
+fn bgp_two_subnets_route_reflector() {
+    cluster::bgp_scenario("mn-bgp");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! A whole cluster on one machine (fabric + one `ipamd` per node + pods attached by the
-//! datapath plugin) and the end-to-end scenario every datapath runs:
-//! [`three_node_scenario`].
+//! datapath plugin; for BGP, BIRD as the fabric's route reflector) and the end-to-end
+//! scenarios: [`three_node_scenario`] that every datapath runs, [`direct_routing_scenario`]
+//! and [`bgp_scenario`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -15,6 +16,7 @@ use super::checks::{self, Endpoint};
 use super::kernel::{self, Entry, Monitor};
 use super::node::{self, Ipamd, IpamdConf};
 use super::pod::{MnPod, NetConf};
+use super::router::{self, Router};
 use super::topology::{Fabric, FabricSpec, NodeNs};
 use super::{wait_until, Datapath, VXLAN_DEVICE};
 
@@ -71,11 +73,13 @@ impl PeerInfo {
     }
 }
 
-/// A running cluster. Drop order (field order): pods, daemons, temp dir, fabric.
+/// A running cluster. Drop order (field order): pods, daemons, router, temp dir, fabric.
 #[derive(Debug)]
 pub struct Cluster {
     pub pods: Vec<MnPod>,
     pub daemons: Vec<Ipamd>,
+    /// BIRD in the fabric namespace (BGP only).
+    pub router: Option<Router>,
     pub spec: ClusterSpec,
     pub net: NetConf,
     pub ipamd_conf: IpamdConf,
@@ -136,6 +140,18 @@ impl Cluster {
         if spec.direct_routing {
             extra.push("--direct-routing".to_string());
         }
+        if spec.datapath == Datapath::Bgp {
+            extra.extend(
+                [
+                    "--bgp-no-mesh",
+                    "--bgp-hold-time",
+                    &router::HOLD_TIME.to_string(),
+                    "--bgp-connect-retry",
+                    "1s",
+                ]
+                .map(String::from),
+            );
+        }
         let ipamd_conf = IpamdConf {
             store: store.clone(),
             pool: pool.cidr(),
@@ -157,6 +173,7 @@ impl Cluster {
         let mut c = Cluster {
             pods: Vec::new(),
             daemons: Vec::new(),
+            router: None,
             live: fabric.nodes.iter().map(|n| n.name.clone()).collect(),
             spec,
             net,
@@ -166,10 +183,21 @@ impl Cluster {
             work,
             fabric,
         };
+        if c.spec.datapath == Datapath::Bgp {
+            c.router = Some(c.start_router());
+        }
         for n in &c.fabric.nodes {
+            let mut conf = c.ipamd_conf.clone();
+            if c.spec.datapath == Datapath::Bgp {
+                // Each node peers with the router's address on its own subnet only.
+                conf.extra.extend([
+                    "--bgp-peer".to_string(),
+                    format!("{},{}", n.gateway, router::AS),
+                ]);
+            }
             let d = Ipamd::start(
                 n,
-                &c.ipamd_conf,
+                &conf,
                 &c.data_dir(&n.name),
                 &c.work.path().join(format!("{}-ipamd.log", n.name)),
             );
@@ -197,6 +225,20 @@ impl Cluster {
             c.spec.direct_routing
         );
         c
+    }
+
+    /// BIRD in the fabric namespace, route reflector for every node.
+    fn start_router(&self) -> Router {
+        let dir = self.work.path().join("router");
+        std::fs::create_dir_all(&dir).expect("mkdir router");
+        let clients: Vec<Ipv4Addr> = self.fabric.nodes.iter().map(|n| n.underlay_ip).collect();
+        let conf = router::config(self.fabric.subnets[0].gateway(), &clients);
+        Router::new(self.fabric.fabric.name(), &dir, &conf)
+    }
+
+    /// The router (BGP clusters only).
+    pub fn router(&mut self) -> &mut Router {
+        self.router.as_mut().expect("a BGP cluster has a router")
     }
 
     /// The node-local data dir of `node` (ipamd's `--data-dir`, the config's `dataDir`).
@@ -253,7 +295,7 @@ impl Cluster {
     /// Whether `from` reaches `peer` with a plain route through the underlay.
     fn plain_route(&self, from: &NodeNs, peer: &PeerInfo) -> bool {
         match self.spec.datapath {
-            Datapath::HostGw => true,
+            Datapath::HostGw | Datapath::Bgp => true,
             _ => self.spec.direct_routing && from.subnet == peer.subnet,
         }
     }
@@ -264,11 +306,17 @@ impl Cluster {
         let mut want = BTreeSet::new();
         for p in peers.iter().filter(|p| p.name != name) {
             let plain = self.plain_route(me, p);
+            // Over BGP a node on another subnet is reached through the router.
+            let via = if self.spec.datapath == Datapath::Bgp && me.subnet != p.subnet {
+                me.gateway
+            } else {
+                p.underlay
+            };
             for b in &p.blocks {
                 let r = if plain {
                     Entry::Route {
                         dst: b.clone(),
-                        via: Some(p.underlay.to_string()),
+                        via: Some(via.to_string()),
                         dev: "eth0".into(),
                         onlink: false,
                     }
@@ -286,7 +334,7 @@ impl Cluster {
                             dev: "tunl0".into(),
                             onlink: true,
                         },
-                        Datapath::HostGw => unreachable!(),
+                        Datapath::HostGw | Datapath::Bgp => unreachable!(),
                     }
                 };
                 want.insert(r);
@@ -679,6 +727,14 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("[{}] ipamd logs:\n{}", self.tag, self.logs());
+            if let Some(r) = &self.router {
+                eprintln!(
+                    "[{}] BIRD:\n{}\n{}",
+                    self.tag,
+                    r.birdc(&["show", "protocols", "all"]),
+                    r.log_text()
+                );
+            }
         }
     }
 }
@@ -762,4 +818,211 @@ pub fn direct_routing_scenario(tag: &str) {
     c.check_transfer("node1", "node2", TRANSFER_BYTES);
     c.check_transfer("node1", "node3", TRANSFER_BYTES);
     c.detach_all();
+}
+
+/// The BGP datapath across L3: node1 and node2 on one underlay subnet, node3 on another,
+/// the fabric routing between them and running BIRD as route reflector for all three
+/// (no mesh: every route a node has comes from BIRD). `cni-routed` pods, 2 per node.
+///
+/// Checked: exact routes on every node (same subnet: via the node; across: via the
+/// router); BIRD holds every block with its node as next hop; CHECK; every pod pings
+/// every other; TCP transfers across and within a subnet; MTU; BIRD killed -> the nodes
+/// keep its routes for its graceful-restart time, then hold none (pods on different
+/// nodes no longer reach each other: the routes came only from BGP), BIRD back ->
+/// everything back; node3's ipamd frozen -> its blocks leave every node and BIRD within
+/// the hold time, thawed -> back; DEL of every pod.
+pub fn bgp_scenario(tag: &str) {
+    let t = Instant::now();
+    let mut spec = ClusterSpec::new(Datapath::Bgp, 3, 2);
+    spec.fabric.node_subnets = vec![0, 0, 1];
+    let mut c = Cluster::up(tag, spec);
+    for n in ["node1", "node2", "node3"] {
+        eprintln!("[{tag}] {n} owns:\n{}", show(&c.owned(n)));
+    }
+    c.check_router_has_every_block();
+    c.check_pods();
+    c.check_ping_matrix();
+    c.check_transfer("node1", "node3", TRANSFER_BYTES);
+    c.check_transfer("node2", "node1", TRANSFER_BYTES);
+    c.check_mtu("node3", "node2");
+    c.check_router_loss();
+    c.check_ping_matrix();
+    c.check_node_frozen("node3");
+    c.check_ping_matrix();
+    c.detach_all();
+    eprintln!("[{tag}] scenario done in {:?}", t.elapsed());
+}
+
+impl Cluster {
+    /// BIRD's table holds every block of every live node, with the node as next hop.
+    pub fn check_router_has_every_block(&mut self) {
+        let want: Vec<(String, Ipv4Addr)> = self
+            .pods
+            .iter()
+            .filter(|p| self.live.contains(&p.node))
+            .map(|p| (block_of(p.ip, BLOCK_SIZE), self.node(&p.node).underlay_ip))
+            .collect();
+        let r = self.router();
+        wait_until("BIRD learned every block", CONVERGE, || {
+            let missing: Vec<String> = want
+                .iter()
+                .filter(|(b, via)| {
+                    !r.birdc(&["show", "route", b])
+                        .contains(&format!("via {via} "))
+                })
+                .map(|(b, via)| format!("{b} via {via}"))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "missing {missing:?}; BIRD has:\n{}",
+                    r.birdc(&["show", "route"])
+                ))
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The first pod of `from` gets no answer from the first pod of `to`.
+    fn unreachable(&self, from: &str, to: &str) -> bool {
+        let (a, b) = (self.pods_of(from)[0], self.pods_of(to)[0]);
+        checks::ping_from(a.ns(), b.ip, &[]).is_err()
+    }
+
+    /// BIRD killed (no NOTIFICATION): the nodes keep its routes as stale for its
+    /// graceful-restart time and pods keep talking; then every node holds no route at
+    /// all and, once the fabric's copies of BIRD's routes are gone too, pods of different
+    /// nodes cannot reach each other, not even on one subnet (so no route came from
+    /// anywhere but BGP). BIRD restarted: everything comes back.
+    pub fn check_router_loss(&mut self) {
+        let tag = self.tag.clone();
+        let before: BTreeMap<String, BTreeSet<Entry>> = self
+            .live
+            .iter()
+            .map(|n| (n.clone(), self.owned(n)))
+            .collect();
+        self.router().kill();
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        for (n, old) in &before {
+            assert_eq!(
+                &self.owned(n),
+                old,
+                "{n} changed its routes within BIRD's graceful-restart time"
+            );
+        }
+        self.check_ping_matrix();
+        let grace = Duration::from_secs(router::GR_TIME);
+        wait_until(
+            "every node dropped BIRD's routes",
+            grace + Duration::from_secs(5),
+            || {
+                let left: Vec<String> = self
+                    .live
+                    .iter()
+                    .filter(|n| !self.owned(n).is_empty())
+                    .map(|n| format!("{n}:\n{}", show(&self.owned(n))))
+                    .collect();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(left.join("\n"))
+                }
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let kept = t.elapsed();
+        assert!(
+            kept + Duration::from_millis(500) >= grace,
+            "routes dropped after {kept:?}, before BIRD's graceful-restart time {grace:?}"
+        );
+        // A killed BIRD leaves its routes in the fabric's kernel, and a node with no
+        // route of its own would still reach the others through its default route to
+        // the fabric: take them away, as a dead router would.
+        self.fabric
+            .fabric
+            .exec(&["ip", "route", "flush", "proto", "bird"]);
+        for (a, b) in [("node1", "node2"), ("node1", "node3")] {
+            assert!(
+                self.unreachable(a, b),
+                "a pod of {a} still reaches a pod of {b} with no BGP route"
+            );
+        }
+        eprintln!(
+            "[{tag}] BIRD killed: routes kept {kept:?} (graceful restart {grace:?}), \
+             then none on any node and no pod reaches another node"
+        );
+        self.router().start();
+        let back = self
+            .wait_converged(CONVERGE)
+            .unwrap_or_else(|e| panic!("after BIRD came back: {e}"));
+        eprintln!("[{tag}] BIRD back: every node converged in {back:?}");
+    }
+
+    /// `node`'s ipamd frozen (SIGSTOP: no NOTIFICATION, no closed socket): within the
+    /// hold time BIRD drops its session and no other node (nor BIRD) holds a route to
+    /// its blocks; the others still reach each other. Thawed: its session and routes
+    /// come back.
+    pub fn check_node_frozen(&mut self, node: &str) {
+        let info = self.peer_info(node).unwrap_or_else(|e| panic!("{e}"));
+        let others: Vec<String> = self.live.iter().filter(|n| *n != node).cloned().collect();
+        self.daemon(node).freeze();
+        let t = Instant::now();
+        let hold = Duration::from_secs(router::HOLD_TIME);
+        // The hold timer runs from the last KEEPALIVE (up to one hold time), then the
+        // withdrawal travels BIRD -> nodes -> kernel; the polling costs up to ~0.5 s.
+        let r = wait_until(
+            &format!("{node}'s blocks withdrawn"),
+            hold + Duration::from_secs(2),
+            || {
+                let mut left: Vec<String> = others
+                    .iter()
+                    .flat_map(|n| {
+                        self.owned(n)
+                            .into_iter()
+                            .filter(|e| e.mentions(&info.tokens()))
+                            .map(move |e| format!("{n}: {e}"))
+                    })
+                    .collect();
+                let bird = self
+                    .router
+                    .as_ref()
+                    .map(Router::prefixes)
+                    .unwrap_or_default();
+                left.extend(
+                    info.blocks
+                        .iter()
+                        .filter(|b| bird.contains(b))
+                        .map(|b| format!("BIRD: {b}")),
+                );
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(left.join("\n"))
+                }
+            },
+        );
+        let took = t.elapsed();
+        if let Err(e) = r {
+            self.daemon(node).thaw();
+            panic!("{e}");
+        }
+        let among: Vec<&str> = others.iter().map(String::as_str).collect();
+        self.check_ping_matrix_among(&among);
+        eprintln!(
+            "[{}] {node}'s ipamd frozen: its blocks gone from {among:?} and BIRD after \
+             {took:?} (hold time {hold:?})",
+            self.tag
+        );
+        self.daemon(node).thaw();
+        let back = self
+            .wait_converged(CONVERGE)
+            .unwrap_or_else(|e| panic!("after {node}'s ipamd was thawed: {e}"));
+        self.check_router_has_every_block();
+        eprintln!(
+            "[{}] {node}'s ipamd thawed: converged in {back:?}",
+            self.tag
+        );
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`kernel`]: what `ipamd` programmed (proto-97 routes, neighbours, FDB) and monitors;
 //! - [`cluster`]: a whole cluster (fabric + daemons + pods) and the shared scenario that
 //!   every datapath's end-to-end test runs;
+//! - [`router`]: BIRD in the fabric namespace, the route reflector of the BGP datapath;
 //! - [`bench`]: iperf3 throughput between namespaces;
 //! - [`uml`]: boot User-Mode Linux (for IPIP, which this machine's kernel lacks) and run a
 //!   command inside it.
@@ -24,6 +25,7 @@ pub mod inns;
 pub mod kernel;
 pub mod node;
 pub mod pod;
+pub mod router;
 pub mod topology;
 pub mod uml;
 
@@ -36,6 +38,8 @@ pub enum Datapath {
     Vxlan,
     Ipip,
     HostGw,
+    /// `cni-routed` pods, routes learned over BGP from a route reflector (BIRD).
+    Bgp,
 }
 
 impl Datapath {
@@ -44,7 +48,7 @@ impl Datapath {
         match self {
             Datapath::Vxlan => "cni-vxlan",
             Datapath::Ipip => "cni-ipip",
-            Datapath::HostGw => "cni-routed",
+            Datapath::HostGw | Datapath::Bgp => "cni-routed",
         }
     }
     /// The value of `ipamd run --datapath`.
@@ -53,6 +57,7 @@ impl Datapath {
             Datapath::Vxlan => "vxlan",
             Datapath::Ipip => "ipip",
             Datapath::HostGw => "host-gw",
+            Datapath::Bgp => "bgp",
         }
     }
     /// Encapsulation overhead: pod MTU = underlay MTU - this.
@@ -60,7 +65,7 @@ impl Datapath {
         match self {
             Datapath::Vxlan => 50,
             Datapath::Ipip => 20,
-            Datapath::HostGw => 0,
+            Datapath::HostGw | Datapath::Bgp => 0,
         }
     }
     /// The tunnel device `ipamd` programs routes through, if any.
@@ -68,7 +73,7 @@ impl Datapath {
         match self {
             Datapath::Vxlan => Some(VXLAN_DEVICE),
             Datapath::Ipip => Some("tunl0"),
-            Datapath::HostGw => None,
+            Datapath::HostGw | Datapath::Bgp => None,
         }
     }
 }

@@ -153,6 +153,24 @@ impl Ipamd {
         }
     }
 
+    /// SIGSTOP: the process stays, its sockets stay open, it answers nothing (a hung
+    /// node, as its peers see it: only their hold timers notice).
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Ipamd::freeze`].
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let c = self.child.as_ref().expect("ipamd running");
+        // `ip netns exec` execs the daemon: this pid is ipamd's.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig)
+            .unwrap_or_else(|e| panic!("{sig} to ipamd of {}: {e}", self.node));
+    }
+
     /// Stops it (SIGTERM) and starts it again with the same flags.
     pub fn restart(&mut self) {
         self.stop();
