@@ -207,6 +207,60 @@ impl Drop for Bird {
     }
 }
 
+/// `ip monitor route` in a namespace, from when [`RouteMonitor::start`] returns (it
+/// waits until a marker route shows up) until [`RouteMonitor::stop`].
+struct RouteMonitor {
+    child: Child,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RouteMonitor {
+    fn start(n: &Node) -> RouteMonitor {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("events");
+        let child = Command::new("ip")
+            .args(["-n", &n.ns, "monitor", "route"])
+            .stdout(File::create(&out).unwrap())
+            .spawn()
+            .unwrap();
+        let m = RouteMonitor {
+            child,
+            out,
+            _dir: dir,
+        };
+        wait_until(
+            10 * SEC,
+            || {
+                let _ = n.exec(&["ip", "route", "del", "blackhole", "192.0.2.99/32"]);
+                n.ip(&["route", "add", "blackhole", "192.0.2.99/32"]);
+                std::thread::sleep(Duration::from_millis(50));
+                m.text().contains("192.0.2.99")
+            },
+            || m.text(),
+        );
+        m
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stop(mut self) -> String {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.text()
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Route reflector for `clients` (address, name) in AS 64512, with one static prefix
 /// outside the pool that it offers everyone; installs what it learns in its kernel.
 fn rr_config(router_id: &str, clients: &[(&str, &str)]) -> String {
@@ -415,6 +469,92 @@ fn prefix_outside_the_pool_is_not_installed() {
         n.metric("ipamd_bgp_prefixes_received{peer=\"192.168.91.254\"}"),
         Some(1.0)
     );
+}
+
+/// Two route reflectors (each its own BIRD, namespace and link) offer the same prefix
+/// with different next hops: the route stays while either still offers it, follows the
+/// one left, and goes when neither does.
+#[test]
+fn same_prefix_from_two_reflectors_stays_while_either_offers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    let n = Node::bare("bgp2n-");
+    let ra = Node::bare("bgp2a-");
+    let rb = Node::bare("bgp2b-");
+    link(&n, "eth0", "192.168.93.1/24", &ra, "r1");
+    ra.ip(&["addr", "add", "192.168.93.254/24", "dev", "r1"]);
+    link(&n, "eth1", "192.168.94.1/24", &rb, "r1");
+    rb.ip(&["addr", "add", "192.168.94.254/24", "dev", "r1"]);
+    let tor = |local: &str, sub: &str| {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        format!(
+            "router id {local};\n\
+             protocol device {{ scan time 1; }}\n\
+             protocol static {{ ipv4; route 10.244.200.0/26 blackhole; }}\n\
+             protocol bgp n1 {{\n\
+               local {local} as 64512; neighbor {} as 64512; rr client; direct;\n\
+               hold time 3; connect retry time 1; error wait time 1, 3;\n\
+               ipv4 {{ import all; export where source = RTS_STATIC; next hop self; }};\n\
+             }}\n",
+            if sub == "a" {
+                "192.168.93.1"
+            } else {
+                "192.168.94.1"
+            }
+        )
+    };
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let bird_a = Bird::start(&ra, &a_dir, &tor("192.168.93.254", "a"));
+    let bird_b = Bird::start(&rb, &b_dir, &tor("192.168.94.254", "b"));
+    let (a, b) = ("192.168.93.254", "192.168.94.254");
+    let mut flags = bgp_flags("192.168.93.1");
+    flags.extend([
+        "--bgp-no-mesh".into(),
+        "--bgp-peer".into(),
+        format!("{a},64512"),
+        "--bgp-peer".into(),
+        format!("{b},64512"),
+    ]);
+    let d = start(&n, "n1", dir.path(), &store, &flags);
+    let logs = || d.log();
+    let p: IpNetwork = "10.244.200.0/26".parse().unwrap();
+    let received =
+        |peer: &str| n.metric(&format!("ipamd_bgp_prefixes_received{{peer=\"{peer}\"}}"));
+    let wait_received = |peer: &str, want: f64| {
+        wait_until(
+            20 * SEC,
+            || received(peer) == Some(want),
+            || format!("{peer}: {:?}\n{}", received(peer), d.log()),
+        )
+    };
+    wait_received(a, 1.0);
+    wait_received(b, 1.0);
+    wait_route(&n, p, None, true, 10 * SEC, logs);
+
+    // Whichever next hop is installed, losing one reflector leaves the other's, and the
+    // route is never deleted on the way (a resync would put it back: the monitor sees
+    // a gap the polling would not).
+    let mon = RouteMonitor::start(&n);
+    bird_a.birdc(&["disable", "n1"]);
+    wait_received(a, 0.0);
+    wait_route(&n, p, Some(b), true, 10 * SEC, logs);
+    bird_a.birdc(&["enable", "n1"]);
+    wait_received(a, 1.0);
+    bird_b.birdc(&["disable", "n1"]);
+    wait_received(b, 0.0);
+    wait_route(&n, p, Some(a), true, 10 * SEC, logs);
+    let events = mon.stop();
+    assert!(
+        !events
+            .lines()
+            .any(|l| l.starts_with("Deleted") && l.contains("10.244.200.0/26")),
+        "the route went away while a reflector still offered it:\n{events}"
+    );
+
+    // Neither offers it: gone.
+    bird_a.birdc(&["disable", "n1"]);
+    wait_route(&n, p, None, false, 10 * SEC, logs);
 }
 
 /// Bench: `cargo test --release -p ipamd --test bgp -- --ignored --nocapture`.
