@@ -123,6 +123,8 @@ pub(crate) struct PeerCtx {
     peer_gr: Option<GracefulRestart>,
     /// Routes of this peer may be in the daemon's table: a PeerDown is owed.
     up: bool,
+    /// Families of the session whose End-of-RIB has not come yet.
+    eor_pending: Vec<Family>,
 }
 
 fn family_of(p: &IpNetwork) -> Family {
@@ -153,6 +155,7 @@ impl PeerCtx {
             fresh: 0,
             peer_gr: None,
             up: false,
+            eor_pending: Vec::new(),
         }
     }
 
@@ -199,6 +202,7 @@ impl PeerCtx {
             s.established_at = Some(Instant::now());
         }
         self.up = true;
+        self.eor_pending = neg.families.clone();
         self.peer_gr = neg.graceful_restart.clone();
         // RFC 4724 §4.2: stale routes of a family the restarted peer did not keep
         // forwarding for go now; the others when its End-of-RIB comes.
@@ -237,6 +241,11 @@ impl PeerCtx {
         if let Some(f) = u.end_of_rib_family() {
             debug!(peer = %self.cfg.address, ?f, "end of RIB");
             self.sweep_stale(Some(f));
+            let waiting = !self.eor_pending.is_empty();
+            self.eor_pending.retain(|p| *p != f);
+            if waiting && self.eor_pending.is_empty() {
+                self.emit(RouteEventKind::EndOfRib);
+            }
             return;
         }
         let a = u.attributes;

@@ -24,6 +24,9 @@ pub enum RouteEventKind {
     Withdrawn {
         prefix: IpNetwork,
     },
+    /// The peer has sent its whole table: End-of-RIB (RFC 4724) for every family of the
+    /// session. Once per session; a route not learned again by now is not coming.
+    EndOfRib,
     /// Every route learned from the peer is gone (the session dropped and no
     /// graceful-restart window is pending, or the window passed, or the peer was
     /// removed). No `Withdrawn` events follow for them.

@@ -262,6 +262,8 @@ fn bird_and_our_speaker_exchange_routes() {
                 );
             }
         }
+        // Its End-of-RIB for both families, after the routes: the table is complete.
+        wait_event(&mut rx, 10 * SEC, |e| e.kind == RouteEventKind::EndOfRib).await;
         // BIRD learns ours, with our next hop.
         let b = bird.clone();
         tokio::task::spawn_blocking(move || {

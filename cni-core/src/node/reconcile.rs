@@ -342,10 +342,33 @@ impl Reconciler {
         want: BTreeMap<String, BTreeSet<Object>>,
         devices: &[u32],
     ) -> Result<Applied, CniError> {
+        self.resync_with(want, devices, false).await
+    }
+
+    /// As [`Reconciler::resync`], but an owned entry nobody wants stays: for a daemon
+    /// that restarted and has not heard everything again yet (what it programmed before
+    /// keeps forwarding until it knows what is gone).
+    pub async fn resync_keeping_unwanted(
+        &mut self,
+        want: BTreeMap<String, BTreeSet<Object>>,
+        devices: &[u32],
+    ) -> Result<Applied, CniError> {
+        self.resync_with(want, devices, true).await
+    }
+
+    async fn resync_with(
+        &mut self,
+        want: BTreeMap<String, BTreeSet<Object>>,
+        devices: &[u32],
+        keep_unwanted: bool,
+    ) -> Result<Applied, CniError> {
         let kernel = self.dump(devices).await?;
 
         let wanted = union(&want);
-        let ops = plan_resync(&kernel, &wanted);
+        let mut ops = plan_resync(&kernel, &wanted);
+        if keep_unwanted {
+            ops.retain(|op| matches!(op, Op::Put { .. }) || wanted.contains_key(&op.obj().key()));
+        }
         let (applied, ok) = run(&self.nl, &ops).await;
 
         let failed: BTreeSet<&Object> = ops

@@ -830,7 +830,8 @@ pub fn direct_routing_scenario(tag: &str) {
 /// keep its routes for its graceful-restart time, then hold none (pods on different
 /// nodes no longer reach each other: the routes came only from BGP), BIRD back ->
 /// everything back; node3's ipamd frozen -> its blocks leave every node and BIRD within
-/// the hold time, thawed -> back; DEL of every pod.
+/// the hold time, thawed -> back; node1's ipamd restarted -> no event on its routes, no
+/// netlink request (its routes wait for BIRD's table); DEL of every pod.
 pub fn bgp_scenario(tag: &str) {
     let t = Instant::now();
     let mut spec = ClusterSpec::new(Datapath::Bgp, 3, 2);
@@ -848,6 +849,9 @@ pub fn bgp_scenario(tag: &str) {
     c.check_router_loss();
     c.check_ping_matrix();
     c.check_node_frozen("node3");
+    c.check_ping_matrix();
+    c.check_restart("node1");
+    c.check_router_has_every_block();
     c.check_ping_matrix();
     c.detach_all();
     eprintln!("[{tag}] scenario done in {:?}", t.elapsed());

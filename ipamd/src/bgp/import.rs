@@ -3,12 +3,17 @@
 //! [`RouteEvent`]s in batches, and on every resync tick reconciles the whole table
 //! against a kernel dump, so a route deleted behind the daemon's back comes back.
 //!
+//! After a start the routes already in the kernel (from before a restart) stay until
+//! every peer has re-sent its table (End-of-RIB) or the startup window passes: until
+//! then a resync adds and changes but deletes nothing, so a restart of the daemon
+//! sends nothing for routes that did not change and never interrupts forwarding.
+//!
 //! Next hops: iBGP keeps the announcing node's underlay address as next hop, which
 //! across subnets is not on-link, and Linux only accepts an on-link gateway. So, as
 //! BIRD's `gateway recursive`, a next hop off the connected subnets is resolved through
 //! the kernel's own route to it (the router toward it) when the route is installed.
 
-use bgp::{RouteEvent, RouteEventKind};
+use bgp::{RouteEvent, RouteEventKind, Speaker};
 use cni_core::netlink::{Netlink, RouteSpec, Underlay};
 use cni_core::node::{Object, Reconciler, RTPROT_IPAMD};
 use ipnetwork::IpNetwork;
@@ -29,6 +34,16 @@ pub struct Importer {
     rec: Reconciler,
     learned: Learned,
     metrics: Arc<Metrics>,
+    speaker: Speaker,
+    /// Until every peer has re-sent its table: `None` once over.
+    startup: Option<Startup>,
+}
+
+/// The start of the daemon: routes nobody announced (yet) are kept.
+struct Startup {
+    until: Instant,
+    /// Peers whose End-of-RIB came.
+    done: BTreeSet<IpAddr>,
 }
 
 /// The reconciler's name for what was learned from `peer`.
@@ -50,6 +65,7 @@ fn apply(learned: &mut Learned, ev: RouteEvent) -> IpAddr {
         RouteEventKind::PeerDown => {
             learned.remove(&ev.peer);
         }
+        RouteEventKind::EndOfRib => {}
     }
     if learned.get(&ev.peer).is_some_and(BTreeMap::is_empty) {
         learned.remove(&ev.peer);
@@ -75,14 +91,53 @@ fn resolve(routes: &[RouteSpec], ip: IpAddr) -> Option<IpAddr> {
 }
 
 impl Importer {
-    pub fn new(nl: Netlink, underlay: Underlay, metrics: Arc<Metrics>) -> Importer {
+    /// `startup`: how long at most the routes from before a restart wait for the peers
+    /// to announce them again.
+    pub fn new(
+        nl: Netlink,
+        underlay: Underlay,
+        metrics: Arc<Metrics>,
+        speaker: Speaker,
+        startup: Duration,
+    ) -> Importer {
         Importer {
             rec: Reconciler::new(nl.clone()),
             nl,
             underlay,
             learned: Learned::new(),
             metrics,
+            speaker,
+            startup: Some(Startup {
+                until: Instant::now() + startup,
+                done: BTreeSet::new(),
+            }),
         }
+    }
+
+    /// Applies one event; the peer whose routes changed.
+    fn note(&mut self, ev: RouteEvent) -> IpAddr {
+        if let (RouteEventKind::EndOfRib, Some(s)) = (&ev.kind, &mut self.startup) {
+            s.done.insert(ev.peer);
+        }
+        apply(&mut self.learned, ev)
+    }
+
+    /// Whether the startup is over (now or before): every peer re-sent its table, or
+    /// the window passed.
+    fn started(&mut self) -> bool {
+        let Some(s) = &self.startup else {
+            return true;
+        };
+        let peers: Vec<IpAddr> = self.speaker.peers().iter().map(|p| p.address).collect();
+        let all_sent = !peers.is_empty() && peers.iter().all(|p| s.done.contains(p));
+        if all_sent || Instant::now() >= s.until {
+            tracing::info!(
+                every_peer_sent_its_table = all_sent,
+                "BGP: startup over, routes no peer announces go from now on"
+            );
+            self.startup = None;
+        }
+        self.startup.is_none()
     }
 
     /// Runs until the speaker's event channel closes or `stop` turns true.
@@ -102,11 +157,16 @@ impl Importer {
                     let Some(ev) = ev else { return };
                     // Everything queued goes in one batch: one diff per peer, not per
                     // prefix (a full table from a router arrives as a burst).
-                    let mut dirty = BTreeSet::from([apply(&mut self.learned, ev)]);
+                    let mut dirty = BTreeSet::from([self.note(ev)]);
                     while let Ok(ev) = events.try_recv() {
-                        dirty.insert(apply(&mut self.learned, ev));
+                        dirty.insert(self.note(ev));
                     }
-                    self.program(dirty).await;
+                    if self.startup.is_some() {
+                        // Against the kernel: what is there already costs nothing.
+                        self.full().await;
+                    } else {
+                        self.program(dirty).await;
+                    }
                 }
             }
         }
@@ -222,11 +282,17 @@ impl Importer {
     }
 
     /// The whole learned table against a kernel dump (puts back deleted routes, removes
-    /// stale ones, follows a changed route to an off-link next hop).
+    /// stale ones once the startup is over, follows a changed route to an off-link next
+    /// hop).
     async fn full(&mut self) {
         let all: BTreeSet<IpAddr> = self.learned.keys().copied().collect();
         let want = self.want(&all).await;
-        match self.rec.resync(want, &[]).await {
+        let done = if self.started() {
+            self.rec.resync(want, &[]).await
+        } else {
+            self.rec.resync_keeping_unwanted(want, &[]).await
+        };
+        match done {
             Ok(done) => {
                 self.metrics.datapath_resynced();
                 self.metrics.datapath_applied(&done, self.rec.installed());

@@ -22,6 +22,7 @@ use ipnetwork::IpNetwork;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::cli::{BgpArgs, RunArgs};
 use crate::error::Error;
@@ -122,11 +123,13 @@ pub async fn run(
     metrics.set_bgp(speaker.clone());
 
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let importer = tokio::spawn(import::Importer::new(nl, underlay, metrics.clone()).run(
-        events,
-        args.resync,
-        stop,
-    ));
+    // Routes from before a restart wait for the peers at most one hold time.
+    let startup = match args.bgp.bgp_hold_time {
+        0 => Duration::from_secs(90),
+        h => Duration::from_secs(h.into()),
+    };
+    let importer = import::Importer::new(nl, underlay, metrics.clone(), speaker.clone(), startup);
+    let importer = tokio::spawn(importer.run(events, args.resync, stop));
     let handler = handler::BgpHandler::new(
         speaker.clone(),
         next_hop,
@@ -136,11 +139,12 @@ pub async fn run(
         own,
     );
     let result = crate::run::run_with_handler(args, handler, metrics).await;
-    // A Cease to every peer: they drop our routes now, not after the hold time. Our
-    // kernel routes stay, as with the other datapaths (a restart reprograms nothing).
-    speaker.shutdown().await;
+    // The importer stops first: the sessions' ends must not take our kernel routes,
+    // which stay, as with the other datapaths (a restart reprograms nothing). Then a
+    // Cease to every peer: they drop our routes now, not after the hold time.
     let _ = stop_tx.send(true);
     let _ = importer.await;
+    speaker.shutdown().await;
     result
 }
 
