@@ -131,13 +131,102 @@ fn round_trips() {
 fn four_octet_as_in_two_octet_fields_is_as_trans() {
     let bytes = Message::Open(open()).encode(C4);
     assert_eq!(u16::from_be_bytes([bytes[20], bytes[21]]), AS_TRANS);
-    // A 2-octet session: big ASNs in AS_PATH become AS_TRANS, small ones survive.
-    let bytes = Message::Update(v4_update()).encode(C2);
-    let Ok(Message::Update(u)) = Message::decode(&bytes, C2) else {
+    // A 2-octet session: big ASNs in AS_PATH become AS_TRANS, small ones survive, and
+    // AS4_PATH (type 17, optional transitive) carries the real path (RFC 6793).
+    let m = Message::Update(v4_update());
+    let bytes = m.encode(C2);
+    let as_path = [2u8, 2, 0xfc, 0x00, 0x5b, 0xa0]; // sequence of 2: 64512, AS_TRANS
+    assert!(bytes.windows(as_path.len()).any(|w| w == as_path));
+    let as4_path = [0xc0, 17, 20, 2, 2, 0, 0, 0xfc, 0x00, 0xfa, 0x56, 0xea, 0x01];
+    assert!(
+        bytes.windows(as4_path.len()).any(|w| w == as4_path),
+        "{bytes:?}"
+    );
+    assert_eq!(Message::decode(&bytes, C2), Ok(m.clone()));
+    // Without AS4_PATH (a 2-octet-only router dropped it) the AS_TRANS stays.
+    let mut stripped = v4_update();
+    stripped.attributes.as_path = Some(vec![AsSegment {
+        sequence: true,
+        asns: vec![64512, u32::from(AS_TRANS)],
+    }]);
+    let Ok(Message::Update(u)) = Message::decode(&Message::Update(stripped.clone()).encode(C2), C2)
+    else {
         panic!("decode")
     };
-    let path = u.attributes.as_path.unwrap();
-    assert_eq!(path[0].asns, vec![64512, u32::from(AS_TRANS)]);
+    assert_eq!(u, stripped);
+    // A 4-octet session ignores an AS4_PATH: it is only another attribute.
+    let a = attrs(&[
+        &[0x40, 1, 1, 0],
+        &[0x40, 2, 6, 2, 1, 0, 0, 0xfc, 0x00],
+        &[0x40, 3, 4, 192, 0, 2, 1],
+        &[0xc0, 17, 6, 2, 1, 0xfa, 0x56, 0xea, 0x01],
+    ]);
+    let Ok(Message::Update(u)) = Message::decode(&update(&a, &[24, 10, 1, 2]), C4) else {
+        panic!("decode")
+    };
+    assert_eq!(u.attributes.as_path.unwrap()[0].asns, vec![64512]);
+    assert!(u.attributes.other.iter().any(|a| a.kind == 17));
+}
+
+/// RFC 6793 §4.2.3: AS4_PATH replaces the tail of AS_PATH it covers; a longer one is
+/// ignored.
+#[test]
+fn as4_path_merges_into_the_as_path_of_a_two_octet_peer() {
+    let attr = |kind: u8, flags: u8, segs: &[(u8, &[u32])], width: usize| {
+        let mut v = Vec::new();
+        for (t, asns) in segs {
+            v.extend_from_slice(&[*t, asns.len() as u8]);
+            for a in *asns {
+                v.extend_from_slice(&a.to_be_bytes()[4 - width..]);
+            }
+        }
+        let mut out = vec![flags, kind, v.len() as u8];
+        out.extend(v);
+        out
+    };
+    let origin = [0x40, 1, 1, 0];
+    let nh = [0x40, 3, 4, 192, 0, 2, 1];
+    let path = |as2: &[(u8, &[u32])], as4: &[(u8, &[u32])]| {
+        let a = attrs(&[
+            &origin,
+            &attr(2, 0x40, as2, 2),
+            &nh,
+            &attr(17, 0xc0, as4, 4),
+        ]);
+        let Ok(Message::Update(u)) = Message::decode(&update(&a, &[24, 10, 1, 2]), C2) else {
+            panic!("decode")
+        };
+        u.attributes.as_path.unwrap()
+    };
+    let seq = |asns: &[u32]| AsSegment {
+        sequence: true,
+        asns: asns.to_vec(),
+    };
+    let t = u32::from(AS_TRANS);
+    // 65001 added by an old speaker after the new ones.
+    assert_eq!(
+        path(
+            &[(2, &[65001, t, t])],
+            &[(2, &[4_200_000_001, 4_200_000_002])]
+        ),
+        vec![seq(&[65001]), seq(&[4_200_000_001, 4_200_000_002])]
+    );
+    // An AS_SET counts as one.
+    assert_eq!(
+        path(&[(1, &[1, 2]), (2, &[t])], &[(2, &[4_200_000_001])]),
+        vec![
+            AsSegment {
+                sequence: false,
+                asns: vec![1, 2]
+            },
+            seq(&[4_200_000_001])
+        ]
+    );
+    // Longer than AS_PATH: ignored.
+    assert_eq!(
+        path(&[(2, &[t])], &[(2, &[4_200_000_001, 4_200_000_002])]),
+        vec![seq(&[t])]
+    );
 }
 
 #[test]

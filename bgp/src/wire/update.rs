@@ -18,6 +18,8 @@ const MED: u8 = 4;
 const LOCAL_PREF: u8 = 5;
 const MP_REACH: u8 = 14;
 const MP_UNREACH: u8 = 15;
+/// RFC 6793: the real path next to an AS_PATH of AS_TRANS, toward a 2-octet speaker.
+const AS4_PATH: u8 = 17;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -298,6 +300,7 @@ fn encode_prefix(p: &IpNetwork, out: &mut Vec<u8>) {
 fn decode_attributes(buf: &[u8], codec: Codec) -> Result<PathAttributes, UpdateError> {
     let mut r = Reader::new(buf);
     let mut attrs = PathAttributes::default();
+    let mut as4_path = None;
     let mut seen = [false; 256];
     while !r.is_empty() {
         let flags = r.u8().ok_or(UpdateError::MalformedAttributeList)?;
@@ -355,6 +358,12 @@ fn decode_attributes(buf: &[u8], codec: Codec) -> Result<PathAttributes, UpdateE
             AS_PATH => {
                 expect_flags(TRANSITIVE)?;
                 attrs.as_path = Some(decode_as_path(value, codec)?);
+            }
+            // From a 2-octet speaker only (a 4-octet one's is ignored, RFC 6793 §4.1);
+            // a malformed one is discarded, not a session error (§6).
+            AS4_PATH if !codec.four_octet_as => {
+                expect_flags(OPTIONAL | TRANSITIVE)?;
+                as4_path = decode_segments(value, 4).ok();
             }
             NEXT_HOP => {
                 expect_flags(TRANSITIVE)?;
@@ -420,7 +429,46 @@ fn decode_attributes(buf: &[u8], codec: Codec) -> Result<PathAttributes, UpdateE
             }),
         }
     }
+    if let (Some(path), Some(as4)) = (&attrs.as_path, as4_path) {
+        attrs.as_path = Some(merge_as4_path(path, as4));
+    }
     Ok(attrs)
+}
+
+/// How many ASNs a path counts for (an AS_SET counts as one).
+fn path_len(path: &[AsSegment]) -> usize {
+    path.iter()
+        .map(|s| if s.sequence { s.asns.len() } else { 1 })
+        .sum()
+}
+
+/// RFC 6793 §4.2.3: the leading ASNs of AS_PATH that AS4_PATH lacks, then AS4_PATH;
+/// an AS4_PATH longer than AS_PATH is ignored.
+fn merge_as4_path(as_path: &[AsSegment], as4: Vec<AsSegment>) -> Vec<AsSegment> {
+    let (n2, n4) = (path_len(as_path), path_len(&as4));
+    if n4 > n2 {
+        return as_path.to_vec();
+    }
+    let mut keep = n2 - n4;
+    let mut out = Vec::new();
+    for seg in as_path {
+        if keep == 0 {
+            break;
+        }
+        if seg.sequence {
+            let take = keep.min(seg.asns.len());
+            out.push(AsSegment {
+                sequence: true,
+                asns: seg.asns[..take].to_vec(),
+            });
+            keep -= take;
+        } else {
+            out.push(seg.clone());
+            keep -= 1;
+        }
+    }
+    out.extend(as4);
+    out
 }
 
 fn decode_next_hops(nh: &[u8], v6: bool) -> Option<Vec<IpAddr>> {
@@ -439,7 +487,11 @@ fn decode_next_hops(nh: &[u8], v6: bool) -> Option<Vec<IpAddr>> {
 }
 
 fn decode_as_path(value: &[u8], codec: Codec) -> Result<Vec<AsSegment>, UpdateError> {
-    let width = if codec.four_octet_as { 4 } else { 2 };
+    decode_segments(value, if codec.four_octet_as { 4 } else { 2 })
+}
+
+/// AS path segments of `width`-octet ASNs.
+fn decode_segments(value: &[u8], width: usize) -> Result<Vec<AsSegment>, UpdateError> {
     let mut r = Reader::new(value);
     let mut out = Vec::new();
     while !r.is_empty() {
@@ -467,6 +519,28 @@ fn decode_as_path(value: &[u8], codec: Codec) -> Result<Vec<AsSegment>, UpdateEr
     Ok(out)
 }
 
+/// AS path segments with 4-octet ASNs, or 2-octet ones where [`AS_TRANS`] stands for
+/// an ASN that does not fit.
+fn encode_segments(path: &[AsSegment], four_octet: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    for seg in path {
+        // A segment holds at most 255 ASNs: split longer ones.
+        for chunk in seg.asns.chunks(255) {
+            v.push(if seg.sequence { 2 } else { 1 });
+            v.push(chunk.len() as u8);
+            for asn in chunk {
+                if four_octet {
+                    v.extend_from_slice(&asn.to_be_bytes());
+                } else {
+                    let as2 = u16::try_from(*asn).unwrap_or(AS_TRANS);
+                    v.extend_from_slice(&as2.to_be_bytes());
+                }
+            }
+        }
+    }
+    v
+}
+
 fn push_attr(out: &mut Vec<u8>, flags: u8, kind: u8, value: &[u8]) {
     if value.len() > 255 {
         out.extend_from_slice(&[flags | EXTENDED, kind]);
@@ -482,23 +556,21 @@ fn encode_attributes(a: &PathAttributes, codec: Codec, out: &mut Vec<u8>) {
         push_attr(out, TRANSITIVE, ORIGIN, &[origin as u8]);
     }
     if let Some(path) = &a.as_path {
-        let mut v = Vec::new();
-        for seg in path {
-            // A segment holds at most 255 ASNs: split longer ones.
-            for chunk in seg.asns.chunks(255) {
-                v.push(if seg.sequence { 2 } else { 1 });
-                v.push(chunk.len() as u8);
-                for asn in chunk {
-                    if codec.four_octet_as {
-                        v.extend_from_slice(&asn.to_be_bytes());
-                    } else {
-                        let as2 = u16::try_from(*asn).unwrap_or(AS_TRANS);
-                        v.extend_from_slice(&as2.to_be_bytes());
-                    }
-                }
-            }
+        push_attr(
+            out,
+            TRANSITIVE,
+            AS_PATH,
+            &encode_segments(path, codec.four_octet_as),
+        );
+        let wide = path.iter().flat_map(|s| &s.asns).any(|a| *a > 0xffff);
+        if !codec.four_octet_as && wide {
+            push_attr(
+                out,
+                OPTIONAL | TRANSITIVE,
+                AS4_PATH,
+                &encode_segments(path, true),
+            );
         }
-        push_attr(out, TRANSITIVE, AS_PATH, &v);
     }
     if let Some(nh) = a.next_hop {
         push_attr(out, TRANSITIVE, NEXT_HOP, &nh.octets());
