@@ -137,6 +137,10 @@ pub struct SpeakerConfig {
     pub timers: Timers,
     pub peers: Vec<PeerConfig>,
     pub import_filter: ImportFilter,
+    /// Our forwarding survives our restart (the daemon leaves its kernel routes): the
+    /// graceful restart capability lists IPv4 and IPv6 unicast with the forwarding bit,
+    /// so a helper keeps our routes while we restart ([`crate::Speaker::shutdown_for_restart`]).
+    pub forwarding_survives_restart: bool,
 }
 
 impl SpeakerConfig {
@@ -150,6 +154,7 @@ impl SpeakerConfig {
             timers: Timers::default(),
             peers: Vec::new(),
             import_filter: ImportFilter::default(),
+            forwarding_survives_restart: false,
         }
     }
 }

@@ -28,6 +28,7 @@ pub(crate) struct Local {
     pub(crate) timers: Timers,
     /// Source address of our connections (the listen address, when specific).
     pub(crate) source: Option<IpAddr>,
+    pub(crate) forwarding_survives_restart: bool,
 }
 
 impl Local {
@@ -37,6 +38,7 @@ impl Local {
             self.router_id,
             self.timers.hold_time,
             self.timers.graceful_restart,
+            self.forwarding_survives_restart,
         )
     }
 }

@@ -617,7 +617,13 @@ fn base_attributes(ebgp: bool, local_as: u32) -> PathAttributes {
 }
 
 /// Our OPEN.
-pub(crate) fn our_open(local_as: u32, router_id: Ipv4Addr, hold: HoldTime, gr: u16) -> Open {
+pub(crate) fn our_open(
+    local_as: u32,
+    router_id: Ipv4Addr,
+    hold: HoldTime,
+    gr: u16,
+    forwarding_survives_restart: bool,
+) -> Open {
     let mut capabilities = vec![
         Capability::Multiprotocol(Family::IPV4_UNICAST),
         Capability::Multiprotocol(Family::IPV6_UNICAST),
@@ -625,12 +631,19 @@ pub(crate) fn our_open(local_as: u32, router_id: Ipv4Addr, hold: HoldTime, gr: u
         Capability::FourOctetAs(local_as),
     ];
     if gr > 0 {
-        // We are a helper (we keep a restarting peer's routes); the daemon keeps its
-        // kernel routes across restarts, but we do not claim preserved forwarding yet.
+        // We are a helper (we keep a restarting peer's routes). The families, with the
+        // forwarding bit, only when our forwarding survives our restart: a helper then
+        // keeps our routes through it. (The R bit stays clear: we never defer our
+        // updates waiting for the peer's End-of-RIB, so there is no deadlock to avoid.)
+        let families = if forwarding_survives_restart {
+            vec![(Family::IPV4_UNICAST, true), (Family::IPV6_UNICAST, true)]
+        } else {
+            vec![]
+        };
         capabilities.push(Capability::GracefulRestart(GracefulRestart {
             restarting: false,
             restart_time: gr.min(0x0fff),
-            families: vec![],
+            families,
         }));
     }
     Open {

@@ -96,6 +96,7 @@ impl Speaker {
             router_id: config.router_id,
             timers: config.timers,
             source,
+            forwarding_survives_restart: config.forwarding_survives_restart,
         });
         let peers: Peers = Arc::default();
         let listener_task = tokio::spawn(accept_loop(listener.clone(), peers.clone()));
@@ -215,6 +216,20 @@ impl Speaker {
             .collect();
         out.sort_by_key(|p| p.address);
         out
+    }
+
+    /// Closes every session without a NOTIFICATION, as a crash or restart would, and
+    /// stops the listener: a peer helping with graceful restart keeps our routes for our
+    /// restart time (or until our End-of-RIB on the next session), if we announced
+    /// that our forwarding survives (`forwarding_survives_restart`).
+    pub async fn shutdown_for_restart(&self) {
+        self.inner.listener_task.abort();
+        let handles: Vec<PeerHandle> = lock(&self.inner.peers).drain().map(|(_, h)| h).collect();
+        for h in handles {
+            h.task.abort();
+            // Dropping the task's streams closes the sockets (FIN, no NOTIFICATION).
+            let _ = h.task.await;
+        }
     }
 
     /// Closes every session with a Cease and stops the listener.

@@ -252,6 +252,17 @@ pub struct BgpArgs {
     /// Wait between connection attempts (and connect timeout).
     #[arg(long, env = "IPAMD_BGP_CONNECT_RETRY", default_value = "5s", value_parser = parse_duration)]
     pub bgp_connect_retry: Duration,
+    /// Restarts keep forwarding: peers are told (graceful restart, forwarding bit) and
+    /// SIGTERM closes the sessions without a Cease, so the peers keep this node's routes
+    /// for --bgp-restart-time while ipamd restarts. A node that stops for good then
+    /// keeps its routes at the peers for that long too (`ipamd remove-node` or a Cease
+    /// from a restart without this flag ends that).
+    #[arg(long, env = "IPAMD_BGP_GRACEFUL_RESTART")]
+    pub bgp_graceful_restart: bool,
+    /// Restart time in our graceful restart capability, in seconds (at most 4095).
+    #[arg(long, env = "IPAMD_BGP_RESTART_TIME", default_value_t = 120,
+          value_parser = clap::value_parser!(u16).range(1..=4095))]
+    pub bgp_restart_time: u16,
 }
 
 /// One `--bgp-peer`.
@@ -456,6 +467,8 @@ mod tests {
                 assert_eq!(r.datapath.vxlan_port, 8472);
                 assert_eq!(r.bgp.local_as, 64512);
                 assert_eq!(r.bgp.bgp_hold_time, 90);
+                assert!(!r.bgp.bgp_graceful_restart);
+                assert_eq!(r.bgp.bgp_restart_time, 120);
                 assert!(r.bgp.bgp_peers.is_empty());
             }
             other => panic!("{other:?}"),

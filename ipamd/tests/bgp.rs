@@ -557,6 +557,95 @@ fn same_prefix_from_two_reflectors_stays_while_either_offers_it() {
     wait_route(&n, p, None, false, 10 * SEC, logs);
 }
 
+/// n2's ipamd restarts (SIGTERM, started again) behind a BIRD route reflector while n1
+/// watches its route to n2's block. With `--bgp-graceful-restart`: BIRD keeps the block
+/// (stale) through the restart and n1 never loses it. Without: the Cease makes BIRD
+/// withdraw it and n1 deletes it (so the test can tell the two apart).
+#[test]
+fn graceful_restart_keeps_a_restarting_nodes_routes_at_its_peers() {
+    for graceful in [true, false] {
+        restart_behind_reflector(graceful);
+    }
+}
+
+fn restart_behind_reflector(graceful: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    let r = Node::bare("bgpgr-");
+    r.ip(&["link", "add", "br1", "type", "bridge"]);
+    r.ip(&["addr", "add", "192.168.97.254/24", "dev", "br1"]);
+    r.ip(&["link", "set", "br1", "up"]);
+    let n1 = Node::bare("bgpg1-");
+    let n2 = Node::bare("bgpg2-");
+    link(&n1, "eth0", "192.168.97.1/24", &r, "r1");
+    link(&n2, "eth0", "192.168.97.2/24", &r, "r2");
+    r.ip(&["link", "set", "r1", "master", "br1"]);
+    r.ip(&["link", "set", "r2", "master", "br1"]);
+    let bird = Bird::start(
+        &r,
+        dir.path(),
+        &rr_config(
+            "192.168.97.254",
+            &[("192.168.97.1", "n1"), ("192.168.97.2", "n2")],
+        ),
+    );
+    let flags = |ip: &str| {
+        let mut f = bgp_flags(ip);
+        f.extend([
+            "--bgp-no-mesh".into(),
+            "--bgp-peer".into(),
+            "192.168.97.254,64512".into(),
+        ]);
+        if graceful {
+            f.push("--bgp-graceful-restart".into());
+        }
+        f
+    };
+    let d1 = start(&n1, "n1", dir.path(), &store, &flags("192.168.97.1"));
+    let d2 = start(&n2, "n2", dir.path(), &store, &flags("192.168.97.2"));
+    let b2 = block_of(&store, "n2", &d2);
+    let logs = || {
+        format!(
+            "n1:\n{}\nbird:\n{}",
+            d1.log(),
+            bird.birdc(&["show", "protocols"])
+        )
+    };
+    wait_route(&n1, b2, Some("192.168.97.2"), true, 30 * SEC, logs);
+    let established = || {
+        bird.birdc(&["show", "protocols", "n2"])
+            .contains("Established")
+    };
+    wait_until(10 * SEC, established, logs);
+
+    let mon = RouteMonitor::start(&n1);
+    d2.terminate();
+    wait_until(10 * SEC, || !established(), logs);
+    let bird_has_b2 = bird.birdc(&["show", "route"]).contains(&b2.to_string());
+    assert_eq!(
+        bird_has_b2,
+        graceful,
+        "graceful={graceful}: BIRD has n2's block during its restart? {}",
+        bird.birdc(&["show", "route", "all"])
+    );
+    let d2 = start(&n2, "n2", dir.path(), &store, &flags("192.168.97.2"));
+    wait_until(10 * SEC, established, || {
+        format!("{}\n{}", logs(), d2.log())
+    });
+    wait_route(&n1, b2, Some("192.168.97.2"), true, 10 * SEC, logs);
+    let events = mon.stop();
+    let deleted = events
+        .lines()
+        .any(|l| l.starts_with("Deleted") && l.contains(&b2.to_string()));
+    assert_eq!(
+        deleted, !graceful,
+        "graceful={graceful}: n1 deleted its route to n2's block during n2's restart? \
+         events:\n{events}"
+    );
+    // After the restart BIRD holds the route fresh again (End-of-RIB swept nothing of it).
+    assert!(bird.birdc(&["show", "route"]).contains(&b2.to_string()));
+}
+
 /// Bench: `cargo test --release -p ipamd --test bgp -- --ignored --nocapture`.
 #[test]
 #[ignore = "benchmark"]

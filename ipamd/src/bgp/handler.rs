@@ -2,6 +2,10 @@
 //! what the speaker does. This node's blocks are announced (and withdrawn when
 //! released); the other nodes that run BGP are peered with (the full mesh), unless
 //! `--bgp-no-mesh`. Learned routes are the [`super::import`] task's business.
+//!
+//! No session starts before this node's own record has been seen (its blocks
+//! announced): a session's initial table ends with End-of-RIB, and after a restart that
+//! End-of-RIB makes a helper drop whatever of ours it kept and was not re-announced.
 
 use bgp::{PeerConfig, Speaker};
 use ipam::cluster::NodeRecord;
@@ -22,8 +26,10 @@ pub struct BgpHandler {
     next_hop: IpAddr,
     local_as: u32,
     mesh: bool,
-    /// `--bgp-peer` addresses (never touched by the mesh).
-    explicit: BTreeSet<IpAddr>,
+    /// `--bgp-peer`s (never touched by the mesh), added with the first own record.
+    explicit: Vec<PeerConfig>,
+    /// The first own record was seen (and announced): sessions may start.
+    started: bool,
     /// Mesh peers added, by address.
     meshed: BTreeSet<IpAddr>,
     /// Every remote node that speaks BGP: name -> (underlay address, AS).
@@ -39,7 +45,7 @@ impl BgpHandler {
         next_hop: IpAddr,
         local_as: u32,
         mesh: bool,
-        explicit: BTreeSet<IpAddr>,
+        explicit: Vec<PeerConfig>,
         own: OwnBlocks,
     ) -> BgpHandler {
         BgpHandler {
@@ -48,6 +54,7 @@ impl BgpHandler {
             local_as,
             mesh,
             explicit,
+            started: false,
             meshed: BTreeSet::new(),
             nodes: BTreeMap::new(),
             exported: BTreeSet::new(),
@@ -94,15 +101,28 @@ impl BgpHandler {
         self.exported = want;
     }
 
+    /// After the first own record: the explicit peers, and the mesh.
+    async fn start_sessions(&mut self) {
+        self.started = true;
+        for p in &self.explicit {
+            match self.speaker.add_peer(p.clone()) {
+                Ok(()) => tracing::info!(peer = %p.address, asn = p.remote_as, "BGP: peer added"),
+                Err(e) => tracing::error!(peer = %p.address, error = %e, "BGP: cannot add peer"),
+            }
+        }
+        self.sync_mesh().await;
+    }
+
     /// Brings the mesh sessions to the BGP nodes now known.
     async fn sync_mesh(&mut self) {
-        if !self.mesh {
+        if !self.mesh || !self.started {
             return;
         }
+        let explicit: BTreeSet<IpAddr> = self.explicit.iter().map(|p| p.address).collect();
         let want: BTreeMap<IpAddr, u32> = self
             .nodes
             .values()
-            .filter(|(ip, _)| *ip != self.next_hop && !self.explicit.contains(ip))
+            .filter(|(ip, _)| *ip != self.next_hop && !explicit.contains(ip))
             .copied()
             .collect();
         let gone: Vec<IpAddr> = self
@@ -136,7 +156,12 @@ impl BgpHandler {
 impl PeerHandler for BgpHandler {
     async fn handle(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Local(rec) => self.export(&rec),
+            PeerEvent::Local(rec) => {
+                self.export(&rec);
+                if !self.started {
+                    self.start_sessions().await;
+                }
+            }
             PeerEvent::Added(rec) | PeerEvent::Changed { new: rec, .. } => {
                 self.node_seen(&rec);
                 self.sync_mesh().await;

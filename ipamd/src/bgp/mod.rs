@@ -92,8 +92,10 @@ fn speaker_config(
             .ok_or_else(|| Error::Usage("--bgp-hold-time: 0 or at least 3".into()))?,
         connect_retry: b.bgp_connect_retry,
         max_backoff: b.bgp_connect_retry * 12,
+        graceful_restart: b.bgp_restart_time,
         ..Timers::default()
     };
+    cfg.forwarding_survives_restart = b.bgp_graceful_restart;
     cfg.peers = b
         .bgp_peers
         .iter()
@@ -114,9 +116,11 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
     let next_hop = args.underlay_ip.unwrap_or(underlay.addr);
+    let graceful = args.bgp.bgp_graceful_restart;
     let own = OwnBlocks::default();
-    let cfg = speaker_config(&args, next_hop, &underlay, own.clone())?;
-    let explicit: BTreeSet<IpAddr> = cfg.peers.iter().map(|p| p.address).collect();
+    let mut cfg = speaker_config(&args, next_hop, &underlay, own.clone())?;
+    // The handler adds them once this node's blocks are announced.
+    let explicit = std::mem::take(&mut cfg.peers);
     let (speaker, events) = Speaker::start(cfg)
         .await
         .map_err(|e| Error::Usage(format!("BGP speaker: {e}")))?;
@@ -140,11 +144,16 @@ pub async fn run(
     );
     let result = crate::run::run_with_handler(args, handler, metrics).await;
     // The importer stops first: the sessions' ends must not take our kernel routes,
-    // which stay, as with the other datapaths (a restart reprograms nothing). Then a
-    // Cease to every peer: they drop our routes now, not after the hold time.
+    // which stay, as with the other datapaths (a restart reprograms nothing).
     let _ = stop_tx.send(true);
     let _ = importer.await;
-    speaker.shutdown().await;
+    if graceful {
+        // No NOTIFICATION: the peers keep our routes through the restart.
+        speaker.shutdown_for_restart().await;
+    } else {
+        // A Cease to every peer: they drop our routes now, not after the hold time.
+        speaker.shutdown().await;
+    }
     result
 }
 
