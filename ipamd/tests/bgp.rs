@@ -158,6 +158,44 @@ fn mesh_of_two_nodes_learns_resyncs_and_withdraws() {
     eprintln!("withdrawn on n1 {:?} after n2 was killed", t0.elapsed());
 }
 
+/// A block the node releases (an empty second block, after `--block-release-grace`) is
+/// withdrawn: the other node's route to it goes, the route to its first block stays.
+#[test]
+fn a_released_block_is_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    let n1 = Node::bare("bgpw1-");
+    let n2 = Node::bare("bgpw2-");
+    link(&n1, "eth0", "192.168.72.1/24", &n2, "eth0");
+    n2.ip(&["addr", "add", "192.168.72.2/24", "dev", "eth0"]);
+    let d1 = start(&n1, "n1", dir.path(), &store, &bgp_flags("192.168.72.1"));
+    let mut f2 = bgp_flags("192.168.72.2");
+    f2.extend(["--block-release-grace".into(), "3s".into()]);
+    let d2 = start(&n2, "n2", dir.path(), &store, &f2);
+    let first = block_of(&store, "n2", &d2);
+    let logs = || format!("n1:\n{}\nn2:\n{}", d1.log(), d2.log());
+    wait_route(&n1, first, Some("192.168.72.2"), true, 30 * SEC, logs);
+
+    // A second block for n2, claimed into its cache as an ADD would: it stays empty.
+    let second = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let url = ipam::cluster::StoreUrl::parse(&format!("file://{}", store.display())).unwrap();
+        let c = ipam::cluster::ClusterStore::connect(&url).await.unwrap();
+        let pool = ipam::cluster::Pool::new(vec![POOL.parse().unwrap()], Some(26), None).unwrap();
+        let local = ipam::Store::open(dir.path().join("n2/data/dp")).unwrap();
+        let seen = ipam::cluster::local::cached_blocks(&local).unwrap();
+        ipam::cluster::local::claim_into_cache(&local, &c, "n2", &pool, false, None, &seen)
+            .await
+            .unwrap()
+    });
+    assert_ne!(second, first);
+    wait_route(&n1, second, Some("192.168.72.2"), true, 10 * SEC, logs);
+    // Released after the grace: withdrawn, gone from n1; the first block stays.
+    wait_route(&n1, second, None, false, 15 * SEC, logs);
+    assert!(!node_blocks(&store, "n2").contains(&second));
+    wait_route(&n1, first, Some("192.168.72.2"), true, SEC, logs);
+    assert!(d2.log().contains("BGP: block withdrawn"), "{}", d2.log());
+}
+
 /// BIRD in the router namespace; killed on drop.
 struct Bird {
     child: Child,
