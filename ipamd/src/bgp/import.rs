@@ -25,6 +25,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
 
+/// While starting, how long routes of a peer that has not sent End-of-RIB wait to be
+/// installed together.
+const STARTUP_BATCH: Duration = Duration::from_secs(1);
+
 /// Learned prefixes and their next hops, per peer.
 type Learned = BTreeMap<IpAddr, BTreeMap<IpNetwork, IpAddr>>;
 
@@ -149,23 +153,44 @@ impl Importer {
     ) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Starting: routes of a peer whose table is not complete yet, due by then.
+        let mut due: Option<Instant> = None;
         loop {
+            let due_at = due;
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tick.tick() => self.full().await,
+                _ = async {
+                    match due_at {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    due = None;
+                    self.full().await;
+                }
                 ev = events.recv() => {
                     let Some(ev) = ev else { return };
                     // Everything queued goes in one batch: one diff per peer, not per
                     // prefix (a full table from a router arrives as a burst).
+                    let complete = self.startup.as_ref().map(|s| s.done.len());
                     let mut dirty = BTreeSet::from([self.note(ev)]);
                     while let Ok(ev) = events.try_recv() {
                         dirty.insert(self.note(ev));
                     }
-                    if self.startup.is_some() {
-                        // Against the kernel: what is there already costs nothing.
-                        self.full().await;
-                    } else {
-                        self.program(dirty).await;
+                    match complete {
+                        None => self.program(dirty).await,
+                        // Starting: once per peer whose table is complete, against the
+                        // kernel (what is there already costs nothing), not once per
+                        // burst of a table still coming (each a kernel dump); a peer
+                        // that sends no End-of-RIB gets its routes in a second.
+                        Some(n) if self.startup.as_ref().is_some_and(|s| s.done.len() > n) => {
+                            due = None;
+                            self.full().await
+                        }
+                        Some(_) => {
+                            due.get_or_insert(Instant::now() + STARTUP_BATCH);
+                        }
                     }
                 }
             }
