@@ -104,15 +104,27 @@ fn wait_route(
     );
 }
 
-#[test]
-fn mesh_of_two_nodes_learns_resyncs_and_withdraws() {
+/// Two nodes on one veth, `192.168.<net>.1` and `.2`, and a store (in `dir`).
+struct Pair {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    n1: Node,
+    n2: Node,
+}
+
+fn pair(tag: &str, net: u8) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("cluster.json");
-    let n1 = Node::bare("bgpm1-");
-    let n2 = Node::bare("bgpm2-");
-    link(&n1, "eth0", "192.168.71.1/24", &n2, "eth0");
-    n2.ip(&["addr", "add", "192.168.71.2/24", "dev", "eth0"]);
+    let n1 = Node::bare(&format!("{tag}1-"));
+    let n2 = Node::bare(&format!("{tag}2-"));
+    link(&n1, "eth0", &format!("192.168.{net}.1/24"), &n2, "eth0");
+    n2.ip(&["addr", "add", &format!("192.168.{net}.2/24"), "dev", "eth0"]);
+    Pair { dir, store, n1, n2 }
+}
 
+#[test]
+fn mesh_of_two_nodes_learns_resyncs_and_withdraws() {
+    let Pair { dir, store, n1, n2 } = pair("bgpm", 71);
     let d1 = start(&n1, "n1", dir.path(), &store, &bgp_flags("192.168.71.1"));
     let d2 = start(&n2, "n2", dir.path(), &store, &bgp_flags("192.168.71.2"));
     let b1 = block_of(&store, "n1", &d1);
@@ -162,12 +174,7 @@ fn mesh_of_two_nodes_learns_resyncs_and_withdraws() {
 /// withdrawn: the other node's route to it goes, the route to its first block stays.
 #[test]
 fn a_released_block_is_withdrawn() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("cluster.json");
-    let n1 = Node::bare("bgpw1-");
-    let n2 = Node::bare("bgpw2-");
-    link(&n1, "eth0", "192.168.72.1/24", &n2, "eth0");
-    n2.ip(&["addr", "add", "192.168.72.2/24", "dev", "eth0"]);
+    let Pair { dir, store, n1, n2 } = pair("bgpw", 72);
     let d1 = start(&n1, "n1", dir.path(), &store, &bgp_flags("192.168.72.1"));
     let mut f2 = bgp_flags("192.168.72.2");
     f2.extend(["--block-release-grace".into(), "3s".into()]);
