@@ -771,9 +771,8 @@ fn bench_learn_and_install_10000_prefixes_from_bird() {
         "--bgp-peer".into(),
         "192.168.95.254,65000".into(),
     ]);
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        // The ToR sees a fresh session each time (its previous one ended with the node).
+    // The ToR sees a fresh session each time (its previous one ended with the node).
+    let tor_session_ended = || {
         wait_until(
             20 * SEC,
             || {
@@ -781,21 +780,18 @@ fn bench_learn_and_install_10000_prefixes_from_bird() {
                     .contains("Established")
             },
             || tor.birdc(&["show", "protocols", "all", "n1"]),
-        );
+        )
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        tor_session_ended();
         let t0 = Instant::now();
         let d = start(&n, "n1", dir.path(), &store, &flags);
         ours.push(installed("97", t0, &|| d.log()));
         drop(d); // SIGKILL: the kernel routes stay
         n.ip(&["route", "flush", "proto", "97"]);
 
-        wait_until(
-            20 * SEC,
-            || {
-                !tor.birdc(&["show", "protocols", "n1"])
-                    .contains("Established")
-            },
-            || tor.birdc(&["show", "protocols", "all", "n1"]),
-        );
+        tor_session_ended();
         let t0 = Instant::now();
         let b = Bird::start(&n, &node_bird_dir, node_bird_conf);
         theirs.push(installed("bird", t0, &|| {
