@@ -281,8 +281,12 @@ fn concurrent_adds_create_one_bridge() {
     assert_eq!(w.ports().len(), 2, "{:?}", w.ports());
     let ip_b = result_ip(&rb.stdout);
     let ip_b = ip_b.split('/').next().unwrap();
-    assert!(w.ping_from(a, ip_b), "pod A cannot reach pod B");
-    assert!(w.ping_from(b, &w.gw()));
+    assert!(
+        w.ping_from(a, ip_b),
+        "pod A cannot reach pod B ({ip_b}):\n{}",
+        w.diag(&[a, b])
+    );
+    assert!(w.ping_from(b, &w.gw()), "{}", w.diag(&[b]));
 }
 
 fn vars(w: &World, pod: usize, cmd: &str) -> Vec<(&'static str, String)> {

@@ -256,6 +256,31 @@ impl World {
         v
     }
 
+    /// What a failed reachability check needs to be understood: the bridge's ports and
+    /// FDB, and both pods' addresses, links and neighbours.
+    pub fn diag(&self, pods: &[usize]) -> String {
+        let mut out = String::new();
+        for args in [
+            vec!["-d", "link", "show", "master", self.bridge.as_str()],
+            vec!["addr", "show", "dev", self.bridge.as_str()],
+        ] {
+            out.push_str(&format!("ip {args:?}:\n{}\n", self.host_ip(&args).1));
+        }
+        out.push_str(&format!(
+            "bridge fdb:\n{}\n",
+            sh(&["bridge", "fdb", "show", "br", &self.bridge]).1
+        ));
+        for &p in pods {
+            for args in [["-d", "link"], ["addr", "show"], ["neigh", "show"]] {
+                out.push_str(&format!(
+                    "pod {p} ip {args:?}:\n{}\n",
+                    self.in_pod(p, &args).1
+                ));
+            }
+        }
+        out
+    }
+
     /// Names of the links enslaved to the bridge.
     pub fn ports(&self) -> Vec<String> {
         let (_, out) = self.host_ip(&["-o", "link", "show", "master", &self.bridge]);
