@@ -223,9 +223,7 @@ impl Speaker {
     /// restart time (or until our End-of-RIB on the next session), if we announced
     /// that our forwarding survives (`forwarding_survives_restart`).
     pub async fn shutdown_for_restart(&self) {
-        self.inner.listener_task.abort();
-        let handles: Vec<PeerHandle> = lock(&self.inner.peers).drain().map(|(_, h)| h).collect();
-        for h in handles {
+        for h in self.stop_accepting() {
             h.task.abort();
             // Dropping the task's streams closes the sockets (FIN, no NOTIFICATION).
             let _ = h.task.await;
@@ -234,11 +232,15 @@ impl Speaker {
 
     /// Closes every session with a Cease and stops the listener.
     pub async fn shutdown(&self) {
-        self.inner.listener_task.abort();
-        let handles: Vec<PeerHandle> = lock(&self.inner.peers).drain().map(|(_, h)| h).collect();
-        for h in handles {
+        for h in self.stop_accepting() {
             stop_peer(h).await;
         }
+    }
+
+    /// Stops the listener and takes every peer's handle.
+    fn stop_accepting(&self) -> Vec<PeerHandle> {
+        self.inner.listener_task.abort();
+        lock(&self.inner.peers).drain().map(|(_, h)| h).collect()
     }
 }
 

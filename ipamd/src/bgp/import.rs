@@ -173,24 +173,24 @@ impl Importer {
                     let Some(ev) = ev else { return };
                     // Everything queued goes in one batch: one diff per peer, not per
                     // prefix (a full table from a router arrives as a burst).
-                    let complete = self.startup.as_ref().map(|s| s.done.len());
-                    let mut dirty = BTreeSet::from([self.note(ev)]);
-                    while let Ok(ev) = events.try_recv() {
+                    let mut dirty = BTreeSet::new();
+                    let mut table_complete = false;
+                    let queued = std::iter::from_fn(|| events.try_recv().ok());
+                    for ev in std::iter::once(ev).chain(queued) {
+                        table_complete |= ev.kind == RouteEventKind::EndOfRib;
                         dirty.insert(self.note(ev));
                     }
-                    match complete {
-                        None => self.program(dirty).await,
+                    if self.startup.is_none() {
+                        self.program(dirty).await;
+                    } else if table_complete {
                         // Starting: once per peer whose table is complete, against the
                         // kernel (what is there already costs nothing), not once per
-                        // burst of a table still coming (each a kernel dump); a peer
-                        // that sends no End-of-RIB gets its routes in a second.
-                        Some(n) if self.startup.as_ref().is_some_and(|s| s.done.len() > n) => {
-                            due = None;
-                            self.full().await
-                        }
-                        Some(_) => {
-                            due.get_or_insert(Instant::now() + STARTUP_BATCH);
-                        }
+                        // burst of a table still coming (each a kernel dump).
+                        due = None;
+                        self.full().await;
+                    } else {
+                        // A peer that sends no End-of-RIB gets its routes in a second.
+                        due.get_or_insert(Instant::now() + STARTUP_BATCH);
                     }
                 }
             }
