@@ -9,16 +9,83 @@
 //!
 //! [`replace_file`] is the classic temp file + fsync + rename + fsync directory, for the
 //! few stand-alone state files (the cluster file store, the block cache).
+//!
+//! Modes never depend on the umask: every directory is created [`DIR_MODE`] (0755) and
+//! every file (lock files, temp files before their rename) [`FILE_MODE`] (0644); a umask
+//! can only make them tighter. Symlink modes are not used by Linux (always 0777).
+//! [`check_state_path`] refuses a state path that is relative or that resolves through
+//! a symlink to somewhere else than where it is named.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::IpamError;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Mode of every directory the store creates (before the umask, which only tightens).
+pub const DIR_MODE: u32 = 0o755;
+/// Mode of every file the store creates (before the umask, which only tightens).
+pub const FILE_MODE: u32 = 0o644;
+
+/// `mkdir -p` with [`DIR_MODE`] for every directory it creates, whatever the umask.
+pub fn create_dir_all(dir: &Path) -> Result<(), IpamError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| IpamError::io("create directory", dir, e))
+}
+
+/// Refuses (`InvalidConfig`, 7, naming `field`) a state path that is relative, holds
+/// `.` or `..`, or whose existing part resolves through a symlink to anywhere else than
+/// where it is named (a `dataDir` symlinked to `/etc` must not make the store write
+/// there). The part that does not exist yet is created later by the store itself.
+pub fn check_state_path(field: &str, path: &Path) -> Result<(), IpamError> {
+    let refuse = |why: String| {
+        IpamError::config(format!(
+            "{field}: {} {why}; name the real absolute directory",
+            path.display()
+        ))
+    };
+    if !path.is_absolute() {
+        return Err(refuse(
+            "is relative (it would depend on the runtime's working directory)".into(),
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+    {
+        return Err(refuse("contains '.' or '..'".into()));
+    }
+    // The deepest existing ancestor (the path itself included) must be its own
+    // canonical path: then no component of it is a symlink.
+    let mut existing = path;
+    loop {
+        match fs::symlink_metadata(existing) {
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::NotFound => match existing.parent() {
+                Some(p) => existing = p,
+                None => return Ok(()),
+            },
+            Err(e) => return Err(IpamError::io("stat", existing, e)),
+        }
+    }
+    let real = fs::canonicalize(existing).map_err(|e| IpamError::io("resolve", existing, e))?;
+    if real != existing {
+        return Err(refuse(format!(
+            "resolves through a symlink: {} is {}",
+            existing.display(),
+            real.display()
+        )));
+    }
+    Ok(())
+}
 
 /// The longest symlink target this module writes (Linux: `PATH_MAX` minus the NUL).
 pub const MAX_TARGET: usize = 4095;
@@ -111,11 +178,13 @@ pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), IpamError> {
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    // A leftover of a crashed process that had our pid: never written through.
+    let _ = fs::remove_file(&tmp);
     let write = || -> Result<(), IpamError> {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .mode(FILE_MODE)
             .open(&tmp)
             .map_err(|e| IpamError::io("create", &tmp, e))?;
         f.write_all(data)
@@ -130,6 +199,26 @@ pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), IpamError> {
     sync_dir(&dir)
 }
 
+/// Removes group and other write permission from a file or directory an older build
+/// created under a permissive umask (upgrade in place); a failure is only logged.
+pub fn tighten(file: &File, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(md) = file.metadata() {
+        let mode = md.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            let new = mode & !0o022;
+            match file.set_permissions(fs::Permissions::from_mode(new)) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), from = format!("{mode:o}"), to = format!("{new:o}"), "removed group/other write permission from a state file")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove group/other write permission")
+                }
+            }
+        }
+    }
+}
+
 /// Takes an exclusive `flock(2)` on `path` (created if needed), blocking; retried on
 /// EINTR. Unlocked when the returned guard drops.
 pub fn lock_exclusive(path: &Path) -> Result<nix::fcntl::Flock<File>, IpamError> {
@@ -138,8 +227,10 @@ pub fn lock_exclusive(path: &Path) -> Result<nix::fcntl::Flock<File>, IpamError>
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(FILE_MODE)
         .open(path)
         .map_err(|e| IpamError::io("open", path, e))?;
+    tighten(&file, path);
     loop {
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
             Ok(lock) => return Ok(lock),

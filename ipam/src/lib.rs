@@ -25,4 +25,4 @@ pub use config::{ClusterIpamConfig, IpamConfig};
 pub use error::IpamError;
 pub use plugin::IpamPlugin;
 pub use range::{Range, RangeSet, RangeSets};
-pub use store::{AllocKey, AllocMeta, Allocation, GcReport, Store};
+pub use store::{AllocKey, AllocMeta, Allocation, Conflict, GcReport, Store};

@@ -8,9 +8,39 @@
 //!                              written as its key entry name (key-<cid>+<ifname>)
 //! <dir>/key-<cid>+<ifname>     symlink, one per attachment; target: compact JSON
 //!                              {"containerID","ifname","ips":[...],"netns","created"}
+//! <dir>/held-<ip>              symlink, the index of what key entries list: one per
+//!                              address of a key entry, target as the ip- entry's
+//! <dir>/index-v1               symlink -> "v1": every key entry's addresses are indexed
 //! <dir>/cursor-<set id>        symlink -> the last address reserved in a range set (a hint)
 //! <dir>/tmp-<pid>-<n>          temp symlinks, renamed into place
+//! <dir>/quarantine/            corrupt entries moved aside by DEL and GC (never read)
 //! ```
+//!
+//! # Two records per address
+//!
+//! An address is reserved by its `ip-` entry and indexed by its `held-` entry, both
+//! naming the attachment whose key entry lists it. An address is handed out only when
+//! its `ip-` entry could be created *and* its `held-` entry is absent or stale (its
+//! attachment no longer lists it): an address whose `ip-` entry alone was lost (deleted
+//! by hand, damaged) is still seen as held, its `ip-` entry is re-created for its owner,
+//! and the next candidate is tried. This is the cross-check of address and key entries
+//! at the cost of one more `readlink` per probe, whatever the store's size. A store
+//! written before the index existed (no `index-v1`) is indexed once, under the lock, by
+//! the first ADD of this build; GC rebuilds the index from the key entries every time.
+//!
+//! # Corrupt entries
+//!
+//! A corrupt entry (a key entry that does not parse or holds another key, an address
+//! entry that names no attachment) is never reset in place. ADD and CHECK report it
+//! (code 101). DEL and GC must make progress past it: DEL of an attachment whose key
+//! entry is corrupt moves the entry to `quarantine/` (WARN), and releases the address
+//! entries that name the attachment (found by reading the directory: the only path of
+//! DEL whose cost grows with the store, taken only for a corrupt entry). GC quarantines
+//! the corrupt key entries of attachments that are no longer valid and leaves those of
+//! valid ones (and their addresses) in place for their DEL; corrupt address entries are
+//! quarantined and re-created for the attachment that lists them. [`GcReport`] counts
+//! all of it, and the double ownerships found and repaired (two key entries listing one
+//! address: the one its `ip-` entry names keeps it, else the older one).
 //!
 //! Key names: every byte of the container id and ifname outside `[A-Za-z0-9_.-]` is
 //! written `%XX`, so `+` separates unambiguously and the name decodes back to the key.
@@ -55,7 +85,7 @@
 use ipnetwork::IpNetwork;
 use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::net::IpAddr;
@@ -73,6 +103,10 @@ const IP_PREFIX: &str = "ip-";
 const KEY_PREFIX: &str = "key-";
 const CURSOR_PREFIX: &str = "cursor-";
 const TMP_PREFIX: &str = "tmp-";
+const HELD_PREFIX: &str = "held-";
+/// Present once every key entry's addresses have their `held-` entry.
+const INDEX_MARK: &str = "index-v1";
+const QUARANTINE_DIR: &str = "quarantine";
 /// Subdirectories of the older one-file-per-entry layout.
 const OLD_LAYOUT: [&str; 2] = ["ips", "keys"];
 
@@ -194,12 +228,41 @@ pub struct AllocMeta {
     pub netns: Option<PathBuf>,
 }
 
-/// What [`Store::retain`] removed.
+/// What [`Store::retain`] removed and repaired.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
     pub released: Vec<Allocation>,
     /// Address entries no key entry listed (leftovers of a crash), now free.
     pub orphans: Vec<IpAddr>,
+    /// Corrupt entries moved to `quarantine/` (where they are now).
+    pub quarantined: Vec<PathBuf>,
+    /// Corrupt key entries of attachments that are still valid: left in place, with the
+    /// addresses that name them, for their DEL.
+    pub corrupt_kept: Vec<PathBuf>,
+    /// Addresses whose `ip-` entry was missing, corrupt or named another attachment
+    /// while a key entry listed them: re-pointed at the attachment that keeps them.
+    pub repaired: Vec<IpAddr>,
+    /// Addresses listed by more than one key entry.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// One address listed by more than one attachment's key entry (found by GC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub ip: IpAddr,
+    /// Who keeps it: the attachment its `ip-` entry named, else the oldest one.
+    pub kept: AllocKey,
+    /// The other attachments that list it (their CHECK fails; their DEL leaves it).
+    pub also: Vec<AllocKey>,
+}
+
+/// What the index says when an address entry was just created for an attachment.
+enum Indexed {
+    /// The address is the attachment's (its `held-` entry now says so).
+    Mine,
+    /// The address is held by another attachment (its `ip-` entry was given back to
+    /// it), or its index entry cannot be read: not handed out.
+    Held(Option<AllocKey>),
 }
 
 /// The allocation store of one network. Cheap to open; every mutation takes the lock.
@@ -218,6 +281,7 @@ pub struct StoreLock {
 struct Scan {
     keys: Vec<PathBuf>,
     ips: Vec<(IpAddr, PathBuf)>,
+    helds: Vec<(IpAddr, PathBuf)>,
     tmps: Vec<PathBuf>,
 }
 
@@ -226,7 +290,11 @@ impl Store {
     /// one-file-per-entry layout (`ips/`, `keys/`) is refused (code 101, naming it).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, IpamError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| IpamError::io("create directory", &dir, e))?;
+        crate::durable::create_dir_all(&dir)?;
+        // A directory an older build made under a permissive umask is tightened.
+        if let Ok(d) = File::open(&dir) {
+            crate::durable::tighten(&d, &dir);
+        }
         for old in OLD_LAYOUT {
             let path = dir.join(old);
             match fs::symlink_metadata(&path) {
@@ -272,6 +340,14 @@ impl Store {
         self.dir.join(format!("{KEY_PREFIX}{}", key.file_name()))
     }
 
+    fn held_path(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(format!("{HELD_PREFIX}{ip}"))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.dir.join(temp_name(TMP_PREFIX))
+    }
+
     fn cursor_path(&self, set: &RangeSet) -> PathBuf {
         self.dir.join(format!("{CURSOR_PREFIX}{}", set.id()))
     }
@@ -293,22 +369,148 @@ impl Store {
 
     /// The owner of a reserved address, `None` when it is free.
     pub fn owner_of(&self, ip: IpAddr) -> Result<Option<AllocKey>, IpamError> {
-        let path = self.ip_path(ip);
-        match read_symlink(&path)? {
-            Link::Missing => Ok(None),
-            Link::NotALink => Err(IpamError::corrupt(&path, "not a symlink".to_string())),
-            Link::Target(t) => AllocKey::from_owner_target(&t).map(Some).ok_or_else(|| {
-                IpamError::corrupt(
-                    &path,
-                    format!(
-                        "target {:?} does not name an attachment",
-                        String::from_utf8_lossy(&t)
-                    ),
-                )
-            }),
+        read_owner(&self.ip_path(ip))
+    }
+
+    /// Whom the index says holds `ip`.
+    fn index_owner(&self, ip: IpAddr) -> Result<Option<AllocKey>, IpamError> {
+        read_owner(&self.held_path(ip))
+    }
+
+    /// Whether `owner`'s key entry lists `ip`. A key entry that cannot be read counts
+    /// as listing it: what it may hold is never handed out.
+    fn lists(&self, owner: &AllocKey, ip: IpAddr) -> bool {
+        match self.get(owner) {
+            Ok(Some(a)) => a.ips.iter().any(|n| n.ip() == ip),
+            Ok(None) => false,
+            Err(_) => true,
         }
     }
 
+    /// Cross-checks the index for `ip`, whose address entry was just created for
+    /// `key` (the address looked free), and records `key` in it.
+    fn index_new(&self, key: &AllocKey, owner: &str, ip: IpAddr) -> Result<Indexed, IpamError> {
+        let held = self.held_path(ip);
+        match self.index_owner(ip) {
+            Ok(None) => {
+                if !create_symlink(owner, &held)? {
+                    replace_symlink(owner, &held, &self.tmp_path())?;
+                }
+                Ok(Indexed::Mine)
+            }
+            Ok(Some(o)) if o == *key => Ok(Indexed::Mine),
+            Ok(Some(o)) if self.lists(&o, ip) => {
+                tracing::warn!(%ip, owner = %o, dir = %self.dir.display(),
+                    "the address entry was lost but the attachment still lists the address: re-reserved for it, not handed out");
+                replace_symlink(&o.owner_target(), &self.ip_path(ip), &self.tmp_path())?;
+                Ok(Indexed::Held(Some(o)))
+            }
+            // Stale: its attachment was released (a crash between its entries' removal).
+            Ok(Some(_)) => {
+                replace_symlink(owner, &held, &self.tmp_path())?;
+                Ok(Indexed::Mine)
+            }
+            Err(e @ IpamError::Corrupt { .. }) => {
+                tracing::warn!(%ip, error = %e, "index entry unreadable: the address is not handed out (GC rebuilds the index)");
+                remove_optional(&self.ip_path(ip))?;
+                Ok(Indexed::Held(None))
+            }
+            Err(e) => {
+                let _ = remove_optional(&self.ip_path(ip));
+                Err(e)
+            }
+        }
+    }
+
+    /// Indexes every address of every key entry, once per store (a store written by an
+    /// older build has no index). Under the lock.
+    fn ensure_index(&self) -> Result<(), IpamError> {
+        let mark = self.dir.join(INDEX_MARK);
+        if matches!(read_symlink(&mark)?, Link::Target(_)) {
+            return Ok(());
+        }
+        let scan = self.scan()?;
+        let mut n = 0usize;
+        for path in &scan.keys {
+            // A corrupt key entry is for its DEL or GC to handle.
+            let Ok(Some(a)) = self.read_key_entry(path) else {
+                continue;
+            };
+            for ip in a.ips.iter().map(IpNetwork::ip) {
+                if create_symlink(&a.key.owner_target(), &self.held_path(ip))? {
+                    n += 1;
+                }
+            }
+        }
+        replace_symlink("v1", &mark, &self.tmp_path())?;
+        self.sync()?;
+        if n > 0 {
+            tracing::info!(dir = %self.dir.display(), indexed = n, "indexed the addresses of a store written by an older build (once)");
+        }
+        Ok(())
+    }
+
+    /// Moves the corrupt entry `path` to `quarantine/` (not synced: the caller syncs
+    /// the store directory); logged at WARN. Returns where it is now.
+    fn quarantine(&self, path: &Path, reason: &str) -> Result<PathBuf, IpamError> {
+        let qdir = self.dir.join(QUARANTINE_DIR);
+        crate::durable::create_dir_all(&qdir)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let dest = qdir.join(format!("{name}.{secs}.{}", temp_name("")));
+        fs::rename(path, &dest).map_err(|e| IpamError::io("quarantine", path, e))?;
+        sync_dir(&qdir)?;
+        tracing::warn!(entry = %path.display(), moved_to = %dest.display(), %reason, "corrupt store entry quarantined");
+        Ok(dest)
+    }
+
+    /// Removes every address and index entry naming `key` (reads the directory): the
+    /// release of an attachment whose key entry was corrupt.
+    fn sweep_owner(&self, key: &AllocKey) -> Result<Vec<IpAddr>, IpamError> {
+        let scan = self.scan()?;
+        let target = key.owner_target();
+        let mut freed = Vec::new();
+        let names = |path: &Path| -> Result<bool, IpamError> {
+            Ok(matches!(read_symlink(path)?, Link::Target(t) if t == target.as_bytes()))
+        };
+        for (ip, path) in &scan.ips {
+            if names(path)? {
+                remove_optional(path)?;
+                freed.push(*ip);
+            }
+        }
+        for (_, path) in &scan.helds {
+            if names(path)? {
+                remove_optional(path)?;
+            }
+        }
+        Ok(freed)
+    }
+}
+
+/// The attachment an address or index entry names, `None` when there is none.
+fn read_owner(path: &Path) -> Result<Option<AllocKey>, IpamError> {
+    match read_symlink(path)? {
+        Link::Missing => Ok(None),
+        Link::NotALink => Err(IpamError::corrupt(path, "not a symlink".to_string())),
+        Link::Target(t) => AllocKey::from_owner_target(&t).map(Some).ok_or_else(|| {
+            IpamError::corrupt(
+                path,
+                format!(
+                    "target {:?} does not name an attachment",
+                    String::from_utf8_lossy(&t)
+                ),
+            )
+        }),
+    }
+}
+
+impl Store {
     /// The allocation of `key`, if any. Reads only that attachment's entry.
     pub fn get(&self, key: &AllocKey) -> Result<Option<Allocation>, IpamError> {
         let path = self.key_path(key);
@@ -344,9 +546,16 @@ impl Store {
                 scan.keys.push(entry.path());
             } else if name.starts_with(TMP_PREFIX) {
                 scan.tmps.push(entry.path());
-            } else if let Some(ip) = name.strip_prefix(IP_PREFIX) {
+            } else if let Some((list, ip)) = name
+                .strip_prefix(IP_PREFIX)
+                .map(|ip| (&mut scan.ips, ip))
+                .or_else(|| {
+                    name.strip_prefix(HELD_PREFIX)
+                        .map(|ip| (&mut scan.helds, ip))
+                })
+            {
                 match ip.parse::<IpAddr>() {
-                    Ok(ip) => scan.ips.push((ip, entry.path())),
+                    Ok(ip) => list.push((ip, entry.path())),
                     Err(_) => {
                         tracing::warn!(path = %entry.path().display(), "unexpected entry in the store: ignored")
                     }
@@ -355,6 +564,7 @@ impl Store {
         }
         scan.keys.sort();
         scan.ips.sort();
+        scan.helds.sort();
         Ok(scan)
     }
 
@@ -435,6 +645,7 @@ impl Store {
             )));
         }
         let _lock = self.lock()?;
+        self.ensure_index()?;
         if let Some(existing) = self.get(key)? {
             for ip in requested {
                 if !existing.ips.iter().any(|n| n.ip() == *ip) {
@@ -465,6 +676,11 @@ impl Store {
                     }
                 }
             }
+            for n in &existing.ips {
+                if !matches!(self.index_owner(n.ip()), Ok(Some(ref o)) if o == key) {
+                    replace_symlink(&owner, &self.held_path(n.ip()), &self.tmp_path())?;
+                }
+            }
             // An ADD killed between its last entry and its fsync leaves entries that are
             // not yet durable: answer only what is.
             self.sync()?;
@@ -477,8 +693,10 @@ impl Store {
             Ok(ips) => Ok(ips),
             Err(e) => {
                 for ip in taken {
-                    if let Err(re) = remove_optional(&self.ip_path(ip)) {
-                        tracing::warn!(%ip, error = %re, "rollback: cannot release address");
+                    for path in [self.ip_path(ip), self.held_path(ip)] {
+                        if let Err(re) = remove_optional(&path) {
+                            tracing::warn!(%ip, error = %re, "rollback: cannot release address");
+                        }
                     }
                 }
                 Err(e)
@@ -501,11 +719,23 @@ impl Store {
             let ip = match want {
                 Some(ip) => {
                     if create_symlink(owner, &self.ip_path(*ip))? {
-                        taken.push(*ip);
+                        match self.index_new(key, owner, *ip)? {
+                            Indexed::Mine => taken.push(*ip),
+                            Indexed::Held(o) => {
+                                let who = o
+                                    .map_or_else(|| "another attachment".into(), |o| o.to_string());
+                                return Err(IpamError::Unavailable {
+                                    ip: *ip,
+                                    reason: format!("is already allocated to {who}"),
+                                });
+                            }
+                        }
                     } else {
                         match self.owner_of(*ip)? {
                             // A leftover of this very attachment's crashed ADD: adopt it.
-                            Some(o) if o == *key => {}
+                            Some(o) if o == *key => {
+                                create_symlink(owner, &self.held_path(*ip))?;
+                            }
                             o => {
                                 let who = o
                                     .map_or_else(|| "another attachment".into(), |o| o.to_string());
@@ -522,7 +752,9 @@ impl Store {
                     let cursor = self.read_cursor(set);
                     let mut found = None;
                     for ip in set.candidates(cursor) {
-                        if create_symlink(owner, &self.ip_path(ip))? {
+                        if create_symlink(owner, &self.ip_path(ip))?
+                            && matches!(self.index_new(key, owner, ip)?, Indexed::Mine)
+                        {
                             taken.push(ip);
                             found = Some(ip);
                             break;
@@ -601,30 +833,57 @@ impl Store {
         Ok(())
     }
 
-    /// Releases what `key` holds; `Ok(None)` when it holds nothing.
+    /// Releases what `key` holds; `Ok(None)` when it holds nothing. Makes progress past
+    /// corrupt entries: they are quarantined (see the module docs).
     pub fn release(&self, key: &AllocKey) -> Result<Option<Allocation>, IpamError> {
         let _lock = self.lock()?;
-        let released = self.unlink_locked(key)?;
-        if released.is_some() {
+        let mut quarantined = Vec::new();
+        let released = self.unlink_locked(key, &mut quarantined)?;
+        if released.is_some() || !quarantined.is_empty() {
             self.sync()?;
         }
         Ok(released)
     }
 
-    /// Removes the entries of `key` (not synced).
-    fn unlink_locked(&self, key: &AllocKey) -> Result<Option<Allocation>, IpamError> {
-        let Some(alloc) = self.get(key)? else {
-            return Ok(None);
+    /// Removes the entries of `key` (not synced); corrupt ones are quarantined (their
+    /// new paths pushed to `quarantined`).
+    fn unlink_locked(
+        &self,
+        key: &AllocKey,
+        quarantined: &mut Vec<PathBuf>,
+    ) -> Result<Option<Allocation>, IpamError> {
+        let alloc = match self.get(key) {
+            Ok(None) => return Ok(None),
+            Ok(Some(a)) => a,
+            Err(IpamError::Corrupt { path, reason }) => {
+                quarantined.push(self.quarantine(&path, &reason)?);
+                let freed = self.sweep_owner(key)?;
+                tracing::warn!(%key, freed = %freed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                    "released the addresses naming an attachment whose key entry was corrupt");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         };
-        // Check every address entry first: a corrupt one stops the release, untouched.
         let mut mine = Vec::new();
         for n in &alloc.ips {
-            match self.owner_of(n.ip())? {
-                Some(o) if o == *key => mine.push(n.ip()),
-                Some(o) => {
-                    tracing::warn!(ip = %n.ip(), owner = %o, %key, "address owned by another attachment: kept")
+            let ip = n.ip();
+            match self.owner_of(ip) {
+                Ok(Some(o)) if o == *key => mine.push(ip),
+                Ok(Some(o)) => {
+                    tracing::warn!(%ip, owner = %o, %key, "address owned by another attachment: kept")
                 }
-                None => {}
+                Ok(None) => {}
+                Err(IpamError::Corrupt { path, reason }) => {
+                    quarantined.push(self.quarantine(&path, &reason)?);
+                    // Listed by this attachment; the index tells whether another holds it.
+                    if let Ok(Some(o)) = self.index_owner(ip) {
+                        if o != *key && self.lists(&o, ip) {
+                            create_symlink(&o.owner_target(), &self.ip_path(ip))?;
+                            tracing::warn!(%ip, owner = %o, "address entry re-created for the attachment the index names");
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         // The key entry goes first: after a crash here the addresses are orphans, not free.
@@ -632,38 +891,179 @@ impl Store {
         for ip in mine {
             remove_optional(&self.ip_path(ip))?;
         }
+        for n in &alloc.ips {
+            match self.index_owner(n.ip()) {
+                Ok(Some(o)) if o != *key => {}
+                Ok(None) => {}
+                // Ours, or unreadable (an index entry only: GC rebuilds the index).
+                _ => {
+                    remove_optional(&self.held_path(n.ip()))?;
+                }
+            }
+        }
         tracing::debug!(%key, ips = %join(&alloc.ips), "released");
         Ok(Some(alloc))
     }
 
+    /// The attachment whose key entry is (or should be) at `path`: decoded from the name,
+    /// or for a hashed name, the one of `owners` whose entry it is.
+    fn key_of_entry<'a>(
+        &self,
+        path: &Path,
+        owners: impl Iterator<Item = &'a AllocKey>,
+    ) -> Option<AllocKey> {
+        let name = path.file_name()?.to_str()?;
+        if let Some(k) = AllocKey::from_owner_target(name.as_bytes()) {
+            return Some(k);
+        }
+        owners
+            .into_iter()
+            .find(|o| self.key_path(o) == path)
+            .cloned()
+    }
+
     /// GC: releases every allocation whose key `keep` rejects, then reclaims address
-    /// entries no remaining key entry lists (crash leftovers) and stale temp entries.
-    /// One fsync at the end.
+    /// entries no remaining key entry lists (crash leftovers) and stale temp entries,
+    /// quarantines corrupt entries, repairs address entries and the index from the key
+    /// entries, and reports addresses listed by two attachments. One fsync at the end.
     pub fn retain(&self, keep: &dyn Fn(&AllocKey) -> bool) -> Result<GcReport, IpamError> {
         let _lock = self.lock()?;
         let scan = self.scan()?;
         let mut report = GcReport::default();
-        let mut live: BTreeSet<IpAddr> = BTreeSet::new();
-        for alloc in self.list_locked(&scan)? {
+        // Key entries: the readable ones, and the corrupt ones.
+        let mut allocs = Vec::new();
+        let mut corrupt = Vec::new();
+        for path in &scan.keys {
+            let read = self.read_key_entry(path).and_then(|a| match a {
+                Some(a) if self.key_path(&a.key) != *path => Err(IpamError::corrupt(
+                    path,
+                    format!("holds {}, whose entry has another name", a.key),
+                )),
+                other => Ok(other),
+            });
+            match read {
+                Ok(Some(a)) => allocs.push(a),
+                Ok(None) => {}
+                Err(IpamError::Corrupt { path, reason }) => corrupt.push((path, reason)),
+                Err(e) => return Err(e),
+            }
+        }
+        // Whose is a corrupt key entry: a valid attachment keeps it (and its addresses)
+        // for its own DEL; any other is quarantined.
+        let mut protected: BTreeSet<AllocKey> = BTreeSet::new();
+        if !corrupt.is_empty() {
+            let mut owners = Vec::new();
+            for (_, p) in scan.ips.iter().chain(&scan.helds) {
+                if let Ok(Some(o)) = read_owner(p) {
+                    owners.push(o);
+                }
+            }
+            for (path, reason) in corrupt {
+                match self.key_of_entry(&path, owners.iter()) {
+                    Some(k) if keep(&k) => {
+                        tracing::warn!(entry = %path.display(), %reason, key = %k,
+                            "corrupt key entry of a valid attachment: left in place with its addresses for its DEL");
+                        protected.insert(k);
+                        report.corrupt_kept.push(path);
+                    }
+                    _ => report.quarantined.push(self.quarantine(&path, &reason)?),
+                }
+            }
+        }
+        let mut kept = Vec::new();
+        for alloc in allocs {
             if keep(&alloc.key) {
-                live.extend(alloc.ips.iter().map(IpNetwork::ip));
-            } else if let Some(a) = self.unlink_locked(&alloc.key)? {
+                kept.push(alloc);
+            } else if let Some(a) = self.unlink_locked(&alloc.key, &mut report.quarantined)? {
                 report.released.push(a);
             }
         }
-        let mut orphans = Vec::new();
-        for (ip, path) in &scan.ips {
-            // Read it anyway (those just released are gone): a corrupt entry is reported,
-            // not silently dropped.
-            if !live.contains(ip) && self.owner_of(*ip)?.is_some() {
-                orphans.push((*ip, path));
+        // Who lists each address, oldest first.
+        kept.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
+        let mut listers: BTreeMap<IpAddr, Vec<&AllocKey>> = BTreeMap::new();
+        for a in &kept {
+            for n in &a.ips {
+                listers.entry(n.ip()).or_default().push(&a.key);
             }
         }
-        for (ip, path) in orphans {
+        // Address entries: orphans go, corrupt ones are quarantined.
+        let mut changed = false;
+        for (ip, path) in &scan.ips {
+            let owner = match self.owner_of(*ip) {
+                Ok(Some(o)) => o,
+                Ok(None) => continue, // released above
+                Err(IpamError::Corrupt { path, reason }) => {
+                    report.quarantined.push(self.quarantine(&path, &reason)?);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let listed = listers.get(ip);
+            if listed.is_some() || protected.contains(&owner) {
+                continue; // repaired below if it names a non-lister
+            }
             remove_optional(path)?;
-            report.orphans.push(ip);
+            report.orphans.push(*ip);
         }
-        let mut changed = !report.released.is_empty() || !report.orphans.is_empty();
+        // Every listed address: one owner, in its address entry and in the index.
+        for (ip, owners) in &listers {
+            let current = self.owner_of(*ip).ok().flatten();
+            let Some(first) = owners.first() else {
+                continue;
+            };
+            let winner: &AllocKey = current
+                .as_ref()
+                .and_then(|c| owners.iter().find(|o| **o == c))
+                .copied()
+                .unwrap_or(first);
+            if owners.len() > 1 {
+                let also: Vec<AllocKey> = owners
+                    .iter()
+                    .filter(|o| **o != winner)
+                    .map(|o| (*o).clone())
+                    .collect();
+                tracing::warn!(%ip, kept = %winner, also = %also.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                    "address listed by more than one attachment: kept by one, the others' CHECK fails until they are deleted");
+                report.conflicts.push(Conflict {
+                    ip: *ip,
+                    kept: winner.clone(),
+                    also,
+                });
+            }
+            if current.as_ref() != Some(winner) {
+                tracing::warn!(%ip, owner = %winner, was = ?current.as_ref().map(ToString::to_string),
+                    "address entry missing or naming another attachment: re-pointed at the attachment that lists it");
+                replace_symlink(&winner.owner_target(), &self.ip_path(*ip), &self.tmp_path())?;
+                report.repaired.push(*ip);
+            }
+            if !matches!(self.index_owner(*ip), Ok(Some(ref o)) if o == winner) {
+                replace_symlink(
+                    &winner.owner_target(),
+                    &self.held_path(*ip),
+                    &self.tmp_path(),
+                )?;
+                changed = true;
+            }
+        }
+        // Index entries of nothing listed are stale.
+        for (ip, path) in &scan.helds {
+            if listers.contains_key(ip) {
+                continue;
+            }
+            if matches!(self.index_owner(*ip), Ok(Some(ref o)) if protected.contains(o)) {
+                continue;
+            }
+            changed |= remove_optional(path)?;
+        }
+        let mark = self.dir.join(INDEX_MARK);
+        if !matches!(read_symlink(&mark)?, Link::Target(_)) {
+            replace_symlink("v1", &mark, &self.tmp_path())?;
+            changed = true;
+        }
+        changed |= !report.released.is_empty()
+            || !report.orphans.is_empty()
+            || !report.quarantined.is_empty()
+            || !report.repaired.is_empty();
         for path in &scan.tmps {
             changed |= remove_optional(path).unwrap_or(false);
         }
@@ -677,7 +1077,7 @@ impl Store {
     pub fn check_writable(&self) -> Result<(), IpamError> {
         let _lock = self.lock()?;
         let probe = self.dir.join("status-probe");
-        replace_symlink("ok", &probe, &self.dir.join(temp_name(TMP_PREFIX)))?;
+        replace_symlink("ok", &probe, &self.tmp_path())?;
         self.sync()?;
         remove_optional(&probe)?;
         Ok(())
@@ -864,8 +1264,15 @@ mod tests {
         assert!(s.get(&key(2)).unwrap().is_none());
     }
 
+    fn quarantined(dir: &Path) -> Vec<String> {
+        match fs::read_dir(dir.join("quarantine")) {
+            Ok(_) => entries(&dir.join("quarantine"), ""),
+            Err(_) => Vec::new(),
+        }
+    }
+
     #[test]
-    fn corrupt_entries_are_reported_never_reset() {
+    fn corrupt_key_entry_is_reported_by_add_and_quarantined_by_del() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).unwrap();
         s.allocate(&key(1), &v4(), &[]).unwrap();
@@ -874,45 +1281,225 @@ mod tests {
         for e in [
             s.get(&key(1)).unwrap_err(),
             s.allocate(&key(1), &v4(), &[]).unwrap_err(),
-            s.release(&key(1)).unwrap_err(),
             s.list().unwrap_err(),
-            s.retain(&|_| false).unwrap_err(),
         ] {
             assert!(e.to_string().contains(&kp.display().to_string()), "{e}");
             assert_eq!(e.code(), crate::error::CODE_STORE_CORRUPT);
         }
+        // Never reset in place...
         assert_eq!(fs::read_link(&kp).unwrap(), Path::new(truncated));
-        // A regular file where a key entry belongs.
-        fs::remove_file(&kp).unwrap();
-        fs::write(&kp, b"{}").unwrap();
-        let e = s.get(&key(1)).unwrap_err();
-        assert!(e.to_string().contains(&kp.display().to_string()), "{e}");
-        assert_eq!(fs::read(&kp).unwrap(), b"{}");
-        // A key entry holding another key.
-        fs::remove_file(&kp).unwrap();
-        let other = r#"{"containerID":"c7","ifname":"eth0","ips":["10.0.0.2/24"]}"#;
-        plant(d.path(), "key-c1+eth0", other);
-        let e = s.get(&key(1)).unwrap_err();
-        assert!(e.to_string().contains(&kp.display().to_string()), "{e}");
-        let e = s.list().unwrap_err();
-        assert!(e.to_string().contains(&kp.display().to_string()), "{e}");
-        fs::remove_file(&kp).unwrap();
+        // ...but DEL makes progress: the entry is moved aside, the addresses naming the
+        // attachment are released, and a second DEL finds nothing.
+        assert_eq!(s.release(&key(1)).unwrap(), None);
+        assert!(!kp.exists() && fs::symlink_metadata(&kp).is_err());
+        let q = quarantined(d.path());
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert!(q[0].starts_with("key-c1+eth0."), "{q:?}");
+        let moved = d.path().join("quarantine").join(&q[0]);
+        assert_eq!(fs::read_link(moved).unwrap(), Path::new(truncated));
+        assert_eq!(s.owner_of(ip("10.0.0.2")).unwrap(), None);
+        assert!(entries(d.path(), "held-").is_empty());
+        assert_eq!(s.release(&key(1)).unwrap(), None);
+        // A regular file where a key entry belongs, and an entry holding another key.
+        for bad in [
+            None,
+            Some(r#"{"containerID":"c7","ifname":"eth0","ips":["10.0.0.2/24"]}"#),
+        ] {
+            s.allocate(&key(1), &v4(), &[]).unwrap();
+            fs::remove_file(&kp).unwrap();
+            match bad {
+                None => fs::write(&kp, b"{}").unwrap(),
+                Some(t) => {
+                    plant(d.path(), "key-c1+eth0", t);
+                }
+            }
+            let e = s.get(&key(1)).unwrap_err();
+            assert!(e.to_string().contains(&kp.display().to_string()), "{e}");
+            assert_eq!(s.release(&key(1)).unwrap(), None);
+            assert!(fs::symlink_metadata(&kp).is_err());
+            assert!(entries(d.path(), "ip-").is_empty());
+        }
+        assert_eq!(quarantined(d.path()).len(), 3);
+    }
 
-        // A corrupt address entry stops the release of its owner, untouched.
+    #[test]
+    fn corrupt_address_entry_is_never_reused_and_quarantined_by_its_owners_del() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.allocate(&key(1), &v4(), &[]).unwrap();
         s.allocate(&key(2), &v4(), &[]).unwrap();
         let ipp = plant(d.path(), "ip-10.0.0.3", "key-c2");
-        let e = s.release(&key(2)).unwrap_err();
-        assert!(e.to_string().contains(&ipp.display().to_string()), "{e}");
-        assert_eq!(e.code(), crate::error::CODE_STORE_CORRUPT);
-        assert!(s.get(&key(2)).unwrap().is_some());
-        assert_eq!(fs::read_link(&ipp).unwrap(), Path::new("key-c2"));
-        fs::remove_file(&ipp).unwrap();
-        fs::write(&ipp, b"").unwrap();
         let e = s.owner_of(ip("10.0.0.3")).unwrap_err();
         assert!(e.to_string().contains(&ipp.display().to_string()), "{e}");
-        // Never reused either: probing sees the name taken.
-        let a = s.allocate(&key(3), &v4(), &[]).unwrap();
+        assert_eq!(e.code(), crate::error::CODE_STORE_CORRUPT);
+        // Probing sees the name taken.
+        assert_eq!(
+            s.allocate(&key(3), &v4(), &[]).unwrap()[0].ip(),
+            ip("10.0.0.4")
+        );
+        // DEL of its owner quarantines it and succeeds.
+        assert!(s.release(&key(2)).unwrap().is_some());
+        assert!(fs::symlink_metadata(&ipp).is_err());
+        assert!(quarantined(d.path())[0].starts_with("ip-10.0.0.3."));
+        assert!(s.get(&key(2)).unwrap().is_none());
+        assert_eq!(
+            s.allocate(&key(4), &v4(), &[ip("10.0.0.3")]).unwrap()[0].ip(),
+            ip("10.0.0.3")
+        );
+    }
+
+    /// Issue 14 item 3: an address whose `ip-` entry was lost while its key entry still
+    /// lists it is never handed out again; the entry is re-created for its owner.
+    #[test]
+    fn lost_address_entry_is_never_handed_out_again() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(
+            s.allocate(&key(1), &v4(), &[]).unwrap()[0].ip(),
+            ip("10.0.0.2")
+        );
+        fs::remove_file(d.path().join("ip-10.0.0.2")).unwrap();
+        // The cursor too, so that probing starts at the lost address.
+        for c in entries(d.path(), "cursor-") {
+            fs::remove_file(d.path().join(c)).unwrap();
+        }
+        assert_eq!(
+            s.allocate(&key(2), &v4(), &[]).unwrap()[0].ip(),
+            ip("10.0.0.3")
+        );
+        assert_eq!(s.owner_of(ip("10.0.0.2")).unwrap(), Some(key(1)));
+        // Asked for by name: refused, naming the owner.
+        fs::remove_file(d.path().join("ip-10.0.0.2")).unwrap();
+        let e = s.allocate(&key(3), &v4(), &[ip("10.0.0.2")]).unwrap_err();
+        assert_eq!(e.code(), crate::error::CODE_IP_UNAVAILABLE);
+        assert!(e.to_string().contains("c1"), "{e}");
+        assert_eq!(s.owner_of(ip("10.0.0.2")).unwrap(), Some(key(1)));
+        assert!(s.get(&key(3)).unwrap().is_none());
+        // Released normally, the address is free again.
+        s.release(&key(1)).unwrap();
+        assert!(entries(d.path(), "held-10.0.0.2").is_empty());
+        assert_eq!(
+            s.allocate(&key(3), &v4(), &[ip("10.0.0.2")]).unwrap()[0].ip(),
+            ip("10.0.0.2")
+        );
+    }
+
+    /// Issue 14 item 3: GC reports and repairs two owners of one address and a lost
+    /// address entry; a corrupt key entry does not block it.
+    #[test]
+    fn gc_repairs_double_ownership_and_progresses_past_corrupt_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        // What an older build left after a lost ip- entry: c2 got c1's address.
+        plant(
+            d.path(),
+            "key-c1+eth0",
+            r#"{"containerID":"c1","ifname":"eth0","ips":["10.0.0.2/24"],"created":100}"#,
+        );
+        plant(
+            d.path(),
+            "key-c2+eth0",
+            r#"{"containerID":"c2","ifname":"eth0","ips":["10.0.0.2/24"],"created":200}"#,
+        );
+        plant(d.path(), "ip-10.0.0.2", "key-c2+eth0");
+        // A key entry whose address entry is lost.
+        plant(
+            d.path(),
+            "key-c3+eth0",
+            r#"{"containerID":"c3","ifname":"eth0","ips":["10.0.0.5/24"],"created":300}"#,
+        );
+        // Corrupt key entries: c4 (container gone) and c5 (still valid), with addresses.
+        plant(d.path(), "key-c4+eth0", "{garbage");
+        plant(d.path(), "ip-10.0.0.7", "key-c4+eth0");
+        plant(d.path(), "key-c5+eth0", "{garbage");
+        plant(d.path(), "ip-10.0.0.8", "key-c5+eth0");
+        // A live one to release.
+        plant(
+            d.path(),
+            "key-c6+eth0",
+            r#"{"containerID":"c6","ifname":"eth0","ips":["10.0.0.9/24"]}"#,
+        );
+        plant(d.path(), "ip-10.0.0.9", "key-c6+eth0");
+        let report = s
+            .retain(&|k| k.container_id != "c4" && k.container_id != "c6")
+            .unwrap();
+        assert_eq!(
+            report.conflicts,
+            vec![Conflict {
+                ip: ip("10.0.0.2"),
+                kept: key(2),
+                also: vec![key(1)]
+            }]
+        );
+        assert_eq!(report.repaired, vec![ip("10.0.0.5")]);
+        assert_eq!(report.orphans, vec![ip("10.0.0.7")]);
+        assert_eq!(
+            report
+                .released
+                .iter()
+                .map(|a| a.key.clone())
+                .collect::<Vec<_>>(),
+            vec![key(6)]
+        );
+        assert_eq!(report.quarantined.len(), 1);
+        assert!(report.quarantined[0].starts_with(d.path().join("quarantine")));
+        assert_eq!(report.corrupt_kept, vec![d.path().join("key-c5+eth0")]);
+        assert_eq!(s.owner_of(ip("10.0.0.5")).unwrap(), Some(key(3)));
+        assert_eq!(s.owner_of(ip("10.0.0.2")).unwrap(), Some(key(2)));
+        assert_eq!(s.owner_of(ip("10.0.0.8")).unwrap(), Some(key(5)));
+        assert_eq!(s.owner_of(ip("10.0.0.9")).unwrap(), None);
+        // The loser's CHECK fails; the index is complete: losing an ip- entry of c3 now
+        // does not hand its address out.
+        assert!(s.verify(&s.get(&key(1)).unwrap().unwrap()).is_err());
+        fs::remove_file(d.path().join("ip-10.0.0.5")).unwrap();
+        let got = s.allocate(&key(7), &v4(), &[ip("10.0.0.5")]).unwrap_err();
+        assert!(got.to_string().contains("c3"), "{got}");
+        // Nothing left to repair the second time (but the conflict is still reported).
+        let again = s.retain(&|k| k.container_id != "c4").unwrap();
+        assert!(
+            again.repaired.is_empty() && again.quarantined.is_empty(),
+            "{again:?}"
+        );
+        assert_eq!(again.conflicts.len(), 1);
+    }
+
+    /// A store written by the previous build (no `held-` index): read and released as
+    /// before, indexed once by the first ADD, and a lost address entry of an old
+    /// allocation is still never handed out.
+    #[test]
+    fn store_of_the_previous_format_is_upgraded_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        plant(
+            d.path(),
+            "key-old1+eth0",
+            r#"{"containerID":"old1","ifname":"eth0","ips":["10.0.0.2/24"],"netns":"/run/netns/a","created":1700000000}"#,
+        );
+        plant(d.path(), "ip-10.0.0.2", "key-old1+eth0");
+        plant(
+            d.path(),
+            "key-old2+eth0",
+            r#"{"containerID":"old2","ifname":"eth0","ips":["10.0.0.3/24"]}"#,
+        );
+        plant(d.path(), "ip-10.0.0.3", "key-old2+eth0");
+        plant(d.path(), "cursor-10.0.0.0-10.0.0.1", "10.0.0.1");
+        fs::write(d.path().join("lock"), b"").unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let old1 = AllocKey::new("old1", "eth0");
+        assert_eq!(
+            s.get(&old1).unwrap().unwrap().netns,
+            Some(PathBuf::from("/run/netns/a"))
+        );
+        assert_eq!(s.list().unwrap().len(), 2);
+        fs::remove_file(d.path().join("ip-10.0.0.2")).unwrap();
+        let a = s.allocate(&key(1), &v4(), &[]).unwrap();
         assert_eq!(a[0].ip(), ip("10.0.0.4"));
+        assert_eq!(
+            entries(d.path(), "held-"),
+            vec!["held-10.0.0.2", "held-10.0.0.3", "held-10.0.0.4"]
+        );
+        assert_eq!(entries(d.path(), "index-"), vec!["index-v1"]);
+        assert!(s.release(&AllocKey::new("old2", "eth0")).unwrap().is_some());
+        assert_eq!(s.owner_of(ip("10.0.0.3")).unwrap(), None);
     }
 
     #[test]
@@ -990,6 +1577,9 @@ mod tests {
             vec![
                 "cursor-10.0.0.0-10.0.0.1",
                 "cursor-fd00__-fd00__1",
+                "held-10.0.0.2",
+                "held-fd00::2",
+                "index-v1",
                 "ip-10.0.0.2",
                 "ip-fd00::2",
                 "key-ctr%2F1+eth0",
@@ -1012,6 +1602,7 @@ mod tests {
         assert_eq!(got.netns, meta.netns);
         s.release(&k).unwrap();
         assert!(entries(d.path(), "ip-").is_empty());
+        assert!(entries(d.path(), "held-").is_empty());
         assert!(entries(d.path(), "key-").is_empty());
         assert!(entries(d.path(), "tmp-").is_empty());
     }

@@ -41,7 +41,7 @@ impl FileStore {
     /// write).
     pub fn open(path: &Path) -> Result<FileStore, IpamError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| IpamError::io("create directory", dir, e))?;
+            crate::durable::create_dir_all(dir)?;
         }
         let mut lock = path.as_os_str().to_owned();
         lock.push(".lock");
