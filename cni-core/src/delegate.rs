@@ -1,5 +1,14 @@
 //! Running another plugin (typically IPAM) found in `CNI_PATH`, with the same
 //! configuration on stdin and the same environment but for `CNI_COMMAND`.
+//!
+//! A delegate never outlives the plugin that started it: it is started with
+//! `PR_SET_PDEATHSIG` = `SIGKILL` (so a plugin killed mid-ADD takes its IPAM child with
+//! it, and that child cannot reserve an address after the runtime's DEL of the same
+//! container), and with [`PARENT_PID_ENV`] naming the plugin, which `cni-ipam` compares
+//! with its parent once it holds its store's lock (the check that closes the window
+//! before the death signal is armed). The death signal follows the *thread* that
+//! started the delegate: start and wait for it on one thread (every caller does, on the
+//! plugin's main thread).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -10,6 +19,43 @@ use crate::skel::{Command, Env};
 use crate::spec::error::CniError;
 use crate::spec::result::CniResult;
 use crate::spec::version::Version;
+
+/// The environment variable naming (decimal pid) the plugin that started a delegate.
+/// Extra to the CNI environment; plugins that do not know it ignore it.
+pub const PARENT_PID_ENV: &str = "CNI_DELEGATE_PARENT_PID";
+
+/// The pid [`PARENT_PID_ENV`] names, if set and well formed.
+pub fn expected_parent() -> Option<i32> {
+    std::env::var(PARENT_PID_ENV).ok()?.trim().parse().ok()
+}
+
+/// Whether this process's parent is still the one that started it (always true without
+/// [`PARENT_PID_ENV`]). After the parent died the process has been re-parented (to
+/// init or a subreaper), whose pid cannot be the dead parent's.
+pub fn parent_is_alive() -> bool {
+    expected_parent().is_none_or(|p| nix::unistd::getppid().as_raw() == p)
+}
+
+/// Makes the child of `cmd` die with this process: `SIGKILL` on the death of the
+/// forking thread, armed before `exec`; if the parent is already gone by then, the
+/// child exits before `exec`.
+fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    cmd.env(PARENT_PID_ENV, parent.as_raw().to_string());
+    // SAFETY: the closure runs in the forked child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes two system calls (prctl, getppid),
+    // allocates nothing, takes no lock, and touches only the copied `parent` value.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
 
 /// Finds `plugin` in `path`. Not found is `InvalidConfig` (7) naming the plugin and the
 /// directories searched.
@@ -91,6 +137,7 @@ pub fn start(
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    die_with_parent(&mut cmd);
     Pending::start(cmd, binary, stdin)
 }
 

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::cluster::{Pool, StoreUrl};
+use crate::durable::check_state_path;
 use crate::error::IpamError;
 use crate::range::{Range, RangeSet, RangeSets};
 
@@ -155,24 +156,30 @@ impl IpamConfig {
         let ranges = RangeSets::new(field, sets)?;
 
         let routes = parse_routes(raw.routes.as_deref().unwrap_or_default())?;
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        check_state_path("ipam.dataDir", &data_dir)?;
 
         Ok(IpamConfig {
             ranges,
             routes,
-            data_dir: raw
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir,
             resolv_conf: raw.resolv_conf,
         })
     }
 
     /// `ipam.dataDir` alone, leniently: DEL and GC must work even when the rest of the
-    /// configuration no longer validates.
-    pub fn data_dir_from_json(conf: &Value) -> PathBuf {
-        conf.get("ipam")
+    /// configuration no longer validates. A relative or symlinked one is still refused
+    /// (code 7): no command ever writes through it.
+    pub fn data_dir_from_json(conf: &Value) -> Result<PathBuf, IpamError> {
+        let dir = conf
+            .get("ipam")
             .and_then(|i| i.get("dataDir"))
             .and_then(Value::as_str)
-            .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from)
+            .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
+        check_state_path("ipam.dataDir", &dir)?;
+        Ok(dir)
     }
 
     /// The store directory of network `name` under `data_dir`.
@@ -287,6 +294,13 @@ impl ClusterIpamConfig {
             )));
         }
         let store = StoreUrl::parse(raw.store.as_deref().unwrap_or(DEFAULT_CLUSTER_STORE))?;
+        if let StoreUrl::File(p) = &store {
+            check_state_path("ipam.store", p)?;
+        }
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        check_state_path("ipam.dataDir", &data_dir)?;
         if raw.max_blocks_per_node == Some(0) {
             return Err(IpamError::config(
                 "ipam.maxBlocksPerNode: must be at least 1",
@@ -314,9 +328,7 @@ impl ClusterIpamConfig {
                 }
             },
             routes: parse_routes(raw.routes.as_deref().unwrap_or_default())?,
-            data_dir: raw
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir,
             resolv_conf: raw.resolv_conf,
         })
     }

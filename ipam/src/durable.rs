@@ -69,10 +69,14 @@ pub fn check_state_path(field: &str, path: &Path) -> Result<(), IpamError> {
     loop {
         match fs::symlink_metadata(existing) {
             Ok(_) => break,
-            Err(e) if e.kind() == ErrorKind::NotFound => match existing.parent() {
-                Some(p) => existing = p,
-                None => return Ok(()),
-            },
+            Err(e)
+                if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                match existing.parent() {
+                    Some(p) => existing = p,
+                    None => return Ok(()),
+                }
+            }
             Err(e) => return Err(IpamError::io("stat", existing, e)),
         }
     }

@@ -48,6 +48,10 @@ pub enum IpamError {
     /// (code 102, as a full range set).
     #[error("{0}")]
     PoolExhausted(String),
+    /// `cni-ipam` was orphaned: the plugin that delegated to it has exited, so it
+    /// changes nothing (code 999: nobody is left to read the answer).
+    #[error("{0}")]
+    Orphaned(String),
     /// A cluster store record (etcd key or file store entry) that does not parse.
     #[error("cluster store record {what} is corrupt: {reason}")]
     CorruptRecord { what: String, reason: String },
@@ -85,6 +89,7 @@ impl IpamError {
             IpamError::StoreUnavailable(_) | IpamError::TryAgain(_) => CODE_TRY_AGAIN,
             IpamError::PoolExhausted(_) => CODE_RANGE_FULL,
             IpamError::CorruptRecord { .. } => CODE_STORE_CORRUPT,
+            IpamError::Orphaned(_) => ErrorCode::Internal as u32,
         }
     }
 }

@@ -23,8 +23,55 @@ fn key_of(target: &Target) -> AllocKey {
     AllocKey::new(target.container_id.as_str(), target.ifname.as_str())
 }
 
-fn store_dir(call: &Call, data_dir: &std::path::Path) -> PathBuf {
-    IpamConfig::store_dir(data_dir, call.conf.name.as_str())
+/// The network's store directory under `data_dir`, refused (code 7) when it resolves
+/// through a symlink (see [`crate::durable::check_state_path`]).
+fn store_dir(call: &Call, data_dir: &std::path::Path) -> Result<PathBuf, IpamError> {
+    let dir = IpamConfig::store_dir(data_dir, call.conf.name.as_str());
+    crate::durable::check_state_path("ipam.dataDir", &dir)?;
+    Ok(dir)
+}
+
+/// Opens the store for a command of this invocation: when a plugin of ours delegated to
+/// `cni-ipam`, every lock also checks that it is still alive (see
+/// [`Store::require_parent`]).
+fn open_store(dir: PathBuf) -> Result<Store, IpamError> {
+    Ok(Store::open(dir)?.require_parent(cni_core::delegate::expected_parent()))
+}
+
+/// Which mode a configuration selects, validated.
+enum Mode {
+    Local(IpamConfig),
+    Cluster(ClusterIpamConfig),
+}
+
+/// An invocation's configuration, parsed and validated once: ADD uses it, STATUS and
+/// CHECK answer with its error, so STATUS never says "ready" for a configuration every
+/// ADD refuses.
+struct Prepared {
+    mode: Mode,
+    dns: cni_core::spec::result::Dns,
+    store_dir: PathBuf,
+}
+
+fn prepare(call: &Call) -> Result<Prepared, IpamError> {
+    let (mode, data_dir, resolv_conf) = if ClusterIpamConfig::is_cluster(&call.conf.raw) {
+        let c = ClusterIpamConfig::from_json(&call.conf.raw)?;
+        let (d, r) = (c.data_dir.clone(), c.resolv_conf.clone());
+        (Mode::Cluster(c), d, r)
+    } else {
+        let c = IpamConfig::from_json(&call.conf.raw)?;
+        let (d, r) = (c.data_dir.clone(), c.resolv_conf.clone());
+        (Mode::Local(c), d, r)
+    };
+    let dns = match &resolv_conf {
+        Some(p) => resolv::load(p)?,
+        None => Default::default(),
+    };
+    Ok(Prepared {
+        mode,
+        dns,
+        store_dir: store_dir(call, &data_dir)?,
+    })
 }
 
 /// Requested addresses: `runtimeConfig.ips`, `args.cni.ips`, then `CNI_ARGS` `IP=`.
@@ -155,19 +202,19 @@ impl Claimer<'_> {
     }
 }
 
-fn cluster_add(call: &Call, target: &Target) -> Result<CniResult, CniError> {
-    let cfg = ClusterIpamConfig::from_json(&call.conf.raw)?;
-    let dns = match &cfg.resolv_conf {
-        Some(p) => resolv::load(p)?,
-        None => Default::default(),
-    };
+fn cluster_add(
+    call: &Call,
+    target: &Target,
+    cfg: &ClusterIpamConfig,
+    dns: cni_core::spec::result::Dns,
+    store: Store,
+) -> Result<CniResult, CniError> {
     let requested = requested_ips(call)?;
-    let store = Store::open(store_dir(call, &cfg.data_dir))?;
     let meta = AllocMeta {
         netns: target.netns.clone(),
     };
     let mut claimer = Claimer {
-        cfg: &cfg,
+        cfg,
         store: &store,
         rt: None,
         cluster: None,
@@ -189,40 +236,35 @@ fn cluster_add(call: &Call, target: &Target) -> Result<CniResult, CniError> {
 
 impl Plugin for IpamPlugin {
     fn add(&self, call: &Call, target: &Target) -> Result<CniResult, CniError> {
-        if ClusterIpamConfig::is_cluster(&call.conf.raw) {
-            return cluster_add(call, target);
-        }
-        let cfg = IpamConfig::from_json(&call.conf.raw)?;
         // Everything that can fail without side effects comes before the allocation.
-        let dns = match &cfg.resolv_conf {
-            Some(p) => resolv::load(p)?,
-            None => Default::default(),
-        };
+        let p = prepare(call)?;
         let requested = requested_ips(call)?;
-        let store = Store::open(store_dir(call, &cfg.data_dir))?;
-        let meta = AllocMeta {
-            netns: target.netns.clone(),
-        };
-        let ips = store.allocate_with(&key_of(target), &cfg.ranges, &requested, &meta)?;
-        Ok(build_result(&cfg, &ips, dns))
+        let store = open_store(p.store_dir)?;
+        match p.mode {
+            Mode::Cluster(cfg) => cluster_add(call, target, &cfg, p.dns, store),
+            Mode::Local(cfg) => {
+                let meta = AllocMeta {
+                    netns: target.netns.clone(),
+                };
+                let ips = store.allocate_with(&key_of(target), &cfg.ranges, &requested, &meta)?;
+                Ok(build_result(&cfg, &ips, p.dns))
+            }
+        }
     }
 
     fn del(&self, call: &Call, target: &Target) -> Result<(), CniError> {
-        let dir = store_dir(call, &IpamConfig::data_dir_from_json(&call.conf.raw));
+        let dir = store_dir(call, &IpamConfig::data_dir_from_json(&call.conf.raw)?)?;
         if !dir.exists() {
             return Ok(());
         }
-        Store::open(dir)?.release(&key_of(target))?;
+        // Corrupt entries of the attachment are quarantined, never a failure forever.
+        open_store(dir)?.release(&key_of(target))?;
         Ok(())
     }
 
     fn check(&self, call: &Call, target: &Target) -> Result<(), CniError> {
-        let data_dir = if ClusterIpamConfig::is_cluster(&call.conf.raw) {
-            ClusterIpamConfig::from_json(&call.conf.raw)?.data_dir
-        } else {
-            IpamConfig::from_json(&call.conf.raw)?.data_dir
-        };
-        let store = Store::open(store_dir(call, &data_dir))?;
+        let p = prepare(call)?;
+        let store = Store::open(p.store_dir)?;
         let key = key_of(target);
         let Some(alloc) = store.get(&key)? else {
             return Err(IpamError::NotFound(format!(
@@ -247,11 +289,11 @@ impl Plugin for IpamPlugin {
     }
 
     fn gc(&self, call: &Call) -> Result<(), CniError> {
-        let dir = store_dir(call, &IpamConfig::data_dir_from_json(&call.conf.raw));
+        let dir = store_dir(call, &IpamConfig::data_dir_from_json(&call.conf.raw)?)?;
         if !dir.exists() {
             return Ok(());
         }
-        let store = Store::open(dir)?;
+        let store = open_store(dir)?;
         let report = match &call.conf.valid_attachments {
             Some(valid) => {
                 let keep: BTreeSet<AllocKey> = valid
@@ -266,14 +308,19 @@ impl Plugin for IpamPlugin {
         tracing::info!(
             released = report.released.len(),
             orphans = report.orphans.len(),
+            quarantined = report.quarantined.len(),
+            corrupt_kept = report.corrupt_kept.len(),
+            repaired = report.repaired.len(),
+            double_owned = report.conflicts.len(),
             "gc done"
         );
         Ok(())
     }
 
     fn status(&self, call: &Call) -> Result<(), CniError> {
-        let dir = store_dir(call, &IpamConfig::data_dir_from_json(&call.conf.raw));
-        Store::open(dir)
+        // The configuration first, exactly as ADD validates it (code 7 and ADD's message).
+        let p = prepare(call)?;
+        Store::open(p.store_dir)
             .and_then(|s| s.check_writable())
             .map_err(|e| CniError::new(ErrorCode::NotAvailable, format!("store unavailable: {e}")))
     }

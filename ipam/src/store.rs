@@ -269,6 +269,9 @@ enum Indexed {
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// The pid that must still be this process's parent once the lock is taken (see
+    /// [`Store::require_parent`]).
+    parent: Option<i32>,
 }
 
 /// Held while the store is locked; unlocks on drop.
@@ -313,7 +316,16 @@ impl Store {
                 }
             }
         }
-        Ok(Store { dir })
+        Ok(Store { dir, parent: None })
+    }
+
+    /// Every later [`Store::lock`] also checks, once the lock is held, that this
+    /// process's parent is still `pid` (the plugin that delegated to `cni-ipam`), and
+    /// fails (nothing changed) when it is not: a child orphaned by a killed ADD must not
+    /// reserve an address after the runtime's DEL of the same container.
+    pub fn require_parent(mut self, pid: Option<i32>) -> Store {
+        self.parent = pid;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -322,9 +334,21 @@ impl Store {
 
     /// Takes the store's exclusive lock (blocking).
     pub fn lock(&self) -> Result<StoreLock, IpamError> {
-        Ok(StoreLock {
+        let lock = StoreLock {
             _lock: crate::durable::lock_exclusive(&self.dir.join("lock"))?,
-        })
+        };
+        if let Some(p) = self.parent {
+            let now = nix::unistd::getppid().as_raw();
+            if now != p {
+                tracing::warn!(parent = p, now, dir = %self.dir.display(),
+                    "the plugin that started cni-ipam has exited: the store is left unchanged");
+                return Err(IpamError::Orphaned(format!(
+                    "the plugin that started cni-ipam (pid {p}) has exited (parent is now pid                      {now}): nothing was changed in {}",
+                    self.dir.display()
+                )));
+            }
+        }
+        Ok(lock)
     }
 
     /// Makes every entry created or removed so far durable.

@@ -40,6 +40,7 @@ impl FileStore {
     /// Opens the store at `path` (its directory is created; the file appears at the first
     /// write).
     pub fn open(path: &Path) -> Result<FileStore, IpamError> {
+        crate::durable::check_state_path("store", path)?;
         if let Some(dir) = path.parent() {
             crate::durable::create_dir_all(dir)?;
         }
