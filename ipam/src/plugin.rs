@@ -155,7 +155,26 @@ struct Claimer<'a> {
 }
 
 impl Claimer<'_> {
-    fn claim(&mut self, v6: bool, seen: &[IpNetwork]) -> Result<IpNetwork, IpamError> {
+    /// Checks the node's block cache against the cluster store
+    /// ([`local::verify_cache`]).
+    fn verify(&mut self) -> Result<(), IpamError> {
+        self.ensure_runtime()?;
+        let Some(rt) = self.rt.as_ref() else {
+            return Err(IpamError::StoreUnavailable("no runtime".into()));
+        };
+        let (cfg, store, cluster) = (self.cfg, self.store, &mut self.cluster);
+        rt.block_on(async move {
+            if cluster.is_none() {
+                *cluster = Some(ClusterStore::connect(&cfg.store).await?);
+            }
+            let Some(c) = cluster.as_ref() else {
+                return Err(IpamError::StoreUnavailable("not connected".into()));
+            };
+            local::verify_cache(store, c, &cfg.node_name).await
+        })
+    }
+
+    fn ensure_runtime(&mut self) -> Result<(), IpamError> {
         if self.rt.is_none() {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -163,6 +182,11 @@ impl Claimer<'_> {
                 .map_err(|e| IpamError::StoreUnavailable(format!("cannot start a runtime: {e}")))?;
             self.rt = Some(rt);
         }
+        Ok(())
+    }
+
+    fn claim(&mut self, v6: bool, seen: &[IpNetwork]) -> Result<IpNetwork, IpamError> {
+        self.ensure_runtime()?;
         let Some(rt) = self.rt.as_ref() else {
             return Err(IpamError::StoreUnavailable("no runtime".into()));
         };
@@ -219,6 +243,17 @@ fn cluster_add(
         rt: None,
         cluster: None,
     };
+    // A cache edited, copied or written by an older build is checked against the store
+    // before it is used; the store being down does not stop pods (module docs of
+    // `cluster::local`).
+    if !local::check_cache_offline(&store, &cfg.node_name)? {
+        match claimer.verify() {
+            Ok(()) => {}
+            Err(IpamError::StoreUnavailable(why)) => tracing::warn!(%why,
+                "the block cache could not be checked against the cluster store: used as it is"),
+            Err(e) => return Err(e.into()),
+        }
+    }
     let layout = BlockLayout {
         reserve_gateway: cfg.reserve_gateway,
     };

@@ -5,7 +5,13 @@
 //! <prefix>/nodes/<name>            JSON node record (info, leaseExpiry, ttl), put with
 //!                                  the node's lease
 //! <prefix>/blocks/<cidr, / as _>   the owner node's name, put with the owner's lease
+//! <prefix>/id                      the store's identity (random, created once by the
+//!                                  first client that asks for it, no lease)
 //! ```
+//!
+//! A block has one key, so it cannot be owned twice. The identity lets a node tell the
+//! store its cached blocks came from from a new one (etcd wiped or its data lost): see
+//! [`super::local`].
 //!
 //! A claim is one transaction: `create_revision(block) == 0` (nobody holds it) and
 //! `lease(node key) == the node's lease` (the node is alive), then put the block with
@@ -499,6 +505,39 @@ impl EtcdStore {
                 Some(PutOptions::new().with_lease(lease)),
             )]);
         Ok(self.call("txn claim", bkey, c.txn(txn)).await?.succeeded())
+    }
+
+    /// The store's identity: `<prefix>/id`, created (compare-and-swap on its absence)
+    /// if the store has none yet.
+    pub(crate) async fn identity(&self) -> Result<String, IpamError> {
+        let key = format!("{}/id", self.prefix);
+        let mut c = Client::clone(&self.client);
+        let fresh = super::file::new_identity();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), fresh.clone(), None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = self.call("txn identity", &key, c.txn(txn)).await?;
+        if resp.succeeded() {
+            tracing::info!(store = %self.describe(), id = %fresh, "cluster store identity recorded");
+            return Ok(fresh);
+        }
+        for op in resp.op_responses() {
+            if let etcd_client::TxnOpResponse::Get(g) = op {
+                if let Some(kv) = g.kvs().first() {
+                    return Ok(String::from_utf8_lossy(kv.value()).trim().to_string());
+                }
+            }
+        }
+        Err(IpamError::StoreUnavailable(format!(
+            "etcd {}: no answer for {key}",
+            self.describe()
+        )))
+    }
+
+    /// The node whose key holds `block`.
+    pub(crate) async fn owner_of(&self, block: IpNetwork) -> Result<Option<String>, IpamError> {
+        Ok(self.snapshot().await?.blocks.remove(&block))
     }
 
     pub(crate) async fn claim_exact(

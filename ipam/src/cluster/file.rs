@@ -2,9 +2,22 @@
 //! durably. Enough for one machine or a shared file system.
 //!
 //! ```text
-//! <path>         {"nodes": {"<name>": {NodeRecord fields..., "ttl": <seconds>}}}
-//! <path>.lock    flock(2)-ed (exclusive) around every read-modify-write
+//! <path>         {"id": "<store identity>",
+//!                 "nodes": {"<name>": {NodeRecord fields..., "ttl": <seconds>}}}
+//! <path>.lock    flock(2)-ed (exclusive) around every read-modify-write; holds the
+//!                store identity once the store was written (a file of an older build
+//!                gets one at its next write)
 //! ```
+//!
+//! New or lost: a missing `<path>` is a new, empty store only while `<path>.lock`
+//! records no identity. When the lock records one, the store existed and was lost
+//! (deleted, moved): every access is refused (code 101, naming both files and what to
+//! do) instead of starting over empty and handing out blocks nodes still use. Node
+//! caches record the identity too (see [`super::local`]), so a store recreated from
+//! nothing (lock file gone as well) is told from the one a node's blocks came from.
+//!
+//! A block listed under two nodes is refused on every read (code 101, naming the block
+//! and both nodes): never used, never "repaired" by guessing.
 //!
 //! Every mutation reads the document, decides (block ownership included) and writes it
 //! back (temp file, fsync, rename, fsync directory) while holding the lock, so two
@@ -32,8 +45,17 @@ pub struct FileStore {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Doc {
+    /// The store's identity (absent in a file written by an older build, until its
+    /// next write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
     #[serde(default)]
     nodes: BTreeMap<String, StoredNode>,
+}
+
+/// A new random store identity (128 bits, hex).
+pub(crate) fn new_identity() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 impl FileStore {
@@ -64,15 +86,58 @@ impl FileStore {
         &self.path
     }
 
+    /// The identity the lock file records (empty: none yet).
+    fn recorded_identity(&self) -> Result<String, IpamError> {
+        Ok(read_optional(&self.lock_path)?
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default())
+    }
+
     fn read(&self) -> Result<Doc, IpamError> {
         let Some(bytes) = read_optional(&self.path)? else {
+            let id = self.recorded_identity()?;
+            if !id.is_empty() {
+                return Err(IpamError::corrupt(
+                    &self.path,
+                    format!(
+                        "the file is missing, but {} records that cluster store {id} existed \
+                         here: it was lost, and starting a new empty store would hand out \
+                         blocks nodes still use. Restore {} from a backup; or, only once no \
+                         node uses any block of it (every node's blocks.json removed), remove \
+                         {} to start a new store",
+                        self.lock_path.display(),
+                        self.path.display(),
+                        self.lock_path.display()
+                    ),
+                ));
+            }
             return Ok(Doc::default());
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             // Never written whole: rename makes that impossible, so this is corruption.
             return Err(IpamError::corrupt(&self.path, "the file is empty"));
         }
-        serde_json::from_slice(&bytes).map_err(|e| IpamError::corrupt(&self.path, e.to_string()))
+        let doc: Doc = serde_json::from_slice(&bytes)
+            .map_err(|e| IpamError::corrupt(&self.path, e.to_string()))?;
+        let mut owner: BTreeMap<IpNetwork, &str> = BTreeMap::new();
+        for (name, n) in &doc.nodes {
+            for b in &n.record.blocks {
+                match owner.insert(*b, name) {
+                    Some(other) if other != name => {
+                        return Err(IpamError::corrupt(
+                            &self.path,
+                            format!(
+                                "block {b} is listed under both node {other} and node {name}: \
+                                 refused (an address of it could be given twice); remove it \
+                                 from the node whose pods do not use it"
+                            ),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(doc)
     }
 
     fn write(&self, doc: &Doc) -> Result<(), IpamError> {
@@ -87,13 +152,57 @@ impl FileStore {
         &self,
         f: impl FnOnce(&mut Doc) -> Result<(bool, R), IpamError>,
     ) -> Result<R, IpamError> {
-        let _lock = lock_exclusive(&self.lock_path)?;
+        self.update_with_id(f).map(|(r, _)| r)
+    }
+
+    /// [`FileStore::update`], also returning the store's identity.
+    fn update_with_id<R>(
+        &self,
+        f: impl FnOnce(&mut Doc) -> Result<(bool, R), IpamError>,
+    ) -> Result<(R, String), IpamError> {
+        let lock = lock_exclusive(&self.lock_path)?;
         let mut doc = self.read()?;
-        let (changed, r) = f(&mut doc)?;
+        let (mut changed, r) = f(&mut doc)?;
+        let id = match &doc.id {
+            Some(id) => id.clone(),
+            None => {
+                // A new store, or a file of an older build: it gets its identity now.
+                let id = new_identity();
+                doc.id = Some(id.clone());
+                changed = true;
+                tracing::info!(store = %self.path.display(), %id, "cluster store identity recorded");
+                id
+            }
+        };
         if changed {
             self.write(&doc)?;
         }
-        Ok(r)
+        // Beside it, in the lock file: written after the store, so a crash in between
+        // leaves a store whose lock does not know it yet (fixed at the next update),
+        // never a lock that claims a store that was never written.
+        if self.recorded_identity()? != id {
+            use std::os::unix::fs::FileExt;
+            lock.set_len(0)
+                .and_then(|()| lock.write_all_at(format!("{id}\n").as_bytes(), 0))
+                .and_then(|()| lock.sync_all())
+                .map_err(|e| IpamError::io("write", &self.lock_path, e))?;
+        }
+        Ok((r, id))
+    }
+
+    /// The store's identity, created with the store if it is new.
+    pub(crate) fn identity(&self) -> Result<String, IpamError> {
+        self.update_with_id(|_| Ok((false, ()))).map(|(_, id)| id)
+    }
+
+    /// Which node's record lists `block` (expired records included).
+    pub(crate) fn owner_of(&self, block: IpNetwork) -> Result<Option<String>, IpamError> {
+        Ok(self
+            .read()?
+            .nodes
+            .into_iter()
+            .find(|(_, n)| n.record.blocks.contains(&block))
+            .map(|(k, _)| k))
     }
 
     /// Live records (lease not expired), without taking the lock.

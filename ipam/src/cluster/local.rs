@@ -3,9 +3,13 @@
 //! store directory, and allocation from it.
 //!
 //! ```text
-//! <store dir>/blocks.json   {"blocks": ["10.244.0.0/26", "fd00:244::/122", ...]}
-//!                           in claim order; written atomically and durably under the
-//!                           store's lock
+//! <store dir>/blocks.json   {"blocks": ["10.244.0.0/26", "fd00:244::/122", ...],
+//!                            "store": "<cluster store identity>", "node": "<name>",
+//!                            "verified": "<fingerprint>", "refused": "<why>"}
+//!                           blocks in claim order; written atomically and durably
+//!                           under the store's lock (a cache of an older build has
+//!                           only "blocks": it is checked at its first contact with
+//!                           the store)
 //! <store dir>/claim.lock    flock(2)-ed while a block is claimed from the cluster store,
 //!                           so concurrent ADDs on one node claim one block, not many
 //! ```
@@ -20,6 +24,20 @@
 //! `reserveGateway` ([`BlockLayout`]): then the block's first host address is never
 //! allocated and is every address's gateway (the node's address on its bridge or VXLAN
 //! device, the same on every node's view: see `cni_core::node::Peer::gateway_v4`).
+//!
+//! Integrity: the cache records the identity of the cluster store its blocks were
+//! claimed from and the node they were claimed for, and a fingerprint of what was last
+//! checked against the store (a claim by compare-and-swap, or [`verify_cache`]). Every
+//! claim first checks the store's identity: a cache of another store (the store was lost
+//! and recreated, or replaced) is refused for good (`refused`, code 101: every later
+//! ADD refuses it too, naming what to do). A cache whose content is not the one last
+//! checked (edited by hand, copied, or written by an older build) is checked block by
+//! block before it is used: a block the store says belongs to another node is removed
+//! from the cache and refused (code 101, naming the block and both nodes); a block the
+//! store no longer lists (this node's lease lapsed) is claimed back. When the store
+//! cannot be reached, a checked cache is used as it is: it is this node's own record of
+//! claims that succeeded; an unchecked one too (WARN), since refusing would stop every
+//! pod while the store is down.
 //!
 //! Crash safety: the block is claimed in the cluster store (the truth) *before* it is
 //! written to the cache. A crash in between leaves a block owned by the node but not in
@@ -52,38 +70,216 @@ const MAX_CLAIMS_PER_ALLOCATION: usize = 8;
 struct Cache {
     #[serde(default)]
     blocks: Vec<IpNetwork>,
+    /// The identity of the cluster store the blocks were claimed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    store: Option<String>,
+    /// The node they were claimed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    /// [`Cache::fingerprint`] of the content last checked against the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verified: Option<String>,
+    /// Why the cache is refused (it belongs to another store); set once found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
+}
+
+impl Cache {
+    fn fingerprint(&self) -> String {
+        let data = serde_json::to_vec(&(&self.store, &self.node, &self.blocks)).unwrap_or_default();
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in data {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// Whether the content is the one last checked against the store (an empty cache
+    /// has nothing to check).
+    fn is_verified(&self) -> bool {
+        self.blocks.is_empty() || self.verified.as_deref() == Some(self.fingerprint().as_str())
+    }
 }
 
 fn cache_path(store: &Store) -> PathBuf {
     store.dir().join(CACHE_FILE)
 }
 
+fn read_cache(store: &Store) -> Result<Cache, IpamError> {
+    let path = cache_path(store);
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(Cache::default());
+    };
+    serde_json::from_slice::<Cache>(&bytes).map_err(|e| IpamError::corrupt(&path, e.to_string()))
+}
+
 /// The blocks cached for this node, in claim order (no lock needed: the file is
 /// replaced atomically). A corrupt cache is an error naming the file.
 pub fn cached_blocks(store: &Store) -> Result<Vec<IpNetwork>, IpamError> {
-    let path = cache_path(store);
-    let Some(bytes) = read_optional(&path)? else {
-        return Ok(Vec::new());
-    };
-    serde_json::from_slice::<Cache>(&bytes)
-        .map(|c| c.blocks)
-        .map_err(|e| IpamError::corrupt(&path, e.to_string()))
+    read_cache(store).map(|c| c.blocks)
 }
 
+/// Writes `cache` (the caller holds the store's lock).
+fn store_cache(store: &Store, cache: &Cache) -> Result<(), IpamError> {
+    let path = cache_path(store);
+    let bytes = serde_json::to_vec_pretty(cache)
+        .map_err(|e| IpamError::config(format!("cannot encode {}: {e}", path.display())))?;
+    replace_file(&path, &bytes)
+}
+
+/// Changes the cached blocks with `f` under the store's lock. A cache that was checked
+/// stays checked (our own change); one that was not stays unchecked.
 fn write_cache(
     store: &Store,
     f: impl FnOnce(&mut Vec<IpNetwork>) -> bool,
 ) -> Result<bool, IpamError> {
     let _lock = store.lock()?;
-    let mut blocks = cached_blocks(store)?;
-    if !f(&mut blocks) {
+    let mut cache = read_cache(store)?;
+    let checked = cache.is_verified();
+    if !f(&mut cache.blocks) {
         return Ok(false);
     }
-    let path = cache_path(store);
-    let bytes = serde_json::to_vec_pretty(&Cache { blocks })
-        .map_err(|e| IpamError::config(format!("cannot encode {}: {e}", path.display())))?;
-    replace_file(&path, &bytes)?;
+    if checked {
+        cache.verified = Some(cache.fingerprint());
+    }
+    store_cache(store, &cache)?;
     Ok(true)
+}
+
+/// What every ADD checks without the cluster store: the cache is not refused and was
+/// claimed for `node`. Returns whether its content is the one last checked against
+/// the store (if not, [`verify_cache`] should run before it is used).
+pub fn check_cache_offline(store: &Store, node: &str) -> Result<bool, IpamError> {
+    let cache = read_cache(store)?;
+    if let Some(why) = &cache.refused {
+        return Err(IpamError::CorruptRecord {
+            what: format!("block cache {}", cache_path(store).display()),
+            reason: why.clone(),
+        });
+    }
+    if let Some(n) = cache.node.as_deref().filter(|n| *n != node) {
+        return Err(IpamError::CorruptRecord {
+            what: format!("block cache {}", cache_path(store).display()),
+            reason: format!(
+                "it holds the blocks of node {n}, not of this node {node}: never used; \
+                 remove it (this node's blocks are taken back from the cluster store)"
+            ),
+        });
+    }
+    Ok(cache.is_verified())
+}
+
+/// Checks the cache against the cluster store (see the module docs), holding the
+/// node's claim lock: the store's identity, then (unless the content is the one last
+/// checked) every block's owner.
+pub async fn verify_cache(
+    store: &Store,
+    cluster: &ClusterStore,
+    node: &str,
+) -> Result<(), IpamError> {
+    let _lock = claim_lock(store).await?;
+    verify_locked(store, cluster, node).await
+}
+
+async fn claim_lock(store: &Store) -> Result<nix::fcntl::Flock<std::fs::File>, IpamError> {
+    let lock_path = store.dir().join(CLAIM_LOCK);
+    let p = lock_path.clone();
+    tokio::task::spawn_blocking(move || lock_exclusive(&p))
+        .await
+        .map_err(|e| IpamError::io("flock", &lock_path, std::io::Error::other(e.to_string())))?
+}
+
+async fn verify_locked(store: &Store, cluster: &ClusterStore, node: &str) -> Result<(), IpamError> {
+    let id = cluster.identity().await?;
+    let path = cache_path(store);
+    let what = format!("block cache {}", path.display());
+    let cache = read_cache(store)?;
+    if let Some(why) = cache.refused {
+        return Err(IpamError::CorruptRecord { what, reason: why });
+    }
+    if let Some(theirs) = cache.store.as_ref().filter(|s| **s != id) {
+        let why = format!(
+            "it lists blocks [{}] claimed from cluster store {theirs}, but {} is store {id}: \
+             the store they came from was lost or replaced, and they may now be another \
+             node's. Refused for good: restore that store; or remove {} once no pod uses an \
+             address of those blocks",
+            cache
+                .blocks
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            cluster.describe(),
+            path.display()
+        );
+        tracing::error!(%node, cache = %path.display(), %why, "block cache refused");
+        {
+            let _l = store.lock()?;
+            let mut c = read_cache(store)?;
+            c.refused = Some(why.clone());
+            store_cache(store, &c)?;
+        }
+        return Err(IpamError::CorruptRecord { what, reason: why });
+    }
+    if let Some(n) = cache.node.as_deref().filter(|n| *n != node) {
+        return Err(IpamError::CorruptRecord {
+            what,
+            reason: format!("it holds the blocks of node {n}, not of this node {node}"),
+        });
+    }
+    let mut foreign = Vec::new();
+    let mut unchecked = false;
+    if !(cache.is_verified() && cache.store.is_some()) {
+        for b in &cache.blocks {
+            match cluster.owner_of(*b).await? {
+                Some(o) if o == node => {}
+                Some(o) => foreign.push((*b, o)),
+                None => match cluster.claim_exact(node, *b).await {
+                    Ok(true) => {
+                        tracing::info!(%node, block = %b, "claimed back a cached block the cluster store no longer listed");
+                    }
+                    Ok(false) => {
+                        let o = cluster
+                            .owner_of(*b)
+                            .await?
+                            .unwrap_or_else(|| "another node".into());
+                        foreign.push((*b, o));
+                    }
+                    // Not registered (yet): checked again at the next contact.
+                    Err(IpamError::NotFound(_)) => unchecked = true,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+    }
+    {
+        let _l = store.lock()?;
+        let mut c = read_cache(store)?;
+        c.blocks.retain(|b| !foreign.iter().any(|(f, _)| f == b));
+        c.store = Some(id);
+        c.node = Some(node.to_string());
+        if !unchecked {
+            c.verified = Some(c.fingerprint());
+        }
+        store_cache(store, &c)?;
+    }
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let list = foreign
+        .iter()
+        .map(|(b, o)| format!("block {b} is cached by node {node} but owned by node {o}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    tracing::error!(%node, cache = %path.display(), %list, "foreign blocks removed from the cache");
+    Err(IpamError::CorruptRecord {
+        what,
+        reason: format!(
+            "{list}: removed from the cache, never used (addresses of pods already in them \
+             may be duplicated: check them)"
+        ),
+    })
 }
 
 /// Adds `block` to the cache (durably, under the store's lock); `false` if it was there.
@@ -131,15 +327,15 @@ pub async fn release_if_unused(
         if used {
             false
         } else {
-            let path = cache_path(store);
-            let mut blocks = cached_blocks(store)?;
-            let n = blocks.len();
-            blocks.retain(|b| *b != block);
-            if blocks.len() != n {
-                let bytes = serde_json::to_vec_pretty(&Cache { blocks }).map_err(|e| {
-                    IpamError::config(format!("cannot encode {}: {e}", path.display()))
-                })?;
-                replace_file(&path, &bytes)?;
+            let mut cache = read_cache(store)?;
+            let checked = cache.is_verified();
+            let n = cache.blocks.len();
+            cache.blocks.retain(|b| *b != block);
+            if cache.blocks.len() != n {
+                if checked {
+                    cache.verified = Some(cache.fingerprint());
+                }
+                store_cache(store, &cache)?;
             }
             true
         }
@@ -272,6 +468,12 @@ pub fn allocate_in(
     meta: &AllocMeta,
     claim: &mut ClaimFn<'_>,
 ) -> Result<Vec<IpNetwork>, IpamError> {
+    if let Some(why) = read_cache(store)?.refused {
+        return Err(IpamError::CorruptRecord {
+            what: format!("block cache {}", cache_path(store).display()),
+            reason: why,
+        });
+    }
     // A repeated ADD is answered from the key entry, whatever the cache holds.
     if store.get(key)?.is_some() {
         if let Ok(Ok(sets)) = sets_for(pool, layout, &cached_blocks(store)?) {
@@ -334,15 +536,9 @@ pub async fn claim_into_cache(
     max_blocks: Option<usize>,
     seen: &[IpNetwork],
 ) -> Result<IpNetwork, IpamError> {
-    let lock_path = store.dir().join(CLAIM_LOCK);
-    let lock = {
-        let p = lock_path.clone();
-        tokio::task::spawn_blocking(move || lock_exclusive(&p))
-            .await
-            .map_err(|e| {
-                IpamError::io("flock", &lock_path, std::io::Error::other(e.to_string()))
-            })??
-    };
+    let lock = claim_lock(store).await?;
+    // The cache must be of this store and this node before anything is added to it.
+    verify_locked(store, cluster, node).await?;
     let now = cached_blocks(store)?;
     if let Some(b) = now
         .iter()
@@ -406,6 +602,7 @@ pub async fn reclaim_cached(
     cluster: &ClusterStore,
     node: &str,
 ) -> Result<Vec<IpNetwork>, IpamError> {
+    verify_cache(store, cluster, node).await?;
     let mut lost = Vec::new();
     for block in cached_blocks(store)? {
         if !cluster.claim_exact(node, block).await? {
@@ -423,6 +620,7 @@ pub async fn adopt_owned(
     cluster: &ClusterStore,
     node: &str,
 ) -> Result<Vec<IpNetwork>, IpamError> {
+    verify_cache(store, cluster, node).await?;
     let Some(rec) = cluster.node(node).await? else {
         return Ok(Vec::new());
     };

@@ -278,6 +278,23 @@ impl ClusterStore {
         }
     }
 
+    /// The store's identity (a random id created with the store): what node caches
+    /// record, so that blocks cached from a store that was lost or replaced are refused.
+    pub async fn identity(&self) -> Result<String, IpamError> {
+        match self {
+            ClusterStore::File(s) => blocking(s, |s| s.identity()).await,
+            ClusterStore::Etcd(s) => s.identity().await,
+        }
+    }
+
+    /// The node that owns `block` (its record expired or not), if any.
+    pub async fn owner_of(&self, block: IpNetwork) -> Result<Option<String>, IpamError> {
+        match self {
+            ClusterStore::File(s) => blocking(s, move |s| s.owner_of(block)).await,
+            ClusterStore::Etcd(s) => s.owner_of(block).await,
+        }
+    }
+
     /// Gives `block` back to the pool if `node` owns it; returns whether it did.
     pub async fn release_block(&self, node: &str, block: IpNetwork) -> Result<bool, IpamError> {
         match self {
