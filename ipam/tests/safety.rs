@@ -434,17 +434,29 @@ fn orphaned_child_stopped_then_continued_after_del_reserves_nothing() {
     plugin.kill().unwrap();
     plugin.wait().unwrap();
     drop(lock);
-    ok(run("DEL", &c, "o1"));
+    // The runtime's DEL, bounded: should it hang on the stopped child, continue it.
+    let mut del = spawn_in("DEL", &c, "o1", "022", Path::new("/"), &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while del.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            signal(child, Signal::SIGCONT);
+            panic!("DEL did not finish while the orphan was stopped");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(finish(del));
     signal(child, Signal::SIGCONT);
     wait_gone(child);
     assert!(entries(&dir, "key-").is_empty(), "{:?}", entries(&dir, ""));
     assert!(entries(&dir, "ip-").is_empty(), "{:?}", entries(&dir, ""));
 }
 
-/// Item 4: the orphaned child and the runtime's DEL both wait on the lock; whoever
-/// gets it first, nothing is left reserved (the orphan won 20 of 20 before).
+/// Item 4: the orphaned child waits on the store lock when its plugin is killed: it
+/// dies with the plugin, while the lock is still held (before, it stayed queued on the
+/// lock beside the runtime's DEL and reserved after it), and the DEL that follows
+/// leaves nothing reserved. Five rounds.
 #[test]
-fn orphaned_child_racing_del_on_the_lock_reserves_nothing() {
+fn orphaned_child_waiting_on_the_lock_dies_with_its_plugin() {
     let d = tempfile::tempdir().unwrap();
     let c = conf("race", &json!(d.path()), "10.69.0.0/24");
     let dir = d.path().join("race");
@@ -455,6 +467,8 @@ fn orphaned_child_racing_del_on_the_lock_reserves_nothing() {
         let child = find_child(plugin.id());
         plugin.kill().unwrap();
         plugin.wait().unwrap();
+        // Gone although the lock it waits for was never released.
+        wait_gone(child);
         let del = spawn_in("DEL", &c, &cid, "022", Path::new("/"), &[]);
         std::thread::sleep(Duration::from_millis(50));
         drop(lock);
