@@ -384,3 +384,131 @@ fn file_release_if_unused() {
         "{again}"
     );
 }
+
+/// Issue 14 item 2, through the binary: a node's block cache claimed from one store is
+/// refused for good once the node reaches another store (the first was lost and
+/// recreated, or replaced): its claim fails with 101 and so does every later ADD, even
+/// one the cached blocks could serve. Before, the node went on with the new store.
+fn cache_of_a_replaced_store_is_refused(url1: &str, url2: &str) {
+    let da = tempfile::tempdir().unwrap();
+    let c1 = conf(url1, "ra", da.path(), "10.83.0.0/24", 30);
+    let c2 = conf(url2, "ra", da.path(), "10.83.0.0/24", 30);
+    let (code, v) = add(&c1, "a1");
+    assert_eq!(code, 0, "{v}");
+    let (code, v) = add(&c1, "a2");
+    assert_eq!(code, 0, "{v}");
+    let block: IpNetwork = "10.83.0.0/30".parse().unwrap();
+    assert!(block.contains(addr(&v).ip()));
+    // The block is full: the next ADD claims, from what is now another store.
+    let (code, v) = add(&c2, "a3");
+    assert_eq!((code, &v["code"]), (1, &json!(101)), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("lost or replaced") && msg.contains("blocks.json"),
+        "{msg}"
+    );
+    // Refused for good, even where the cache has room, whatever the store.
+    let (code, v) = finish(spawn("DEL", &c1, "a1"));
+    assert_eq!(code, 0, "{v}");
+    for c in [&c1, &c2] {
+        let (code, v) = add(c, "a4");
+        assert_eq!((code, &v["code"]), (1, &json!(101)), "{v}");
+    }
+    let store = ipam::Store::open(da.path().join("pods")).unwrap();
+    assert!(store
+        .get(&ipam::AllocKey::new("a4", "eth0"))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn file_cache_of_a_replaced_store_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let u1 = format!("file://{}", d.path().join("one/cluster.json").display());
+    let u2 = format!("file://{}", d.path().join("two/cluster.json").display());
+    cache_of_a_replaced_store_is_refused(&u1, &u2);
+}
+
+#[test]
+fn etcd_cache_of_a_replaced_store_is_refused() {
+    let b = Backend::Etcd(Etcd::start());
+    cache_of_a_replaced_store_is_refused(&b.url("one"), &b.url("two"));
+}
+
+/// Issue 14 item 2, through the binary: the file store deleted while its lock is
+/// left: the second node's ADD is refused (101) instead of claiming the first node's
+/// block from a new empty store; the first node goes on from its checked cache.
+#[test]
+fn file_store_deleted_second_node_is_refused_not_given_the_same_block() {
+    let d = tempfile::tempdir().unwrap();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let path = d.path().join("cluster.json");
+    let url = format!("file://{}", path.display());
+    let ca = conf(&url, "la", da.path(), "10.84.0.0/24", 29);
+    let cb = conf(&url, "lb", db.path(), "10.84.0.0/24", 29);
+    let (code, v) = add(&ca, "a1");
+    assert_eq!(code, 0, "{v}");
+    let a1 = addr(&v);
+    std::fs::remove_file(&path).unwrap();
+    let (code, v) = add(&cb, "b1");
+    assert_eq!((code, &v["code"]), (1, &json!(101)), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("lost") && msg.contains("cluster.json.lock"),
+        "{msg}"
+    );
+    assert!(!path.exists());
+    let (code, v) = add(&ca, "a2");
+    assert_eq!(code, 0, "{v}");
+    assert_ne!(addr(&v), a1);
+}
+
+/// Issue 14 item 2, through the binary: a node's `blocks.json` edited to list another
+/// node's block is checked against the store before it is used: the ADD is refused
+/// (101, naming the block and both nodes), the block is removed from the cache, and
+/// the next ADD gets an address of the node's own block.
+fn cache_listing_another_nodes_block_is_refused(backend: &Backend, prefix: &str) {
+    let url = backend.url(prefix);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ca = conf(&url, "fa", da.path(), "10.85.0.0/24", 28);
+    let cb = conf(&url, "fb", db.path(), "10.85.0.0/24", 28);
+    let (code, v) = add(&ca, "a1");
+    assert_eq!(code, 0, "{v}");
+    let (code, v) = add(&cb, "b1");
+    assert_eq!(code, 0, "{v}");
+    let recs = rt().block_on(records(&url));
+    let (xa, xb) = (recs["fa"].blocks[0], recs["fb"].blocks[0]);
+    assert!(xb.contains(addr(&v).ip()));
+    // b's block first in a's cache, as a copy or a hand edit would leave it.
+    let cache = da.path().join("pods/blocks.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    doc["blocks"] = json!([xb.to_string(), xa.to_string()]);
+    std::fs::write(&cache, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let (code, v) = add(&ca, "a2");
+    assert_eq!((code, &v["code"]), (1, &json!(101)), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&xb.to_string()) && msg.contains("node fa") && msg.contains("node fb"),
+        "{msg}"
+    );
+    let store = ipam::Store::open(da.path().join("pods")).unwrap();
+    assert_eq!(local::cached_blocks(&store).unwrap(), vec![xa]);
+    let (code, v) = add(&ca, "a2");
+    assert_eq!(code, 0, "{v}");
+    assert!(xa.contains(addr(&v).ip()), "{v}");
+    let recs = rt().block_on(records(&url));
+    assert_eq!(recs["fb"].blocks, vec![xb]);
+    assert!(!recs["fa"].blocks.contains(&xb));
+}
+
+#[test]
+fn file_cache_listing_another_nodes_block_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    cache_listing_another_nodes_block_is_refused(&Backend::file(d.path()), "");
+}
+
+#[test]
+fn etcd_cache_listing_another_nodes_block_is_refused() {
+    let b = Backend::Etcd(Etcd::start());
+    cache_listing_another_nodes_block_is_refused(&b, "foreign");
+}

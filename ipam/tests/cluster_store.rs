@@ -294,3 +294,122 @@ fn etcd_register_with_another_ttl_moves_blocks_to_the_new_lease() {
         assert_eq!(s.claim_block("o", &p, false, None).await.unwrap(), blk);
     });
 }
+
+/// Issue 14 item 2: a `cluster.json` deleted while its `.lock` (which records the
+/// store's identity) is still there is a lost store, refused (101, naming both files
+/// and what to do), never a new empty store a second node claims the first node's
+/// block from. Removing the lock too is the operator's explicit "start a new store".
+#[test]
+fn file_store_deleted_with_its_lock_left_is_lost_not_new() {
+    let (d, b) = file_backend();
+    let path = d.path().join("cluster.json");
+    let lock = d.path().join("cluster.json.lock");
+    rt().block_on(async {
+        let s = connect(&b.url("")).await;
+        s.register(&info("a"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let p = pool("10.80.0.0/24", 26);
+        let ba = s.claim_block("a", &p, false, None).await.unwrap();
+        let id = s.identity().await.unwrap();
+        assert_eq!(id.len(), 32);
+        assert_eq!(std::fs::read_to_string(&lock).unwrap().trim(), id);
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["id"], id.as_str());
+        std::fs::remove_file(&path).unwrap();
+        let errs = [
+            s.register(&info("b"), Duration::from_secs(60))
+                .await
+                .unwrap_err(),
+            s.claim_block("b", &p, false, None).await.unwrap_err(),
+            s.nodes().await.unwrap_err(),
+            s.identity().await.unwrap_err(),
+        ];
+        for e in errs {
+            assert_eq!(e.code(), 101, "{e}");
+            let m = e.to_string();
+            assert!(m.contains(&path.display().to_string()), "{m}");
+            assert!(m.contains(&lock.display().to_string()), "{m}");
+            assert!(m.contains(&id) && m.contains("lost"), "{m}");
+        }
+        assert!(!path.exists());
+        // The operator starts over: a new store, with another identity.
+        std::fs::remove_file(&lock).unwrap();
+        s.register(&info("b"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(s.claim_block("b", &p, false, None).await.unwrap(), ba);
+        assert_ne!(s.identity().await.unwrap(), id);
+    });
+}
+
+/// Issue 14 item 2: a block listed under two nodes in `cluster.json` is refused on
+/// every access (101, naming the block and both nodes), never handed out or used; a
+/// file of the previous format (no identity) is read and gets one at its next write.
+#[test]
+fn file_store_block_owned_twice_is_refused_and_old_format_is_upgraded() {
+    let (d, b) = file_backend();
+    let path = d.path().join("cluster.json");
+    rt().block_on(async {
+        let s = connect(&b.url("")).await;
+        let p = pool("10.81.0.0/24", 26);
+        for n in ["a", "b"] {
+            s.register(&info(n), Duration::from_secs(60)).await.unwrap();
+        }
+        let ba = s.claim_block("a", &p, false, None).await.unwrap();
+        // The previous format: no "id", an empty lock file.
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        doc.as_object_mut().unwrap().remove("id");
+        std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        std::fs::write(d.path().join("cluster.json.lock"), b"").unwrap();
+        assert_eq!(s.node("a").await.unwrap().unwrap().blocks, vec![ba]);
+        let id = s.identity().await.unwrap();
+        let now: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(now["id"], id.as_str());
+        assert_eq!(
+            now["nodes"]["a"]["blocks"],
+            serde_json::json!([ba.to_string()])
+        );
+        // The same block under b too.
+        let mut doc = now.clone();
+        doc["nodes"]["b"]["blocks"] = serde_json::json!([ba.to_string()]);
+        std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let errs = [
+            s.claim_block("b", &p, false, None).await.unwrap_err(),
+            s.register(&info("c"), Duration::from_secs(60))
+                .await
+                .unwrap_err(),
+            s.nodes().await.unwrap_err(),
+            s.claim_exact("a", ba).await.unwrap_err(),
+        ];
+        for e in errs {
+            assert_eq!(e.code(), 101, "{e}");
+            let m = e.to_string();
+            assert!(m.contains(&ba.to_string()), "{m}");
+            assert!(m.contains("node a") && m.contains("node b"), "{m}");
+        }
+        // Untouched.
+        let after: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(after, doc);
+    });
+}
+
+/// The etcd store's identity: created once, the same for every client.
+#[test]
+fn etcd_identity_is_created_once() {
+    let b = Backend::Etcd(Etcd::start());
+    rt().block_on(async {
+        let s1 = connect(&b.url("ident")).await;
+        let s2 = connect(&b.url("ident")).await;
+        let (a, c) = tokio::join!(s1.identity(), s2.identity());
+        let (a, c) = (a.unwrap(), c.unwrap());
+        assert_eq!(a, c);
+        assert_eq!(s1.identity().await.unwrap(), a);
+        let other = connect(&b.url("other")).await;
+        assert_ne!(other.identity().await.unwrap(), a);
+    });
+}

@@ -153,19 +153,16 @@ fn write_cache(
 pub fn check_cache_offline(store: &Store, node: &str) -> Result<bool, IpamError> {
     let cache = read_cache(store)?;
     if let Some(why) = &cache.refused {
-        return Err(IpamError::CorruptRecord {
-            what: format!("block cache {}", cache_path(store).display()),
-            reason: why.clone(),
-        });
+        return Err(IpamError::corrupt(&cache_path(store), why.clone()));
     }
     if let Some(n) = cache.node.as_deref().filter(|n| *n != node) {
-        return Err(IpamError::CorruptRecord {
-            what: format!("block cache {}", cache_path(store).display()),
-            reason: format!(
+        return Err(IpamError::corrupt(
+            &cache_path(store),
+            format!(
                 "it holds the blocks of node {n}, not of this node {node}: never used; \
                  remove it (this node's blocks are taken back from the cluster store)"
             ),
-        });
+        ));
     }
     Ok(cache.is_verified())
 }
@@ -193,10 +190,9 @@ async fn claim_lock(store: &Store) -> Result<nix::fcntl::Flock<std::fs::File>, I
 async fn verify_locked(store: &Store, cluster: &ClusterStore, node: &str) -> Result<(), IpamError> {
     let id = cluster.identity().await?;
     let path = cache_path(store);
-    let what = format!("block cache {}", path.display());
     let cache = read_cache(store)?;
     if let Some(why) = cache.refused {
-        return Err(IpamError::CorruptRecord { what, reason: why });
+        return Err(IpamError::corrupt(&path, why));
     }
     if let Some(theirs) = cache.store.as_ref().filter(|s| **s != id) {
         let why = format!(
@@ -220,13 +216,13 @@ async fn verify_locked(store: &Store, cluster: &ClusterStore, node: &str) -> Res
             c.refused = Some(why.clone());
             store_cache(store, &c)?;
         }
-        return Err(IpamError::CorruptRecord { what, reason: why });
+        return Err(IpamError::corrupt(&path, why));
     }
     if let Some(n) = cache.node.as_deref().filter(|n| *n != node) {
-        return Err(IpamError::CorruptRecord {
-            what,
-            reason: format!("it holds the blocks of node {n}, not of this node {node}"),
-        });
+        return Err(IpamError::corrupt(
+            &path,
+            format!("it holds the blocks of node {n}, not of this node {node}"),
+        ));
     }
     let mut foreign = Vec::new();
     let mut unchecked = false;
@@ -273,13 +269,13 @@ async fn verify_locked(store: &Store, cluster: &ClusterStore, node: &str) -> Res
         .collect::<Vec<_>>()
         .join("; ");
     tracing::error!(%node, cache = %path.display(), %list, "foreign blocks removed from the cache");
-    Err(IpamError::CorruptRecord {
-        what,
-        reason: format!(
+    Err(IpamError::corrupt(
+        &path,
+        format!(
             "{list}: removed from the cache, never used (addresses of pods already in them \
              may be duplicated: check them)"
         ),
-    })
+    ))
 }
 
 /// Adds `block` to the cache (durably, under the store's lock); `false` if it was there.
@@ -469,10 +465,7 @@ pub fn allocate_in(
     claim: &mut ClaimFn<'_>,
 ) -> Result<Vec<IpNetwork>, IpamError> {
     if let Some(why) = read_cache(store)?.refused {
-        return Err(IpamError::CorruptRecord {
-            what: format!("block cache {}", cache_path(store).display()),
-            reason: why,
-        });
+        return Err(IpamError::corrupt(&cache_path(store), why));
     }
     // A repeated ADD is answered from the key entry, whatever the cache holds.
     if store.get(key)?.is_some() {
