@@ -366,6 +366,21 @@ mod tests {
         assert_eq!(rest.as_bytes(), conf);
     }
 
+    /// The delegate is told who started it (what `cni-ipam` checks after its lock).
+    #[test]
+    fn delegate_is_told_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        script(
+            dir.path(),
+            "who",
+            &format!("echo \"$CNI_DELEGATE_PARENT_PID $PPID\" > {}", seen.display()),
+        );
+        run("who", Command::Del, b"{}", &env(vec![dir.path().to_path_buf()])).unwrap();
+        let me = std::process::id().to_string();
+        assert_eq!(fs::read_to_string(&seen).unwrap().trim(), format!("{me} {me}"));
+    }
+
     #[test]
     fn run_returns_delegate_error_unchanged() {
         let dir = tempfile::tempdir().unwrap();
