@@ -374,11 +374,23 @@ mod tests {
         script(
             dir.path(),
             "who",
-            &format!("echo \"$CNI_DELEGATE_PARENT_PID $PPID\" > {}", seen.display()),
+            &format!(
+                "echo \"$CNI_DELEGATE_PARENT_PID $PPID\" > {}",
+                seen.display()
+            ),
         );
-        run("who", Command::Del, b"{}", &env(vec![dir.path().to_path_buf()])).unwrap();
+        run(
+            "who",
+            Command::Del,
+            b"{}",
+            &env(vec![dir.path().to_path_buf()]),
+        )
+        .unwrap();
         let me = std::process::id().to_string();
-        assert_eq!(fs::read_to_string(&seen).unwrap().trim(), format!("{me} {me}"));
+        assert_eq!(
+            fs::read_to_string(&seen).unwrap().trim(),
+            format!("{me} {me}")
+        );
     }
 
     #[test]
