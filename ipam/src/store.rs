@@ -466,8 +466,10 @@ impl Store {
                 }
             }
         }
+        // No fsync of its own: the entries ride along with the caller's (the ADD's)
+        // fsync, and created after the index entries, the mark never survives a crash
+        // without them (the journal commits in order, see the module docs).
         replace_symlink("v1", &mark, &self.tmp_path())?;
-        self.sync()?;
         if n > 0 {
             tracing::info!(dir = %self.dir.display(), indexed = n, "indexed the addresses of a store written by an older build (once)");
         }
