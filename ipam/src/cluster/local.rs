@@ -252,13 +252,29 @@ async fn verify_locked(store: &Store, cluster: &ClusterStore, node: &str) -> Res
     {
         let _l = store.lock()?;
         let mut c = read_cache(store)?;
+        let before = (
+            c.blocks.clone(),
+            c.store.clone(),
+            c.node.clone(),
+            c.verified.clone(),
+        );
         c.blocks.retain(|b| !foreign.iter().any(|(f, _)| f == b));
         c.store = Some(id);
         c.node = Some(node.to_string());
         if !unchecked {
             c.verified = Some(c.fingerprint());
         }
-        store_cache(store, &c)?;
+        // Written only when something changed (a claim's check usually changes nothing).
+        if before
+            != (
+                c.blocks.clone(),
+                c.store.clone(),
+                c.node.clone(),
+                c.verified.clone(),
+            )
+        {
+            store_cache(store, &c)?;
+        }
     }
     if foreign.is_empty() {
         return Ok(());
