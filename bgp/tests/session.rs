@@ -336,6 +336,7 @@ async fn graceful_restart_keeps_routes_for_the_window() {
     .unwrap();
     let gr = GracefulRestart {
         restarting: false,
+        notification: false,
         restart_time: 2,
         families: vec![(Family::IPV4_UNICAST, true)],
     };
