@@ -111,7 +111,9 @@ pub(crate) enum Action {
     PeerDown,
     /// Keep the second connection until its OPEN; `send_open`: ours goes out on it now
     /// (both sides may be waiting in OpenSent), else only if it wins.
-    HoldSecond { send_open: bool },
+    HoldSecond {
+        send_open: bool,
+    },
     /// Close the second connection with this NOTIFICATION.
     RejectSecond(Notification),
     /// Close the second connection quietly.
@@ -166,7 +168,9 @@ pub(crate) fn step(state: State, input: &Input) -> Step {
 
         // Whatever the state: these end the session.
         (_, Input::Stop(n)) => closing(n.clone()),
-        (_, Input::HoldTimerExpired) => closing(Notification::new(Notification::HOLD_TIMER_EXPIRED, 0)),
+        (_, Input::HoldTimerExpired) => {
+            closing(Notification::new(Notification::HOLD_TIMER_EXPIRED, 0))
+        }
         (_, Input::BadMessage(n)) => closing(n.clone()),
         (_, Input::Notification | Input::ConnectionFails) => go(Idle, [Close]),
 
@@ -210,12 +214,7 @@ pub(crate) fn step(state: State, input: &Input) -> Step {
                 go(state, [RejectSecond(collision())])
             }
         }
-        (
-            _,
-            Input::SecondOpen {
-                wins_collision, ..
-            },
-        ) => {
+        (_, Input::SecondOpen { wins_collision, .. }) => {
             if *wins_collision {
                 go(OpenSent, [Notify(collision()), SwitchToSecond])
             } else {
@@ -429,10 +428,22 @@ mod tests {
         let cease = Notification::new(6, 2);
         let hold = Notification::new(4, 0);
         let hard = Notification::hard_reset(&cease);
-        assert!(keeps_routes(&Cause::ConnectionLost, Some(&gr(false)), false));
+        assert!(keeps_routes(
+            &Cause::ConnectionLost,
+            Some(&gr(false)),
+            false
+        ));
         assert!(keeps_routes(&Cause::PeerRestarted, Some(&gr(false)), true));
-        assert!(!keeps_routes(&Cause::Received(cease.clone()), Some(&gr(false)), true));
-        assert!(!keeps_routes(&Cause::Sent(hold.clone()), Some(&gr(true)), false));
+        assert!(!keeps_routes(
+            &Cause::Received(cease.clone()),
+            Some(&gr(false)),
+            true
+        ));
+        assert!(!keeps_routes(
+            &Cause::Sent(hold.clone()),
+            Some(&gr(true)),
+            false
+        ));
         assert!(keeps_routes(&Cause::Sent(hold), Some(&gr(true)), true));
         assert!(keeps_routes(&Cause::Received(cease), Some(&gr(true)), true));
         assert!(!keeps_routes(&Cause::Received(hard), Some(&gr(true)), true));
@@ -441,7 +452,11 @@ mod tests {
             families: vec![],
             ..gr(true)
         };
-        assert!(!keeps_routes(&Cause::ConnectionLost, Some(&no_families), true));
+        assert!(!keeps_routes(
+            &Cause::ConnectionLost,
+            Some(&no_families),
+            true
+        ));
         assert_eq!(cease_of(false), Notification::new(6, 2));
         let h = cease_of(true);
         assert_eq!((h.code, h.subcode, h.data.clone()), (6, 9, vec![6, 2]));

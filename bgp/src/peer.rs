@@ -363,7 +363,9 @@ impl PeerCtx {
             }
             Cause::Sent(n) => format!("sent {n}"),
             Cause::Received(n) => format!("received {n}"),
-            Cause::PeerRestarted => "the peer restarted (new connection with graceful restart)".into(),
+            Cause::PeerRestarted => {
+                "the peer restarted (new connection with graceful restart)".into()
+            }
         };
         let ours_n = self.local.timers.graceful_restart > 0;
         let gr = self.peer_gr.take();
@@ -602,7 +604,10 @@ pub(crate) async fn run(mut ctx: PeerCtx, mut control: mpsc::Receiver<Control>) 
                 }
                 ctx.on_session_down(established);
             }
-            Outcome::Switch { established, next: n } => {
+            Outcome::Switch {
+                established,
+                next: n,
+            } => {
                 ctx.on_session_down(established);
                 next = Some(n);
             }
