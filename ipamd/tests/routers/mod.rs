@@ -511,7 +511,8 @@ impl Gobgp {
 
     pub fn established(&self, addr: &str) -> bool {
         self.gobgp(&["neighbor", addr])
-            .contains("BGP_FSM_ESTABLISHED")
+            .to_ascii_lowercase()
+            .contains("state = established")
     }
 }
 
