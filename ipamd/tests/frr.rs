@@ -413,8 +413,6 @@ fn frr_ipv6_session_over_an_ipv6_underlay() {
         [
             "--pool",
             "fd10:244::/56",
-            "--bgp-router-id",
-            "192.0.2.1",
             "--bgp-listen",
             "[::]:179",
             "--bgp-no-mesh",
@@ -449,4 +447,97 @@ fn frr_ipv6_session_over_an_ipv6_underlay() {
     );
     let path = &frr.paths("ipv6", &b6)[0];
     assert!(path.to_string().contains("fd00:113::1"), "{path}");
+    // An IPv6-only node: the router id comes from its address (no --bgp-router-id).
+    assert!(
+        d.log().contains("router id from the last 32 bits"),
+        "{}",
+        d.log()
+    );
+}
+
+/// A dual-stack node over one IPv4 session: its IPv6 block goes out with its IPv6
+/// underlay address as next hop (MP_REACH_NLRI), and the router's IPv6 prefix comes in
+/// with the router's IPv6 address as next hop and is installed.
+#[test]
+fn frr_dual_stack_ipv6_blocks_over_an_ipv4_session() {
+    let (dir, n, r) = pair("frrd", 114);
+    n.ip(&["addr", "add", "fd00:114::1/64", "dev", "eth0", "nodad"]);
+    r.ip(&["addr", "add", "fd00:114::254/64", "dev", "r1", "nodad"]);
+    let offered6 = "fd10:244:0:fe::/64";
+    let frr = Frr::start(
+        &r,
+        dir.path(),
+        &format!(
+            "frr defaults datacenter\n\
+             hostname tor\n\
+             router bgp 65000\n\
+              bgp router-id 192.168.114.254\n\
+              no bgp ebgp-requires-policy\n\
+              no bgp network import-check\n\
+              neighbor 192.168.114.1 remote-as 64512\n\
+              neighbor 192.168.114.1 timers 1 3\n\
+              neighbor 192.168.114.1 timers connect 1\n\
+              address-family ipv4 unicast\n\
+               network {OFFERED}\n\
+              exit-address-family\n\
+              address-family ipv6 unicast\n\
+               neighbor 192.168.114.1 activate\n\
+               network {offered6}\n\
+              exit-address-family\n"
+        ),
+    );
+    let store = dir.path().join("cluster.json");
+    let d = start(
+        &n,
+        "n1",
+        dir.path(),
+        &store,
+        &node_flags(114, "192.168.114.254,65000", &["--pool", "fd10:244::/56"]),
+    );
+    let logs = || format!("{}\nFRR:\n{}", d.log(), frr.log("bgpd"));
+    wait_route(
+        &n,
+        net(OFFERED),
+        Some("192.168.114.254"),
+        true,
+        30 * SEC,
+        logs,
+    );
+    let v6 = || n.ip(&["-6", "route", "show", "proto", "97"]);
+    wait_until(
+        20 * SEC,
+        || v6().contains(&format!("{offered6} via fd00:114::254")),
+        || format!("{}\n{}", v6(), logs()),
+    );
+    let mut blocks = Vec::new();
+    wait_until(
+        20 * SEC,
+        || {
+            blocks = node_blocks(&store, "n1");
+            blocks.iter().any(IpNetwork::is_ipv6) && blocks.iter().any(IpNetwork::is_ipv4)
+        },
+        logs,
+    );
+    for b in &blocks {
+        let (afi, nh) = if b.is_ipv6() {
+            ("ipv6", "fd00:114::1")
+        } else {
+            ("ipv4", "192.168.114.1")
+        };
+        let b = b.to_string();
+        wait_until(
+            10 * SEC,
+            || {
+                frr.paths(afi, &b)
+                    .iter()
+                    .any(|p| p.to_string().contains(nh))
+            },
+            || {
+                format!(
+                    "{b} via {nh}?\n{}",
+                    frr.vtysh(&format!("show bgp {afi} unicast"))
+                )
+            },
+        );
+    }
 }
