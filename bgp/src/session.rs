@@ -497,6 +497,22 @@ impl Session<'_> {
                     if matches!(input, Input::Stop(_)) {
                         return Some(Outcome::Shutdown);
                     }
+                    // Before Established a second connection is the other side of a
+                    // collision (§6.8: its own FSM): it carries on when this one ends.
+                    if self.state != State::Established {
+                        if let Some(second) = self.second.take() {
+                            debug!(peer = %self.ctx.cfg.address, "connection ended: going on with the second one");
+                            return Some(Outcome::Switch {
+                                established: None,
+                                next: Start {
+                                    conn: second.conn,
+                                    outgoing: false,
+                                    open_sent: second.open_sent,
+                                    open: second.open,
+                                },
+                            });
+                        }
+                    }
                     return Some(self.closed());
                 }
                 Action::SwitchToSecond => {
