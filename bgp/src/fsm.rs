@@ -121,8 +121,8 @@ pub(crate) enum Action {
     /// Send this NOTIFICATION on the current connection and close it; the session ends.
     Notify(Notification),
     /// The session ends (after `Notify`, or the connection failed, or a NOTIFICATION
-    /// came). Before Established a second connection waiting for its OPEN is the other
-    /// FSM of a collision (§6.8): it carries on.
+    /// came). A second connection waiting for its OPEN carries on: before Established
+    /// it is the other FSM of a collision (§6.8), after it the peer's new connection.
     Close,
     /// The current connection is closed without a NOTIFICATION (it is the peer's old
     /// one, or it lost a collision after `Notify`); the second continues the session.

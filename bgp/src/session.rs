@@ -497,23 +497,27 @@ impl Session<'_> {
                     if matches!(input, Input::Stop(_)) {
                         return Some(Outcome::Shutdown);
                     }
-                    // Before Established a second connection is the other side of a
-                    // collision (§6.8: its own FSM): it carries on when this one ends.
-                    if self.state != State::Established {
-                        if let Some(second) = self.second.take() {
-                            debug!(peer = %self.ctx.cfg.address, "connection ended: going on with the second one");
-                            return Some(Outcome::Switch {
-                                established: None,
-                                next: Start {
-                                    conn: second.conn,
-                                    outgoing: false,
-                                    open_sent: second.open_sent,
-                                    open: second.open,
-                                },
-                            });
-                        }
+                    // A second connection waiting for its OPEN carries on: before
+                    // Established it is the other side of a collision (§6.8: its own
+                    // FSM), after it the peer's new connection.
+                    let closed = self.closed();
+                    if let Some(second) = self.second.take() {
+                        debug!(peer = %self.ctx.cfg.address, "connection ended: going on with the second one");
+                        let established = match closed {
+                            Outcome::Closed { established } => established,
+                            _ => None,
+                        };
+                        return Some(Outcome::Switch {
+                            established,
+                            next: Start {
+                                conn: second.conn,
+                                outgoing: false,
+                                open_sent: second.open_sent,
+                                open: second.open,
+                            },
+                        });
                     }
-                    return Some(self.closed());
+                    return Some(closed);
                 }
                 Action::SwitchToSecond => {
                     let second = self.second.take()?;
