@@ -406,7 +406,7 @@ fn same_prefix_from_two_reflectors_stays_while_either_offers_it() {
     assert!(
         !events
             .lines()
-            .any(|l| l.starts_with("Deleted") && l.contains("10.244.200.0/26")),
+            .any(|l| l.contains("] Deleted ") && l.contains("10.244.200.0/26")),
         "the route went away while a reflector still offered it:\n{events}"
     );
 
@@ -494,7 +494,7 @@ fn restart_behind_reflector(graceful: bool) {
     let events = mon.stop();
     let deleted = events
         .lines()
-        .any(|l| l.starts_with("Deleted") && l.contains(&b2.to_string()));
+        .any(|l| l.contains("] Deleted ") && l.contains(&b2.to_string()));
     assert_eq!(
         deleted, !graceful,
         "graceful={graceful}: n1 deleted its route to n2's block during n2's restart? \

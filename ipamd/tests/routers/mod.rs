@@ -155,7 +155,7 @@ impl Drop for Bird {
     }
 }
 
-/// `ip monitor route` in a namespace, from when [`RouteMonitor::start`] returns (it
+/// `ip -ts monitor route` in a namespace, from when [`RouteMonitor::start`] returns (it
 /// waits until a marker route shows up) until [`RouteMonitor::stop`].
 pub struct RouteMonitor {
     child: Child,
@@ -168,7 +168,7 @@ impl RouteMonitor {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("events");
         let child = Command::new("ip")
-            .args(["-n", &n.ns, "monitor", "route"])
+            .args(["-ts", "-n", &n.ns, "monitor", "route"])
             .stdout(File::create(&out).unwrap())
             .spawn()
             .unwrap();
@@ -259,9 +259,29 @@ pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
 pub fn deletions(events: &str, prefix: &str) -> Vec<String> {
     events
         .lines()
-        .filter(|l| l.starts_with("Deleted") && l.contains(prefix))
+        .filter(|l| l.contains("] Deleted ") && l.contains(prefix))
         .map(str::to_string)
         .collect()
+}
+
+/// When the first deletion of `prefix` happened (the kernel's event, stamped by
+/// `ip -ts monitor`), in seconds since midnight UTC: timing from the event itself, not
+/// from a poll that load can delay.
+pub fn deleted_at(events: &str, prefix: &str) -> Option<f64> {
+    let line = deletions(events, prefix).into_iter().next()?;
+    // "[2026-12-01T13:54:37.801137] Deleted ..."
+    let t = line.get(12..27)?;
+    let (h, rest) = t.split_once(':')?;
+    let (m, s) = rest.split_once(':')?;
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// Now, in seconds since midnight UTC (the clock of [`deleted_at`]).
+pub fn now_of_day() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_secs_f64() % 86400.0
 }
 
 /// A bare TCP connection from `from` (an address of namespace `ns`) to `to`:179, made
