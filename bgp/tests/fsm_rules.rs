@@ -257,3 +257,23 @@ async fn an_open_whose_two_octet_as_disagrees_with_its_capability_is_bad_peer_as
         Some(Message::Notification(Notification::new(2, 2)))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_administrative_shutdown_or_a_hard_reset_with_the_n_bit() {
+    init_tracing();
+    for (n_bit, addr) in [(false, "127.0.24.1"), (true, "127.0.24.3")] {
+        let peer = if n_bit { "127.0.24.4" } else { "127.0.24.2" };
+        let (s, mut rx) = helper(addr, peer).await;
+        let mut fake = established(&s, &mut rx, peer, Some(gr(120, n_bit))).await;
+        s.shutdown().await;
+        let want = if n_bit {
+            Notification::hard_reset(&Notification::new(6, 2))
+        } else {
+            Notification::new(6, 2)
+        };
+        assert_eq!(
+            fake.recv_other(5 * SEC).await,
+            Some(Message::Notification(want))
+        );
+    }
+}
