@@ -1,7 +1,8 @@
 //! `ipamd --datapath bgp` against GoBGP 3.10 (`gobgpd` in a router namespace, its API on
 //! that namespace's loopback, root): eBGP with a 4-octet AS and no graceful restart (no
 //! End-of-RIB: a withdrawal right after ipamd starts is applied at once, not at the end
-//! of the startup window), and graceful restart with a NOTIFICATION ending it at once.
+//! of the startup window), graceful restart with a NOTIFICATION ending it at once, and
+//! iBGP with TCP MD5 and hold-timer expiry both ways.
 
 mod common;
 mod routers;
@@ -206,4 +207,66 @@ fn gobgp_graceful_restart_kept_for_a_crash_not_for_a_notification() {
     g.restart();
     add(&g, 121);
     wait_route(&n, net(OFFERED), gw, true, 20 * SEC, logs);
+}
+
+/// iBGP with TCP MD5 and graceful restart without the N bit: when the router freezes,
+/// ipamd's hold timer expiry is a NOTIFICATION it sends, which ends graceful restart at
+/// once (RFC 8538 needs the N bit on both sides to keep the routes); when ipamd
+/// freezes, GoBGP's hold timer drops the node's block.
+#[test]
+fn gobgp_ibgp_md5_hold_timer_both_ways() {
+    let (dir, n, r) = pair("gobh", 122);
+    let gr = "[neighbors.graceful-restart.config]\n\
+              enabled = true\n\
+              restart-time = 10\n";
+    // TCP MD5: `auth-password` in the neighbour's config.
+    let cfg = config(64512, 122, 3, gr).replace(
+        "peer-as = 64512\n",
+        "peer-as = 64512\nauth-password = \"s3cret\"\n",
+    ) + "[neighbors.afi-safis.mp-graceful-restart.config]\n\
+           enabled = true\n";
+    let g = Gobgp::start(&r, dir.path(), &cfg, API_PORT + 2);
+    add(&g, 122);
+    let store = dir.path().join("cluster.json");
+    let mut flags = bgp_flags("192.168.122.1");
+    flags.extend(
+        [
+            "--bgp-no-mesh",
+            "--bgp-peer",
+            "192.168.122.254,64512,s3cret",
+        ]
+        .map(String::from),
+    );
+    let d = start(&n, "n1", dir.path(), &store, &flags);
+    let log = d.log.clone();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default() + &g.log();
+    let gw = Some("192.168.122.254");
+    wait_route(&n, net(OFFERED), gw, true, 20 * SEC, logs);
+    let b = block_of(&store, "n1", &d).to_string();
+    let adj_in = || g.gobgp(&["neighbor", "192.168.122.1", "adj-in"]);
+    wait_until(10 * SEC, || adj_in().contains(&b), adj_in);
+
+    // GoBGP frozen: gone when ipamd's hold timer fires (<= 3 s), not after 10 s.
+    signal(g.pid(), nix::sys::signal::Signal::SIGSTOP);
+    let t = Instant::now();
+    wait_route(&n, net(OFFERED), None, false, 8 * SEC, logs);
+    let gone = t.elapsed();
+    eprintln!("frozen GoBGP: route gone after {gone:?} (hold 3 s, no N bit)");
+    assert!(gone < Duration::from_millis(4500), "{gone:?}");
+    signal(g.pid(), nix::sys::signal::Signal::SIGCONT);
+    wait_route(&n, net(OFFERED), gw, true, 20 * SEC, logs);
+
+    // ipamd frozen: GoBGP's hold timer drops the node's block.
+    wait_until(10 * SEC, || adj_in().contains(&b), adj_in);
+    let pid = ipamd_pid(&n);
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let t = Instant::now();
+    let rib = || g.gobgp(&["global", "rib", "-a", "ipv4"]);
+    wait_until(10 * SEC, || !rib().contains(&b), rib);
+    eprintln!(
+        "frozen ipamd: GoBGP dropped its block after {:?}",
+        t.elapsed()
+    );
+    signal(pid, nix::sys::signal::Signal::SIGCONT);
+    wait_until(20 * SEC, || rib().contains(&b), rib);
 }
