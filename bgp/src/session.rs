@@ -403,6 +403,11 @@ impl Session<'_> {
         payload: &mut Payload,
     ) -> Option<Outcome> {
         if let Some(neg) = payload.open.take() {
+            // A peer that stops reading must not hold us longer than a hold time in a
+            // write (the hold timer cannot fire meanwhile).
+            if let Some(hold) = neg.hold.timeout() {
+                self.conn.write_timeout = self.conn.write_timeout.min(hold);
+            }
             self.neg = Some(neg);
         }
         for action in &step.actions {
