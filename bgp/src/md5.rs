@@ -100,3 +100,41 @@ fn write_sockaddr(storage: &mut libc::sockaddr_storage, addr: SocketAddr, v6_soc
         }
     }
 }
+
+/// This network namespace's TCP MD5 failure counters from `/proc/net/netstat`:
+/// (`TcpExtTCPMD5Failure`: segments with a wrong signature, `TcpExtTCPMD5NotFound`:
+/// segments without one where one is expected). `None` when they cannot be read.
+pub(crate) fn failure_counters() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    parse_md5_counters(&text)
+}
+
+fn parse_md5_counters(text: &str) -> Option<(u64, u64)> {
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?.split_whitespace();
+    let values = lines.next()?.split_whitespace();
+    let mut failure = None;
+    let mut not_found = None;
+    for (n, v) in names.zip(values).skip(1) {
+        match n {
+            "TCPMD5Failure" => failure = v.parse().ok(),
+            "TCPMD5NotFound" => not_found = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((failure?, not_found.unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod counter_tests {
+    #[test]
+    fn md5_counters_are_read_by_name() {
+        let t = "TcpExt: SyncookiesSent TCPMD5NotFound TCPMD5Unexpected TCPMD5Failure\n\
+                 TcpExt: 0 3 0 17\n\
+                 IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(super::parse_md5_counters(t), Some((17, 3)));
+        assert_eq!(super::parse_md5_counters("IpExt: a\nIpExt: 1\n"), None);
+        // The real file of this namespace has them.
+        assert!(super::failure_counters().is_some());
+    }
+}

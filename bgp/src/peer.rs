@@ -6,19 +6,19 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ipnetwork::IpNetwork;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep, Instant};
-use tracing::{debug, info};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use crate::config::{ImportFilter, PeerConfig, Timers};
-use crate::fsm::{Backoff, State};
-use crate::session::{self, our_open, Exports, Negotiated, Outcome};
+use crate::fsm::{self, Action, Backoff, Cause, Input, State};
+use crate::session::{self, our_open, Exports, Negotiated, Outcome, Start};
 use crate::types::{PeerStatus, RouteEvent, RouteEventKind};
-use crate::wire::{Family, GracefulRestart, Open, Update};
+use crate::wire::{Family, GracefulRestart, Notification, Open, Update};
 
 /// What every session of the speaker shares.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub(crate) struct Local {
 }
 
 impl Local {
-    pub(crate) fn open(&self, _peer: IpAddr) -> Open {
+    pub(crate) fn open(&self) -> Open {
         our_open(
             self.local_as,
             self.router_id,
@@ -47,8 +47,9 @@ impl Local {
 pub(crate) enum Control {
     /// The listener accepted a connection from this peer.
     Incoming(TcpStream),
-    /// The peer was removed: close with Cease and forget its routes.
-    Shutdown,
+    /// The peer was removed or the speaker stops: close with this Cease subcode and
+    /// forget its routes.
+    Shutdown(u8),
 }
 
 #[derive(Debug)]
@@ -59,6 +60,11 @@ struct StatusInner {
     received: usize,
     flaps: u32,
     last_error: Option<String>,
+    last_error_at: Option<SystemTime>,
+    /// `last_error` is a NOTIFICATION of the current attempt: a later connection error
+    /// (the peer closing after it, a refused reconnect) does not hide it.
+    notified: bool,
+    hold_time: Option<u16>,
 }
 
 /// The status of a peer, written by its task, read by [`crate::Speaker::peers`].
@@ -81,6 +87,9 @@ impl StatusCell {
                 received: 0,
                 flaps: 0,
                 last_error: None,
+                last_error_at: None,
+                notified: false,
+                hold_time: None,
             }),
         }
     }
@@ -99,6 +108,8 @@ impl StatusCell {
             prefixes_received: s.received,
             flaps: s.flaps,
             last_error: s.last_error.clone(),
+            last_error_at: s.last_error_at,
+            hold_time: s.hold_time,
         }
     }
 }
@@ -170,7 +181,26 @@ impl PeerCtx {
     }
     pub(crate) fn set_error(&self, error: String) {
         debug!(peer = %self.cfg.address, %error, "session error");
-        self.status.lock().last_error = Some(error);
+        let mut s = self.status.lock();
+        if !s.notified {
+            s.last_error = Some(error);
+            s.last_error_at = Some(SystemTime::now());
+        }
+    }
+    /// A NOTIFICATION sent (`sent`) or received: kept as the last error until the next
+    /// session is established.
+    pub(crate) fn note_notification(&self, sent: bool, n: &Notification) {
+        let what = if sent { "sent" } else { "received" };
+        let error = format!("{what} {n}");
+        if sent {
+            warn!(peer = %self.cfg.address, "sending NOTIFICATION: {n}");
+        } else {
+            warn!(peer = %self.cfg.address, "received NOTIFICATION: {n}");
+        }
+        let mut s = self.status.lock();
+        s.last_error = Some(error);
+        s.last_error_at = Some(SystemTime::now());
+        s.notified = true;
     }
     pub(crate) fn set_sent(&self, n: usize) {
         self.status.lock().sent = n;
@@ -202,6 +232,8 @@ impl PeerCtx {
             let mut s = self.status.lock();
             s.state = State::Established;
             s.established_at = Some(Instant::now());
+            s.notified = false;
+            s.hold_time = Some(neg.hold.secs());
         }
         self.up = true;
         self.eor_pending = neg.families.clone();
@@ -302,23 +334,45 @@ impl PeerCtx {
         self.update_received();
     }
 
+    /// The peer's restart window passed while its session was down: its routes go.
+    pub(crate) fn restart_window_passed(&mut self) {
+        info!(peer = %self.cfg.address, "BGP: the peer's graceful restart window passed: its routes go");
+        self.peer_down();
+    }
+
     /// After a session: keep the routes as stale during the peer's graceful restart
-    /// (RFC 4724 §4.2) for the families it preserves, drop everything else.
-    fn on_session_down(&mut self, established: bool) {
+    /// (RFC 4724 §4.2, RFC 8538) for the families it preserves, drop everything else.
+    /// `established`: how it ended, if it had reached Established.
+    fn on_session_down(&mut self, established: Option<Cause>) {
         {
             let mut s = self.status.lock();
             s.established_at = None;
             s.sent = 0;
-            if established {
+            s.hold_time = None;
+            if established.is_some() {
                 s.flaps += 1;
             }
         }
-        if !established {
+        let Some(cause) = established else {
             return;
-        }
-        let gr = self.peer_gr.take().filter(|gr| gr.restart_time > 0);
+        };
+        let reason = match &cause {
+            Cause::ConnectionLost => {
+                let e = self.status.lock().last_error.clone();
+                format!("connection lost ({})", e.unwrap_or_default())
+            }
+            Cause::Sent(n) => format!("sent {n}"),
+            Cause::Received(n) => format!("received {n}"),
+            Cause::PeerRestarted => {
+                "the peer restarted (new connection with graceful restart)".into()
+            }
+        };
+        let ours_n = self.local.timers.graceful_restart > 0;
+        let gr = self.peer_gr.take();
+        let keep = fsm::keeps_routes(&cause, gr.as_ref(), ours_n);
+        info!(peer = %self.cfg.address, %reason, keeping_routes = keep, "BGP session down");
         match gr {
-            Some(gr) if !gr.families.is_empty() => {
+            Some(gr) if keep => {
                 let kept: Vec<Family> = gr.families.iter().map(|(f, _)| *f).collect();
                 for l in self.rib_in.values_mut() {
                     l.stale = true;
@@ -330,7 +384,7 @@ impl PeerCtx {
                     }
                 }
                 let window = Duration::from_secs(u64::from(gr.restart_time));
-                info!(peer = %self.cfg.address, ?window, "peer down: keeping its routes for its restart");
+                info!(peer = %self.cfg.address, ?window, "BGP: keeping the peer's routes for its restart time");
                 self.gr_deadline = Some(Instant::now() + window);
             }
             _ => self.peer_down(),
@@ -349,23 +403,29 @@ impl PeerCtx {
         }
     }
 
-    async fn connect(&self) -> io::Result<TcpStream> {
+    /// A connection attempt to the peer that borrows nothing (it races other waits).
+    fn connect(&self) -> impl std::future::Future<Output = io::Result<TcpStream>> + 'static {
         let addr = SocketAddr::new(self.cfg.address, self.cfg.port);
-        let socket = match addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        if let Some(key) = &self.cfg.password {
-            crate::md5::set_key(&socket, self.cfg.address, key)?;
+        let password = self.cfg.password.clone();
+        let source = self.local.source.filter(|s| s.is_ipv4() == addr.is_ipv4());
+        let limit = self.local.timers.connect_retry;
+        async move {
+            let socket = match addr {
+                SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            if let Some(key) = &password {
+                crate::md5::set_key(&socket, addr.ip(), key)?;
+            }
+            if let Some(src) = source {
+                socket.bind(SocketAddr::new(src, 0))?;
+            }
+            let stream = tokio::time::timeout(limit, socket.connect(addr))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            stream.set_nodelay(true)?;
+            Ok(stream)
         }
-        if let Some(src) = self.local.source.filter(|s| s.is_ipv4() == addr.is_ipv4()) {
-            socket.bind(SocketAddr::new(src, 0))?;
-        }
-        let stream = tokio::time::timeout(self.local.timers.connect_retry, socket.connect(addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
-        Ok(stream)
     }
 }
 
@@ -376,35 +436,60 @@ enum Wake {
     Retry,
 }
 
-/// Waits up to `delay` for something other than time to pass.
+/// The restart timer in Idle, Connect and Active: the table says what it does.
+fn restart_timer_fired(ctx: &mut PeerCtx, state: State) {
+    ctx.gr_deadline = None;
+    for a in fsm::step(state, &Input::RestartTimerExpired).actions {
+        if a == Action::PeerDown {
+            ctx.restart_window_passed();
+        }
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits up to `delay` (forever: `None`) for a connection from the peer or an order;
+/// `attempt`, when given, is a connection attempt of ours raced against them. The
+/// restart window is enforced meanwhile.
 async fn wait(
     ctx: &mut PeerCtx,
     control: &mut mpsc::Receiver<Control>,
+    state: State,
     delay: Option<Duration>,
+    connect: bool,
 ) -> Wake {
+    let until = delay.map(|d| Instant::now() + d);
+    let connecting = connect.then(|| ctx.connect());
+    let attempt = async move {
+        if let Some(c) = connecting {
+            Some(c.await)
+        } else {
+            sleep_opt(until).await;
+            None
+        }
+    };
+    tokio::pin!(attempt);
     loop {
         let gr_at = ctx.gr_deadline;
-        let timer = async {
-            match delay {
-                Some(d) => sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             c = control.recv() => return match c {
                 Some(Control::Incoming(s)) => Wake::Stream(s, false),
-                Some(Control::Shutdown) | None => Wake::Shutdown,
+                Some(Control::Shutdown(_)) | None => Wake::Shutdown,
             },
-            _ = timer => return Wake::Retry,
-            _ = async {
-                match gr_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+            r = &mut attempt => return match r {
+                Some(Ok(s)) => Wake::Stream(s, true),
+                Some(Err(e)) => {
+                    ctx.set_error(format!("connect: {e}"));
+                    Wake::Retry
                 }
-            } => {
-                info!(peer = %ctx.cfg.address, "graceful restart window passed");
-                ctx.peer_down();
-            }
+                None => Wake::Retry,
+            },
+            _ = sleep_opt(gr_at) => restart_timer_fired(ctx, state),
         }
     }
 }
@@ -414,10 +499,11 @@ async fn connection(
     ctx: &mut PeerCtx,
     control: &mut mpsc::Receiver<Control>,
     backoff: Duration,
+    md5: &mut Md5Watch,
 ) -> Option<(TcpStream, bool)> {
     ctx.set_state(State::Idle);
     if !backoff.is_zero() {
-        match wait(ctx, control, Some(backoff)).await {
+        match wait(ctx, control, State::Idle, Some(backoff), false).await {
             Wake::Stream(s, out) => return Some((s, out)),
             Wake::Shutdown => return None,
             Wake::Retry => {}
@@ -426,23 +512,62 @@ async fn connection(
     loop {
         if !ctx.cfg.passive {
             ctx.set_state(State::Connect);
-            let attempt = tokio::select! {
-                r = ctx.connect() => Ok(r),
-                c = control.recv() => Err(c),
-            };
-            match attempt {
-                Ok(Ok(s)) => return Some((s, true)),
-                Ok(Err(e)) => ctx.set_error(format!("connect: {e}")),
-                Err(Some(Control::Incoming(s))) => return Some((s, false)),
-                Err(Some(Control::Shutdown) | None) => return None,
+            match wait(ctx, control, State::Connect, None, true).await {
+                Wake::Stream(s, out) => return Some((s, out)),
+                Wake::Shutdown => return None,
+                Wake::Retry => md5.check(ctx),
             }
         }
         ctx.set_state(State::Active);
-        let retry = (!ctx.cfg.passive).then_some(ctx.local.timers.connect_retry);
-        match wait(ctx, control, retry).await {
+        let retry = if ctx.cfg.passive {
+            // Passive: only the MD5 check wakes us.
+            ctx.cfg.password.as_ref().map(|_| Duration::from_secs(30))
+        } else {
+            Some(ctx.local.timers.connect_retry)
+        };
+        match wait(ctx, control, State::Active, retry, false).await {
             Wake::Stream(s, out) => return Some((s, out)),
             Wake::Shutdown => return None,
-            Wake::Retry => {}
+            Wake::Retry => md5.check(ctx),
+        }
+    }
+}
+
+/// A peer with a TCP MD5 key that does not come up: when the namespace's MD5 failure
+/// counters (`TcpExtTCPMD5Failure`: wrong signature, `TcpExtTCPMD5NotFound`: none) count
+/// up meanwhile, the operator is told (they are per namespace, not per peer).
+struct Md5Watch {
+    last: Option<(u64, u64)>,
+    told: Option<Instant>,
+}
+
+impl Md5Watch {
+    fn check(&mut self, ctx: &PeerCtx) {
+        if ctx.cfg.password.is_none() {
+            return;
+        }
+        let Some(now) = crate::md5::failure_counters() else {
+            return;
+        };
+        let Some(before) = self.last.replace(now) else {
+            return;
+        };
+        let recently = self
+            .told
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+        if (now.0 > before.0 || now.1 > before.1) && !recently {
+            self.told = Some(Instant::now());
+            warn!(
+                peer = %ctx.cfg.address,
+                TcpExtTCPMD5Failure = now.0,
+                TcpExtTCPMD5NotFound = now.1,
+                "BGP session with an MD5 key does not come up and this namespace's TCP MD5 \
+                 failures are counting up: check that the peer uses the same key"
+            );
+            ctx.set_error(format!(
+                "TCP MD5 failures counting up (TcpExtTCPMD5Failure {}, TcpExtTCPMD5NotFound {}): check the key",
+                now.0, now.1
+            ));
         }
     }
 }
@@ -451,37 +576,43 @@ async fn connection(
 pub(crate) async fn run(mut ctx: PeerCtx, mut control: mpsc::Receiver<Control>) {
     let t = ctx.local.timers;
     let mut backoff = Backoff::new(t.connect_retry, t.max_backoff);
-    let mut next: Option<(TcpStream, bool)> = None;
+    let mut md5 = Md5Watch {
+        last: None,
+        told: None,
+    };
+    let mut next: Option<Start> = None;
     loop {
-        let (stream, outgoing) = match next.take() {
+        let start = match next.take() {
             Some(c) => c,
             None => {
                 let delay = backoff.next_delay();
-                match connection(&mut ctx, &mut control, delay).await {
-                    Some(c) => c,
+                match connection(&mut ctx, &mut control, delay, &mut md5).await {
+                    Some((stream, outgoing)) => {
+                        if let Ok(peer) = stream.peer_addr() {
+                            debug!(peer = %ctx.cfg.address, %peer, outgoing, "connected");
+                        }
+                        Start::new(stream, outgoing, &ctx)
+                    }
                     None => break,
                 }
             }
         };
-        if let Ok(peer) = stream.peer_addr() {
-            debug!(peer = %ctx.cfg.address, %peer, outgoing, "connected");
-        }
-        match session::run(stream, outgoing, &mut ctx, &mut control).await {
+        match session::run(start, &mut ctx, &mut control).await {
             Outcome::Closed { established } => {
-                ctx.on_session_down(established);
-                if established {
+                if established.is_some() {
                     backoff.reset();
                 }
+                ctx.on_session_down(established);
             }
             Outcome::Switch {
-                stream,
                 established,
+                next: n,
             } => {
                 ctx.on_session_down(established);
-                next = Some((stream, false));
+                next = Some(n);
             }
             Outcome::Shutdown => {
-                ctx.on_session_down(false);
+                ctx.on_session_down(None);
                 break;
             }
         }

@@ -1,6 +1,9 @@
-//! One BGP connection from OpenSent to its end (RFC 4271 §8.2.2): OPEN exchange,
-//! collision resolution (§6.8), then Established: hold and keepalive timers, the
-//! initial table and later changes out, UPDATEs in.
+//! One BGP connection from OpenSent to its end (RFC 4271 §8.2.2): the loop that turns
+//! the connection, a second connection from the peer, the timers and the speaker's
+//! orders into [`fsm::Input`]s and carries out the [`fsm::Action`]s the table in
+//! `fsm.rs` gives for them: OPEN exchange, collision resolution (§6.8), graceful restart
+//! (RFC 4724, RFC 8538), then Established: hold and keepalive timers, the initial table
+//! and later changes out, UPDATEs in.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -14,10 +17,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::HoldTime;
-use crate::fsm::State;
+use crate::fsm::{self, Action, Cause, Input, State};
 use crate::peer::{Control, PeerCtx};
 use crate::wire::{
     AsSegment, Capability, Codec, DecodeError, Family, GracefulRestart, Header, Message, MpReach,
@@ -29,15 +32,39 @@ pub(crate) type Exports = BTreeMap<IpNetwork, IpAddr>;
 
 /// How a session ended.
 pub(crate) enum Outcome {
-    /// Failed or closed; `established` tells whether it had reached Established.
-    Closed { established: bool },
+    /// Failed or closed; `established`: how, if it had reached Established.
+    Closed { established: Option<Cause> },
     /// Collision or peer restart: go on with this connection instead.
     Switch {
-        stream: TcpStream,
-        established: bool,
+        established: Option<Cause>,
+        next: Start,
     },
     /// The peer was removed or the speaker stops.
     Shutdown,
+}
+
+/// Where a session starts: a connection, maybe with our OPEN sent and the peer's read.
+pub(crate) struct Start {
+    conn: Conn,
+    outgoing: bool,
+    open_sent: bool,
+    open: Option<Open>,
+}
+
+impl Start {
+    /// A fresh connection; `outgoing`: we opened it (matters for collisions).
+    pub(crate) fn new(stream: TcpStream, outgoing: bool, ctx: &PeerCtx) -> Start {
+        Start {
+            conn: Conn::new(stream, write_timeout(ctx)),
+            outgoing,
+            open_sent: false,
+            open: None,
+        }
+    }
+}
+
+fn write_timeout(ctx: &PeerCtx) -> Duration {
+    ctx.local.timers.open_hold.max(Duration::from_secs(10))
 }
 
 type Incoming = Result<(Header, Vec<u8>), ReadError>;
@@ -53,6 +80,8 @@ pub(crate) struct Negotiated {
     pub(crate) hold: HoldTime,
     pub(crate) router_id: Ipv4Addr,
     pub(crate) graceful_restart: Option<GracefulRestart>,
+    /// Both sides announced the N bit (RFC 8538).
+    pub(crate) both_n: bool,
 }
 
 /// Ends the reader task with the session.
@@ -99,12 +128,30 @@ impl Conn {
     }
 
     /// Sends a NOTIFICATION and closes (§6: the connection ends after it).
-    async fn notify(&mut self, n: Notification, ctx: &PeerCtx) {
-        warn!(peer = %ctx.cfg.address, "sending NOTIFICATION: {n}");
-        ctx.set_error(format!("sent {n}"));
-        let _ = self.send(&Message::Notification(n)).await;
+    async fn notify(&mut self, n: &Notification) {
+        let _ = self.send(&Message::Notification(n.clone())).await;
         let _ = self.wr.shutdown().await;
     }
+
+    /// The next message, decoded.
+    async fn next(&mut self) -> Read {
+        match self.msgs.recv().await {
+            Some(Ok((header, body))) => match Message::decode_body(header, &body, self.codec) {
+                Ok(msg) => Read::Msg(msg),
+                Err(e) => Read::Bad(e.notification()),
+            },
+            Some(Err(ReadError::Decode(e))) => Read::Bad(e.notification()),
+            Some(Err(ReadError::Io(e))) => Read::Gone(format!("connection: {e}")),
+            None => Read::Gone("connection closed".into()),
+        }
+    }
+}
+
+enum Read {
+    Msg(Message),
+    /// Undecodable: the NOTIFICATION that says why.
+    Bad(Notification),
+    Gone(String),
 }
 
 async fn read_loop(mut rd: OwnedReadHalf, tx: mpsc::Sender<Incoming>) {
@@ -132,18 +179,6 @@ async fn read_loop(mut rd: OwnedReadHalf, tx: mpsc::Sender<Incoming>) {
     }
 }
 
-/// What one turn of a wait produced.
-enum Event {
-    Msg(Message),
-    /// The session is over (the reason was recorded).
-    End,
-    Control(Control),
-    HoldExpired,
-    SendKeepalive,
-    ExportsChanged,
-    GrExpired,
-}
-
 /// Sleeps until `at`, or forever.
 async fn sleep_opt(at: Option<Instant>) {
     match at {
@@ -152,356 +187,411 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-/// Runs one connection. `outgoing`: we initiated it (matters for collisions).
-pub(crate) async fn run(
-    stream: TcpStream,
-    mut outgoing: bool,
-    ctx: &mut PeerCtx,
-    control: &mut mpsc::Receiver<Control>,
-) -> Outcome {
-    let local = ctx.local.clone();
-    let write_timeout = local.timers.open_hold.max(Duration::from_secs(10));
-    let mut conn = Conn::new(stream, write_timeout);
-    let open = local.open(ctx.cfg.address);
-    if let Err(e) = conn.send(&Message::Open(open)).await {
-        ctx.set_error(format!("sending OPEN: {e}"));
-        return Outcome::Closed { established: false };
-    }
-    ctx.set_state(State::OpenSent);
-
-    // OpenSent: wait for the peer's OPEN. A connection the peer opens meanwhile gets
-    // our OPEN too, and the peer's OPEN tells which of the two to keep (§6.8): waiting
-    // on one only would deadlock two speakers that connect to each other at once.
-    let mut alt: Option<Conn> = None;
-    let hold_at = Instant::now() + local.timers.open_hold;
-    let open = loop {
-        let (event, on_alt) = tokio::select! {
-            e = next_event(&mut conn, ctx, control, Some(hold_at), None, false) => (e, false),
-            e = recv_alt(&mut alt) => (e, true),
-        };
-        if on_alt {
-            // Anything but an OPEN: the peer gave that connection up (it is dropped).
-            if let (Event::Msg(Message::Open(open)), Some(mut a)) = (event, alt.take()) {
-                if alt_wins(outgoing, local.router_id, open.router_id) {
-                    conn.notify(cease_collision(), ctx).await;
-                    conn = a;
-                    outgoing = false;
-                    break open;
-                }
-                a.notify(cease_collision(), ctx).await;
-            }
-            continue;
-        }
-        match event {
-            Event::Msg(Message::Open(open)) => match alt.take() {
-                Some(a) if alt_wins(outgoing, local.router_id, open.router_id) => {
-                    conn.notify(cease_collision(), ctx).await;
-                    conn = a;
-                    outgoing = false;
-                }
-                Some(mut a) => {
-                    a.notify(cease_collision(), ctx).await;
-                    break open;
-                }
-                None => break open,
-            },
-            Event::Msg(Message::Notification(n)) => {
-                ctx.set_error(format!("received {n}"));
-                return Outcome::Closed { established: false };
-            }
-            Event::Msg(_) => {
-                conn.notify(Notification::new(Notification::FSM_ERROR, 1), ctx)
-                    .await;
-                return Outcome::Closed { established: false };
-            }
-            Event::HoldExpired => {
-                conn.notify(Notification::new(Notification::HOLD_TIMER_EXPIRED, 0), ctx)
-                    .await;
-                return Outcome::Closed { established: false };
-            }
-            Event::Control(Control::Incoming(s)) => {
-                let mut a = Conn::new(s, write_timeout);
-                if a.send(&Message::Open(local.open(ctx.cfg.address)))
-                    .await
-                    .is_ok()
-                {
-                    if let Some(mut old) = alt.replace(a) {
-                        old.notify(cease_collision(), ctx).await;
-                    }
-                }
-            }
-            Event::Control(Control::Shutdown) => return shutdown(conn, ctx).await,
-            Event::End => return Outcome::Closed { established: false },
-            Event::SendKeepalive | Event::ExportsChanged | Event::GrExpired => {}
-        }
-    };
-    let neg = match check_open(&open, ctx) {
-        Ok(n) => n,
-        Err(e) => {
-            conn.notify(DecodeError::Open(e).notification(), ctx).await;
-            return Outcome::Closed { established: false };
-        }
-    };
-    conn.codec.four_octet_as = open.four_octet_as();
-    if let Err(e) = conn.send(&Message::Keepalive).await {
-        ctx.set_error(format!("sending KEEPALIVE: {e}"));
-        return Outcome::Closed { established: false };
-    }
-    ctx.set_state(State::OpenConfirm);
-
-    // OpenConfirm: wait for the peer's KEEPALIVE.
-    let hold = neg.hold.timeout();
-    let keepalive = neg.hold.keepalive_interval();
-    // With no hold time, still do not wait for the KEEPALIVE forever.
-    let hold_at = Some(Instant::now() + hold.unwrap_or(local.timers.open_hold));
-    let mut ka_at = keepalive.map(|k| Instant::now() + k);
-    loop {
-        match next_event(&mut conn, ctx, control, hold_at, ka_at, false).await {
-            Event::Msg(Message::Keepalive) => break,
-            Event::Msg(Message::Notification(n)) => {
-                ctx.set_error(format!("received {n}"));
-                return Outcome::Closed { established: false };
-            }
-            Event::Msg(_) => {
-                conn.notify(Notification::new(Notification::FSM_ERROR, 2), ctx)
-                    .await;
-                return Outcome::Closed { established: false };
-            }
-            Event::HoldExpired => {
-                conn.notify(Notification::new(Notification::HOLD_TIMER_EXPIRED, 0), ctx)
-                    .await;
-                return Outcome::Closed { established: false };
-            }
-            Event::SendKeepalive => {
-                ka_at = keepalive.map(|k| Instant::now() + k);
-                if conn.send(&Message::Keepalive).await.is_err() {
-                    return Outcome::Closed { established: false };
-                }
-            }
-            Event::Control(Control::Incoming(s)) => {
-                if let Some(outcome) = collision(&mut conn, s, outgoing, &neg, ctx).await {
-                    return outcome;
-                }
-            }
-            Event::Control(Control::Shutdown) => return shutdown(conn, ctx).await,
-            Event::End => return Outcome::Closed { established: false },
-            Event::ExportsChanged | Event::GrExpired => {}
-        }
-    }
-
-    info!(peer = %ctx.cfg.address, hold = neg.hold.secs(), "session established");
-    ctx.on_established(&neg);
-    established(conn, ctx, control, neg).await
+/// A second connection from the peer, until its OPEN decides (§6.8, RFC 4724 §4.2).
+struct Second {
+    conn: Conn,
+    /// It is dropped if no OPEN came by then.
+    until: Instant,
+    open_sent: bool,
+    open: Option<Open>,
 }
 
-async fn established(
-    mut conn: Conn,
-    ctx: &mut PeerCtx,
-    control: &mut mpsc::Receiver<Control>,
-    neg: Negotiated,
-) -> Outcome {
-    const EST: Outcome = Outcome::Closed { established: true };
-    let ebgp = ctx.cfg.remote_as != ctx.local.local_as;
-    let mut sent: Arc<Exports> = Arc::new(Exports::new());
-    let now: Arc<Exports> = ctx.exports.borrow_and_update().clone();
-    if send_changes(&mut conn, &sent, &now, &neg.families, ebgp, ctx)
-        .await
-        .is_err()
-    {
-        return EST;
-    }
-    sent = now;
-    for f in &neg.families {
-        if conn
-            .send(&Message::Update(Update::end_of_rib(*f)))
-            .await
-            .is_err()
-        {
-            return EST;
-        }
-    }
-    let hold = neg.hold.timeout();
-    let keepalive = neg.hold.keepalive_interval();
-    let mut hold_at = hold.map(|h| Instant::now() + h);
-    let mut ka_at = keepalive.map(|k| Instant::now() + k);
-    loop {
-        match next_event(&mut conn, ctx, control, hold_at, ka_at, true).await {
-            Event::Msg(msg) => {
-                hold_at = hold.map(|h| Instant::now() + h);
-                match msg {
-                    Message::Keepalive => {}
-                    Message::Update(u) => ctx.on_update(u),
-                    Message::RouteRefresh(f) if neg.families.contains(&f) => {
-                        debug!(peer = %ctx.cfg.address, ?f, "route refresh");
-                        let empty = Exports::new();
-                        if send_changes(&mut conn, &empty, &sent, &[f], ebgp, ctx)
-                            .await
-                            .is_err()
-                        {
-                            return EST;
-                        }
-                    }
-                    Message::RouteRefresh(_) => {}
-                    Message::Notification(n) => {
-                        ctx.set_error(format!("received {n}"));
-                        return EST;
-                    }
-                    Message::Open(_) => {
-                        conn.notify(Notification::new(Notification::FSM_ERROR, 3), ctx)
-                            .await;
-                        return EST;
-                    }
-                }
-            }
-            Event::HoldExpired => {
-                conn.notify(Notification::new(Notification::HOLD_TIMER_EXPIRED, 0), ctx)
-                    .await;
-                return EST;
-            }
-            Event::SendKeepalive => {
-                ka_at = keepalive.map(|k| Instant::now() + k);
-                if let Err(e) = conn.send(&Message::Keepalive).await {
-                    ctx.set_error(format!("sending KEEPALIVE: {e}"));
-                    return EST;
-                }
-            }
-            Event::ExportsChanged => {
-                let now = ctx.exports.borrow_and_update().clone();
-                if let Err(e) = send_changes(&mut conn, &sent, &now, &neg.families, ebgp, ctx).await
-                {
-                    ctx.set_error(format!("sending UPDATE: {e}"));
-                    return EST;
-                }
-                sent = now;
-            }
-            Event::GrExpired => ctx.sweep_stale(None),
-            Event::Control(Control::Shutdown) => return shutdown(conn, ctx).await,
-            Event::Control(Control::Incoming(s)) => {
-                // RFC 4724 §4.2: a new connection from a peer that can restart
-                // gracefully means it did; otherwise the established one wins (§6.8).
-                if neg.graceful_restart.is_some() {
-                    info!(peer = %ctx.cfg.address, "peer reconnected: treating as restart");
-                    conn.notify(
-                        Notification::new(Notification::CEASE, Notification::CEASE_COLLISION),
-                        ctx,
-                    )
-                    .await;
-                    return Outcome::Switch {
-                        stream: s,
-                        established: true,
-                    };
-                }
-                reject(s, ctx).await;
-            }
-            Event::End => return EST,
-        }
-    }
+/// What one wait produced, before the table is asked.
+enum Event {
+    Read(Read),
+    Second(Read),
+    SecondTimeout,
+    Control(Option<Control>),
+    Hold,
+    Keepalive,
+    Restart,
+    Exports(bool),
 }
 
-/// Waits for the next thing to act on.
-async fn next_event(
-    conn: &mut Conn,
-    ctx: &mut PeerCtx,
-    control: &mut mpsc::Receiver<Control>,
+/// The data an input carries to its actions.
+#[derive(Default)]
+struct Payload {
+    open: Option<Negotiated>,
+    update: Option<Update>,
+    refresh: Option<Family>,
+    second: Option<TcpStream>,
+}
+
+struct Session<'a> {
+    ctx: &'a mut PeerCtx,
+    conn: Conn,
+    outgoing: bool,
+    state: State,
+    neg: Option<Negotiated>,
+    second: Option<Second>,
+    /// Timers; each is cleared when it fires (a fired deadline never wakes us again).
     hold_at: Option<Instant>,
     ka_at: Option<Instant>,
-    established: bool,
-) -> Event {
-    let gr_at = ctx.gr_deadline;
-    tokio::select! {
-        m = conn.msgs.recv() => match m {
-            Some(Ok((header, body))) => match Message::decode_body(header, &body, conn.codec) {
-                Ok(msg) => Event::Msg(msg),
-                Err(e) => {
-                    conn.notify(e.notification(), ctx).await;
-                    Event::End
+    /// What the peer has of our exports.
+    sent: Arc<Exports>,
+    /// The NOTIFICATION that ended the session, either way.
+    ended_by: Option<Cause>,
+}
+
+/// Runs one connection until it ends or gives way to another.
+pub(crate) async fn run(
+    start: Start,
+    ctx: &mut PeerCtx,
+    control: &mut mpsc::Receiver<Control>,
+) -> Outcome {
+    let Start {
+        mut conn,
+        outgoing,
+        open_sent,
+        open,
+    } = start;
+    if !open_sent {
+        if let Err(e) = conn.send(&Message::Open(ctx.local.open())).await {
+            ctx.set_error(format!("sending OPEN: {e}"));
+            return Outcome::Closed { established: None };
+        }
+    }
+    ctx.set_state(State::OpenSent);
+    let mut s = Session {
+        hold_at: Some(Instant::now() + ctx.local.timers.open_hold),
+        ctx,
+        conn,
+        outgoing,
+        state: State::OpenSent,
+        neg: None,
+        second: None,
+        ka_at: None,
+        sent: Arc::new(Exports::new()),
+        ended_by: None,
+    };
+    // The peer's OPEN, read on this connection while it was the second one.
+    let mut pending = open.map(|o| Event::Read(Read::Msg(Message::Open(o))));
+    loop {
+        let event = match pending.take() {
+            Some(e) => e,
+            None => s.next_event(control).await,
+        };
+        let mut payload = Payload::default();
+        let Some(input) = s.input(event, &mut payload).await else {
+            continue;
+        };
+        let step = fsm::step(s.state, &input);
+        if step.next != s.state || !matches!(input, Input::KeepaliveTimerExpired) {
+            debug!(peer = %s.ctx.cfg.address, state = %s.state, ?input, actions = ?step.actions, next = %step.next, "fsm");
+        }
+        if let Some(outcome) = s.execute(&step, &input, &mut payload).await {
+            return outcome;
+        }
+        s.state = step.next;
+        s.ctx.set_state(step.next);
+    }
+}
+
+impl Session<'_> {
+    async fn next_event(&mut self, control: &mut mpsc::Receiver<Control>) -> Event {
+        let established = self.state == State::Established;
+        let second_until = self.second.as_ref().map(|s| s.until);
+        let ev = tokio::select! {
+            r = self.conn.next() => Event::Read(r),
+            r = async {
+                match self.second.as_mut() {
+                    Some(s) => s.conn.next().await,
+                    None => std::future::pending().await,
+                }
+            } => Event::Second(r),
+            c = control.recv() => Event::Control(c),
+            _ = sleep_opt(self.hold_at) => Event::Hold,
+            _ = sleep_opt(self.ka_at) => Event::Keepalive,
+            _ = sleep_opt(self.ctx.gr_deadline) => Event::Restart,
+            _ = sleep_opt(second_until) => Event::SecondTimeout,
+            r = self.ctx.exports.changed(), if established => Event::Exports(r.is_ok()),
+        };
+        // A timer that fired is spent.
+        match ev {
+            Event::Hold => self.hold_at = None,
+            Event::Keepalive => self.ka_at = None,
+            Event::Restart => self.ctx.gr_deadline = None,
+            _ => {}
+        }
+        ev
+    }
+
+    /// The input of an event; `None`: nothing for the table (e.g. an unknown family's
+    /// ROUTE-REFRESH).
+    async fn input(&mut self, event: Event, payload: &mut Payload) -> Option<Input> {
+        let ctx = &mut *self.ctx;
+        Some(match event {
+            Event::Read(Read::Msg(msg)) => match msg {
+                Message::Open(open) => match check_open(&open, ctx) {
+                    Ok(neg) => {
+                        self.conn.codec.four_octet_as = open.four_octet_as();
+                        payload.open = Some(neg);
+                        Input::Open
+                    }
+                    Err(e) => Input::BadMessage(DecodeError::Open(e).notification()),
+                },
+                Message::Notification(n) => {
+                    ctx.note_notification(false, &n);
+                    self.ended_by = Some(Cause::Received(n));
+                    Input::Notification
+                }
+                Message::Keepalive => Input::Keepalive,
+                Message::Update(u) => {
+                    payload.update = Some(u);
+                    Input::Update
+                }
+                Message::RouteRefresh(f) => {
+                    let ours = self.neg.as_ref().is_some_and(|n| n.families.contains(&f));
+                    if !ours && self.state == State::Established {
+                        return None;
+                    }
+                    payload.refresh = Some(f);
+                    Input::RouteRefresh
                 }
             },
-            Some(Err(ReadError::Decode(e))) => {
-                conn.notify(e.notification(), ctx).await;
-                Event::End
+            Event::Read(Read::Bad(n)) => Input::BadMessage(n),
+            Event::Read(Read::Gone(e)) => {
+                ctx.set_error(e);
+                Input::ConnectionFails
             }
-            Some(Err(ReadError::Io(e))) => {
-                ctx.set_error(format!("connection: {e}"));
-                Event::End
+            Event::Second(Read::Msg(Message::Open(open))) => match check_open(&open, ctx) {
+                Ok(_) => {
+                    let wins_collision =
+                        fsm::second_wins(self.outgoing, ctx.local.router_id, open.router_id);
+                    let graceful_restart = open.graceful_restart().is_some();
+                    if let Some(s) = self.second.as_mut() {
+                        s.conn.codec.four_octet_as = open.four_octet_as();
+                        s.open = Some(open);
+                    }
+                    Input::SecondOpen {
+                        graceful_restart,
+                        wins_collision,
+                    }
+                }
+                Err(e) => Input::SecondBad(DecodeError::Open(e).notification()),
+            },
+            // Anything else first: not a BGP speaker's new connection.
+            Event::Second(Read::Msg(_)) => {
+                Input::SecondBad(Notification::new(Notification::FSM_ERROR, 1))
             }
-            None => Event::End,
-        },
-        c = control.recv() => Event::Control(c.unwrap_or(Control::Shutdown)),
-        _ = sleep_opt(hold_at) => Event::HoldExpired,
-        _ = sleep_opt(ka_at) => Event::SendKeepalive,
-        r = ctx.exports.changed(), if established => match r {
-            Ok(()) => Event::ExportsChanged,
+            Event::Second(Read::Bad(n)) => Input::SecondBad(n),
+            Event::Second(Read::Gone(_)) | Event::SecondTimeout => Input::SecondGone,
+            Event::Control(Some(Control::Incoming(stream))) => {
+                payload.second = Some(stream);
+                Input::SecondConnection
+            }
+            Event::Control(Some(Control::Shutdown(sub))) => {
+                let both_n = self.neg.as_ref().is_some_and(|n| n.both_n);
+                Input::Stop(fsm::cease(sub, both_n))
+            }
             // The speaker is gone.
-            Err(_) => Event::Control(Control::Shutdown),
-        },
-        _ = sleep_opt(gr_at) => Event::GrExpired,
+            Event::Control(None) | Event::Exports(false) => {
+                Input::Stop(fsm::cease(Notification::CEASE_ADMIN_SHUTDOWN, false))
+            }
+            Event::Hold => Input::HoldTimerExpired,
+            Event::Keepalive => Input::KeepaliveTimerExpired,
+            Event::Restart => Input::RestartTimerExpired,
+            Event::Exports(true) => Input::ExportsChanged,
+        })
     }
-}
 
-async fn shutdown(mut conn: Conn, ctx: &PeerCtx) -> Outcome {
-    conn.notify(
-        Notification::new(Notification::CEASE, Notification::CEASE_PEER_DECONFIGURED),
-        ctx,
-    )
-    .await;
-    Outcome::Shutdown
-}
-
-fn cease_collision() -> Notification {
-    Notification::new(Notification::CEASE, Notification::CEASE_COLLISION)
-}
-
-/// Whether the connection the peer opened wins over the current one: the connection
-/// initiated by the higher BGP identifier stays; of two from the peer, the newer.
-fn alt_wins(current_outgoing: bool, local: Ipv4Addr, remote: Ipv4Addr) -> bool {
-    !(current_outgoing && local > remote)
-}
-
-/// The next message on the second connection of a collision (never, without one).
-async fn recv_alt(alt: &mut Option<Conn>) -> Event {
-    let Some(a) = alt else {
-        return std::future::pending().await;
-    };
-    match a.msgs.recv().await {
-        Some(Ok((header, body))) => match Message::decode_body(header, &body, a.codec) {
-            Ok(m) => Event::Msg(m),
-            Err(_) => Event::End,
-        },
-        _ => Event::End,
+    /// Carries out one step; `Some` when the session is over.
+    async fn execute(
+        &mut self,
+        step: &fsm::Step,
+        input: &Input,
+        payload: &mut Payload,
+    ) -> Option<Outcome> {
+        if let Some(neg) = payload.open.take() {
+            // A peer that stops reading must not hold us longer than a hold time in a
+            // write (the hold timer cannot fire meanwhile).
+            if let Some(hold) = neg.hold.timeout() {
+                self.conn.write_timeout = self.conn.write_timeout.min(hold);
+            }
+            self.neg = Some(neg);
+        }
+        for action in &step.actions {
+            match action {
+                Action::SendKeepalive => {
+                    if let Err(e) = self.conn.send(&Message::Keepalive).await {
+                        self.ctx.set_error(format!("sending KEEPALIVE: {e}"));
+                        return Some(self.closed());
+                    }
+                }
+                Action::ArmHoldTimer => {
+                    let hold = self.neg.as_ref().and_then(|n| n.hold.timeout());
+                    // With no hold time, still do not wait for the KEEPALIVE forever.
+                    let hold = match step.next {
+                        State::OpenConfirm => hold.or(Some(self.ctx.local.timers.open_hold)),
+                        _ => hold,
+                    };
+                    self.hold_at = hold.map(|h| Instant::now() + h);
+                }
+                Action::ArmKeepaliveTimer => {
+                    let ka = self.neg.as_ref().and_then(|n| n.hold.keepalive_interval());
+                    self.ka_at = ka.map(|k| Instant::now() + k);
+                }
+                Action::Establish => {
+                    if let Err(e) = self.establish().await {
+                        self.ctx.set_error(format!("sending our routes: {e}"));
+                        self.state = State::Established;
+                        return Some(self.closed());
+                    }
+                }
+                Action::ProcessUpdate => {
+                    if let Some(u) = payload.update.take() {
+                        self.ctx.on_update(u);
+                    }
+                }
+                Action::AnswerRefresh => {
+                    if let Some(f) = payload.refresh {
+                        debug!(peer = %self.ctx.cfg.address, ?f, "route refresh");
+                        let sent = self.sent.clone();
+                        if let Err(e) = self.send_changes(&Exports::new(), &sent, &[f]).await {
+                            self.ctx.set_error(format!("sending UPDATE: {e}"));
+                            return Some(self.closed());
+                        }
+                    }
+                }
+                Action::SendChanges => {
+                    let now = self.ctx.exports.borrow_and_update().clone();
+                    let families = self.families();
+                    let sent = self.sent.clone();
+                    if let Err(e) = self.send_changes(&sent, &now, &families).await {
+                        self.ctx.set_error(format!("sending UPDATE: {e}"));
+                        return Some(self.closed());
+                    }
+                    self.sent = now;
+                }
+                Action::SweepStale => self.ctx.sweep_stale(None),
+                Action::PeerDown => self.ctx.restart_window_passed(),
+                Action::HoldSecond { send_open } => {
+                    let Some(stream) = payload.second.take() else {
+                        continue;
+                    };
+                    let mut conn = Conn::new(stream, write_timeout(self.ctx));
+                    if *send_open {
+                        let _ = conn.send(&Message::Open(self.ctx.local.open())).await;
+                    }
+                    debug!(peer = %self.ctx.cfg.address, state = %self.state, "second connection: waiting for its OPEN");
+                    // One at a time: the newer replaces an older one that said nothing.
+                    self.second = Some(Second {
+                        conn,
+                        until: Instant::now() + self.ctx.local.timers.open_hold,
+                        open_sent: *send_open,
+                        open: None,
+                    });
+                }
+                Action::RejectSecond(n) => {
+                    if let Some(mut s) = self.second.take() {
+                        info!(peer = %self.ctx.cfg.address, state = %self.state, "second connection from the peer closed: {n}");
+                        s.conn.notify(n).await;
+                    }
+                }
+                Action::DropSecond => {
+                    if self.second.take().is_some() {
+                        debug!(peer = %self.ctx.cfg.address, "second connection gone");
+                    }
+                }
+                Action::Notify(n) => {
+                    self.ctx.note_notification(true, n);
+                    self.conn.notify(n).await;
+                    self.ended_by = Some(Cause::Sent(n.clone()));
+                }
+                Action::Close => {
+                    if matches!(input, Input::Stop(_)) {
+                        return Some(Outcome::Shutdown);
+                    }
+                    // A second connection waiting for its OPEN carries on: before
+                    // Established it is the other side of a collision (§6.8: its own
+                    // FSM), after it the peer's new connection.
+                    let closed = self.closed();
+                    if let Some(second) = self.second.take() {
+                        debug!(peer = %self.ctx.cfg.address, "connection ended: going on with the second one");
+                        let established = match closed {
+                            Outcome::Closed { established } => established,
+                            _ => None,
+                        };
+                        return Some(Outcome::Switch {
+                            established,
+                            next: Start {
+                                conn: second.conn,
+                                outgoing: false,
+                                open_sent: second.open_sent,
+                                open: second.open,
+                            },
+                        });
+                    }
+                    return Some(closed);
+                }
+                Action::SwitchToSecond => {
+                    let second = self.second.take()?;
+                    let established = (self.state == State::Established).then(|| {
+                        info!(peer = %self.ctx.cfg.address, "the peer reconnected with graceful restart: it restarted (RFC 4724 §4.2)");
+                        Cause::PeerRestarted
+                    });
+                    if established.is_none() {
+                        info!(peer = %self.ctx.cfg.address, "connection collision: going on with the peer's connection");
+                    }
+                    return Some(Outcome::Switch {
+                        established,
+                        next: Start {
+                            conn: second.conn,
+                            outgoing: false,
+                            open_sent: second.open_sent,
+                            open: second.open,
+                        },
+                    });
+                }
+            }
+        }
+        None
     }
-}
 
-/// Closes a connection we do not want with Cease / Connection Collision Resolution.
-async fn reject(mut s: TcpStream, ctx: &PeerCtx) {
-    debug!(peer = %ctx.cfg.address, "rejecting a second connection");
-    let n = Notification::new(Notification::CEASE, Notification::CEASE_COLLISION);
-    let _ = s
-        .write_all(&Message::Notification(n).encode(Codec::default()))
-        .await;
-    let _ = s.shutdown().await;
-}
-
-/// §6.8: of two connections, keep the one initiated by the speaker with the higher BGP
-/// identifier. The new one always comes from the peer; two from the peer means it
-/// restarted, so the newer wins. Returns the outcome when the current one loses.
-async fn collision(
-    conn: &mut Conn,
-    new: TcpStream,
-    outgoing: bool,
-    neg: &Negotiated,
-    ctx: &PeerCtx,
-) -> Option<Outcome> {
-    if !alt_wins(outgoing, ctx.local.router_id, neg.router_id) {
-        reject(new, ctx).await;
-        return None;
+    /// The session ended here.
+    fn closed(&mut self) -> Outcome {
+        let established = (self.state == State::Established)
+            .then(|| self.ended_by.take().unwrap_or(Cause::ConnectionLost));
+        Outcome::Closed { established }
     }
-    info!(peer = %ctx.cfg.address, "connection collision: switching to the peer's connection");
-    conn.notify(cease_collision(), ctx).await;
-    Some(Outcome::Switch {
-        stream: new,
-        established: false,
-    })
+
+    fn families(&self) -> Vec<Family> {
+        self.neg
+            .as_ref()
+            .map(|n| n.families.clone())
+            .unwrap_or_default()
+    }
+
+    /// Established: recorded, then our table and End-of-RIB for every family.
+    async fn establish(&mut self) -> io::Result<()> {
+        let Some(neg) = self.neg.as_ref() else {
+            return Ok(());
+        };
+        info!(peer = %self.ctx.cfg.address, hold = neg.hold.secs(), router_id = %neg.router_id,
+              graceful_restart = neg.graceful_restart.is_some(), notification_gr = neg.both_n,
+              "BGP session established");
+        self.ctx.on_established(neg);
+        let families = self.families();
+        let now: Arc<Exports> = self.ctx.exports.borrow_and_update().clone();
+        self.send_changes(&Exports::new(), &now, &families).await?;
+        self.sent = now;
+        for f in &families {
+            self.conn
+                .send(&Message::Update(Update::end_of_rib(*f)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_changes(
+        &mut self,
+        before: &Exports,
+        after: &Exports,
+        families: &[Family],
+    ) -> io::Result<()> {
+        let ebgp = self.ctx.cfg.remote_as != self.ctx.local.local_as;
+        send_changes(&mut self.conn, before, after, families, ebgp, self.ctx).await
+    }
 }
 
 /// §6.2 checks of the peer's OPEN, and what the session negotiates from it.
@@ -527,11 +617,15 @@ fn check_open(open: &Open, ctx: &PeerCtx) -> Result<Negotiated, OpenError> {
     if families.is_empty() {
         return Err(OpenError::UnsupportedCapability);
     }
+    let graceful_restart = open.graceful_restart().cloned();
+    let both_n = ctx.local.timers.graceful_restart > 0
+        && graceful_restart.as_ref().is_some_and(|g| g.notification);
     Ok(Negotiated {
         families,
         hold,
         router_id: open.router_id,
-        graceful_restart: open.graceful_restart().cloned(),
+        graceful_restart,
+        both_n,
     })
 }
 
@@ -642,6 +736,9 @@ pub(crate) fn our_open(
         };
         capabilities.push(Capability::GracefulRestart(GracefulRestart {
             restarting: false,
+            // RFC 8538: a NOTIFICATION other than Hard Reset (and a hold-timer expiry)
+            // keeps graceful-restart treatment when the peer sets it too.
+            notification: true,
             restart_time: gr.min(0x0fff),
             families,
         }));

@@ -17,6 +17,7 @@ use crate::config::{ImportFilter, PeerConfig, SpeakerConfig};
 use crate::peer::{self, Control, Local, PeerCtx, StatusCell};
 use crate::session::Exports;
 use crate::types::{PeerStatus, RouteEvent};
+use crate::wire::Notification;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -167,7 +168,7 @@ impl Speaker {
         let handle = lock(&self.inner.peers)
             .remove(&address)
             .ok_or(Error::UnknownPeer(address))?;
-        stop_peer(handle).await;
+        stop_peer(handle, Notification::CEASE_PEER_DECONFIGURED).await;
         // Removing a key that was never set fails harmlessly.
         let _ = crate::md5::set_key(&*self.inner.listener, address, "");
         Ok(())
@@ -230,10 +231,11 @@ impl Speaker {
         }
     }
 
-    /// Closes every session with a Cease and stops the listener.
+    /// Closes every session with a Cease (Administrative Shutdown; a Hard Reset that
+    /// carries it toward a peer with the RFC 8538 N bit) and stops the listener.
     pub async fn shutdown(&self) {
         for h in self.stop_accepting() {
-            stop_peer(h).await;
+            stop_peer(h, Notification::CEASE_ADMIN_SHUTDOWN).await;
         }
     }
 
@@ -244,9 +246,9 @@ impl Speaker {
     }
 }
 
-async fn stop_peer(handle: PeerHandle) {
+async fn stop_peer(handle: PeerHandle, cease: u8) {
     let PeerHandle { control, task, .. } = handle;
-    let _ = control.send(Control::Shutdown).await;
+    let _ = control.send(Control::Shutdown(cease)).await;
     let abort = task.abort_handle();
     // A peer that does not take our NOTIFICATION must not hold the caller up.
     if tokio::time::timeout(Duration::from_secs(5), task)

@@ -1,7 +1,7 @@
 //! What the speaker reports: route events and peer status.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ipnetwork::IpNetwork;
 
@@ -45,5 +45,10 @@ pub struct PeerStatus {
     pub prefixes_received: usize,
     /// Times the session left Established.
     pub flaps: u32,
+    /// The last NOTIFICATION sent or received (kept until the next Established, so a
+    /// later connection error does not hide it), else the last connection error.
     pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+    /// The negotiated hold time in seconds, while Established.
+    pub hold_time: Option<u16>,
 }

@@ -248,7 +248,20 @@ async fn a_flapping_peer_is_followed() {
         let mut cfg = bgp::SpeakerConfig::new(b_addr.parse().unwrap());
         cfg.listen = std::net::SocketAddr::new(ip(b_addr), port);
         cfg.timers = fast_timers();
-        let (b, _b_rx) = bgp::Speaker::start(cfg).await.unwrap();
+        // The previous speaker's listener closes when its aborted task is dropped,
+        // which the runtime does a moment after `drop(b)`.
+        let mut tries = 0;
+        let (b, _b_rx) = loop {
+            match bgp::Speaker::start(cfg.clone()).await {
+                Ok(s) => break s,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    eprintln!("{e}: again");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         port = b.local_addr().port();
         if round == 0 {
             a.add_peer(peer_of(&b, 64512)).unwrap();
@@ -336,6 +349,7 @@ async fn graceful_restart_keeps_routes_for_the_window() {
     .unwrap();
     let gr = GracefulRestart {
         restarting: false,
+        notification: false,
         restart_time: 2,
         families: vec![(Family::IPV4_UNICAST, true)],
     };

@@ -32,6 +32,7 @@ fn open() -> Open {
             Capability::FourOctetAs(4_200_000_001),
             Capability::GracefulRestart(GracefulRestart {
                 restarting: true,
+                notification: true,
                 restart_time: 120,
                 families: vec![(Family::IPV4_UNICAST, true), (Family::IPV6_UNICAST, false)],
             }),

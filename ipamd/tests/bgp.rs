@@ -3,106 +3,14 @@
 //! reflector. Every namespace, daemon and BIRD is removed on drop (also on panic).
 
 mod common;
+mod routers;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 use ipnetwork::IpNetwork;
-
-const POOL: &str = "10.244.0.0/16";
-const SEC: Duration = Duration::from_secs(1);
-
-/// The flags of a BGP node with test timers (hold time 3 s, retry 1 s, resync 1 s).
-fn bgp_flags(underlay: &str) -> Vec<String> {
-    [
-        "--datapath",
-        "bgp",
-        "--underlay-ip",
-        underlay,
-        "--bgp-hold-time",
-        "3",
-        "--bgp-connect-retry",
-        "1s",
-        "--resync",
-        "1s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn start(node: &Node, name: &str, dir: &Path, store: &Path, flags: &[String]) -> Daemon {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Daemon::start_named(node, name, &d, store, POOL, &extra)
-}
-
-/// A veth pair: `a_if` in `a` at `a_addr`, `b_if` in `b` (up, no address).
-fn link(a: &Node, a_if: &str, a_addr: &str, b: &Node, b_if: &str) {
-    a.ip(&[
-        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.ns,
-    ]);
-    a.ip(&["addr", "add", a_addr, "dev", a_if]);
-    a.ip(&["link", "set", a_if, "up"]);
-    b.ip(&["link", "set", b_if, "up"]);
-}
-
-/// The node's one IPv4 block, once the store has it.
-fn block_of(store: &Path, name: &str, d: &Daemon) -> IpNetwork {
-    let mut got = None;
-    wait_until(
-        20 * SEC,
-        || {
-            got = node_blocks(store, name)
-                .into_iter()
-                .find(IpNetwork::is_ipv4);
-            got.is_some()
-        },
-        || format!("{name} has no block: {}", d.log()),
-    );
-    got.unwrap_or_else(|| unreachable!())
-}
-
-fn routes97(n: &Node) -> String {
-    n.ip(&["-4", "route", "show", "proto", "97"])
-}
-
-/// Waits until `n`'s kernel has (or, `present` false, lacks) a proto-97 route to `dst`
-/// (via `gw` when given).
-fn wait_route(
-    n: &Node,
-    dst: IpNetwork,
-    gw: Option<&str>,
-    present: bool,
-    within: Duration,
-    log: impl Fn() -> String,
-) {
-    let want = match gw {
-        Some(g) => format!("{dst} via {g} "),
-        None => format!("{dst} "),
-    };
-    wait_until(
-        within,
-        || {
-            routes97(n)
-                .lines()
-                .any(|l| format!("{l} ").starts_with(&want))
-                == present
-        },
-        || {
-            format!(
-                "{}: route {want:?} present={present}? routes:\n{}\n{}",
-                n.ns,
-                routes97(n),
-                log()
-            )
-        },
-    );
-}
+use routers::*;
 
 /// Two nodes on one veth, `192.168.<net>.1` and `.2`, and a store (in `dir`).
 struct Pair {
@@ -209,109 +117,6 @@ fn a_released_block_is_withdrawn() {
     assert!(node_blocks(&store, "n2").contains(&first));
     wait_route(&n1, first, Some("192.168.72.2"), true, SEC, logs);
     assert!(d2.log().contains("BGP: block withdrawn"), "{}", d2.log());
-}
-
-/// BIRD in the router namespace; killed on drop.
-struct Bird {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Bird {
-    fn start(ns: &Node, dir: &Path, config: &str) -> Bird {
-        let conf = dir.join("bird.conf");
-        let socket = dir.join("bird.ctl");
-        let log = dir.join("bird.log");
-        std::fs::write(&conf, config).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.ns, "bird", "-f", "-c"])
-            .arg(&conf)
-            .arg("-s")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("bird (Debian package bird2)");
-        let b = Bird { child, socket, log };
-        wait_until(
-            10 * SEC,
-            || b.birdc(&["show", "status"]).contains("Daemon is up"),
-            || std::fs::read_to_string(&b.log).unwrap_or_default(),
-        );
-        b
-    }
-
-    fn birdc(&self, args: &[&str]) -> String {
-        let out = Command::new("birdc")
-            .arg("-s")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("birdc");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Bird {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `ip monitor route` in a namespace, from when [`RouteMonitor::start`] returns (it
-/// waits until a marker route shows up) until [`RouteMonitor::stop`].
-struct RouteMonitor {
-    child: Child,
-    out: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl RouteMonitor {
-    fn start(n: &Node) -> RouteMonitor {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("events");
-        let child = Command::new("ip")
-            .args(["-n", &n.ns, "monitor", "route"])
-            .stdout(File::create(&out).unwrap())
-            .spawn()
-            .unwrap();
-        let m = RouteMonitor {
-            child,
-            out,
-            _dir: dir,
-        };
-        wait_until(
-            10 * SEC,
-            || {
-                let _ = n.exec(&["ip", "route", "del", "blackhole", "192.0.2.99/32"]);
-                n.ip(&["route", "add", "blackhole", "192.0.2.99/32"]);
-                std::thread::sleep(Duration::from_millis(50));
-                m.text().contains("192.0.2.99")
-            },
-            || m.text(),
-        );
-        m
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn stop(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(100));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.text()
-    }
-}
-
-impl Drop for RouteMonitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Route reflector for `clients` (address, name) in AS 64512, with one static prefix
@@ -601,7 +406,7 @@ fn same_prefix_from_two_reflectors_stays_while_either_offers_it() {
     assert!(
         !events
             .lines()
-            .any(|l| l.starts_with("Deleted") && l.contains("10.244.200.0/26")),
+            .any(|l| l.contains("] Deleted ") && l.contains("10.244.200.0/26")),
         "the route went away while a reflector still offered it:\n{events}"
     );
 
@@ -689,7 +494,7 @@ fn restart_behind_reflector(graceful: bool) {
     let events = mon.stop();
     let deleted = events
         .lines()
-        .any(|l| l.starts_with("Deleted") && l.contains(&b2.to_string()));
+        .any(|l| l.contains("] Deleted ") && l.contains(&b2.to_string()));
     assert_eq!(
         deleted, !graceful,
         "graceful={graceful}: n1 deleted its route to n2's block during n2's restart? \

@@ -57,6 +57,8 @@ impl Notification {
     pub const CEASE_ADMIN_SHUTDOWN: u8 = 2;
     pub const CEASE_PEER_DECONFIGURED: u8 = 3;
     pub const CEASE_COLLISION: u8 = 7;
+    /// RFC 8538 §3: ends graceful-restart treatment even when the N bit was negotiated.
+    pub const CEASE_HARD_RESET: u8 = 9;
 
     pub fn new(code: u8, subcode: u8) -> Self {
         Notification {
@@ -64,6 +66,21 @@ impl Notification {
             subcode,
             data: Vec::new(),
         }
+    }
+
+    /// Cease / Hard Reset carrying `inner` (its code, subcode and data: RFC 8538 §3).
+    pub fn hard_reset(inner: &Notification) -> Self {
+        let mut data = vec![inner.code, inner.subcode];
+        data.extend_from_slice(&inner.data);
+        Notification {
+            code: Self::CEASE,
+            subcode: Self::CEASE_HARD_RESET,
+            data,
+        }
+    }
+
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == Self::CEASE && self.subcode == Self::CEASE_HARD_RESET
     }
 }
 
@@ -79,7 +96,13 @@ impl std::fmt::Display for Notification {
             7 => "ROUTE-REFRESH message error",
             _ => "unknown error",
         };
-        write!(f, "{what} ({}/{})", self.code, self.subcode)
+        write!(f, "{what} ({}/{})", self.code, self.subcode)?;
+        if self.is_hard_reset() {
+            if let [code, subcode, ..] = self.data[..] {
+                write!(f, " of ({code}/{subcode})")?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -28,6 +28,9 @@ impl Family {
 pub struct GracefulRestart {
     /// The R bit: the sender has restarted.
     pub restarting: bool,
+    /// The N bit (RFC 8538): the sender keeps graceful-restart treatment after a
+    /// NOTIFICATION other than Hard Reset (and after a hold-timer expiry).
+    pub notification: bool,
     /// Seconds the sender needs to re-establish the session (12 bits).
     pub restart_time: u16,
     /// Families whose forwarding state the sender preserves, with the F bit.
@@ -114,13 +117,19 @@ impl Open {
                 capabilities.push(decode_capability(code, value)?);
             }
         }
-        let asn = capabilities
-            .iter()
-            .find_map(|c| match c {
-                Capability::FourOctetAs(asn) => Some(*asn),
-                _ => None,
-            })
-            .unwrap_or(u32::from(as2));
+        let as4 = capabilities.iter().find_map(|c| match c {
+            Capability::FourOctetAs(asn) => Some(*asn),
+            _ => None,
+        });
+        // RFC 6793 §4.1 (and §9 of its errata): with the capability, the 2-octet field
+        // holds AS_TRANS when the AS does not fit, else the AS itself.
+        let asn = match as4 {
+            Some(a) if u16::try_from(a).map_or(as2 != AS_TRANS, |short| short != as2) => {
+                return Err(OpenError::BadPeerAs);
+            }
+            Some(a) => a,
+            None => u32::from(as2),
+        };
         if asn == 0 {
             return Err(OpenError::BadPeerAs);
         }
@@ -178,6 +187,7 @@ fn decode_capability(code: u8, value: &[u8]) -> Result<Capability, OpenError> {
             }
             Capability::GracefulRestart(GracefulRestart {
                 restarting: word & 0x8000 != 0,
+                notification: word & 0x4000 != 0,
                 restart_time: word & 0x0fff,
                 families,
             })
@@ -203,7 +213,9 @@ fn encode_capability(cap: &Capability) -> (u8, Vec<u8>) {
         }
         Capability::RouteRefresh => (2, vec![]),
         Capability::GracefulRestart(gr) => {
-            let word = (gr.restart_time & 0x0fff) | if gr.restarting { 0x8000 } else { 0 };
+            let word = (gr.restart_time & 0x0fff)
+                | if gr.restarting { 0x8000 } else { 0 }
+                | if gr.notification { 0x4000 } else { 0 };
             let mut v = word.to_be_bytes().to_vec();
             for (f, forwarding) in &gr.families {
                 v.extend_from_slice(&f.afi.to_be_bytes());

@@ -34,6 +34,18 @@ pub struct ClusterSpec {
     pub pods_per_node: usize,
     /// `ipamd --direct-routing`: plain routes to nodes on the same underlay subnet.
     pub direct_routing: bool,
+    /// BGP only: what the fabric runs and how the nodes peer.
+    pub bgp_tor: BgpTor,
+}
+
+/// The BGP fabric of a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BgpTor {
+    /// BIRD as iBGP route reflector, the nodes without a mesh (`--bgp-no-mesh`).
+    BirdReflector,
+    /// FRR as an eBGP top-of-rack router ([`router::FRR_AS`]) and the nodes' full iBGP
+    /// mesh (see `bgp_frr`).
+    FrrMesh,
 }
 
 impl ClusterSpec {
@@ -44,6 +56,7 @@ impl ClusterSpec {
             fabric: FabricSpec::flat(nodes),
             pods_per_node: pods,
             direct_routing: false,
+            bgp_tor: BgpTor::BirdReflector,
         }
     }
 }
@@ -80,6 +93,8 @@ pub struct Cluster {
     pub daemons: Vec<Ipamd>,
     /// BIRD in the fabric namespace (BGP only).
     pub router: Option<Router>,
+    /// FRR in the fabric namespace (BGP with [`BgpTor::FrrMesh`]).
+    pub frr: Option<router::Frr>,
     pub spec: ClusterSpec,
     pub net: NetConf,
     pub ipamd_conf: IpamdConf,
@@ -141,9 +156,11 @@ impl Cluster {
             extra.push("--direct-routing".to_string());
         }
         if spec.datapath == Datapath::Bgp {
+            if spec.bgp_tor == BgpTor::BirdReflector {
+                extra.push("--bgp-no-mesh".to_string());
+            }
             extra.extend(
                 [
-                    "--bgp-no-mesh",
                     "--bgp-hold-time",
                     &router::HOLD_TIME.to_string(),
                     "--bgp-connect-retry",
@@ -174,6 +191,7 @@ impl Cluster {
             pods: Vec::new(),
             daemons: Vec::new(),
             router: None,
+            frr: None,
             live: fabric.nodes.iter().map(|n| n.name.clone()).collect(),
             spec,
             net,
@@ -183,17 +201,21 @@ impl Cluster {
             work,
             fabric,
         };
-        if c.spec.datapath == Datapath::Bgp {
-            c.router = Some(c.start_router());
+        match (c.spec.datapath, c.spec.bgp_tor) {
+            (Datapath::Bgp, BgpTor::BirdReflector) => c.router = Some(c.start_router()),
+            (Datapath::Bgp, BgpTor::FrrMesh) => c.frr = Some(c.start_frr()),
+            _ => {}
         }
+        let peer_as = match c.spec.bgp_tor {
+            BgpTor::BirdReflector => router::AS,
+            BgpTor::FrrMesh => router::FRR_AS,
+        };
         for n in &c.fabric.nodes {
             let mut conf = c.ipamd_conf.clone();
             if c.spec.datapath == Datapath::Bgp {
                 // Each node peers with the router's address on its own subnet only.
-                conf.extra.extend([
-                    "--bgp-peer".to_string(),
-                    format!("{},{}", n.gateway, router::AS),
-                ]);
+                conf.extra
+                    .extend(["--bgp-peer".to_string(), format!("{},{peer_as}", n.gateway)]);
             }
             let d = Ipamd::start(
                 n,
@@ -234,6 +256,14 @@ impl Cluster {
         let clients: Vec<Ipv4Addr> = self.fabric.nodes.iter().map(|n| n.underlay_ip).collect();
         let conf = router::config(self.fabric.subnets[0].gateway(), &clients);
         Router::new(self.fabric.fabric.name(), &dir, &conf)
+    }
+
+    /// FRR in the fabric namespace, eBGP neighbour of every node.
+    fn start_frr(&self) -> router::Frr {
+        let dir = self.work.path().join("router-frr");
+        let clients: Vec<Ipv4Addr> = self.fabric.nodes.iter().map(|n| n.underlay_ip).collect();
+        let conf = router::frr_config(self.fabric.subnets[0].gateway(), &clients);
+        router::Frr::new(self.fabric.fabric.name(), &dir, &conf)
     }
 
     /// The router (BGP clusters only).
@@ -858,8 +888,12 @@ pub fn bgp_scenario(tag: &str) {
 }
 
 impl Cluster {
-    /// BIRD's table holds every block of every live node, with the node as next hop.
+    /// BIRD's (or FRR's) table holds every block of every live node, with the node as
+    /// next hop.
     pub fn check_router_has_every_block(&mut self) {
+        if self.frr.is_some() {
+            return super::bgp_frr::check_frr_has_every_block(self);
+        }
         let want: Vec<(String, Ipv4Addr)> = self
             .pods
             .iter()
@@ -989,11 +1023,12 @@ impl Cluster {
                             .map(move |e| format!("{n}: {e}"))
                     })
                     .collect();
-                let bird = self
+                let mut bird = self
                     .router
                     .as_ref()
                     .map(Router::prefixes)
                     .unwrap_or_default();
+                bird.extend(self.frr.iter().flat_map(|f| f.routes().into_keys()));
                 left.extend(
                     info.blocks
                         .iter()
@@ -1015,7 +1050,7 @@ impl Cluster {
         let among: Vec<&str> = others.iter().map(String::as_str).collect();
         self.check_ping_matrix_among(&among);
         eprintln!(
-            "[{}] {node}'s ipamd frozen: its blocks gone from {among:?} and BIRD after \
+            "[{}] {node}'s ipamd frozen: its blocks gone from {among:?} and the router after \
              {took:?} (hold time {hold:?})",
             self.tag
         );

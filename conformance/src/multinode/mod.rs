@@ -10,7 +10,8 @@
 //! - [`kernel`]: what `ipamd` programmed (proto-97 routes, neighbours, FDB) and monitors;
 //! - [`cluster`]: a whole cluster (fabric + daemons + pods) and the shared scenario that
 //!   every datapath's end-to-end test runs;
-//! - [`router`]: BIRD in the fabric namespace, the route reflector of the BGP datapath;
+//! - [`router`]: BIRD in the fabric namespace, the route reflector of the BGP datapath,
+//!   or FRR as its top-of-rack router ([`bgp_frr`]: FRR plus the nodes' full mesh);
 //! - [`bench`]: iperf3 throughput between namespaces;
 //! - [`uml`]: boot User-Mode Linux (for IPIP, which this machine's kernel lacks) and run a
 //!   command inside it.
@@ -19,6 +20,7 @@
 //! removes it on drop, also when the test panics.
 
 pub mod bench;
+pub mod bgp_frr;
 pub mod checks;
 pub mod cluster;
 pub mod inns;

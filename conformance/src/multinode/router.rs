@@ -3,7 +3,12 @@
 //! learns into the fabric's kernel so that it forwards pod traffic between the underlay
 //! subnets. Killed on drop; [`Router::kill`] and [`Router::start`] again for the tests
 //! that take it away.
+//!
+//! Or [`Frr`]: FRR 8.4 (zebra + bgpd, Debian's `frr`) as the fabric's top-of-rack router
+//! in its own AS ([`FRR_AS`]), an eBGP neighbour of every node while the nodes keep
+//! their full iBGP mesh; zebra installs what bgpd learns in the fabric's kernel.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -144,9 +149,175 @@ impl Drop for Router {
     }
 }
 
+/// The AS of the FRR top-of-rack router (the nodes are in [`AS`]: eBGP).
+pub const FRR_AS: u32 = 65100;
+
+/// FRR's configuration: an eBGP neighbour for each of `clients` (the nodes' underlay
+/// addresses), test timers, graceful restart with forwarding kept.
+pub fn frr_config(router_id: Ipv4Addr, clients: &[Ipv4Addr]) -> String {
+    let mut c = format!(
+        "frr defaults datacenter\n\
+         hostname tor\n\
+         router bgp {FRR_AS}\n\
+          bgp router-id {router_id}\n\
+          no bgp ebgp-requires-policy\n\
+          no bgp network import-check\n\
+          bgp graceful-restart\n\
+          bgp graceful-restart preserve-fw-state\n\
+          bgp graceful-restart restart-time {GR_TIME}\n"
+    );
+    for ip in clients {
+        c.push_str(&format!(
+            " neighbor {ip} remote-as {AS}\n \
+             neighbor {ip} timers 1 {HOLD_TIME}\n \
+             neighbor {ip} timers connect 1\n"
+        ));
+    }
+    c
+}
+
+/// FRR (zebra + bgpd) in a namespace, as user `frr` (its dir is made world-writable),
+/// not daemonized: its config, pid files, zebra socket and vty sockets in the test's dir.
+#[derive(Debug)]
+pub struct Frr {
+    ns: String,
+    dir: PathBuf,
+    zebra: Option<Child>,
+    bgpd: Option<Child>,
+}
+
+impl Frr {
+    /// Writes `config` to `dir` and starts zebra and bgpd in netns `ns`.
+    pub fn new(ns: &str, dir: &Path, config: &str) -> Frr {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).expect("mkdir frr");
+        let mut p = Some(dir);
+        // bgpd runs as `frr`: it must reach its dir.
+        while let Some(d) = p {
+            if d.starts_with(std::env::temp_dir()) && d != std::env::temp_dir() {
+                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777));
+            }
+            p = d.parent();
+        }
+        std::fs::write(dir.join("bgpd.conf"), config).expect("write bgpd.conf");
+        std::fs::write(dir.join("zebra.conf"), "").expect("write zebra.conf");
+        let mut f = Frr {
+            ns: ns.to_string(),
+            dir: dir.to_path_buf(),
+            zebra: None,
+            bgpd: None,
+        };
+        f.zebra = Some(f.spawn("zebra"));
+        wait_until("zebra up", Duration::from_secs(10), || {
+            if f.dir.join("zserv.api").exists() {
+                Ok(())
+            } else {
+                Err(f.log_text("zebra"))
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        f.bgpd = Some(f.spawn("bgpd"));
+        wait_until("bgpd up", Duration::from_secs(10), || {
+            let s = f.vtysh("show bgp summary json");
+            if s.contains("routerId") {
+                Ok(())
+            } else {
+                Err(f.log_text("bgpd"))
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        f
+    }
+
+    fn spawn(&self, daemon: &str) -> Child {
+        let d = &self.dir;
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, &format!("/usr/lib/frr/{daemon}")])
+            .arg("-f")
+            .arg(d.join(format!("{daemon}.conf")))
+            .arg("-i")
+            .arg(d.join(format!("{daemon}.pid")))
+            .arg("-z")
+            .arg(d.join("zserv.api"))
+            .arg("--vty_socket")
+            .arg(d)
+            .args(["--log", "stdout", "--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(File::create(d.join(format!("{daemon}.log"))).expect("frr log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("FRR (Debian package frr)")
+    }
+
+    /// `vtysh --vty_socket <dir> -c cmd` (stdout; empty when FRR does not answer).
+    pub fn vtysh(&self, cmd: &str) -> String {
+        Command::new("vtysh")
+            .arg("--vty_socket")
+            .arg(&self.dir)
+            .args(["-c", cmd])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The IPv4 prefixes bgpd has, each with the next hops of its paths.
+    pub fn routes(&self) -> BTreeMap<String, Vec<String>> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.vtysh("show bgp ipv4 unicast json")).unwrap_or_default();
+        let mut out = BTreeMap::new();
+        if let Some(routes) = v["routes"].as_object() {
+            for (prefix, paths) in routes {
+                let hops = paths
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|p| p["nexthops"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|h| h["ip"].as_str().map(String::from))
+                    .collect();
+                out.insert(prefix.clone(), hops);
+            }
+        }
+        out
+    }
+
+    /// `connectionsEstablished` of the session with `peer` (0 when unknown).
+    pub fn sessions_established(&self, peer: Ipv4Addr) -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.vtysh("show bgp summary json")).unwrap_or_default();
+        v["ipv4Unicast"]["peers"][peer.to_string()]["connectionsEstablished"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    pub fn log_text(&self, daemon: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{daemon}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Frr {
+    fn drop(&mut self) {
+        for c in [self.bgpd.take(), self.zebra.take()].into_iter().flatten() {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frr_config_makes_every_node_an_ebgp_neighbour() {
+        let c = frr_config(
+            "10.200.0.1".parse().unwrap(),
+            &["10.200.0.10".parse().unwrap()],
+        );
+        assert!(c.contains("router bgp 65100"));
+        assert!(c.contains(" neighbor 10.200.0.10 remote-as 64512\n"));
+        assert!(c.contains(" neighbor 10.200.0.10 timers 1 3\n"));
+    }
 
     #[test]
     fn config_names_every_client() {

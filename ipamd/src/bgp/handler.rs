@@ -22,8 +22,11 @@ pub const BGP_AS_KEY: &str = "bgpAs";
 
 pub struct BgpHandler {
     speaker: Speaker,
-    /// This node's underlay address: the next hop of what it announces.
+    /// This node's underlay address: the next hop of the blocks of its family.
     next_hop: IpAddr,
+    /// The node's address of the other family on the underlay interface, if any: the
+    /// next hop of the blocks of that family (announced over the same sessions).
+    other_next_hop: Option<IpAddr>,
     local_as: u32,
     mesh: bool,
     /// `--bgp-peer`s (never touched by the mesh), added with the first own record.
@@ -43,6 +46,7 @@ impl BgpHandler {
     pub fn new(
         speaker: Speaker,
         next_hop: IpAddr,
+        other_next_hop: Option<IpAddr>,
         local_as: u32,
         mesh: bool,
         explicit: Vec<PeerConfig>,
@@ -51,6 +55,7 @@ impl BgpHandler {
         BgpHandler {
             speaker,
             next_hop,
+            other_next_hop: other_next_hop.filter(|o| o.is_ipv4() != next_hop.is_ipv4()),
             local_as,
             mesh,
             explicit,
@@ -75,7 +80,16 @@ impl BgpHandler {
         };
     }
 
-    /// Announces this node's blocks (of the next hop's family) and withdraws the others.
+    /// The next hop for a block: the node's underlay address of its family.
+    fn next_hop_for(&self, block: &IpNetwork) -> Option<IpAddr> {
+        [Some(self.next_hop), self.other_next_hop]
+            .into_iter()
+            .flatten()
+            .find(|nh| nh.is_ipv4() == block.is_ipv4())
+    }
+
+    /// Announces this node's blocks (of a family it has an underlay address of) and
+    /// withdraws the others.
     fn export(&mut self, rec: &NodeRecord) {
         if let Ok(mut own) = self.own.write() {
             *own = rec.blocks.iter().copied().collect();
@@ -83,7 +97,7 @@ impl BgpHandler {
         let want: BTreeSet<IpNetwork> = rec
             .blocks
             .iter()
-            .filter(|b| b.is_ipv4() == self.next_hop.is_ipv4())
+            .filter(|b| self.next_hop_for(b).is_some())
             .copied()
             .collect();
         for gone in self.exported.difference(&want) {
@@ -91,9 +105,12 @@ impl BgpHandler {
             tracing::info!(block = %gone, "BGP: block withdrawn");
         }
         for new in want.difference(&self.exported) {
-            match self.speaker.announce(*new, self.next_hop) {
+            let Some(next_hop) = self.next_hop_for(new) else {
+                continue;
+            };
+            match self.speaker.announce(*new, next_hop) {
                 Ok(()) => {
-                    tracing::info!(block = %new, next_hop = %self.next_hop, "BGP: block announced")
+                    tracing::info!(block = %new, %next_hop, "BGP: block announced")
                 }
                 Err(e) => tracing::error!(block = %new, error = %e, "BGP: cannot announce"),
             }

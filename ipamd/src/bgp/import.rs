@@ -4,9 +4,12 @@
 //! against a kernel dump, so a route deleted behind the daemon's back comes back.
 //!
 //! After a start the routes already in the kernel (from before a restart) stay until
-//! every peer has re-sent its table (End-of-RIB) or the startup window passes: until
-//! then a resync adds and changes but deletes nothing, so a restart of the daemon
-//! sends nothing for routes that did not change and never interrupts forwarding.
+//! every peer has re-sent its table (End-of-RIB), or has been Established for its
+//! negotiated hold time (a peer that sends no End-of-RIB), or the startup window (the
+//! configured hold time) passes: until then a resync adds and changes but deletes
+//! nothing, so a restart of the daemon sends nothing for routes that did not change and
+//! never interrupts forwarding. A route a peer explicitly withdraws goes at once, also
+//! during the startup.
 //!
 //! Next hops: iBGP keeps the announcing node's underlay address as next hop, which
 //! across subnets is not on-link, and Linux only accepts an on-link gateway. So, as
@@ -48,6 +51,9 @@ struct Startup {
     until: Instant,
     /// Peers whose End-of-RIB came.
     done: BTreeSet<IpAddr>,
+    /// Prefixes explicitly withdrawn (or lost with their peer) since the start: they
+    /// leave the kernel at once, not with the end of the startup.
+    gone: BTreeSet<IpNetwork>,
 }
 
 /// The reconciler's name for what was learned from `peer`.
@@ -114,16 +120,81 @@ impl Importer {
             startup: Some(Startup {
                 until: Instant::now() + startup,
                 done: BTreeSet::new(),
+                gone: BTreeSet::new(),
             }),
         }
     }
 
     /// Applies one event; the peer whose routes changed.
     fn note(&mut self, ev: RouteEvent) -> IpAddr {
-        if let (RouteEventKind::EndOfRib, Some(s)) = (&ev.kind, &mut self.startup) {
-            s.done.insert(ev.peer);
+        if let Some(s) = &mut self.startup {
+            match &ev.kind {
+                RouteEventKind::EndOfRib => {
+                    s.done.insert(ev.peer);
+                }
+                RouteEventKind::Withdrawn { prefix } => {
+                    s.gone.insert(*prefix);
+                }
+                RouteEventKind::PeerDown => {
+                    s.gone.extend(
+                        self.learned
+                            .get(&ev.peer)
+                            .into_iter()
+                            .flat_map(|t| t.keys()),
+                    );
+                }
+                RouteEventKind::Learned { prefix, .. } => {
+                    s.gone.remove(prefix);
+                }
+            }
         }
         apply(&mut self.learned, ev)
+    }
+
+    /// Whether a withdrawal waits to be applied during the startup.
+    fn withdrawals_pending(&self) -> bool {
+        self.startup.as_ref().is_some_and(|s| !s.gone.is_empty())
+    }
+
+    /// During the startup: deletes the kernel routes of prefixes withdrawn since the
+    /// start that no peer offers now.
+    async fn apply_withdrawals(&mut self) {
+        let Some(s) = &mut self.startup else {
+            return;
+        };
+        let learned = &self.learned;
+        let gone: BTreeSet<IpNetwork> = std::mem::take(&mut s.gone)
+            .into_iter()
+            .filter(|p| !learned.values().any(|t| t.contains_key(p)))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for v6 in [false, true] {
+            if !gone.iter().any(|p| p.is_ipv6() == v6) {
+                continue;
+            }
+            let routes = match self.nl.routes(v6, None).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e.msg, "cannot read the routes to withdraw");
+                    continue;
+                }
+            };
+            for r in routes
+                .iter()
+                .filter(|r| r.protocol == Some(RTPROT_IPAMD) && gone.contains(&r.dst))
+            {
+                match self.nl.del_route(r).await {
+                    Ok(()) => {
+                        tracing::info!(prefix = %r.dst, "BGP: withdrawn route removed (during the startup)")
+                    }
+                    Err(e) => {
+                        tracing::warn!(prefix = %r.dst, error = %e.msg, "BGP: cannot remove a withdrawn route")
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the startup is over (now or before): every peer re-sent its table, or
@@ -132,8 +203,14 @@ impl Importer {
         let Some(s) = &self.startup else {
             return true;
         };
-        let peers: Vec<IpAddr> = self.speaker.peers().iter().map(|p| p.address).collect();
-        let all_sent = !peers.is_empty() && peers.iter().all(|p| s.done.contains(p));
+        // A peer is done when its End-of-RIB came, or (it sends none) it has been
+        // Established for its negotiated hold time.
+        let peers = self.speaker.peers();
+        let done = |p: &bgp::PeerStatus| {
+            s.done.contains(&p.address)
+                || matches!((p.uptime, p.hold_time), (Some(up), Some(h)) if h > 0 && up >= Duration::from_secs(h.into()))
+        };
+        let all_sent = !peers.is_empty() && peers.iter().all(done);
         if all_sent || Instant::now() >= s.until {
             tracing::info!(
                 every_peer_sent_its_table = all_sent,
@@ -155,11 +232,19 @@ impl Importer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Starting: routes of a peer whose table is not complete yet, due by then.
         let mut due: Option<Instant> = None;
+        // While starting: notices the end of the startup within a second.
+        let mut starting = tokio::time::interval(Duration::from_secs(1));
+        starting.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due_at = due;
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tick.tick() => self.full().await,
+                _ = starting.tick(), if self.startup.is_some() => {
+                    if self.started() {
+                        self.full().await;
+                    }
+                }
                 _ = async {
                     match due_at {
                         Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -182,7 +267,7 @@ impl Importer {
                     }
                     if self.startup.is_none() {
                         self.program(dirty).await;
-                    } else if table_complete {
+                    } else if table_complete || self.withdrawals_pending() {
                         // Starting: once per peer whose table is complete, against the
                         // kernel (what is there already costs nothing), not once per
                         // burst of a table still coming (each a kernel dump).
@@ -315,7 +400,9 @@ impl Importer {
         let done = if self.started() {
             self.rec.resync(want, &[]).await
         } else {
-            self.rec.resync_keeping_unwanted(want, &[]).await
+            let done = self.rec.resync_keeping_unwanted(want, &[]).await;
+            self.apply_withdrawals().await;
+            done
         };
         match done {
             Ok(done) => {

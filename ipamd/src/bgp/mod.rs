@@ -58,7 +58,8 @@ fn import_filter(pool: Pool, outside_ok: bool, own: OwnBlocks) -> ImportFilter {
     })
 }
 
-/// The router id: the flag, else the next hop if IPv4, else the underlay's IPv4 address.
+/// The router id: the flag, else the next hop if IPv4, else the underlay's IPv4 address,
+/// else (an IPv6-only node) the last 32 bits of its IPv6 next hop.
 fn router_id(b: &BgpArgs, next_hop: IpAddr, underlay: &Underlay) -> Result<Ipv4Addr, Error> {
     let from_underlay = || {
         underlay.networks.iter().find_map(|n| match n.ip() {
@@ -72,8 +73,22 @@ fn router_id(b: &BgpArgs, next_hop: IpAddr, underlay: &Underlay) -> Result<Ipv4A
             IpAddr::V6(_) => None,
         })
         .or_else(from_underlay)
+        .or_else(|| match next_hop {
+            IpAddr::V6(a) => {
+                let o = a.octets();
+                let id = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+                let ok = !id.is_unspecified() && !id.is_broadcast() && !id.is_multicast();
+                ok.then(|| {
+                    tracing::info!(router_id = %id, from = %a, "BGP: IPv6-only node: router id from the last 32 bits of its underlay address (--bgp-router-id to choose one)");
+                    id
+                })
+            }
+            IpAddr::V4(_) => None,
+        })
         .ok_or_else(|| {
-            Error::Usage("the underlay has no IPv4 address: give --bgp-router-id".into())
+            Error::Usage(
+                "no IPv4 address to take a BGP router id from: give --bgp-router-id".into(),
+            )
         })
 }
 
@@ -116,6 +131,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
     let next_hop = args.underlay_ip.unwrap_or(underlay.addr);
+    let other_next_hop = other_family_address(next_hop, &underlay);
     let graceful = args.bgp.bgp_graceful_restart;
     let own = OwnBlocks::default();
     let mut cfg = speaker_config(&args, next_hop, &underlay, own.clone())?;
@@ -137,6 +153,7 @@ pub async fn run(
     let handler = handler::BgpHandler::new(
         speaker.clone(),
         next_hop,
+        other_next_hop,
         args.bgp.local_as,
         !args.bgp.bgp_no_mesh,
         explicit,
@@ -155,6 +172,16 @@ pub async fn run(
         speaker.shutdown().await;
     }
     result
+}
+
+/// The underlay interface's address of the other family than `next_hop` (global scope:
+/// no IPv6 link-local), the next hop of this node's blocks of that family.
+fn other_family_address(next_hop: IpAddr, underlay: &Underlay) -> Option<IpAddr> {
+    underlay.networks.iter().map(|n| n.ip()).find(|ip| {
+        ip.is_ipv4() != next_hop.is_ipv4()
+            && !ip.is_loopback()
+            && !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+    })
 }
 
 #[cfg(test)]

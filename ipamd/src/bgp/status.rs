@@ -21,7 +21,15 @@ pub struct PeerJson {
     pub prefixes_sent: usize,
     pub prefixes_received: usize,
     pub flaps: u32,
+    /// The last NOTIFICATION sent or received (kept until the next Established), else
+    /// the last connection error.
     pub last_error: Option<String>,
+    /// When `last_error` happened, seconds since the Unix epoch.
+    #[serde(default)]
+    pub last_error_unix: Option<u64>,
+    /// Negotiated hold time while Established.
+    #[serde(default)]
+    pub hold_time: Option<u16>,
 }
 
 impl From<&bgp::PeerStatus> for PeerJson {
@@ -35,6 +43,11 @@ impl From<&bgp::PeerStatus> for PeerJson {
             prefixes_received: p.prefixes_received,
             flaps: p.flaps,
             last_error: p.last_error.clone(),
+            last_error_unix: p
+                .last_error_at
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            hold_time: p.hold_time,
         }
     }
 }
@@ -44,22 +57,37 @@ pub fn to_json(peers: &[bgp::PeerStatus]) -> serde_json::Result<String> {
     serde_json::to_string_pretty(&out).map(|s| s + "\n")
 }
 
-/// `ipamd bgp-peers`.
+/// `ipamd bgp-peers`. A reader that goes away (`| head`) ends it quietly.
 pub async fn bgp_peers(args: &BgpPeersArgs, out: &mut impl Write) -> Result<(), Error> {
     let body = get(args.listen, "/bgp/peers").await?;
     let peers: Vec<PeerJson> = serde_json::from_str(&body)
         .map_err(|e| Error::Usage(format!("unexpected answer from {}: {e}", args.listen)))?;
-    let w = |e| Error::io("stdout", e);
+    quiet_on_broken_pipe(print(args, &body, &peers, out))
+}
+
+/// EPIPE on stdout means the reader had enough (`ipamd bgp-peers | head`): no error.
+fn quiet_on_broken_pipe(r: std::io::Result<()>) -> Result<(), Error> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|e| Error::io("stdout", e)),
+    }
+}
+
+fn print(
+    args: &BgpPeersArgs,
+    body: &str,
+    peers: &[PeerJson],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     if args.json {
-        return writeln!(out, "{}", body.trim_end()).map_err(w);
+        return writeln!(out, "{}", body.trim_end());
     }
     writeln!(
         out,
         "{:<40} {:>10} {:<12} {:>10} {:>8} {:>8}",
         "PEER", "AS", "STATE", "UPTIME", "SENT", "RECEIVED"
-    )
-    .map_err(w)?;
-    for p in &peers {
+    )?;
+    for p in peers {
         let up = p
             .uptime_secs
             .map(|s| format_uptime(Duration::from_secs(s)))
@@ -68,13 +96,22 @@ pub async fn bgp_peers(args: &BgpPeersArgs, out: &mut impl Write) -> Result<(), 
             out,
             "{:<40} {:>10} {:<12} {:>10} {:>8} {:>8}",
             p.peer, p.remote_as, p.state, up, p.prefixes_sent, p.prefixes_received
-        )
-        .map_err(w)?;
+        )?;
         if let Some(e) = p.last_error.as_ref().filter(|_| p.state != "established") {
-            writeln!(out, "  last error: {e}").map_err(w)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            match p.last_error_unix {
+                Some(t) => {
+                    let ago = format_uptime(Duration::from_secs(now.saturating_sub(t)));
+                    writeln!(out, "  last error ({ago} ago): {e}")?
+                }
+                None => writeln!(out, "  last error: {e}")?,
+            }
         }
     }
-    Ok(())
+    out.flush()
 }
 
 fn format_uptime(d: Duration) -> String {
@@ -129,6 +166,8 @@ mod tests {
             prefixes_received: 3,
             flaps: 0,
             last_error: None,
+            last_error_at: None,
+            hold_time: Some(3),
         };
         let j = to_json(&[s]).unwrap();
         assert!(j.contains("\"as\": 65000"), "{j}");
@@ -137,5 +176,14 @@ mod tests {
         assert_eq!(back[0].uptime_secs, Some(75));
         assert_eq!(format_uptime(Duration::from_secs(75)), "1m15s");
         assert_eq!(format_uptime(Duration::from_secs(90000)), "1d01h");
+        assert_eq!(back[0].hold_time, Some(3));
+    }
+
+    #[test]
+    fn a_closed_pipe_is_not_an_error() {
+        let epipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(quiet_on_broken_pipe(Err(epipe)).is_ok());
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(quiet_on_broken_pipe(Err(other)).is_err());
     }
 }
