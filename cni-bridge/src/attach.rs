@@ -2,10 +2,13 @@
 //!
 //! Order: refuse an interface name already taken in the pod (before anything is
 //! allocated, so a repeated ADD never releases the first one's address); start IPAM and,
-//! while it runs (it waits on fsync), ensure the bridge and make the veth (peer born in
-//! the pod) with its host end on the bridge and up; then, with IPAM's answer, gateway on
-//! the bridge, pod addresses and routes, macspoof, masquerade. On failure [`Rollback`]
-//! undoes what was made and releases the allocation if IPAM made one.
+//! while it runs (it waits on fsync), make the veth (peer born in the pod); then, once
+//! IPAM has answered and its answer passed the checks, ensure the bridge, the host end
+//! on it and up, gateway on the bridge, pod addresses and routes, macspoof, masquerade.
+//! On failure [`Rollback`] undoes what was made and releases the allocation if IPAM
+//! made one. The bridge is only created once IPAM has given addresses, so an ADD that
+//! IPAM refuses leaves no bridge behind; a bridge is a node device shared by every
+//! pod, so a later failure leaves it (another ADD may be joining it at that moment).
 
 use std::path::Path;
 
@@ -107,17 +110,16 @@ async fn add_async(
     }
 }
 
-/// What [`prepare`] made: the bridge, the host end on it, the pod end.
+/// What [`prepare`] made: the host end, the pod end.
 struct Links {
-    bridge: Link,
     host_veth: Link,
     pod_link: Link,
     pod_mac: MacAddr,
     mtu: u32,
 }
 
-/// The part of ADD that needs no address: the bridge, the veth (peer born in the pod),
-/// the host end on the bridge and up.
+/// The part of ADD that needs no address and creates nothing shared: the veth (peer
+/// born in the pod), with the bridge's MTU if the bridge exists already.
 async fn prepare(
     target: &Target,
     cfg: &BridgeConfig,
@@ -128,19 +130,12 @@ async fn prepare(
     rb: &mut Rollback,
 ) -> Result<Links, CniError> {
     let ifname = target.ifname.as_str();
-    let br = host
-        .ensure_bridge(&BridgeSpec {
-            name: cfg.bridge.clone(),
-            mtu: cfg.mtu,
-            mac: None,
-            promisc: cfg.promisc_mode,
-            vlan_filtering: cfg.vlan.is_some(),
-        })
-        .await
-        .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
-
+    let existing = host.link_by_name(&cfg.bridge).await?;
     // The veth: host end `vethXXXXXXXX`, peer born in the pod as CNI_IFNAME.
-    let mtu = cfg.mtu.unwrap_or(if br.mtu > 0 { br.mtu } else { 1500 });
+    let mtu = cfg.mtu.unwrap_or(match existing {
+        Some(br) if br.mtu > 0 => br.mtu,
+        _ => 1500,
+    });
     let host_veth = create_veth(host, pod, ns, ifname, cfg.mac, mtu, rb).await?;
     let pod_link = pod.link_by_name(ifname).await?.ok_or_else(|| {
         CniError::internal(format!(
@@ -153,8 +148,30 @@ async fn prepare(
         (None, Some(m)) => m,
         (None, None) => return Err(CniError::internal(format!("{ifname} has no MAC address"))),
     };
+    Ok(Links {
+        host_veth,
+        pod_link,
+        pod_mac,
+        mtu,
+    })
+}
 
-    // The host end, on the bridge.
+/// Ensures the bridge and puts the host end on it, up.
+async fn join_bridge(
+    host: &Netlink,
+    cfg: &BridgeConfig,
+    host_veth: &Link,
+) -> Result<Link, CniError> {
+    let br = host
+        .ensure_bridge(&BridgeSpec {
+            name: cfg.bridge.clone(),
+            mtu: cfg.mtu,
+            mac: None,
+            promisc: cfg.promisc_mode,
+            vlan_filtering: cfg.vlan.is_some(),
+        })
+        .await
+        .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
     let hv = host_veth.index;
     host.set_master(hv, br.index)
         .await
@@ -172,13 +189,7 @@ async fn prepare(
     host.set_up(hv)
         .await
         .map_err(|e| e.context(format!("setting {} up", host_veth.name)))?;
-    Ok(Links {
-        bridge: br,
-        host_veth,
-        pod_link,
-        pod_mac,
-        mtu,
-    })
+    Ok(br)
 }
 
 async fn create_veth(
@@ -253,7 +264,6 @@ impl Attach<'_> {
         let cfg = self.cfg;
         let ifname = self.target.ifname.as_str();
         let Links {
-            bridge: br,
             host_veth,
             pod_link,
             pod_mac,
@@ -273,6 +283,8 @@ impl Attach<'_> {
             cfg.is_gateway,
             cfg.is_default_gateway,
         )?;
+        // IPAM gave addresses and they passed the checks: now the bridge.
+        let br = join_bridge(self.host, cfg, &host_veth).await?;
         for gw in &gws {
             gateway::ensure_on_bridge(self.host, &cfg.bridge, br.index, *gw, cfg.force_address)
                 .await?;

@@ -130,7 +130,8 @@ impl VxlanConfig {
         // and the pods' default route through it are what routes to other nodes need.
         let mut b = obj.clone();
         for key in ["isGateway", "isDefaultGateway"] {
-            if b.get(key) == Some(&Value::Bool(false)) {
+            // Typed as cni-bridge reads it: "yes", 0, "false" are refused, not taken as on.
+            if !flag(raw, key)? && b.get(key).is_some_and(|v| !v.is_null()) {
                 return Err(CniError::invalid_config(format!(
                     "{key}: cni-vxlan always puts the node's gateway on the bridge and routes \
                      pods through it; remove \"{key}\": false"
@@ -247,6 +248,12 @@ mod tests {
         for (v, word) in [
             (json!({"isGateway": false}), "isGateway"),
             (json!({"isDefaultGateway": false}), "isDefaultGateway"),
+            // Not booleans: refused as cni-bridge refuses them (were taken as on).
+            (json!({"isGateway": "yes"}), "isGateway"),
+            (json!({"isGateway": "no"}), "isGateway"),
+            (json!({"isGateway": 0}), "isGateway"),
+            (json!({"isGateway": "false"}), "isGateway"),
+            (json!({"isDefaultGateway": "true"}), "isDefaultGateway"),
             (
                 json!({"underlayInterface": "a", "underlayAddress": "192.0.2.1"}),
                 "both",
