@@ -10,7 +10,13 @@ use conformance::fixture::TestNet;
 
 #[test]
 fn version_flag_prints_name_version_and_spec_versions() {
-    for name in ["cni-bridge", "cni-vxlan", "cni-routed", "cni-ipip", "cni-ipam"] {
+    for name in [
+        "cni-bridge",
+        "cni-vxlan",
+        "cni-routed",
+        "cni-ipip",
+        "cni-ipam",
+    ] {
         let o = Command::new(bins::our_bin(name))
             .arg("--version")
             .env_clear()
@@ -26,7 +32,9 @@ fn version_flag_prints_name_version_and_spec_versions() {
             );
         }
         assert!(
-            out.contains("CNI protocol versions supported: 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"),
+            out.contains(
+                "CNI protocol versions supported: 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"
+            ),
             "{name}: {out}"
         );
     }
@@ -52,8 +60,14 @@ fn unknown_cni_args_refused_unless_ignore_unknown() {
         .run()
         .expect_err();
     assert_eq!(e.code, 4, "{e:?}");
-    assert!(e.msg.contains("FOO") && e.msg.contains("IgnoreUnknown"), "{e:?}");
-    assert!(!e.msg.contains("K8S_POD_NAME\""), "known key named as unknown: {e:?}");
+    assert!(
+        e.msg.contains("FOO") && e.msg.contains("IgnoreUnknown"),
+        "{e:?}"
+    );
+    assert!(
+        !e.msg.contains("K8S_POD_NAME\""),
+        "known key named as unknown: {e:?}"
+    );
     assert!(pod.addrs().is_empty(), "refused ADD configured the pod");
 
     // What containerd's CRI passes (no IgnoreUnknown): accepted.
@@ -61,14 +75,27 @@ fn unknown_cni_args_refused_unless_ignore_unknown() {
         "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=1234",
         pod.container_id
     );
-    let ok = net.invocation("ADD", &pod, &conf).args(&cri).run().expect_ok();
+    let ok = net
+        .invocation("ADD", &pod, &conf)
+        .args(&cri)
+        .run()
+        .expect_ok();
     assert!(ok["ips"][0]["address"].is_string(), "{ok}");
-    net.invocation("DEL", &pod, &conf).args(&cri).run().expect_ok();
+    net.invocation("DEL", &pod, &conf)
+        .args(&cri)
+        .run()
+        .expect_ok();
 
     // IgnoreUnknown=1 (podman, CRI-O): unknown keys pass.
     let args = "IgnoreUnknown=1;K8S_POD_NAME=web;FOO=bar";
-    net.invocation("ADD", &pod, &conf).args(args).run().expect_ok();
-    net.invocation("DEL", &pod, &conf).args(args).run().expect_ok();
+    net.invocation("ADD", &pod, &conf)
+        .args(args)
+        .run()
+        .expect_ok();
+    net.invocation("DEL", &pod, &conf)
+        .args(args)
+        .run()
+        .expect_ok();
     // DEL refuses unknown keys too (as the reference does), with the same code.
     let e = net
         .invocation("DEL", &pod, &conf)
