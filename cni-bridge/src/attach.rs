@@ -2,13 +2,12 @@
 //!
 //! Order: refuse an interface name already taken in the pod (before anything is
 //! allocated, so a repeated ADD never releases the first one's address); start IPAM and,
-//! while it runs (it waits on fsync), make the veth (peer born in the pod); then, once
-//! IPAM has answered and its answer passed the checks, ensure the bridge, the host end
-//! on it and up, gateway on the bridge, pod addresses and routes, macspoof, masquerade.
-//! On failure [`Rollback`] undoes what was made and releases the allocation if IPAM
-//! made one. The bridge is only created once IPAM has given addresses, so an ADD that
-//! IPAM refuses leaves no bridge behind; a bridge is a node device shared by every
-//! pod, so a later failure leaves it (another ADD may be joining it at that moment).
+//! while it runs (it waits on fsync), ensure the bridge and make the veth (peer born in
+//! the pod) with its host end on the bridge and up; then, with IPAM's answer, gateway on
+//! the bridge, pod addresses and routes, macspoof, masquerade. On failure [`Rollback`]
+//! undoes what was made and releases the allocation if IPAM made one; a bridge this ADD
+//! created goes too (e.g. when IPAM refused its configuration), unless another pod's
+//! port joined it meanwhile.
 
 use std::path::Path;
 
@@ -110,16 +109,17 @@ async fn add_async(
     }
 }
 
-/// What [`prepare`] made: the host end, the pod end.
+/// What [`prepare`] made: the bridge, the host end on it, the pod end.
 struct Links {
+    bridge: Link,
     host_veth: Link,
     pod_link: Link,
     pod_mac: MacAddr,
     mtu: u32,
 }
 
-/// The part of ADD that needs no address and creates nothing shared: the veth (peer
-/// born in the pod), with the bridge's MTU if the bridge exists already.
+/// The part of ADD that needs no address: the bridge, the veth (peer born in the pod),
+/// the host end on the bridge and up.
 async fn prepare(
     target: &Target,
     cfg: &BridgeConfig,
@@ -130,12 +130,24 @@ async fn prepare(
     rb: &mut Rollback,
 ) -> Result<Links, CniError> {
     let ifname = target.ifname.as_str();
-    let existing = host.link_by_name(&cfg.bridge).await?;
+    // Whether this ADD may be the one creating the bridge (undone with it on failure).
+    let existed = host.link_by_name(&cfg.bridge).await?.is_some();
+    let br = host
+        .ensure_bridge(&BridgeSpec {
+            name: cfg.bridge.clone(),
+            mtu: cfg.mtu,
+            mac: None,
+            promisc: cfg.promisc_mode,
+            vlan_filtering: cfg.vlan.is_some(),
+        })
+        .await
+        .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
+    if !existed {
+        rb.bridge = Some(br.index);
+    }
+
     // The veth: host end `vethXXXXXXXX`, peer born in the pod as CNI_IFNAME.
-    let mtu = cfg.mtu.unwrap_or(match existing {
-        Some(br) if br.mtu > 0 => br.mtu,
-        _ => 1500,
-    });
+    let mtu = cfg.mtu.unwrap_or(if br.mtu > 0 { br.mtu } else { 1500 });
     let host_veth = create_veth(host, pod, ns, ifname, cfg.mac, mtu, rb).await?;
     let pod_link = pod.link_by_name(ifname).await?.ok_or_else(|| {
         CniError::internal(format!(
@@ -148,30 +160,8 @@ async fn prepare(
         (None, Some(m)) => m,
         (None, None) => return Err(CniError::internal(format!("{ifname} has no MAC address"))),
     };
-    Ok(Links {
-        host_veth,
-        pod_link,
-        pod_mac,
-        mtu,
-    })
-}
 
-/// Ensures the bridge and puts the host end on it, up.
-async fn join_bridge(
-    host: &Netlink,
-    cfg: &BridgeConfig,
-    host_veth: &Link,
-) -> Result<Link, CniError> {
-    let br = host
-        .ensure_bridge(&BridgeSpec {
-            name: cfg.bridge.clone(),
-            mtu: cfg.mtu,
-            mac: None,
-            promisc: cfg.promisc_mode,
-            vlan_filtering: cfg.vlan.is_some(),
-        })
-        .await
-        .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
+    // The host end, on the bridge.
     let hv = host_veth.index;
     host.set_master(hv, br.index)
         .await
@@ -189,7 +179,13 @@ async fn join_bridge(
     host.set_up(hv)
         .await
         .map_err(|e| e.context(format!("setting {} up", host_veth.name)))?;
-    Ok(br)
+    Ok(Links {
+        bridge: br,
+        host_veth,
+        pod_link,
+        pod_mac,
+        mtu,
+    })
 }
 
 async fn create_veth(
@@ -231,6 +227,8 @@ async fn create_veth(
 /// What an ADD has made after IPAM, so that a failure can undo it.
 #[derive(Default)]
 struct Rollback {
+    /// Index of the bridge when it did not exist before this ADD.
+    bridge: Option<u32>,
     /// Host veth name, recorded before creating the pair.
     veth: Option<String>,
     /// IPAM has allocated: release on undo.
@@ -264,6 +262,7 @@ impl Attach<'_> {
         let cfg = self.cfg;
         let ifname = self.target.ifname.as_str();
         let Links {
+            bridge: br,
             host_veth,
             pod_link,
             pod_mac,
@@ -283,8 +282,6 @@ impl Attach<'_> {
             cfg.is_gateway,
             cfg.is_default_gateway,
         )?;
-        // IPAM gave addresses and they passed the checks: now the bridge.
-        let br = join_bridge(self.host, cfg, &host_veth).await?;
         for gw in &gws {
             gateway::ensure_on_bridge(self.host, &cfg.bridge, br.index, *gw, cfg.force_address)
                 .await?;
@@ -372,6 +369,33 @@ impl Attach<'_> {
     }
 }
 
+/// Deletes the bridge this failed ADD created, unless a port is on it: another ADD that
+/// found it meanwhile keeps it (one that found it but has not joined yet fails its own
+/// join and undoes itself: the runtime retries it).
+async fn undo_bridge(host: &Netlink, index: u32, name: &str) {
+    let ports = match host.links().await {
+        Ok(l) => l.into_iter().filter(|l| l.master == Some(index)).count(),
+        Err(e) => {
+            warn!(error = %e, bridge = name, "undo: listing the bridge's ports; keeping it");
+            return;
+        }
+    };
+    if ports > 0 {
+        debug!(
+            bridge = name,
+            ports, "undo: bridge in use by other pods; kept"
+        );
+        return;
+    }
+    match host.delete_link(index).await {
+        Ok(()) => info!(
+            bridge = name,
+            "undo: removed the bridge this failed ADD created"
+        ),
+        Err(e) => warn!(error = %e, bridge = name, "undo: removing the bridge"),
+    }
+}
+
 impl Rollback {
     /// Best effort: every step is tried, failures are logged.
     async fn undo(&self, a: &Attach<'_>) {
@@ -389,6 +413,9 @@ impl Rollback {
         }
         if let Some(veth) = &self.veth {
             veth::undo_pair(a.host, a.pod, veth, a.target.ifname.as_str()).await;
+        }
+        if let Some(index) = self.bridge {
+            undo_bridge(a.host, index, &a.cfg.bridge).await;
         }
         if let (true, Some(plugin)) = (self.ipam, &a.cfg.ipam) {
             if let Err(e) = delegate::run(plugin, Command::Del, &a.call.stdin, &a.call.env) {
