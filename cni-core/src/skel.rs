@@ -5,8 +5,9 @@
 //! Guards every plugin gets from here, once:
 //! - `CNI_ARGS` keys the suite does not know are refused (code 4, naming the keys) unless
 //!   `IgnoreUnknown=1` is among them (CNI CONVENTIONS.md "CNI_ARGS"); see [`KNOWN_ARGS`].
-//! - The host guard: a `CNI_NETNS` that is the plugin's own network namespace (same nsfs
-//!   device and inode, whatever the path) is not a pod. ADD and CHECK are refused with
+//! - The host guard, for plugins that configure the netns ([`Plugin::configures_netns`]:
+//!   the four datapath plugins; not IPAM): a `CNI_NETNS` that is the plugin's own
+//!   network namespace (same nsfs device and inode, whatever the path) is not a pod. ADD and CHECK are refused with
 //!   `InvalidEnv` (4) before the plugin runs, so nothing is created; DEL runs as if the
 //!   netns were gone (the plugin never enters it, so no interface, address or route of
 //!   it is touched) and still releases what the container holds elsewhere (IPAM
@@ -297,6 +298,13 @@ pub trait Plugin {
     fn versions(&self) -> &'static [Version] {
         &Version::ALL
     }
+    /// Whether the plugin configures the inside of `CNI_NETNS` (makes interfaces,
+    /// addresses, routes there): then the skeleton's host guard applies (see the module
+    /// doc). Every datapath plugin says `true`; an IPAM plugin never enters the netns
+    /// and keeps the default.
+    fn configures_netns(&self) -> bool {
+        false
+    }
 }
 
 /// Runs `plugin` against the process environment, stdin and stdout.
@@ -490,13 +498,15 @@ fn dispatch(
     match cmd {
         Command::Add => {
             let target = call.env.target()?;
-            refuse_own_netns(&target, cmd)?;
+            if plugin.configures_netns() {
+                refuse_own_netns(&target, cmd)?;
+            }
             let result = plugin.add(&call, &target)?;
             Ok(Some(result.to_json(call.conf.cni_version)))
         }
         Command::Del => {
             let mut target = call.env.target()?;
-            if is_own_netns(&target) {
+            if plugin.configures_netns() && is_own_netns(&target) {
                 tracing::warn!(
                     container = %target.container_id,
                     ifname = %target.ifname,
@@ -511,7 +521,9 @@ fn dispatch(
         }
         Command::Check => {
             let target = call.env.target()?;
-            refuse_own_netns(&target, cmd)?;
+            if plugin.configures_netns() {
+                refuse_own_netns(&target, cmd)?;
+            }
             plugin.check(&call, &target).map(|_| None)
         }
         Command::Gc => plugin.gc(&call).map(|_| None),
@@ -562,6 +574,8 @@ mod tests {
     struct Dummy {
         versions: &'static [Version],
         calls: RefCell<Vec<String>>,
+        /// [`Plugin::configures_netns`].
+        netns_plugin: bool,
     }
 
     impl Dummy {
@@ -569,6 +583,7 @@ mod tests {
             Dummy {
                 versions: &Version::ALL,
                 calls: RefCell::new(Vec::new()),
+                netns_plugin: true,
             }
         }
         fn record(&self, call: &Call, what: &str, target: Option<&Target>) -> Result<(), CniError> {
@@ -611,6 +626,9 @@ mod tests {
         }
         fn versions(&self) -> &'static [Version] {
             self.versions
+        }
+        fn configures_netns(&self) -> bool {
+            self.netns_plugin
         }
     }
 
@@ -735,6 +753,22 @@ mod tests {
         // DEL runs, without the netns: the plugin releases what lives elsewhere only.
         assert_eq!(invoke(&p, &with_netns("DEL"), &conf("1.0.0")), (0, None));
         assert_eq!(p.calls.borrow().as_slice(), ["del ctr-1 eth0 None"]);
+        // A plugin that never enters the netns (IPAM) is not guarded: it changes nothing
+        // there.
+        let ipam = Dummy {
+            netns_plugin: false,
+            ..Dummy::new()
+        };
+        let (st, _) = invoke(&ipam, &with_netns("ADD"), &conf("1.0.0"));
+        assert_eq!(st, 0);
+        assert_eq!(invoke(&ipam, &with_netns("DEL"), &conf("1.0.0")), (0, None));
+        assert_eq!(
+            ipam.calls.borrow().as_slice(),
+            [
+                "add ctr-1 eth0 Some(\"/proc/self/ns/net\")",
+                "del ctr-1 eth0 Some(\"/proc/self/ns/net\")"
+            ]
+        );
         // The same namespace under another path is the same namespace.
         let ns = crate::netns::NetNs::open(Path::new("/proc/thread-self/ns/net")).unwrap();
         assert!(ns.is_current().unwrap());
