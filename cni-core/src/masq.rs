@@ -174,20 +174,9 @@ pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
     Ok(())
 }
 
-/// After `removed` rules went: the table too if that was the last (see
-/// [`nft::delete_table_if_empty`]). A failure only leaves an empty table: logged.
+/// After `removed` rules went: the table too if that was the last.
 fn drop_table_if_empty(v6: bool, removed: usize) {
-    if removed == 0 {
-        return;
-    }
-    match nft::delete_table_if_empty(&chain(v6)) {
-        Ok(true) => tracing::info!(
-            ipv6 = v6,
-            "last masquerade rule removed: table cni_masq removed"
-        ),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "leaving the empty masquerade table"),
-    }
+    nft::drop_table_if_emptied(&chain(v6), removed);
 }
 
 /// Removes the rules of `network` whose attachment is not in `keep`.

@@ -438,6 +438,22 @@ pub fn delete_table_if_empty(chain: &NftChain) -> Result<bool, CniError> {
     }
 }
 
+/// After `removed` rules of `chain` were deleted: the table too when that was its last
+/// rule ([`delete_table_if_empty`]). A failure only leaves an empty table: logged.
+pub fn drop_table_if_emptied(chain: &NftChain, removed: usize) {
+    if removed == 0 {
+        return;
+    }
+    match delete_table_if_empty(chain) {
+        Ok(true) => tracing::info!(
+            table = %chain.describe(),
+            "last rule removed: table removed with it"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "leaving an empty table"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

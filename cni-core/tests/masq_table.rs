@@ -1,6 +1,7 @@
 //! Masquerade rules against the kernel (each test in its own netns): traffic to the
 //! network's own pod networks is never masqueraded, and the `cni_masq` table goes with
-//! its last rule, also while other plugins add rules at the same time.
+//! its last rule, also while other plugins add rules at the same time (and so does the
+//! `cni_macspoof` table).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -210,4 +211,36 @@ fn table_removal_never_takes_a_concurrent_adds_rule() {
         "rules lost to a concurrent table removal"
     );
     assert_eq!(ns.table("ip"), None, "table left after every rule went");
+}
+
+/// The macspoof table (`bridge cni_macspoof`) goes with its last rule too.
+#[test]
+fn macspoof_table_goes_with_its_last_rule() {
+    use cni_core::macspoof;
+    let ns = TestNs::new("spoof");
+    let n = NetworkName::parse("spoofnet").unwrap();
+    let (a, b) = (att("ctr-a"), att("ctr-b"));
+    let mac: cni_core::netlink::MacAddr = "02:00:00:00:00:0a".parse().unwrap();
+    let table = || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "nft", "list", "table", "bridge"])
+            .arg("cni_macspoof")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    ns.ns
+        .run(|| {
+            macspoof::add(&n, &a, "veth-a", mac).unwrap();
+            macspoof::add(&n, &b, "veth-b", mac).unwrap();
+            macspoof::del(&n, &a).unwrap();
+        })
+        .unwrap();
+    assert!(table(), "b's rule keeps the table");
+    ns.ns.run(|| macspoof::gc(&n, &[]).unwrap()).unwrap();
+    assert!(
+        !table(),
+        "empty cni_macspoof table left after the last rule went"
+    );
 }
