@@ -12,7 +12,8 @@
 //! | `device` | `cni-vx.<vni>` | the VXLAN device |
 //! | `directRouting` | false | plain routes to nodes on a directly connected subnet |
 //!
-//! `isGateway` and `isDefaultGateway` are always on; every other `cni-bridge` option
+//! `isGateway` and `isDefaultGateway` are always on (`false` or a non-boolean such as
+//! `"yes"` or `0` is refused with code 7, as `cni-bridge` types them); every other `cni-bridge` option
 //! (`ipMasq`, `hairpinMode`, `macspoofchk`, `vlan`, ...) means what it means there.
 
 use cni_bridge::config::BridgeConfig;
