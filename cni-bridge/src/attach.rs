@@ -5,7 +5,9 @@
 //! while it runs (it waits on fsync), ensure the bridge and make the veth (peer born in
 //! the pod) with its host end on the bridge and up; then, with IPAM's answer, gateway on
 //! the bridge, pod addresses and routes, macspoof, masquerade. On failure [`Rollback`]
-//! undoes what was made and releases the allocation if IPAM made one.
+//! undoes what was made and releases the allocation if IPAM made one; a bridge this ADD
+//! created goes too (e.g. when IPAM refused its configuration), unless another pod's
+//! port joined it meanwhile.
 
 use std::path::Path;
 
@@ -128,6 +130,8 @@ async fn prepare(
     rb: &mut Rollback,
 ) -> Result<Links, CniError> {
     let ifname = target.ifname.as_str();
+    // Whether this ADD may be the one creating the bridge (undone with it on failure).
+    let existed = host.link_by_name(&cfg.bridge).await?.is_some();
     let br = host
         .ensure_bridge(&BridgeSpec {
             name: cfg.bridge.clone(),
@@ -138,6 +142,9 @@ async fn prepare(
         })
         .await
         .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
+    if !existed {
+        rb.bridge = Some(br.index);
+    }
 
     // The veth: host end `vethXXXXXXXX`, peer born in the pod as CNI_IFNAME.
     let mtu = cfg.mtu.unwrap_or(if br.mtu > 0 { br.mtu } else { 1500 });
@@ -220,6 +227,8 @@ async fn create_veth(
 /// What an ADD has made after IPAM, so that a failure can undo it.
 #[derive(Default)]
 struct Rollback {
+    /// Index of the bridge when it did not exist before this ADD.
+    bridge: Option<u32>,
     /// Host veth name, recorded before creating the pair.
     veth: Option<String>,
     /// IPAM has allocated: release on undo.
@@ -319,8 +328,10 @@ impl Attach<'_> {
         }
         if cfg.ip_masq {
             rb.masq = true;
+            // Never between pods of this network (the IPAM subnets / the cluster pool).
+            let pod_nets = masq::pod_networks(&self.call.conf);
             for ip in &result.ips {
-                masq::add(name, &self.att(), ip.address)
+                masq::add(name, &self.att(), ip.address, &pod_nets)
                     .map_err(|e| e.context(format!("ipMasq for {}", ip.address)))?;
             }
         }
@@ -358,6 +369,33 @@ impl Attach<'_> {
     }
 }
 
+/// Deletes the bridge this failed ADD created, unless a port is on it: another ADD that
+/// found it meanwhile keeps it (one that found it but has not joined yet fails its own
+/// join and undoes itself: the runtime retries it).
+async fn undo_bridge(host: &Netlink, index: u32, name: &str) {
+    let ports = match host.links().await {
+        Ok(l) => l.into_iter().filter(|l| l.master == Some(index)).count(),
+        Err(e) => {
+            warn!(error = %e, bridge = name, "undo: listing the bridge's ports; keeping it");
+            return;
+        }
+    };
+    if ports > 0 {
+        debug!(
+            bridge = name,
+            ports, "undo: bridge in use by other pods; kept"
+        );
+        return;
+    }
+    match host.delete_link(index).await {
+        Ok(()) => info!(
+            bridge = name,
+            "undo: removed the bridge this failed ADD created"
+        ),
+        Err(e) => warn!(error = %e, bridge = name, "undo: removing the bridge"),
+    }
+}
+
 impl Rollback {
     /// Best effort: every step is tried, failures are logged.
     async fn undo(&self, a: &Attach<'_>) {
@@ -375,6 +413,9 @@ impl Rollback {
         }
         if let Some(veth) = &self.veth {
             veth::undo_pair(a.host, a.pod, veth, a.target.ifname.as_str()).await;
+        }
+        if let Some(index) = self.bridge {
+            undo_bridge(a.host, index, &a.cfg.bridge).await;
         }
         if let (true, Some(plugin)) = (self.ipam, &a.cfg.ipam) {
             if let Err(e) = delegate::run(plugin, Command::Del, &a.call.stdin, &a.call.env) {

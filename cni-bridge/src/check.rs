@@ -71,27 +71,33 @@ async fn check_links(
         )));
     }
 
-    // The host veth(s) of prevResult: on the bridge.
+    // The pod interface, then its host end (the veth peer, found by the kernel's
+    // IFLA_LINK, not by name): on the bridge. Other interfaces of prevResult that are
+    // not in the sandbox belong to other plugins of the chain (e.g. the `bandwidth`
+    // plugin's ifb device) and are not ours to check, as in the reference plugin.
+    let ips = check::pod_ips(prev, ifname, netns)?;
+    let link = check::pod_link(&pod, prev, ifname, netns).await?;
+    let host_end = match link.peer {
+        Some(i) => host.link_by_index(i).await?,
+        None => None,
+    }
+    .filter(|l| l.kind.as_deref() == Some("veth"))
+    .ok_or_else(|| failed(format!("{ifname} has no veth peer in the host namespace")))?;
+    if host_end.master != Some(bridge.index) {
+        return Err(failed(format!(
+            "host veth {} is not on bridge {}",
+            host_end.name, cfg.bridge
+        )));
+    }
     for i in prev
         .interfaces
         .iter()
-        .filter(|i| i.sandbox.is_none() && i.name != cfg.bridge)
+        .filter(|i| i.sandbox.is_none() && i.name != cfg.bridge && i.name != host_end.name)
     {
-        let l = host
-            .link_by_name(&i.name)
-            .await?
-            .ok_or_else(|| failed(format!("host veth {} does not exist", i.name)))?;
-        if l.master != Some(bridge.index) {
-            return Err(failed(format!(
-                "host veth {} is not on bridge {}",
-                i.name, cfg.bridge
-            )));
-        }
+        tracing::debug!(interface = %i.name, "CHECK: not ours (another plugin of the chain); skipped");
     }
 
-    // The pod interface, its addresses, its routes.
-    let ips = check::pod_ips(prev, ifname, netns)?;
-    let link = check::pod_link(&pod, prev, ifname, netns).await?;
+    // The pod's addresses, its routes.
     let have = pod.addresses(link.index).await?;
     check::addresses_present(&have, &ips, ifname)?;
     check::routes_present(&pod, &prev.routes, netns).await

@@ -36,4 +36,7 @@ impl Plugin for BridgePlugin {
     fn status(&self, call: &Call) -> Result<(), CniError> {
         gc::status(call)
     }
+    fn configures_netns(&self) -> bool {
+        true
+    }
 }

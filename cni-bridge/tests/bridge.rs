@@ -172,7 +172,55 @@ fn failing_ipam_leaves_nothing() {
     assert!(o.msg().contains("pool exhausted"), "{}", o.raw);
     assert!(w.ports().is_empty());
     assert!(!w.in_pod(p, &["link", "show", "eth0"]).0);
+    // The bridge is created only once IPAM has answered: a refused ADD leaves none.
+    assert!(
+        !w.host_ip(&["link", "show", &w.bridge]).0,
+        "failed ADD left bridge {}",
+        w.bridge
+    );
+
+    // The real host-local refusing its configuration (code 7 from IPAM): same.
+    w.extra_path = None;
+    let conf =
+        w.conf(json!({"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.251.4.0/33"}]]}}));
+    let o = w.run("ADD", &conf, p);
+    assert!(!o.ok, "{}", o.raw);
+    assert!(o.msg().contains("IPAM"), "{}", o.raw);
+    assert!(
+        !w.host_ip(&["link", "show", &w.bridge]).0,
+        "bridge left: {}",
+        o.raw
+    );
+    assert!(!w.in_pod(p, &["link", "show", "eth0"]).0);
     *w.last_conf.lock().unwrap() = None;
+}
+
+/// DEL with CNI_IFNAME=lo (a runtime confused about the interface) succeeds every
+/// time and leaves the pod's loopback as it is (it used to fail with 999 forever).
+#[test]
+fn del_of_lo_succeeds_and_keeps_lo() {
+    let mut w = World::new("dello", 15);
+    let p = w.pod();
+    let conf = w.conf(json!({}));
+    let vars = |cmd: &str| {
+        vec![
+            ("CNI_COMMAND", cmd.to_string()),
+            ("CNI_CONTAINERID", w.pods[p].container.clone()),
+            ("CNI_NETNS", w.pods[p].netns_path()),
+            ("CNI_IFNAME", "lo".to_string()),
+        ]
+    };
+    for _ in 0..2 {
+        let o = w.run_env(&conf, &vars("DEL"));
+        assert!(o.ok, "DEL of lo: {} {}", o.raw, o.stderr);
+    }
+    let (ok, lo) = w.in_pod(p, &["-o", "addr", "show", "dev", "lo"]);
+    assert!(ok && lo.contains("127.0.0.1/8"), "lo changed: {lo}");
+    assert!(w.in_pod(p, &["link", "show", "lo"]).1.contains("UP"));
+    // ADD with lo is refused (taken), before anything is allocated.
+    let o = w.run_env(&conf, &vars("ADD"));
+    assert_eq!(o.err_code(), Some(7), "{}", o.raw);
+    assert!(w.reservations().is_empty(), "{:?}", w.reservations());
 }
 
 #[test]

@@ -74,29 +74,30 @@ fn is_ours(r: &nft::ListedRule, pred: impl Fn(Tag) -> bool) -> bool {
 /// Removes the rules of (`network`, `att`). Nothing to remove is not an error.
 pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
     let tag = Tag::new(network, att);
-    nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag))
-        .map(|_| ())
-        .map_err(|e| {
-            e.context(format!(
-                "removing mac spoof check of {} in network {network}",
-                att.container_id
-            ))
-        })
+    let removed = nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag)).map_err(|e| {
+        e.context(format!(
+            "removing mac spoof check of {} in network {network}",
+            att.container_id
+        ))
+    })?;
+    nft::drop_table_if_emptied(&CHAIN, removed);
+    Ok(())
 }
 
 /// Removes the rules of `network` whose attachment is not in `keep`.
 pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), CniError> {
     let net = nft::net_hash(network);
     let keep: HashSet<u64> = keep.iter().map(|a| nft::att_hash(network, a)).collect();
-    nft::delete_rules(&CHAIN, |r| {
+    let removed = nft::delete_rules(&CHAIN, |r| {
         is_ours(r, |t| t.net == net && !keep.contains(&t.att))
     })
-    .map(|_| ())
     .map_err(|e| {
         e.context(format!(
             "garbage-collecting mac spoof checks of network {network}"
         ))
-    })
+    })?;
+    nft::drop_table_if_emptied(&CHAIN, removed);
+    Ok(())
 }
 
 /// The (host veth, MAC) pairs checked for (`network`, `att`), read back from the kernel.

@@ -5,6 +5,11 @@
 //! postrouting chain; one rule per (network, attachment, address), tagged in the rule's
 //! user data so that DEL and GC find it without the pod's netns.
 //!
+//! Traffic between pods of one network is never masqueraded: the rule skips destinations
+//! in the pod's own subnet and in every pod network of the IPAM configuration
+//! ([`pod_networks`]: the range subnets of range-mode IPAM, the whole cluster pool of
+//! pool-mode IPAM, so pods on other nodes see the pod's own address too).
+//!
 //! The tag is the rule comment `cni-masq net=<hash> att=<hash> src=<pod ip/prefix>`
 //! (see [`crate::nft::Tag`]); [`list`] reads the addresses back from it.
 
@@ -15,7 +20,7 @@ use ipnetwork::IpNetwork;
 use nftnl::{expr, nft_expr, ChainType, Hook, ProtoFamily, Rule};
 
 use crate::nft::{self, NftChain, Tag};
-use crate::spec::config::Attachment;
+use crate::spec::config::{Attachment, NetConf};
 use crate::spec::error::CniError;
 use crate::spec::names::NetworkName;
 
@@ -39,9 +44,58 @@ fn chain(v6: bool) -> NftChain {
 
 const CHAINS: [bool; 2] = [false, true];
 
-/// Masquerades traffic from `pod.ip()` to destinations outside `pod` (the pod's subnet)
-/// and outside 224.0.0.0/4 (multicast). Idempotent.
-pub fn add(network: &NetworkName, att: &Attachment, pod: IpNetwork) -> Result<(), CniError> {
+/// The pod networks of `conf`'s IPAM section, whose addresses a pod reaches without
+/// masquerade: `ipam.pool` (a CIDR or a list: cluster mode) if set, else `ipam.subnet`,
+/// every `ipam.ranges[][].subnet` and `runtimeConfig.ipRanges[][].subnet` (range mode,
+/// host-local's shape). What is not a CIDR is skipped (the IPAM plugin refuses it).
+pub fn pod_networks(conf: &NetConf) -> Vec<IpNetwork> {
+    use serde_json::Value;
+    let cidr = |v: &Value| v.as_str().and_then(|s| s.parse::<IpNetwork>().ok());
+    let sets = |v: Option<&Value>| -> Vec<IpNetwork> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(|r| r.get("subnet").and_then(cidr))
+            .collect()
+    };
+    let Some(ipam) = conf.raw.get("ipam") else {
+        return Vec::new();
+    };
+    let mut out: Vec<IpNetwork> = match ipam.get("pool") {
+        Some(Value::Array(a)) => a.iter().filter_map(cidr).collect(),
+        Some(p) => cidr(p).into_iter().collect(),
+        None => {
+            let mut v: Vec<IpNetwork> = ipam.get("subnet").and_then(cidr).into_iter().collect();
+            v.extend(sets(ipam.get("ranges")));
+            v.extend(sets(
+                conf.raw
+                    .get("runtimeConfig")
+                    .and_then(|r| r.get("ipRanges")),
+            ));
+            v
+        }
+    };
+    // As networks (host bits cleared), each once.
+    out = out
+        .into_iter()
+        .filter_map(|n| IpNetwork::new(n.network(), n.prefix()).ok())
+        .collect();
+    out.sort_by_key(|n| (n.is_ipv6(), n.to_string()));
+    out.dedup();
+    out
+}
+
+/// Masquerades traffic from `pod.ip()` to destinations outside `pod` (the pod's subnet),
+/// outside each of `pod_nets` (of the same family: see [`pod_networks`]) and outside
+/// 224.0.0.0/4 (multicast). Idempotent.
+pub fn add(
+    network: &NetworkName,
+    att: &Attachment,
+    pod: IpNetwork,
+    pod_nets: &[IpNetwork],
+) -> Result<(), CniError> {
     let ch = chain(pod.is_ipv6());
     let comment = Tag::new(network, att).comment(KIND, &format!("src={pod}"));
     if nft::list_rules(&ch)?
@@ -50,20 +104,32 @@ pub fn add(network: &NetworkName, att: &Attachment, pod: IpNetwork) -> Result<()
     {
         return Ok(());
     }
-    nft::add_rule(&ch, &comment, |rule| build(rule, pod))
+    let mut keep = vec![pod];
+    let same =
+        |a: &IpNetwork, b: &IpNetwork| a.network() == b.network() && a.prefix() == b.prefix();
+    for n in pod_nets {
+        if n.is_ipv6() == pod.is_ipv6() && !keep.iter().any(|k| same(k, n)) {
+            keep.push(*n);
+        }
+    }
+    nft::add_rule(&ch, &comment, |rule| build(rule, pod, &keep))
         .map_err(|e| e.context(format!("masquerading {pod} of network {network}")))
 }
 
-/// `ip saddr == ip, ip daddr & mask != net, ip daddr & 240.0.0.0 != 224.0.0.0, masquerade`
-/// (IPv6: multicast is ff00::/8).
-fn build(rule: &mut Rule<'_>, pod: IpNetwork) {
+/// `ip saddr == ip, ip daddr & mask != net (for each of keep), ip daddr & 240.0.0.0 !=
+/// 224.0.0.0, masquerade` (IPv6: multicast is ff00::/8).
+fn build(rule: &mut Rule<'_>, pod: IpNetwork, keep: &[IpNetwork]) {
     match pod {
         IpNetwork::V4(p) => {
             rule.add_expr(&nft_expr!(payload ipv4 saddr));
             rule.add_expr(&nft_expr!(cmp == p.ip()));
-            rule.add_expr(&nft_expr!(payload ipv4 daddr));
-            rule.add_expr(&nft_expr!(bitwise mask p.mask(), xor Ipv4Addr::UNSPECIFIED));
-            rule.add_expr(&nft_expr!(cmp != p.network()));
+            for k in keep {
+                if let IpNetwork::V4(k) = k {
+                    rule.add_expr(&nft_expr!(payload ipv4 daddr));
+                    rule.add_expr(&nft_expr!(bitwise mask k.mask(), xor Ipv4Addr::UNSPECIFIED));
+                    rule.add_expr(&nft_expr!(cmp != k.network()));
+                }
+            }
             rule.add_expr(&nft_expr!(payload ipv4 daddr));
             rule.add_expr(
                 &nft_expr!(bitwise mask Ipv4Addr::new(240, 0, 0, 0), xor Ipv4Addr::UNSPECIFIED),
@@ -74,9 +140,13 @@ fn build(rule: &mut Rule<'_>, pod: IpNetwork) {
             let mcast = Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0);
             rule.add_expr(&nft_expr!(payload ipv6 saddr));
             rule.add_expr(&nft_expr!(cmp == p.ip()));
-            rule.add_expr(&nft_expr!(payload ipv6 daddr));
-            rule.add_expr(&nft_expr!(bitwise mask p.mask(), xor Ipv6Addr::UNSPECIFIED));
-            rule.add_expr(&nft_expr!(cmp != p.network()));
+            for k in keep {
+                if let IpNetwork::V6(k) = k {
+                    rule.add_expr(&nft_expr!(payload ipv6 daddr));
+                    rule.add_expr(&nft_expr!(bitwise mask k.mask(), xor Ipv6Addr::UNSPECIFIED));
+                    rule.add_expr(&nft_expr!(cmp != k.network()));
+                }
+            }
             rule.add_expr(&nft_expr!(payload ipv6 daddr));
             rule.add_expr(&nft_expr!(bitwise mask mcast, xor Ipv6Addr::UNSPECIFIED));
             rule.add_expr(&nft_expr!(cmp != mcast));
@@ -90,7 +160,7 @@ fn build(rule: &mut Rule<'_>, pod: IpNetwork) {
 pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
     let want = Tag::new(network, att);
     for v6 in CHAINS {
-        nft::delete_rules(&chain(v6), |r| {
+        let removed = nft::delete_rules(&chain(v6), |r| {
             tag_of(r.comment.as_deref()).is_some_and(|(t, _)| t == want)
         })
         .map_err(|e| {
@@ -99,8 +169,14 @@ pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
                 att.container_id
             ))
         })?;
+        drop_table_if_empty(v6, removed);
     }
     Ok(())
+}
+
+/// After `removed` rules went: the table too if that was the last.
+fn drop_table_if_empty(v6: bool, removed: usize) {
+    nft::drop_table_if_emptied(&chain(v6), removed);
 }
 
 /// Removes the rules of `network` whose attachment is not in `keep`.
@@ -108,7 +184,7 @@ pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), CniError> {
     let net = nft::net_hash(network);
     let keep: HashSet<u64> = keep.iter().map(|a| nft::att_hash(network, a)).collect();
     for v6 in CHAINS {
-        nft::delete_rules(&chain(v6), |r| {
+        let removed = nft::delete_rules(&chain(v6), |r| {
             tag_of(r.comment.as_deref())
                 .is_some_and(|(t, _)| t.net == net && !keep.contains(&t.att))
         })
@@ -117,6 +193,7 @@ pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), CniError> {
                 "garbage-collecting masquerade rules of network {network}"
             ))
         })?;
+        drop_table_if_empty(v6, removed);
     }
     Ok(())
 }

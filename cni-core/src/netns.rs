@@ -1,4 +1,5 @@
-//! Network namespaces: open one by path and run code inside it on the calling thread.
+//! Network namespaces: open one by path, tell whether it is the caller's own (the host
+//! guard of [`crate::skel`]), and run code inside it on the calling thread.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -55,6 +56,21 @@ impl NetNs {
         // thread-self, not self: setns() acts per thread, and the process's main thread
         // may sit in another namespace than the caller.
         NetNs::open(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    /// The namespace's identity: device and inode of its nsfs file, the same whatever
+    /// path (bind mount, `/proc/<pid>/ns/net`, symlink) names it.
+    pub fn id(&self) -> Result<(u64, u64), CniError> {
+        let st = nix::sys::stat::fstat(&self.file)
+            .map_err(|e| CniError::io(format!("fstat on netns {}: {e}", self.path.display())))?;
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // types differ per libc
+        Ok((st.st_dev as u64, st.st_ino as u64))
+    }
+
+    /// True when this is the network namespace the calling thread runs in: the one the
+    /// plugin itself (the "host" side) lives in.
+    pub fn is_current(&self) -> Result<bool, CniError> {
+        Ok(self.id()? == NetNs::current()?.id()?)
     }
 
     pub fn path(&self) -> &Path {

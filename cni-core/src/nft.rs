@@ -6,10 +6,13 @@
 //! `net` hashes the network name and `att` hashes (network, container id, ifname). A
 //! hash rather than the names keeps the comment under libnftnl's 128-byte limit whatever
 //! the length of the ids.
+//!
+//! A feature's table goes when its last rule does ([`delete_table_if_empty`]), so a node
+//! without pods keeps no empty `cni_masq` table around.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::raw::c_char;
+use std::os::raw::{c_char, c_void};
 
 use nftnl::nftnl_sys::{self as sys, libc};
 use nftnl::{Batch, Chain, ChainType, Hook, MsgType, Policy, ProtoFamily, Rule, Table};
@@ -333,6 +336,121 @@ pub fn delete_rules(
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempts < 3 => attempts += 1,
             Err(e) => return Err(io_err(&what, e)),
         }
+    }
+}
+
+/// `NLM_F_NONREC` (linux/netlink.h): "do not delete recursively": the kernel refuses
+/// (`EBUSY`) to delete a chain that still holds rules or a table that still holds chains.
+const NLM_F_NONREC: u16 = 0x100;
+
+/// A delete message for the table or the base chain of an [`NftChain`], flagged
+/// [`NLM_F_NONREC`] (nftnl's own messages cannot carry the flag).
+struct NonRecursiveDel<'a> {
+    chain: &'a NftChain,
+    /// Delete the chain (else the table).
+    is_chain: bool,
+}
+
+// SAFETY: writes one message into a buffer of `nft_nlmsg_maxsize()` bytes (the `Batch`
+// contract); the libnftnl objects are only used to serialize the names and are freed.
+unsafe impl nftnl::NlMsg for NonRecursiveDel<'_> {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, _msg_type: MsgType) {
+        let (msg, flags) = (
+            if self.is_chain {
+                libc::NFT_MSG_DELCHAIN
+            } else {
+                libc::NFT_MSG_DELTABLE
+            },
+            libc::NLM_F_ACK as u16 | NLM_F_NONREC,
+        );
+        // SAFETY: see the impl.
+        unsafe {
+            let hdr = sys::nftnl_nlmsg_build_hdr(
+                buf.cast::<c_char>(),
+                msg as u16,
+                self.chain.family as u16,
+                flags,
+                seq,
+            );
+            if self.is_chain {
+                let c = sys::nftnl_chain_alloc();
+                if c.is_null() {
+                    return;
+                }
+                sys::nftnl_chain_set_str(
+                    c,
+                    sys::NFTNL_CHAIN_TABLE as u16,
+                    self.chain.table.as_ptr(),
+                );
+                sys::nftnl_chain_set_str(
+                    c,
+                    sys::NFTNL_CHAIN_NAME as u16,
+                    self.chain.chain.as_ptr(),
+                );
+                sys::nftnl_chain_nlmsg_build_payload(hdr, c);
+                sys::nftnl_chain_free(c);
+            } else {
+                let t = sys::nftnl_table_alloc();
+                if t.is_null() {
+                    return;
+                }
+                sys::nftnl_table_set_str(
+                    t,
+                    sys::NFTNL_TABLE_NAME as u16,
+                    self.chain.table.as_ptr(),
+                );
+                sys::nftnl_table_nlmsg_build_payload(hdr, t);
+                sys::nftnl_table_free(t);
+            }
+        }
+    }
+}
+
+/// Removes the feature's base chain and table when the chain holds no rule, race-free
+/// against a concurrent ADD: chain and table are deleted in one transaction, each
+/// flagged [`NLM_F_NONREC`], so the kernel itself refuses (`EBUSY`, the whole batch
+/// aborted) if a rule is in the chain at commit time. An ADD that commits after us
+/// recreates table and chain in its own batch (its adds are create-if-missing).
+/// Returns whether the table was removed; "in use" and "already gone" are `Ok(false)`.
+pub fn delete_table_if_empty(chain: &NftChain) -> Result<bool, CniError> {
+    let mut batch = Batch::new();
+    batch.add(
+        &NonRecursiveDel {
+            chain,
+            is_chain: true,
+        },
+        MsgType::Del,
+    );
+    batch.add(
+        &NonRecursiveDel {
+            chain,
+            is_chain: false,
+        },
+        MsgType::Del,
+    );
+    match send_batch(batch) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOENT)) => Ok(false),
+        Err(e) => Err(io_err(
+            &format!("removing the empty {}", chain.describe()),
+            e,
+        )),
+    }
+}
+
+/// After `removed` rules of `chain` were deleted: the table too when that was its last
+/// rule ([`delete_table_if_empty`]). A failure only leaves an empty table: logged.
+pub fn drop_table_if_emptied(chain: &NftChain, removed: usize) {
+    if removed == 0 {
+        return;
+    }
+    match delete_table_if_empty(chain) {
+        Ok(true) => tracing::info!(
+            table = %chain.describe(),
+            "last rule removed: table removed with it"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "leaving an empty table"),
     }
 }
 

@@ -1,6 +1,18 @@
 //! The plugin skeleton: reads the `CNI_*` environment and the configuration on stdin,
 //! validates both for the command, dispatches to a [`Plugin`], and writes the result
 //! (or a CNI error object) on stdout. Nothing but the result ever goes to stdout.
+//!
+//! Guards every plugin gets from here, once:
+//! - `CNI_ARGS` keys the suite does not know are refused (code 4, naming the keys) unless
+//!   `IgnoreUnknown=1` is among them (CNI CONVENTIONS.md "CNI_ARGS"); see [`KNOWN_ARGS`].
+//! - The host guard, for plugins that configure the netns ([`Plugin::configures_netns`]:
+//!   the four datapath plugins; not IPAM): a `CNI_NETNS` that is the plugin's own
+//!   network namespace (same nsfs device and inode, whatever the path) is not a pod. ADD and CHECK are refused with
+//!   `InvalidEnv` (4) before the plugin runs, so nothing is created; DEL runs as if the
+//!   netns were gone (the plugin never enters it, so no interface, address or route of
+//!   it is touched) and still releases what the container holds elsewhere (IPAM
+//!   reservation, host-side rules and routes), logging a WARN about what it refused.
+//! - `<binary> --version` prints the plugin's name, version and spec versions, exit 0.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -51,6 +63,17 @@ impl Command {
     }
 }
 
+/// The `CNI_ARGS` keys the suite reads or accepts: `IP` (cni-ipam's requested address),
+/// `IgnoreUnknown`, and the keys kubelet/containerd/CRI-O/podman pass to every plugin.
+pub const KNOWN_ARGS: [&str; 6] = [
+    "IgnoreUnknown",
+    "IP",
+    "K8S_POD_NAMESPACE",
+    "K8S_POD_NAME",
+    "K8S_POD_INFRA_CONTAINER_ID",
+    "K8S_POD_UID",
+];
+
 /// `CNI_ARGS`: `K1=V1;K2=V2`, order kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CniArgs(pub Vec<(String, String)>);
@@ -81,6 +104,39 @@ impl CniArgs {
             .collect::<Vec<_>>()
             .join(";")
     }
+    /// Refuses keys outside [`KNOWN_ARGS`] unless `IgnoreUnknown` is true (`1`, `true`;
+    /// CONVENTIONS.md). `InvalidEnv` (4) naming every unknown key, like the reference's
+    /// `ARGS: unknown args [...]` (which it reports as 999).
+    pub fn check_known(&self) -> Result<(), CniError> {
+        let ignore = match self.get("IgnoreUnknown") {
+            None => false,
+            Some(v) if v == "1" || v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                return Err(CniError::invalid_env(format!(
+                    "CNI_ARGS: IgnoreUnknown={v:?} is not a boolean: use 1 or true (0 or false)"
+                )))
+            }
+        };
+        if ignore {
+            return Ok(());
+        }
+        let unknown: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(k, _)| !KNOWN_ARGS.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k:?}={v:?}"))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(CniError::invalid_env(format!(
+            "CNI_ARGS: unknown args [{}]: known are {}; add IgnoreUnknown=1 to pass others",
+            unknown.join(", "),
+            KNOWN_ARGS.join(", ")
+        )))
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
@@ -158,6 +214,10 @@ impl Env {
             (Command::Version, _) | (_, None) => CniArgs::default(),
             (_, Some(a)) => CniArgs::parse(&a)?,
         };
+        // Unknown keys matter where they are read: ADD, CHECK, DEL (as the reference).
+        if needs_target {
+            args.check_known()?;
+        }
         let path = get("CNI_PATH")
             .map(|p| {
                 p.split(':')
@@ -238,19 +298,31 @@ pub trait Plugin {
     fn versions(&self) -> &'static [Version] {
         &Version::ALL
     }
+    /// Whether the plugin configures the inside of `CNI_NETNS` (makes interfaces,
+    /// addresses, routes there): then the skeleton's host guard applies (see the module
+    /// doc). Every datapath plugin says `true`; an IPAM plugin never enters the netns
+    /// and keeps the default.
+    fn configures_netns(&self) -> bool {
+        false
+    }
 }
 
 /// Runs `plugin` against the process environment, stdin and stdout.
 /// `about` is printed on stderr when `CNI_COMMAND` is unset (like the reference skel).
 pub fn run(plugin: &dyn Plugin, about: &str) -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--version") {
+        // A human (or a packaging script) asks what this is: name, version, spec versions.
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", version_text(plugin, about));
+        return match stdout.flush() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     if std::env::var_os("CNI_COMMAND").is_none_or(|c| c.is_empty()) {
         // A human ran the binary: tell them what it is. A runtime still gets a proper
         // error object, and stdin is not read (it may be a terminal).
-        eprintln!("{about}");
-        eprintln!(
-            "CNI protocol versions supported: {}",
-            Version::list(plugin.versions())
-        );
+        eprintln!("{}", version_text(plugin, about));
         let err = CniError::invalid_env("required environment variable CNI_COMMAND is missing");
         let mut stdout = std::io::stdout().lock();
         write_json(&mut stdout, &err.to_json(Version::LATEST));
@@ -281,6 +353,14 @@ pub fn run(plugin: &dyn Plugin, about: &str) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::from(status)
+}
+
+/// What `--version` prints (and a run without `CNI_COMMAND` on stderr).
+fn version_text(plugin: &dyn Plugin, about: &str) -> String {
+    format!(
+        "{about}\nCNI protocol versions supported: {}",
+        Version::list(plugin.versions())
+    )
 }
 
 /// The version error objects are written in: that of the configuration once it is known.
@@ -418,15 +498,67 @@ fn dispatch(
     match cmd {
         Command::Add => {
             let target = call.env.target()?;
+            if plugin.configures_netns() {
+                refuse_own_netns(&target, cmd)?;
+            }
             let result = plugin.add(&call, &target)?;
             Ok(Some(result.to_json(call.conf.cni_version)))
         }
-        Command::Del => plugin.del(&call, &call.env.target()?).map(|_| None),
-        Command::Check => plugin.check(&call, &call.env.target()?).map(|_| None),
+        Command::Del => {
+            let mut target = call.env.target()?;
+            if plugin.configures_netns() && is_own_netns(&target) {
+                tracing::warn!(
+                    container = %target.container_id,
+                    ifname = %target.ifname,
+                    netns = ?target.netns,
+                    "DEL: CNI_NETNS is the plugin's own network namespace (the host), not a \
+                     pod's: nothing inside it is deleted or changed; releasing only what the \
+                     container holds elsewhere"
+                );
+                target.netns = None;
+            }
+            plugin.del(&call, &target).map(|_| None)
+        }
+        Command::Check => {
+            let target = call.env.target()?;
+            if plugin.configures_netns() {
+                refuse_own_netns(&target, cmd)?;
+            }
+            plugin.check(&call, &target).map(|_| None)
+        }
         Command::Gc => plugin.gc(&call).map(|_| None),
         Command::Status => plugin.status(&call).map(|_| None),
         Command::Version => Ok(None),
     }
+}
+
+/// True when `target`'s netns is the namespace this plugin runs in. A netns that cannot
+/// be opened is not (the plugin reports, or for DEL ignores, what is wrong with it).
+fn is_own_netns(target: &Target) -> bool {
+    let Some(path) = target.netns.as_deref() else {
+        return false;
+    };
+    match crate::netns::NetNs::open(path).and_then(|ns| ns.is_current()) {
+        Ok(own) => own,
+        Err(e) => {
+            tracing::debug!(error = %e, "host guard: netns not comparable");
+            false
+        }
+    }
+}
+
+/// The host guard of ADD and CHECK: `InvalidEnv` (4) naming the path.
+fn refuse_own_netns(target: &Target, cmd: Command) -> Result<(), CniError> {
+    if !is_own_netns(target) {
+        return Ok(());
+    }
+    let path = target.netns.as_deref().unwrap_or(Path::new("")).display();
+    tracing::warn!(netns = %path, "{} refused: CNI_NETNS is the plugin's own network namespace", cmd.as_str());
+    Err(CniError::invalid_env(format!(
+        "CNI_NETNS {path} is the network namespace the plugin runs in (the host's), not a \
+         pod's: refusing {} so that nothing of the host is changed; pass the pod's netns",
+        cmd.as_str()
+    )))
 }
 
 #[cfg(test)]
@@ -442,6 +574,8 @@ mod tests {
     struct Dummy {
         versions: &'static [Version],
         calls: RefCell<Vec<String>>,
+        /// [`Plugin::configures_netns`].
+        netns_plugin: bool,
     }
 
     impl Dummy {
@@ -449,6 +583,7 @@ mod tests {
             Dummy {
                 versions: &Version::ALL,
                 calls: RefCell::new(Vec::new()),
+                netns_plugin: true,
             }
         }
         fn record(&self, call: &Call, what: &str, target: Option<&Target>) -> Result<(), CniError> {
@@ -491,6 +626,9 @@ mod tests {
         }
         fn versions(&self) -> &'static [Version] {
             self.versions
+        }
+        fn configures_netns(&self) -> bool {
+            self.netns_plugin
         }
     }
 
@@ -546,6 +684,94 @@ mod tests {
             assert_eq!(e.code, ErrorCode::InvalidEnv as u32, "{bad}");
             assert!(e.msg.contains("CNI_ARGS"));
         }
+    }
+
+    #[test]
+    fn unknown_cni_args_refused_unless_ignore_unknown() {
+        let with = |args: &'static str, cmd: &'static str| {
+            let mut env = target_env(cmd);
+            env.push(("CNI_ARGS", args));
+            Env::from_vars(&vars(&env))
+        };
+        // What kubelet / containerd / podman pass, and cni-ipam's IP: accepted.
+        let k8s = "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;\
+                   K8S_POD_UID=u-1;IP=10.5.0.9";
+        for cmd in ["ADD", "DEL", "CHECK"] {
+            assert!(with(k8s, cmd).is_ok(), "{cmd}");
+            let e = with("FOO=bar;K8S_POD_NAME=x;BAZ=", cmd).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidEnv as u32);
+            assert!(
+                e.msg.contains(r#""FOO"="bar""#) && e.msg.contains(r#""BAZ"="""#),
+                "{}",
+                e.msg
+            );
+            assert!(!e.msg.contains("K8S_POD_NAME\"=\"x"), "{}", e.msg);
+            assert!(e.msg.contains("IgnoreUnknown=1"), "{}", e.msg);
+            for on in ["IgnoreUnknown=1;FOO=bar", "FOO=bar;IgnoreUnknown=true"] {
+                assert!(with(on, cmd).is_ok(), "{on}");
+            }
+            for off in ["IgnoreUnknown=0;FOO=bar", "IgnoreUnknown=false;FOO=bar"] {
+                assert_eq!(with(off, cmd).unwrap_err().code, 4, "{off}");
+            }
+            let e = with("IgnoreUnknown=maybe", cmd).unwrap_err();
+            assert!(e.msg.contains("IgnoreUnknown"), "{}", e.msg);
+        }
+        // Commands without a container do not read CNI_ARGS' keys.
+        assert!(Env::from_vars(&vars(&[("CNI_COMMAND", "GC"), ("CNI_ARGS", "FOO=1")])).is_ok());
+        // Through the skeleton: an error object, the plugin never called.
+        let p = Dummy::new();
+        let mut env = target_env("ADD");
+        env.push(("CNI_ARGS", "FOO=bar"));
+        let (st, out) = invoke(&p, &env, &conf("1.0.0"));
+        assert_eq!(st, 1);
+        assert!(expect_error(out, "1.0.0", 4).contains("FOO"));
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    /// The host guard, on the namespace this test runs in (compared only: the dummy
+    /// plugin touches nothing). A different path to the same namespace is caught too.
+    #[test]
+    fn own_netns_refused_for_add_check_and_emptied_for_del() {
+        let own = "/proc/self/ns/net";
+        let p = Dummy::new();
+        let with_netns = |cmd: &'static str| -> Vec<(&'static str, &'static str)> {
+            target_env(cmd)
+                .into_iter()
+                .map(|(k, v)| if k == "CNI_NETNS" { (k, own) } else { (k, v) })
+                .collect()
+        };
+        let (st, out) = invoke(&p, &with_netns("ADD"), &conf("1.0.0"));
+        assert_eq!(st, 1);
+        let msg = expect_error(out, "1.0.0", 4);
+        assert!(msg.contains(own) && msg.contains("ADD"), "{msg}");
+        let prev = json!({"cniVersion": "1.0.0", "name": "net1", "type": "dummy",
+                          "prevResult": {"ips": [{"address": "10.5.0.2/24"}]}});
+        let (st, out) = invoke(&p, &with_netns("CHECK"), &prev.to_string());
+        assert_eq!(st, 1);
+        assert!(expect_error(out, "1.0.0", 4).contains("CHECK"));
+        assert!(p.calls.borrow().is_empty(), "{:?}", p.calls.borrow());
+        // DEL runs, without the netns: the plugin releases what lives elsewhere only.
+        assert_eq!(invoke(&p, &with_netns("DEL"), &conf("1.0.0")), (0, None));
+        assert_eq!(p.calls.borrow().as_slice(), ["del ctr-1 eth0 None"]);
+        // A plugin that never enters the netns (IPAM) is not guarded: it changes nothing
+        // there.
+        let ipam = Dummy {
+            netns_plugin: false,
+            ..Dummy::new()
+        };
+        let (st, _) = invoke(&ipam, &with_netns("ADD"), &conf("1.0.0"));
+        assert_eq!(st, 0);
+        assert_eq!(invoke(&ipam, &with_netns("DEL"), &conf("1.0.0")), (0, None));
+        assert_eq!(
+            ipam.calls.borrow().as_slice(),
+            [
+                "add ctr-1 eth0 Some(\"/proc/self/ns/net\")",
+                "del ctr-1 eth0 Some(\"/proc/self/ns/net\")"
+            ]
+        );
+        // The same namespace under another path is the same namespace.
+        let ns = crate::netns::NetNs::open(Path::new("/proc/thread-self/ns/net")).unwrap();
+        assert!(ns.is_current().unwrap());
     }
 
     #[test]

@@ -115,9 +115,17 @@ pub async fn undo_pair(host: &Netlink, pod: &Netlink, veth: &str, ifname: &str) 
     }
 }
 
+/// The loopback device: never a pod interface of ours, and the kernel refuses to delete
+/// it (a DEL naming it used to fail with 999 on every retry).
+pub const LOOPBACK: &str = "lo";
+
 /// DEL: deletes `ifname` inside the netns at `path`; a netns that is gone is nothing
-/// to do.
+/// to do, and so is `lo` (no ADD can have made it: ADD refuses a name already taken).
 pub fn del_in_netns(path: &Path, ifname: &str) -> Result<(), CniError> {
+    if ifname == LOOPBACK {
+        debug!(netns = %path.display(), "CNI_IFNAME is lo: not ours, left as it is");
+        return Ok(());
+    }
     if !path.exists() {
         debug!(netns = %path.display(), "netns gone; nothing to delete inside it");
         return Ok(());

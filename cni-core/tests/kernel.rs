@@ -493,11 +493,11 @@ fn masq_add_list_del_gc() {
         masq::gc(&n, &[]).unwrap();
         assert!(masq::list(&n, &a1).unwrap().is_empty());
 
-        masq::add(&n, &a1, net("10.66.0.5/24")).unwrap();
-        masq::add(&n, &a1, net("10.66.0.5/24")).unwrap();
-        masq::add(&n, &a1, net("fd66::5/64")).unwrap();
-        masq::add(&n, &a2, net("10.66.0.6/24")).unwrap();
-        masq::add(&other_net, &a2, net("10.67.0.6/24")).unwrap();
+        masq::add(&n, &a1, net("10.66.0.5/24"), &[]).unwrap();
+        masq::add(&n, &a1, net("10.66.0.5/24"), &[]).unwrap();
+        masq::add(&n, &a1, net("fd66::5/64"), &[]).unwrap();
+        masq::add(&n, &a2, net("10.66.0.6/24"), &[]).unwrap();
+        masq::add(&other_net, &a2, net("10.67.0.6/24"), &[]).unwrap();
         let mut l = masq::list(&n, &a1).unwrap();
         l.sort();
         assert_eq!(l, vec![net("10.66.0.5/24"), net("fd66::5/64")]);
@@ -669,7 +669,7 @@ fn masq_concurrent_adds() {
             s.spawn(move || {
                 let at = att(&format!("ctr-{i}"), "eth0");
                 let ip = net(&format!("10.44.0.{}/24", i + 2));
-                a.ns.run(|| masq::add(n, &at, ip)).unwrap().unwrap();
+                a.ns.run(|| masq::add(n, &at, ip, &[])).unwrap().unwrap();
             });
         }
     });

@@ -268,8 +268,10 @@ impl Attach<'_> {
         }
         if self.cfg.ip_masq {
             rb.masq = true;
+            // Never between pods of this network (the IPAM subnets / the cluster pool).
+            let pod_nets = masq::pod_networks(&self.call.conf);
             for ip in &result.ips {
-                masq::add(&self.call.conf.name, &self.att(), ip.address)
+                masq::add(&self.call.conf.name, &self.att(), ip.address, &pod_nets)
                     .map_err(|e| e.context(format!("ipMasq for {}", ip.address)))?;
             }
         }

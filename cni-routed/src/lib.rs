@@ -65,4 +65,7 @@ impl Plugin for RoutedPlugin {
     fn status(&self, call: &Call) -> Result<(), CniError> {
         gc::status(&self.datapath, call)
     }
+    fn configures_netns(&self) -> bool {
+        true
+    }
 }

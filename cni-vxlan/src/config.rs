@@ -12,7 +12,8 @@
 //! | `device` | `cni-vx.<vni>` | the VXLAN device |
 //! | `directRouting` | false | plain routes to nodes on a directly connected subnet |
 //!
-//! `isGateway` and `isDefaultGateway` are always on; every other `cni-bridge` option
+//! `isGateway` and `isDefaultGateway` are always on (`false` or a non-boolean such as
+//! `"yes"` or `0` is refused with code 7, as `cni-bridge` types them); every other `cni-bridge` option
 //! (`ipMasq`, `hairpinMode`, `macspoofchk`, `vlan`, ...) means what it means there.
 
 use cni_bridge::config::BridgeConfig;
@@ -130,7 +131,8 @@ impl VxlanConfig {
         // and the pods' default route through it are what routes to other nodes need.
         let mut b = obj.clone();
         for key in ["isGateway", "isDefaultGateway"] {
-            if b.get(key) == Some(&Value::Bool(false)) {
+            // Typed as cni-bridge reads it: "yes", 0, "false" are refused, not taken as on.
+            if !flag(raw, key)? && b.get(key).is_some_and(|v| !v.is_null()) {
                 return Err(CniError::invalid_config(format!(
                     "{key}: cni-vxlan always puts the node's gateway on the bridge and routes \
                      pods through it; remove \"{key}\": false"
@@ -247,6 +249,12 @@ mod tests {
         for (v, word) in [
             (json!({"isGateway": false}), "isGateway"),
             (json!({"isDefaultGateway": false}), "isDefaultGateway"),
+            // Not booleans: refused as cni-bridge refuses them (were taken as on).
+            (json!({"isGateway": "yes"}), "isGateway"),
+            (json!({"isGateway": "no"}), "isGateway"),
+            (json!({"isGateway": 0}), "isGateway"),
+            (json!({"isGateway": "false"}), "isGateway"),
+            (json!({"isDefaultGateway": "true"}), "isDefaultGateway"),
             (
                 json!({"underlayInterface": "a", "underlayAddress": "192.0.2.1"}),
                 "both",

@@ -40,4 +40,7 @@ impl Plugin for VxlanPlugin {
     fn status(&self, call: &Call) -> Result<(), CniError> {
         pod::status(call)
     }
+    fn configures_netns(&self) -> bool {
+        true
+    }
 }

@@ -305,6 +305,8 @@ fn cluster_ipam_without_reserve_gateway_is_code_7_and_leaves_nothing() {
         ipam_entries(dir.path(), &name).is_empty(),
         "allocation not released"
     );
+    // The node's first ADD created the bridge: a failed ADD takes it away again.
+    assert!(!node.link_exists("cni-vx0"), "bridge cni-vx0 left");
     node.run("DEL", &a, &conf).expect_ok();
 }
 

@@ -27,6 +27,20 @@ pub fn sh(args: &[&str]) -> (bool, String) {
     }
 }
 
+/// Runs a command, returns (success, stdout only). For output that is parsed: `ip`
+/// writes notes about other namespaces on stderr (e.g. "Error: Peer netns reference is
+/// invalid." when a netns it resolves for `link-netns` is being deleted by another
+/// test), which must not be read as data.
+pub fn sh_stdout(args: &[&str]) -> (bool, String) {
+    match Command::new(args[0]).args(&args[1..]).output() {
+        Ok(o) => (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
 /// What the plugin answered.
 #[derive(Debug)]
 pub struct Outcome {
@@ -281,9 +295,14 @@ impl World {
         out
     }
 
-    /// Names of the links enslaved to the bridge.
+    /// Names of the links enslaved to the bridge (stdout only: see [`sh_stdout`]).
     pub fn ports(&self) -> Vec<String> {
-        let (_, out) = self.host_ip(&["-o", "link", "show", "master", &self.bridge]);
+        let mut v = vec!["ip"];
+        if let Some(n) = &self.node {
+            v.extend_from_slice(&["-n", n.as_str()]);
+        }
+        v.extend_from_slice(&["-o", "link", "show", "master", &self.bridge]);
+        let (_, out) = sh_stdout(&v);
         out.lines()
             .filter_map(|l| l.split(':').nth(1))
             .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())

@@ -29,6 +29,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// `IFLA_INFO_KIND`: "bridge", "veth", "vxlan", ...
     pub kind: Option<String>,
+    /// `IFLA_LINK`: for a veth, the index of its peer (in the peer's namespace).
+    pub peer: Option<u32>,
 }
 
 impl Link {
@@ -42,6 +44,7 @@ impl Link {
             promisc: msg.header.flags.contains(LinkFlags::Promisc),
             master: None,
             kind: None,
+            peer: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -49,6 +52,7 @@ impl Link {
                 LinkAttribute::Address(a) => link.mac = MacAddr::try_from(a.as_slice()).ok(),
                 LinkAttribute::Mtu(m) => link.mtu = *m,
                 LinkAttribute::Controller(m) if *m != 0 => link.master = Some(*m),
+                LinkAttribute::Link(p) if *p != 0 => link.peer = Some(*p),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(k) = info {
