@@ -22,13 +22,13 @@ pub async fn run(mut args: RunArgs) -> Result<(), Error> {
         DatapathKind::None => run_with_handler(args, LogHandler, metrics).await,
         DatapathKind::HostGw => {
             let (nl, underlay) = underlay(&mut args).await?;
-            let side = cni_routed::node::HostGw::new(underlay);
-            serve(args, side, nl, metrics).await
+            let side = cni_routed::node::HostGw::new(underlay.clone());
+            serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Ipip => {
             let (nl, underlay) = underlay(&mut args).await?;
-            let side = cni_ipip::node::Ipip::new(underlay, dp.mtu, dp.direct_routing);
-            serve(args, side, nl, metrics).await
+            let side = cni_ipip::node::Ipip::new(underlay.clone(), dp.mtu, dp.direct_routing);
+            serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Vxlan => {
             let (nl, underlay) = underlay(&mut args).await?;
@@ -39,8 +39,8 @@ pub async fn run(mut args: RunArgs) -> Result<(), Error> {
                 mtu: dp.mtu,
                 direct_routing: dp.direct_routing,
             };
-            let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay, &opts)?;
-            serve(args, side, nl, metrics).await
+            let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay.clone(), &opts)?;
+            serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Bgp => {
             let (nl, underlay) = underlay(&mut args).await?;
@@ -80,12 +80,22 @@ async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
     Ok((nl, u))
 }
 
+/// How long a node that left the store stays programmed in case it re-registers: a
+/// third of the lease TTL (what a node whose lease lapsed in a store hiccup needs to
+/// come back: its renewal retries every second at most), within [2 s, 10 s].
+pub fn removal_grace(ttl: std::time::Duration) -> std::time::Duration {
+    use std::time::Duration;
+    (ttl / 3).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
 async fn serve<D: NodeSide>(
     args: RunArgs,
     side: D,
+    underlay: Underlay,
     nl: Netlink,
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
-    let handler = DatapathHandler::new(side, nl, metrics.clone());
+    let grace = removal_grace(args.lease_ttl);
+    let handler = DatapathHandler::new(side, nl, metrics.clone()).watch_kernel(underlay, grace);
     run_with_handler(args, handler, metrics).await
 }

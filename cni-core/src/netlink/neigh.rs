@@ -106,6 +106,39 @@ fn permanent(m: &NeighbourMessage) -> bool {
     u16::from(m.header.state) & NUD_PERMANENT != 0
 }
 
+/// A permanent IPv4/IPv6 neighbour entry of a message (dump answer or notification).
+pub(crate) fn parse_neigh(m: &NeighbourMessage) -> Option<NeighEntry> {
+    if !permanent(m) || !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
+        return None;
+    }
+    match dst_and_mac(m) {
+        (Some(ip), Some(mac)) => Some(NeighEntry {
+            dev: m.header.ifindex,
+            ip,
+            mac,
+        }),
+        _ => None,
+    }
+}
+
+/// A permanent FDB entry with a remote (`self`, AF_BRIDGE) of a message.
+pub(crate) fn parse_fdb(m: &NeighbourMessage) -> Option<FdbEntry> {
+    if m.header.family != AddressFamily::Bridge
+        || !permanent(m)
+        || !m.header.flags.contains(NeighbourFlags::Own)
+    {
+        return None;
+    }
+    match dst_and_mac(m) {
+        (Some(dst), Some(mac)) => Some(FdbEntry {
+            dev: m.header.ifindex,
+            mac,
+            dst,
+        }),
+        _ => None,
+    }
+}
+
 const REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 const DELETE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::StreamExt;
 
-use super::{Object, ObjectKey, RTPROT_IPAMD};
+use super::{Object, ObjectKey, Seen, RTPROT_IPAMD};
 use crate::netlink::{Netlink, RouteSpec};
 use crate::spec::error::CniError;
 
@@ -322,6 +322,48 @@ impl Reconciler {
         }
         if !now.is_empty() {
             self.installed.insert(peer.to_string(), now);
+        }
+        applied
+    }
+
+    /// Targeted repair after kernel notifications (see [`super::KernelWatch`]): for each
+    /// key the kernel reported on (the last report per key counts), when a peer has it
+    /// installed and the kernel's version no longer satisfies it (deleted, or changed
+    /// to another version), the wanted version is put again. Nothing else is sent: a
+    /// notification of our own request shows the wanted version and ends there, so
+    /// repairs never feed on themselves; an entry of another agent (another route
+    /// protocol, a non-permanent neighbour) is never reported, so never fought.
+    pub async fn repair(&mut self, seen: &[Seen]) -> Applied {
+        let mut last: BTreeMap<ObjectKey, &Seen> = BTreeMap::new();
+        for s in seen {
+            last.insert(s.object().key(), s);
+        }
+        let wanted: HashMap<ObjectKey, &Object> = self
+            .installed
+            .values()
+            .flatten()
+            .map(|o| (o.key(), o))
+            .collect();
+        let mut ops = Vec::new();
+        for (key, s) in last {
+            let Some(w) = wanted.get(&key) else { continue };
+            let put = match s {
+                Seen::Gone(o) => satisfies(o, w),
+                Seen::Present(o) => !satisfies(o, w),
+            };
+            if put {
+                ops.push(Op::Put {
+                    obj: (*w).clone(),
+                    new: matches!(s, Seen::Gone(_)),
+                });
+            }
+        }
+        if ops.is_empty() {
+            return Applied::default();
+        }
+        let (applied, _) = run(&self.nl, &ops).await;
+        for op in &ops {
+            tracing::info!(entry = ?op.obj(), "repaired an entry deleted or changed behind our back");
         }
         applied
     }

@@ -1,0 +1,299 @@
+//! Kernel notifications for the node side: the daemon hears at once when something it
+//! owns is deleted or changed behind its back, instead of waiting for the periodic
+//! resync.
+//!
+//! One netlink socket subscribed to the rtnetlink multicast groups of links, IPv4/IPv6
+//! addresses, IPv4/IPv6 routes and neighbours (FDB entries are AF_BRIDGE neighbours).
+//! Every notification is filtered down to what the daemon owns or depends on:
+//! - routes with protocol [`RTPROT_IPAMD`] in the main table;
+//! - permanent neighbour and FDB entries on the devices of the current [`Interest`];
+//! - link and address changes of those devices and of the underlay interface.
+//!
+//! What passes is collected for [`DEBOUNCE`] after the first notification of a burst and
+//! handed over as one [`KernelChanges`], so a storm costs one repair, not one per
+//! message. Our own requests produce notifications too: the consumer
+//! ([`super::Reconciler::repair`]) acts only where the kernel now differs from what is
+//! wanted, so its own writes end the loop instead of feeding it.
+//!
+//! A receive buffer overrun (`ENOBUFS`: notifications were dropped by the kernel) is
+//! reported as [`KernelChanges::overrun`]: the consumer then resyncs everything against a
+//! dump.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::address::AddressMessage;
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::AsyncSocket;
+use tokio::sync::{mpsc, watch};
+
+use super::{Object, RTPROT_IPAMD};
+use crate::netlink::neigh::{parse_fdb, parse_neigh};
+use crate::netlink::route::parse_route;
+use crate::spec::error::CniError;
+
+/// How long a burst of notifications is collected before it is handed over.
+pub const DEBOUNCE: Duration = Duration::from_millis(30);
+
+/// `RTMGRP_*` bits: link, neighbour, IPv4 address and route, IPv6 address and route.
+const GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400;
+
+/// The receive buffer asked for (the kernel doubles it, capped by `rmem_max` unless
+/// privileged): a burst of thousands of route changes fits.
+const RCVBUF: usize = 4 << 20;
+
+/// What the daemon watches besides its routes: its devices (their link, addresses and
+/// permanent neighbour/FDB entries) and the underlay interface (link and addresses).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    pub devices: Vec<u32>,
+    pub underlay: Option<u32>,
+}
+
+/// One object as a notification reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// The kernel deleted it.
+    Gone(Object),
+    /// The kernel added or changed it (this is its version now).
+    Present(Object),
+}
+
+impl Seen {
+    pub fn object(&self) -> &Object {
+        match self {
+            Seen::Gone(o) | Seen::Present(o) => o,
+        }
+    }
+}
+
+/// A debounced batch of notifications, in the order they came.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelChanges {
+    /// Routes (protocol 97, main table) and permanent neighbour/FDB entries on watched
+    /// devices, added, changed or deleted.
+    pub objects: Vec<Seen>,
+    /// Watched devices that were deleted, changed, or gained or lost an address.
+    pub devices: BTreeSet<u32>,
+    /// The underlay's link (MAC, state) or addresses changed.
+    pub underlay: bool,
+    /// Notifications were lost (socket overrun): resync everything.
+    pub overrun: bool,
+}
+
+impl KernelChanges {
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.devices.is_empty() && !self.underlay && !self.overrun
+    }
+
+    /// Adds what one notification says, if it concerns `interest`.
+    fn absorb(&mut self, msg: &NetlinkMessage<RouteNetlinkMessage>, interest: &Interest) {
+        let inner = match &msg.payload {
+            NetlinkPayload::InnerMessage(m) => m,
+            NetlinkPayload::Overrun(_) => {
+                self.overrun = true;
+                return;
+            }
+            _ => return,
+        };
+        let watched = |dev: u32| interest.devices.contains(&dev);
+        match inner {
+            RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m) => {
+                let Some(r) = parse_route(m) else { return };
+                if r.protocol != Some(RTPROT_IPAMD) || r.table.is_some() {
+                    return;
+                }
+                let obj = Object::Route {
+                    dst: r.dst,
+                    gw: r.gw.unwrap_or_else(|| r.dst.ip()),
+                    oif: r.oif,
+                    onlink: r.onlink,
+                };
+                self.objects.push(match inner {
+                    RouteNetlinkMessage::DelRoute(_) => Seen::Gone(obj),
+                    _ => Seen::Present(obj),
+                });
+            }
+            RouteNetlinkMessage::NewNeighbour(m) | RouteNetlinkMessage::DelNeighbour(m) => {
+                if !watched(m.header.ifindex) {
+                    return;
+                }
+                let obj = if let Some(n) = parse_neigh(m) {
+                    Object::Neigh {
+                        dev: n.dev,
+                        ip: n.ip,
+                        mac: n.mac,
+                    }
+                } else if let Some(f) = parse_fdb(m) {
+                    Object::Fdb {
+                        dev: f.dev,
+                        mac: f.mac,
+                        dst: f.dst,
+                    }
+                } else {
+                    return;
+                };
+                self.objects.push(match inner {
+                    RouteNetlinkMessage::DelNeighbour(_) => Seen::Gone(obj),
+                    _ => Seen::Present(obj),
+                });
+            }
+            RouteNetlinkMessage::NewLink(m) | RouteNetlinkMessage::DelLink(m) => {
+                self.link(m, interest);
+            }
+            RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m) => {
+                self.address(m, interest);
+            }
+            _ => {}
+        }
+    }
+
+    fn link(&mut self, m: &LinkMessage, interest: &Interest) {
+        let index = m.header.index;
+        if interest.devices.contains(&index) {
+            self.devices.insert(index);
+        }
+        if interest.underlay == Some(index) {
+            self.underlay = true;
+        }
+    }
+
+    fn address(&mut self, m: &AddressMessage, interest: &Interest) {
+        let index = m.header.index;
+        if interest.devices.contains(&index) {
+            self.devices.insert(index);
+        }
+        if interest.underlay == Some(index) {
+            self.underlay = true;
+        }
+    }
+}
+
+/// The subscription: batches of [`KernelChanges`] for the current [`Interest`].
+pub struct KernelWatch {
+    rx: mpsc::Receiver<KernelChanges>,
+    interest: watch::Sender<Interest>,
+}
+
+impl KernelWatch {
+    /// Subscribes in the calling thread's network namespace and spawns the reader on the
+    /// current tokio runtime. It ends when the [`KernelWatch`] is dropped.
+    pub fn start(interest: Interest) -> Result<KernelWatch, CniError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(CniError::internal(
+                "kernel watch: not inside a tokio runtime",
+            ));
+        }
+        let (mut conn, _handle, messages) = rtnetlink::new_connection()
+            .map_err(|e| CniError::internal(format!("opening a netlink socket: {e}")))?;
+        let sock = conn.socket_mut().socket_mut();
+        // A smaller buffer only means an earlier overrun (then a full resync).
+        let _ = sock.set_rx_buf_sz(RCVBUF);
+        sock.bind(&netlink_sys::SocketAddr::new(0, GROUPS))
+            .map_err(|e| {
+                CniError::internal(format!(
+                    "subscribing to link/address/route/neighbour notifications: {e}"
+                ))
+            })?;
+        tokio::spawn(conn);
+        let (tx, rx) = mpsc::channel(16);
+        let (itx, irx) = watch::channel(interest);
+        tokio::spawn(read_loop(messages, irx, tx));
+        Ok(KernelWatch { rx, interest: itx })
+    }
+
+    /// The next batch; `None` when the socket closed (the caller should fall back on
+    /// its periodic resync).
+    pub async fn next(&mut self) -> Option<KernelChanges> {
+        self.rx.recv().await
+    }
+
+    /// Watches these devices and this underlay from now on (after a device was
+    /// recreated, its index changed).
+    pub fn set_interest(&self, interest: Interest) {
+        self.interest.send_if_modified(|cur| {
+            if *cur == interest {
+                false
+            } else {
+                *cur = interest;
+                true
+            }
+        });
+    }
+}
+
+type Messages = futures::channel::mpsc::UnboundedReceiver<(
+    NetlinkMessage<RouteNetlinkMessage>,
+    netlink_sys::SocketAddr,
+)>;
+
+async fn read_loop(
+    mut messages: Messages,
+    interest: watch::Receiver<Interest>,
+    tx: mpsc::Sender<KernelChanges>,
+) {
+    loop {
+        let Some((first, _)) = messages.next().await else {
+            tracing::warn!("kernel notifications: the netlink socket closed");
+            return;
+        };
+        let mut batch = KernelChanges::default();
+        batch.absorb(&first, &interest.borrow());
+        if batch.is_empty() {
+            continue;
+        }
+        // Collect the rest of the burst.
+        let until = tokio::time::Instant::now() + DEBOUNCE;
+        loop {
+            match tokio::time::timeout_at(until, messages.next()).await {
+                Ok(Some((m, _))) => batch.absorb(&m, &interest.borrow()),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if tx.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::NetlinkHeader;
+
+    fn overrun() -> NetlinkMessage<RouteNetlinkMessage> {
+        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::Overrun(Vec::new()))
+    }
+
+    #[test]
+    fn overrun_and_uninteresting_links() {
+        let interest = Interest {
+            devices: vec![7],
+            underlay: Some(2),
+        };
+        let mut b = KernelChanges::default();
+        b.absorb(&overrun(), &interest);
+        assert!(b.overrun);
+        let mut link = LinkMessage::default();
+        link.header.index = 9;
+        let msg = NetlinkMessage::from(RouteNetlinkMessage::DelLink(link.clone()));
+        let mut b = KernelChanges::default();
+        b.absorb(&msg, &interest);
+        assert!(b.is_empty(), "a link we do not watch");
+        link.header.index = 7;
+        b.absorb(
+            &NetlinkMessage::from(RouteNetlinkMessage::DelLink(link.clone())),
+            &interest,
+        );
+        link.header.index = 2;
+        b.absorb(
+            &NetlinkMessage::from(RouteNetlinkMessage::NewLink(link)),
+            &interest,
+        );
+        assert_eq!(b.devices, BTreeSet::from([7]));
+        assert!(b.underlay);
+    }
+}
