@@ -14,9 +14,12 @@
 //! devices keep the addresses of the last blocks meanwhile (see `crate::datapath`).
 //!
 //! A new underlay address (seen by the datapath from netlink) re-registers the node with
-//! it at once: the record is rewritten in place, on the same lease.
+//! it at once: the record is rewritten in place, on the same lease. The lease first
+//! connects to the store again: a connection made from the old address hangs once that
+//! address is gone (nothing answers it any more), and waiting for its keep-alive to
+//! notice would cost the lease.
 
-use ipam::cluster::{ClusterStore, NodeInfo, NodeRecord};
+use ipam::cluster::{ClusterStore, NodeInfo, NodeRecord, StoreUrl};
 use ipam::IpamError;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -41,6 +44,8 @@ pub struct Lease {
     pub first_blocks: FirstBlocks,
     /// New underlay addresses to publish (from the datapath), if it reports any.
     pub underlay_updates: Option<watch::Receiver<IpAddr>>,
+    /// The store, to connect again from a new underlay address.
+    pub url: StoreUrl,
 }
 
 /// How often the lease is renewed: a third of its TTL (at least 100 ms).
@@ -97,6 +102,16 @@ impl Lease {
         Ok(rec)
     }
 
+    /// A fresh store connection for the lease (kept when it cannot be made: renewals
+    /// then retry on the old one).
+    async fn reconnect(&mut self) {
+        match tokio::time::timeout(attempt_timeout(self.ttl), ClusterStore::connect(&self.url)).await {
+            Ok(Ok(s)) => self.store = Arc::new(s),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot connect to the cluster store again"),
+            Err(_) => tracing::warn!("connecting to the cluster store again timed out"),
+        }
+    }
+
     /// One renewal (bounded by [`attempt_timeout`]).
     async fn renew(&self) -> Result<(), IpamError> {
         match tokio::time::timeout(
@@ -144,6 +159,7 @@ impl Lease {
                         tracing::info!(node = %self.info.name, old = ?self.info.underlay_ip,
                             new = ?addr, "republishing this node with its new underlay address");
                         self.info.underlay_ip = addr;
+                        self.reconnect().await;
                         // Registering an existing node rewrites its record on its lease.
                         failures = 0;
                         next = Instant::now();

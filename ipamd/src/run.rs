@@ -79,6 +79,7 @@ pub async fn run_with_handler<H: PeerHandler>(
         metrics: metrics.clone(),
         first_blocks: FirstBlocks::new(node.clone(), pool, local.clone()),
         underlay_updates: handler.underlay_updates(),
+        url: url.clone(),
     };
     if lease.start(&mut stop.clone()).await.is_none() {
         return finish(tasks, stopper).await;

@@ -106,19 +106,15 @@ fn permanent(m: &NeighbourMessage) -> bool {
     u16::from(m.header.state) & NUD_PERMANENT != 0
 }
 
-/// A permanent IPv4/IPv6 neighbour entry of a message (dump answer or notification).
-pub(crate) fn parse_neigh(m: &NeighbourMessage) -> Option<NeighEntry> {
-    if !permanent(m) || !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
+/// An IPv4/IPv6 neighbour message (dump answer or notification): device, address, MAC
+/// (absent e.g. in the FAILED state a deleted entry is reported in) and whether it is
+/// permanent.
+pub(crate) fn parse_neigh_any(m: &NeighbourMessage) -> Option<(u32, IpAddr, Option<MacAddr>, bool)> {
+    if !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
         return None;
     }
-    match dst_and_mac(m) {
-        (Some(ip), Some(mac)) => Some(NeighEntry {
-            dev: m.header.ifindex,
-            ip,
-            mac,
-        }),
-        _ => None,
-    }
+    let (ip, mac) = dst_and_mac(m);
+    Some((m.header.ifindex, ip?, mac, permanent(m)))
 }
 
 /// A permanent FDB entry with a remote (`self`, AF_BRIDGE) of a message.

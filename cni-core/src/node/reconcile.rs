@@ -336,7 +336,7 @@ impl Reconciler {
     pub async fn repair(&mut self, seen: &[Seen]) -> Applied {
         let mut last: BTreeMap<ObjectKey, &Seen> = BTreeMap::new();
         for s in seen {
-            last.insert(s.object().key(), s);
+            last.insert(s.key(), s);
         }
         let wanted: HashMap<ObjectKey, &Object> = self
             .installed
@@ -350,11 +350,12 @@ impl Reconciler {
             let put = match s {
                 Seen::Gone(o) => satisfies(o, w),
                 Seen::Present(o) => !satisfies(o, w),
+                Seen::Lost(_) => true,
             };
             if put {
                 ops.push(Op::Put {
                     obj: (*w).clone(),
-                    new: matches!(s, Seen::Gone(_)),
+                    new: !matches!(s, Seen::Present(_)),
                 });
             }
         }

@@ -30,8 +30,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::AsyncSocket;
 use tokio::sync::{mpsc, watch};
 
-use super::{Object, RTPROT_IPAMD};
-use crate::netlink::neigh::{parse_fdb, parse_neigh};
+use super::{Object, ObjectKey, RTPROT_IPAMD};
+use crate::netlink::neigh::{parse_fdb, parse_neigh_any};
 use crate::netlink::route::parse_route;
 use crate::spec::error::CniError;
 
@@ -60,12 +60,16 @@ pub enum Seen {
     Gone(Object),
     /// The kernel added or changed it (this is its version now).
     Present(Object),
+    /// Whatever version of this key the kernel had is gone or no longer ours (a
+    /// neighbour deleted or turned non-permanent: the kernel reports it without MAC).
+    Lost(ObjectKey),
 }
 
 impl Seen {
-    pub fn object(&self) -> &Object {
+    pub fn key(&self) -> ObjectKey {
         match self {
-            Seen::Gone(o) | Seen::Present(o) => o,
+            Seen::Gone(o) | Seen::Present(o) => o.key(),
+            Seen::Lost(k) => *k,
         }
     }
 }
@@ -121,13 +125,16 @@ impl KernelChanges {
                 if !watched(m.header.ifindex) {
                     return;
                 }
-                let obj = if let Some(n) = parse_neigh(m) {
-                    Object::Neigh {
-                        dev: n.dev,
-                        ip: n.ip,
-                        mac: n.mac,
-                    }
-                } else if let Some(f) = parse_fdb(m) {
+                let del = matches!(inner, RouteNetlinkMessage::DelNeighbour(_));
+                if let Some((dev, ip, mac, permanent)) = parse_neigh_any(m) {
+                    self.objects.push(match (del, permanent, mac) {
+                        (false, true, Some(mac)) => Seen::Present(Object::Neigh { dev, ip, mac }),
+                        (false, true, None) => return,
+                        _ => Seen::Lost(ObjectKey::Neigh(dev, ip)),
+                    });
+                    return;
+                }
+                let obj = if let Some(f) = parse_fdb(m) {
                     Object::Fdb {
                         dev: f.dev,
                         mac: f.mac,

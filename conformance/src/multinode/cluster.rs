@@ -34,6 +34,12 @@ pub struct ClusterSpec {
     pub pods_per_node: usize,
     /// `ipamd --direct-routing`: plain routes to nodes on the same underlay subnet.
     pub direct_routing: bool,
+    /// The cluster store is a real etcd in the fabric namespace (else a file).
+    pub etcd: bool,
+    /// `ipamd --resync` (default 2s).
+    pub resync: Option<String>,
+    /// Further `ipamd run` flags (e.g. `--lease-ttl`).
+    pub ipamd_extra: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -44,6 +50,9 @@ impl ClusterSpec {
             fabric: FabricSpec::flat(nodes),
             pods_per_node: pods,
             direct_routing: false,
+            etcd: false,
+            resync: None,
+            ipamd_extra: Vec::new(),
         }
     }
 }
@@ -73,7 +82,8 @@ impl PeerInfo {
     }
 }
 
-/// A running cluster. Drop order (field order): pods, daemons, router, temp dir, fabric.
+/// A running cluster. Drop order (field order): pods, daemons, router, etcd, temp dir,
+/// fabric.
 #[derive(Debug)]
 pub struct Cluster {
     pub pods: Vec<MnPod>,
@@ -81,6 +91,8 @@ pub struct Cluster {
     /// BIRD in the fabric namespace (BGP only).
     pub router: Option<Router>,
     pub spec: ClusterSpec,
+    /// The etcd store ([`ClusterSpec::etcd`]).
+    pub etcd: Option<super::etcd::Etcd>,
     pub net: NetConf,
     pub ipamd_conf: IpamdConf,
     /// The nodes still in the cluster (not removed).
@@ -134,9 +146,19 @@ impl Cluster {
             .tempdir()
             .expect("tempdir");
         let pool = Subnet::for_test(&format!("{tag}-pool"));
-        let store = format!("file://{}", work.path().join("cluster.json").display());
         let network = format!("mn-{}", names::unique("n", tag));
-        let mut extra = vec![];
+        let etcd = spec.etcd.then(|| {
+            super::etcd::Etcd::start(
+                fabric.fabric.name(),
+                fabric.subnets[0].gateway(),
+                &work.path().join("etcd"),
+            )
+        });
+        let store = match &etcd {
+            Some(e) => e.store_url(&network),
+            None => format!("file://{}", work.path().join("cluster.json").display()),
+        };
+        let mut extra = spec.ipamd_extra.clone();
         if spec.direct_routing {
             extra.push("--direct-routing".to_string());
         }
@@ -158,7 +180,7 @@ impl Cluster {
             block_size: BLOCK_SIZE,
             network: network.clone(),
             datapath: spec.datapath.ipamd_arg().to_string(),
-            resync: "2s".into(),
+            resync: spec.resync.clone().unwrap_or_else(|| "2s".into()),
             extra,
         };
         let net = NetConf {
@@ -174,6 +196,7 @@ impl Cluster {
             pods: Vec::new(),
             daemons: Vec::new(),
             router: None,
+            etcd,
             live: fabric.nodes.iter().map(|n| n.name.clone()).collect(),
             spec,
             net,

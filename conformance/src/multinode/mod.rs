@@ -12,6 +12,8 @@
 //!   every datapath's end-to-end test runs;
 //! - [`router`]: BIRD in the fabric namespace, the route reflector of the BGP datapath;
 //! - [`bench`]: iperf3 throughput between namespaces;
+//! - [`etcd`]: a real etcd in the fabric namespace (clusters on the etcd store);
+//! - [`chaos`]: continuous pings measured for loss and outage, repair-time polling;
 //! - [`uml`]: boot User-Mode Linux (for IPIP, which this machine's kernel lacks) and run a
 //!   command inside it.
 //!
@@ -19,8 +21,10 @@
 //! removes it on drop, also when the test panics.
 
 pub mod bench;
+pub mod chaos;
 pub mod checks;
 pub mod cluster;
+pub mod etcd;
 pub mod inns;
 pub mod kernel;
 pub mod node;
