@@ -583,3 +583,108 @@ fn survives_an_etcd_outage() {
         || blocks_of(&nodes_json(&etcd.url), "solo") == before,
     );
 }
+
+/// Issue 14 item 6: a local connection flood against the metrics port of an `ipamd` whose
+/// open-files limit is 256 (soft and hard, so it cannot raise it): ~3x that many idle
+/// connections, churned for 15 s. The lease never lapses (no "lease expired", the node
+/// stays in the store, no renewal fails) and `/healthz` answers 200 throughout.
+#[test]
+fn a_connection_flood_never_costs_the_lease() {
+    const NOFILE: usize = 256;
+    const FLOOD: usize = 3 * NOFILE;
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("flood.log");
+    let script = format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\"");
+    let mut child = Command::new("sh")
+        .args(["-c", &script, BIN])
+        .args(["run", "--node-name", "flooded", "--store", &etcd.url])
+        .args(["--pool", "10.78.0.0/24", "--block-size", "28"])
+        .args(["--network", "t", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--underlay-ip", "192.0.2.1", "--lease-ttl", TTL])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("IPAMD_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("flooded healthy", Duration::from_secs(15), || {
+        matches!(http_get(port, "/healthz"), Some((200, _)))
+    });
+    let limit = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    assert!(
+        limit
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(&format!(" {NOFILE} "))),
+        "the daemon does not run with {NOFILE} files:\n{limit}"
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut open: std::collections::VecDeque<TcpStream> = Default::default();
+            let mut made = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..50 {
+                    if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                        open.push_back(s);
+                        made += 1;
+                    }
+                    while open.len() > FLOOD {
+                        open.pop_front();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            made
+        })
+    };
+    let t0 = Instant::now();
+    let mut checks = 0;
+    let mut slowest = Duration::ZERO;
+    while t0.elapsed() < Duration::from_secs(15) {
+        let t = Instant::now();
+        let got = http_get(port, "/healthz");
+        slowest = slowest.max(t.elapsed());
+        assert!(
+            matches!(got, Some((200, _))),
+            "/healthz during the flood ({:?} in): {got:?}\nlog:\n{}",
+            t0.elapsed(),
+            log_text()
+        );
+        let nodes = nodes_json(&etcd.url);
+        assert!(
+            nodes.iter().any(|n| n["name"] == "flooded"),
+            "the node record left the store during the flood: {nodes:?}\nlog:\n{}",
+            log_text()
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let made = flood.join().unwrap();
+    let metrics = http_get(port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = log_text();
+    eprintln!(
+        "flood: {made} connections in 15 s (at most {FLOOD} open), {checks} /healthz checks, \
+         slowest {slowest:?}"
+    );
+    assert!(made >= FLOOD, "the flood opened only {made} connections");
+    assert!(!text.contains("lease expired"), "the lease lapsed:\n{text}");
+    assert!(
+        metrics.contains("ipamd_lease_renew_failures_total 0"),
+        "a renewal failed during the flood:\n{metrics}\nlog:\n{text}"
+    );
+    assert!(
+        !text.contains("Too many open files"),
+        "the daemon ran out of file descriptors:\n{text}"
+    );
+}
