@@ -56,20 +56,19 @@ impl Traffic {
             let pa = c.pods_of(a);
             for b in nodes.iter().filter(|b| *b != a) {
                 let pb = c.pods_of(b);
-                cross.push(Pinger::start(
-                    &format!("{a}->{b}"),
-                    pa[0].ns(),
-                    pb[0].ip,
-                ));
+                cross.push(Pinger::start(&format!("{a}->{b}"), pa[0].ns(), pb[0].ip));
             }
             same.push(Pinger::start(&format!("{a}->{a}"), pa[0].ns(), pa[1].ip));
         }
         let t = Traffic { cross, same };
-        wait_until("every pinger answered", Duration::from_secs(10), || {
-            match t.cross.iter().chain(&t.same).find(|p| p.replies() < 2) {
-                None => Ok(()),
-                Some(p) => Err(format!("{} has no answer yet", p.label)),
-            }
+        wait_until("every pinger answered", Duration::from_secs(10), || match t
+            .cross
+            .iter()
+            .chain(&t.same)
+            .find(|p| p.replies() < 2)
+        {
+            None => Ok(()),
+            Some(p) => Err(format!("{} has no answer yet", p.label)),
         })
         .unwrap_or_else(|e| panic!("{e}"));
         t
@@ -199,7 +198,12 @@ fn short_freeze(c: &Cluster) {
         deleted.len()
     );
     for l in cross.iter().chain(&same) {
-        assert_eq!(l.lost(), 0, "{}: pings lost during a 2/3-TTL etcd freeze", l.label);
+        assert_eq!(
+            l.lost(),
+            0,
+            "{}: pings lost during a 2/3-TTL etcd freeze",
+            l.label
+        );
     }
     assert!(
         deleted.is_empty(),
@@ -220,14 +224,18 @@ fn long_freeze(c: &mut Cluster) {
     std::thread::sleep(freeze);
     etcd.thaw();
     let thawed = unix_now();
-    let back = wait_until("every node re-registered with its blocks", Duration::from_secs(10), || {
-        let now = store_view(c)?;
-        if now == before {
-            Ok(())
-        } else {
-            Err(format!("store now {now:?}, before {before:?}"))
-        }
-    });
+    let back = wait_until(
+        "every node re-registered with its blocks",
+        Duration::from_secs(10),
+        || {
+            let now = store_view(c)?;
+            if now == before {
+                Ok(())
+            } else {
+                Err(format!("store now {now:?}, before {before:?}"))
+            }
+        },
+    );
     std::thread::sleep(Duration::from_secs(2));
     let (cross, same) = traffic.stop();
     back.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
@@ -243,7 +251,10 @@ fn long_freeze(c: &mut Cluster) {
         summary(&cross),
         summary(&same)
     );
-    assert!(reregistered >= 3, "every node re-registers after its lease expired");
+    assert!(
+        reregistered >= 3,
+        "every node re-registers after its lease expired"
+    );
     assert!(
         recovery <= Duration::from_secs(2),
         "cross-node traffic back only {recovery:?} after etcd's return"
@@ -256,7 +267,10 @@ fn long_freeze(c: &mut Cluster) {
     let mut seen = BTreeSet::new();
     for (n, _, blocks) in &before {
         for b in blocks {
-            assert!(seen.insert(b.clone()), "block {b} listed twice (again under {n})");
+            assert!(
+                seen.insert(b.clone()),
+                "block {b} listed twice (again under {n})"
+            );
         }
     }
     let plugin = bins::our_bin(Datapath::Vxlan.plugin());
@@ -265,8 +279,16 @@ fn long_freeze(c: &mut Cluster) {
         let conf = c.net.for_node(n, &c.data_dir(n));
         let p = MnPod::add(&tag, c.node(n), &plugin, &wrappers, &c.cni_path, conf);
         let block = conformance::multinode::cluster::block_of(p.ip, BLOCK_SIZE);
-        let mine = &before.iter().find(|(name, _, _)| name == n).expect("node").2;
-        assert!(mine.contains(&block), "new pod on {n} got {} outside its blocks {mine:?}", p.ip);
+        let mine = &before
+            .iter()
+            .find(|(name, _, _)| name == n)
+            .expect("node")
+            .2;
+        assert!(
+            mine.contains(&block),
+            "new pod on {n} got {} outside its blocks {mine:?}",
+            p.ip
+        );
         c.pods.push(p);
     }
     let ips: Vec<_> = c.pods.iter().map(|p| p.ip).collect();
@@ -293,7 +315,8 @@ fn repairs_vxlan(c: &Cluster) {
     });
     let (vtep_ip, vtep_mac) = vtep_of(c, "node2");
     repaired_within(c, "node1", "ip neigh del of a permanent neighbour", || {
-        c.node("node1").ip(&["neigh", "del", &vtep_ip, "dev", VXLAN_DEVICE]);
+        c.node("node1")
+            .ip(&["neigh", "del", &vtep_ip, "dev", VXLAN_DEVICE]);
     });
     repaired_within(c, "node1", "bridge fdb del of an FDB entry", || {
         conformance::sh(
@@ -332,7 +355,9 @@ fn underlay_change(c: &Cluster) {
             fdb.contains(&Entry::Fdb {
                 mac: mac3.clone(),
                 dst: new.clone(),
-            }) && !fdb.iter().any(|e| matches!(e, Entry::Fdb { dst, .. } if *dst == old))
+            }) && !fdb
+                .iter()
+                .any(|e| matches!(e, Entry::Fdb { dst, .. } if *dst == old))
         })
     });
     let took = start.elapsed();
@@ -352,7 +377,10 @@ fn underlay_change(c: &Cluster) {
         kernel::fdb(c.node("node2").ns(), VXLAN_DEVICE),
         c.logs()
     );
-    assert!(took <= Duration::from_secs(2), "peers followed only after {took:?}");
+    assert!(
+        took <= Duration::from_secs(2),
+        "peers followed only after {took:?}"
+    );
     assert!(
         local.contains(&format!("\"local\":\"{new}\"")),
         "node3's VXLAN device does not use {new}: {local}"
@@ -368,7 +396,10 @@ fn underlay_change(c: &Cluster) {
             .into_iter()
             .filter(|e| e.mentions(std::slice::from_ref(&old)))
             .collect();
-        assert!(stale.is_empty(), "{p} still has entries for {old}: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "{p} still has entries for {old}: {stale:?}"
+        );
     }
     // Traffic crosses with the new address.
     let eps = c.endpoints();
@@ -394,9 +425,14 @@ fn host_gw_chaos_repair() {
     let c = chaos_cluster("chaos-hg", Datapath::HostGw);
     let peer = c.peer_info("node2").expect("node2");
     let block = peer.blocks.iter().next().expect("a block").clone();
-    repaired_within(&c, "node1", "ip route del of a peer route (host-gw)", || {
-        c.node("node1").ip(&["route", "del", &block, "proto", "97"]);
-    });
+    repaired_within(
+        &c,
+        "node1",
+        "ip route del of a peer route (host-gw)",
+        || {
+            c.node("node1").ip(&["route", "del", &block, "proto", "97"]);
+        },
+    );
     short_freeze(&c);
     c.check_ping_matrix();
     eprintln!("[chaos-hg] done in {:?}", t.elapsed());

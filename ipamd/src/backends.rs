@@ -80,13 +80,12 @@ async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
     Ok((nl, u))
 }
 
-/// How long a node that left the store stays programmed in case it re-registers: a
-/// third of the lease TTL (what a node whose lease lapsed in a store hiccup needs to
-/// come back: its renewal retries every second at most), within [2 s, 10 s].
-pub fn removal_grace(ttl: std::time::Duration) -> std::time::Duration {
-    use std::time::Duration;
-    (ttl / 3).clamp(Duration::from_secs(2), Duration::from_secs(10))
-}
+/// How long a node that left the store stays programmed in case it re-registers. Peers
+/// see a lapsed lease when the store comes back; the node's renewal retries every second
+/// at most, finds its record gone and registers again within about a second of that:
+/// 3 s covers it with room, and delays a real removal (`remove-node`, a dead node)
+/// by no more than that.
+pub const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn serve<D: NodeSide>(
     args: RunArgs,
@@ -95,7 +94,7 @@ async fn serve<D: NodeSide>(
     nl: Netlink,
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
-    let grace = removal_grace(args.lease_ttl);
-    let handler = DatapathHandler::new(side, nl, metrics.clone()).watch_kernel(underlay, grace);
+    let handler =
+        DatapathHandler::new(side, nl, metrics.clone()).watch_kernel(underlay, REMOVAL_GRACE);
     run_with_handler(args, handler, metrics).await
 }

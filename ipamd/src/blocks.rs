@@ -162,7 +162,11 @@ mod tests {
         let u = usage(&s, &["10.0.0.0/26".parse().unwrap()], false).unwrap();
         assert_eq!(u, vec![("ipv4", 1, 61)]);
         let u = usage(&s, &["10.0.0.0/26".parse().unwrap()], true).unwrap();
-        assert_eq!(u, vec![("ipv4", 1, 60)], "61 usable with a reserved gateway");
+        assert_eq!(
+            u,
+            vec![("ipv4", 1, 60)],
+            "61 usable with a reserved gateway"
+        );
         assert_eq!(usable(&"10.0.0.0/26".parse().unwrap(), true), 61);
     }
 }

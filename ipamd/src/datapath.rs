@@ -401,8 +401,10 @@ impl<D: NodeSide> PeerHandler for DatapathHandler<D> {
                         }
                     }
                 }
-                self.tombstones
-                    .retain(|name, _| !all.iter().any(|r| r.info.name == *name && !r.blocks.is_empty()));
+                self.tombstones.retain(|name, _| {
+                    !all.iter()
+                        .any(|r| r.info.name == *name && !r.blocks.is_empty())
+                });
                 self.peers = peers;
                 self.full().await;
             }

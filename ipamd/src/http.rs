@@ -124,8 +124,9 @@ async fn respond(
     Waiting::lock(waiting).queue.retain(|(i, _)| *i != id);
     match head {
         None => return Ok(()),
-        Some(r) => r
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head"))??,
+        Some(r) => {
+            r.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head"))??
+        }
     }
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.lines().next().unwrap_or_default().split_whitespace();

@@ -105,7 +105,9 @@ impl Lease {
     /// A fresh store connection for the lease (kept when it cannot be made: renewals
     /// then retry on the old one).
     async fn reconnect(&mut self) {
-        match tokio::time::timeout(attempt_timeout(self.ttl), ClusterStore::connect(&self.url)).await {
+        match tokio::time::timeout(attempt_timeout(self.ttl), ClusterStore::connect(&self.url))
+            .await
+        {
             Ok(Ok(s)) => self.store = Arc::new(s),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot connect to the cluster store again"),
             Err(_) => tracing::warn!("connecting to the cluster store again timed out"),

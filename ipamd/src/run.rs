@@ -41,8 +41,8 @@ pub async fn run_with_handler<H: PeerHandler>(
     let url = args.store_url()?;
     let pool = args.pool()?;
     let local = Store::open(args.local.store_dir())?;
-    let reserve_gateway = args.local.reserve_gateway
-        || matches!(args.datapath.kind, crate::cli::DatapathKind::Vxlan);
+    let reserve_gateway =
+        args.local.reserve_gateway || matches!(args.datapath.kind, crate::cli::DatapathKind::Vxlan);
     metrics.read_usage_from(local.clone(), reserve_gateway);
 
     let (stop_tx, stop) = watch::channel(false);

@@ -669,7 +669,9 @@ fn a_connection_flood_never_costs_the_lease() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let made = flood.join().unwrap();
-    let metrics = http_get(port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+    let metrics = http_get(port, "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     let text = log_text();

@@ -109,7 +109,9 @@ fn permanent(m: &NeighbourMessage) -> bool {
 /// An IPv4/IPv6 neighbour message (dump answer or notification): device, address, MAC
 /// (absent e.g. in the FAILED state a deleted entry is reported in) and whether it is
 /// permanent.
-pub(crate) fn parse_neigh_any(m: &NeighbourMessage) -> Option<(u32, IpAddr, Option<MacAddr>, bool)> {
+pub(crate) fn parse_neigh_any(
+    m: &NeighbourMessage,
+) -> Option<(u32, IpAddr, Option<MacAddr>, bool)> {
     if !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
         return None;
     }

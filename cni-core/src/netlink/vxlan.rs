@@ -69,7 +69,9 @@ impl VxlanParams {
 
     /// Whether the local address is all that differs (it can be changed in place).
     fn only_local_differs(&self, spec: &VxlanSpec) -> bool {
-        let same_family = self.local.is_some_and(|l| l.is_ipv4() == spec.local.is_ipv4());
+        let same_family = self
+            .local
+            .is_some_and(|l| l.is_ipv4() == spec.local.is_ipv4());
         let other = VxlanParams {
             local: Some(spec.local),
             ..*self
@@ -155,7 +157,12 @@ impl Netlink {
             netlink_packet_core::NLM_F_REQUEST | netlink_packet_core::NLM_F_ACK,
         )
         .await
-        .map_err(|e| nl_err(format!("changing the local address of VXLAN link #{index} to {local}"), &e))
+        .map_err(|e| {
+            nl_err(
+                format!("changing the local address of VXLAN link #{index} to {local}"),
+                &e,
+            )
+        })
     }
 
     async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<(), rtnetlink::Error> {

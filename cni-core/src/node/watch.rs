@@ -254,11 +254,8 @@ async fn read_loop(
         }
         // Collect the rest of the burst.
         let until = tokio::time::Instant::now() + DEBOUNCE;
-        loop {
-            match tokio::time::timeout_at(until, messages.next()).await {
-                Ok(Some((m, _))) => batch.absorb(&m, &interest.borrow()),
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some((m, _))) = tokio::time::timeout_at(until, messages.next()).await {
+            batch.absorb(&m, &interest.borrow());
         }
         if tx.send(batch).await.is_err() {
             return;
@@ -272,7 +269,10 @@ mod tests {
     use netlink_packet_core::NetlinkHeader;
 
     fn overrun() -> NetlinkMessage<RouteNetlinkMessage> {
-        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::Overrun(Vec::new()))
+        NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::Overrun(Vec::new()),
+        )
     }
 
     #[test]

@@ -37,7 +37,9 @@ impl Pinger {
         let out = dir.path().join("ping");
         let f = std::fs::File::create(&out).expect("ping output");
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "ping", "-D", "-n", "-i", "0.1", "-W", "1"])
+            .args([
+                "netns", "exec", ns, "ping", "-D", "-n", "-i", "0.1", "-W", "1",
+            ])
             .arg(dst.to_string())
             .stdin(Stdio::null())
             .stdout(f.try_clone().expect("fd"))
@@ -88,7 +90,12 @@ impl Drop for Pinger {
 fn parse(text: &str) -> Vec<(f64, u32)> {
     text.lines()
         .filter_map(|l| {
-            let ts = l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok()?;
+            let ts = l
+                .strip_prefix('[')?
+                .split(']')
+                .next()?
+                .parse::<f64>()
+                .ok()?;
             if !l.contains("bytes from") {
                 return None;
             }
@@ -133,16 +140,6 @@ impl PingLog {
         }
         Duration::from_secs_f64((worst - PING_INTERVAL.as_secs_f64()).max(0.0))
     }
-
-    /// When the last gap longer than `gap` ended (unix time), if any: when traffic came
-    /// back after the last outage.
-    pub fn back_after_gap(&self, gap: Duration) -> Option<f64> {
-        self.replies
-            .windows(2)
-            .filter(|w| w[1].0 - w[0].0 > gap.as_secs_f64())
-            .map(|w| w[1].0)
-            .last()
-    }
 }
 
 /// Polls `ok` every 20 ms until it holds (at most `timeout`); the time it took.
@@ -156,29 +153,6 @@ pub fn time_until(timeout: Duration, mut ok: impl FnMut() -> bool) -> Option<Dur
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loss_and_outage() {
-        let text = "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n\
-            [100.0] 64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.1 ms\n\
-            [100.1] 64 bytes from 10.0.0.2: icmp_seq=2 ttl=64 time=0.1 ms\n\
-            [100.6] 64 bytes from 10.0.0.2: icmp_seq=7 ttl=64 time=0.1 ms\n\
-            [100.7] 64 bytes from 10.0.0.2: icmp_seq=8 ttl=64 time=0.1 ms\n";
-        let log = PingLog {
-            label: "t".into(),
-            replies: parse(text),
-        };
-        assert_eq!(log.replies.len(), 4);
-        assert_eq!(log.lost(), 4);
-        let o = log.longest_outage_after(100.0);
-        assert!((o.as_secs_f64() - 0.4).abs() < 1e-6, "{o:?}");
-        assert_eq!(log.back_after_gap(Duration::from_millis(300)), Some(100.6));
     }
 }
 
@@ -253,5 +227,27 @@ impl NodeMonitors {
             })
             .map(|l| format!("{}: {l}", self.node))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_and_outage() {
+        let text = "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n\
+            [100.0] 64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.1 ms\n\
+            [100.1] 64 bytes from 10.0.0.2: icmp_seq=2 ttl=64 time=0.1 ms\n\
+            [100.6] 64 bytes from 10.0.0.2: icmp_seq=7 ttl=64 time=0.1 ms\n\
+            [100.7] 64 bytes from 10.0.0.2: icmp_seq=8 ttl=64 time=0.1 ms\n";
+        let log = PingLog {
+            label: "t".into(),
+            replies: parse(text),
+        };
+        assert_eq!(log.replies.len(), 4);
+        assert_eq!(log.lost(), 4);
+        let o = log.longest_outage_after(100.0);
+        assert!((o.as_secs_f64() - 0.4).abs() < 1e-6, "{o:?}");
     }
 }

@@ -51,7 +51,12 @@ impl Etcd {
             .args(["--name", "chaos", "--data-dir"])
             .arg(self.dir.join("data"))
             .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
-            .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
+            .args([
+                "--listen-peer-urls",
+                &p,
+                "--initial-advertise-peer-urls",
+                &p,
+            ])
             .args(["--initial-cluster", &format!("chaos={p}")])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("fd"))
@@ -60,13 +65,15 @@ impl Etcd {
             .expect("spawn etcd (package etcd-server)");
         self.child = Some(child);
         let addr = format!("{}:{CLIENT_PORT}", self.addr);
-        wait_until("etcd answers", Duration::from_secs(30), || {
-            match super::inns::http_get(&self.ns, &addr, "/health") {
+        wait_until(
+            "etcd answers",
+            Duration::from_secs(30),
+            || match super::inns::http_get(&self.ns, &addr, "/health") {
                 Ok((200, body)) if body.contains("true") => Ok(()),
                 Ok((s, b)) => Err(format!("{s} {b}")),
                 Err(e) => Err(e),
-            }
-        })
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}\netcd log:\n{}", self.log_text()));
     }
 
