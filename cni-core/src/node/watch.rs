@@ -275,6 +275,48 @@ mod tests {
         )
     }
 
+    fn route_msg(proto: u8, del: bool) -> NetlinkMessage<RouteNetlinkMessage> {
+        use netlink_packet_route::route::{
+            RouteAddress, RouteAttribute, RouteMessage, RouteProtocol,
+        };
+        use netlink_packet_route::AddressFamily;
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = 26;
+        m.header.table = 254;
+        m.header.protocol = RouteProtocol::from(proto);
+        m.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet("10.0.0.64".parse().unwrap())),
+            RouteAttribute::Gateway(RouteAddress::Inet("10.0.0.65".parse().unwrap())),
+            RouteAttribute::Oif(7),
+        ];
+        NetlinkMessage::from(if del {
+            RouteNetlinkMessage::DelRoute(m)
+        } else {
+            RouteNetlinkMessage::NewRoute(m)
+        })
+    }
+
+    #[test]
+    fn only_our_routes_are_reported() {
+        let interest = Interest::default();
+        let mut b = KernelChanges::default();
+        b.absorb(&route_msg(4, true), &interest);
+        assert!(b.is_empty(), "a static route is not ours");
+        b.absorb(&route_msg(RTPROT_IPAMD, true), &interest);
+        b.absorb(&route_msg(RTPROT_IPAMD, false), &interest);
+        let want = Object::Route {
+            dst: "10.0.0.64/26".parse().unwrap(),
+            gw: "10.0.0.65".parse().unwrap(),
+            oif: Some(7),
+            onlink: false,
+        };
+        assert_eq!(
+            b.objects,
+            vec![Seen::Gone(want.clone()), Seen::Present(want)]
+        );
+    }
+
     #[test]
     fn overrun_and_uninteresting_links() {
         let interest = Interest {
