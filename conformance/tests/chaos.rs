@@ -172,6 +172,23 @@ fn repaired_within(c: &Cluster, node: &str, what: &str, break_it: impl FnOnce())
     total
 }
 
+/// With `--resync 60s` the address gauges are still current: read when scraped.
+/// Capacity counts the reserved gateway: 61 usable in a /26, 2 pods -> 59 free.
+fn metrics_are_current(c: &Cluster) {
+    for d in &c.daemons {
+        let text = d.metrics().expect("metrics");
+        let allocated =
+            conformance::multinode::node::metric_sum(&text, "ipamd_addresses_allocated");
+        let free = conformance::multinode::node::metric_sum(&text, "ipamd_addresses_free");
+        assert_eq!(
+            (allocated, free),
+            (Some(2.0), Some(59.0)),
+            "{}: ipamd_addresses_allocated / _free with 2 pods in a /26 with reserveGateway",
+            d.node
+        );
+    }
+}
+
 /// etcd frozen for 2/3 of the TTL: nothing lost, nothing deleted.
 fn short_freeze(c: &Cluster) {
     let tag = &c.tag;
@@ -412,9 +429,24 @@ fn underlay_change(c: &Cluster) {
 fn vxlan_chaos_on_etcd() {
     let t = Instant::now();
     let mut c = chaos_cluster("chaos-vx", Datapath::Vxlan);
+    metrics_are_current(&c);
     repairs_vxlan(&c);
     short_freeze(&c);
     long_freeze(&mut c);
+    for line in [
+        "node added",
+        "cluster store lost",
+        "cluster store reachable again",
+        "lease expired",
+        "re-registered",
+        "node left the store",
+        "node back within the removal grace",
+    ] {
+        assert!(
+            c.logs().contains(line),
+            "no INFO/WARN line {line:?} in the logs"
+        );
+    }
     underlay_change(&c);
     eprintln!("[chaos-vx] done in {:?}", t.elapsed());
 }
