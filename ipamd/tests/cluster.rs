@@ -690,3 +690,72 @@ fn a_connection_flood_never_costs_the_lease() {
         "the daemon ran out of file descriptors:\n{text}"
     );
 }
+
+/// Issue 12: a node whose lease really expired comes back to find one of its cached
+/// blocks taken by another node. It must never allocate from it again (the block leaves
+/// its node-local cache, an ERROR names it), its pod keeps its address (the allocation
+/// stays until DEL), and it gets a block of its own instead: no address can be given
+/// twice by this node.
+#[test]
+fn a_block_taken_while_the_lease_was_gone_is_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("cluster.json").display());
+    let mut a = Daemon::start(dir.path(), &store, "a");
+    wait_for("a with its blocks", Duration::from_secs(15), || {
+        a.healthy() && blocks_of(&nodes_json(&store), "a").len() == 2
+    });
+    let x = blocks_of(&nodes_json(&store), "a")
+        .into_iter()
+        .find(|b| b.is_ipv4())
+        .unwrap();
+    // A pod on a, in x.
+    let local = ipam::Store::open(a.data_dir.join("t")).unwrap();
+    let r = ipam::Range::new("t", x, None, None, None).unwrap();
+    let sets = ipam::RangeSets::new("t", vec![ipam::RangeSet::new("t", vec![r]).unwrap()]).unwrap();
+    let pod = ipam::AllocKey::new("pod-a", "eth0");
+    local.allocate(&pod, &sets, &[]).unwrap();
+    let pod_ip = local.get(&pod).unwrap().unwrap().ips[0].ip();
+
+    // a dies; its record goes (as after its lease ran out); b comes and takes x.
+    let _ = kill(a.pid(), Signal::SIGKILL);
+    let _ = a.child.wait();
+    let (ok, _, err) = cli(&["remove-node", "a", "--store", &store]);
+    assert!(ok, "{err}");
+    let b = Daemon::start(dir.path(), &store, "b");
+    wait_for("b with x", Duration::from_secs(15), || {
+        b.healthy() && blocks_of(&nodes_json(&store), "b").contains(&x)
+    });
+
+    // a comes back.
+    a = Daemon::start(dir.path(), &store, "a");
+    wait_for(
+        "a re-registered with a block of its own",
+        Duration::from_secs(15),
+        || {
+            let mine = blocks_of(&nodes_json(&store), "a");
+            a.healthy() && mine.iter().any(|blk| blk.is_ipv4() && *blk != x)
+        },
+    );
+    wait_for("the ERROR about x", Duration::from_secs(5), || {
+        a.log().contains("taken by another node")
+    });
+    let log = a.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("taken by another node"))
+        .unwrap();
+    assert!(
+        line.contains("ERROR") && line.contains(&x.to_string()) && line.contains("pods=1"),
+        "{line}"
+    );
+    let cached = ipam::cluster::local::cached_blocks(&local).unwrap();
+    assert!(
+        !cached.contains(&x),
+        "a still allocates from {x}: cache {cached:?}"
+    );
+    assert!(!blocks_of(&nodes_json(&store), "a").contains(&x));
+    assert!(blocks_of(&nodes_json(&store), "b").contains(&x));
+    // The pod keeps its address until it is deleted.
+    assert_eq!(local.get(&pod).unwrap().unwrap().ips[0].ip(), pod_ip);
+    drop(b);
+}
