@@ -129,6 +129,9 @@ impl<D: NodeSide> DatapathHandler<D> {
 
     /// Acts on a batch of kernel notifications.
     async fn kernel_changed(&mut self, ch: KernelChanges) {
+        // The underlay is followed from the start (a new address must be published
+        // whether or not anything is programmed yet).
+        let underlay_moved = ch.underlay && self.underlay_changed().await;
         if !self.synced || self.me.is_none() {
             // Nothing installed yet: the first resync programs everything anyway.
             return;
@@ -140,7 +143,7 @@ impl<D: NodeSide> DatapathHandler<D> {
         if !ch.devices.is_empty() {
             why.push(format!("device(s) {:?} changed", ch.devices));
         }
-        if ch.underlay && self.underlay_changed().await {
+        if underlay_moved {
             why.push("the underlay changed".to_string());
         }
         if !why.is_empty() {
