@@ -341,6 +341,30 @@ fn scenario(store: &str) {
         .find(|r| r["node"] == "n2")
         .unwrap();
     assert_eq!(n2["used"], 1, "{out}");
+    // A /28 and a /124: 14 + 15 usable; with reserveGateway one less each.
+    assert_eq!(n2["capacity"], 29, "{out}");
+    let (ok, out, err) = cli(&[
+        &[
+            "usage",
+            "--store",
+            store,
+            "--node-name",
+            "n2",
+            "--json",
+            "--reserve-gateway",
+        ][..],
+        &local,
+    ]
+    .concat());
+    assert!(ok, "{err}");
+    let usage: Value = serde_json::from_str(&out).unwrap();
+    let n2 = usage
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == "n2")
+        .unwrap();
+    assert_eq!(n2["capacity"], 27, "{out}");
     let (ok, out, err) = cli(&[&["release", "c1", "eth0"][..], &local].concat());
     assert!(ok && out.contains("c1"), "{out}{err}");
     let (ok, _, _) = cli(&[&["pod", "c1"][..], &local].concat());
