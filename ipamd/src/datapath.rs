@@ -438,7 +438,7 @@ impl<D: NodeSide> PeerHandler for DatapathHandler<D> {
         };
         match got {
             Some(Some(c)) => match &mut self.pending {
-                Some(p) => merge(p, c),
+                Some(p) => p.merge(c),
                 None => self.pending = Some(c),
             },
             Some(None) => {
@@ -459,13 +459,6 @@ impl<D: NodeSide> PeerHandler for DatapathHandler<D> {
     fn underlay_updates(&mut self) -> Option<watch::Receiver<IpAddr>> {
         self.underlay_rx.take()
     }
-}
-
-fn merge(into: &mut KernelChanges, more: KernelChanges) {
-    into.objects.extend(more.objects);
-    into.devices.extend(more.devices);
-    into.underlay |= more.underlay;
-    into.overrun |= more.overrun;
 }
 
 fn show_blocks(p: &Peer) -> String {

@@ -53,10 +53,16 @@ pub fn renew_interval(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(100))
 }
 
-/// How long one renewal may take before it counts as failed and is retried: the
-/// renew interval, at most 2 s (a request stuck on a frozen store is retried soon).
-fn attempt_timeout(ttl: Duration) -> Duration {
-    renew_interval(ttl).min(Duration::from_secs(2))
+/// How long a reconnection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Resolves when `updates` has a new value (`true`) or its sender is gone (`false`);
+/// never without updates. Cancel-safe.
+async fn changed(updates: &mut Option<watch::Receiver<IpAddr>>) -> bool {
+    match updates.as_mut() {
+        Some(u) => u.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// The wait before the next retry after `failures` failed renewals in a row.
@@ -105,29 +111,19 @@ impl Lease {
     /// A fresh store connection for the lease (kept when it cannot be made: renewals
     /// then retry on the old one).
     async fn reconnect(&mut self) {
-        match tokio::time::timeout(attempt_timeout(self.ttl), ClusterStore::connect(&self.url))
-            .await
-        {
+        match tokio::time::timeout(CONNECT_TIMEOUT, ClusterStore::connect(&self.url)).await {
             Ok(Ok(s)) => self.store = Arc::new(s),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot connect to the cluster store again"),
             Err(_) => tracing::warn!("connecting to the cluster store again timed out"),
         }
     }
 
-    /// One renewal (bounded by [`attempt_timeout`]).
+    /// One renewal. Bounded by the store's own request timeouts (etcd: 3 s per
+    /// request), not by a shorter one of ours: on a slow store a renewal that is cut
+    /// short and retried never completes, and the lease is lost to the retries. A
+    /// request sent to a frozen store is answered as soon as it resumes.
     async fn renew(&self) -> Result<(), IpamError> {
-        match tokio::time::timeout(
-            attempt_timeout(self.ttl),
-            self.store.renew(&self.info.name, self.ttl),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(IpamError::StoreUnavailable(format!(
-                "lease renewal took longer than {:?}",
-                attempt_timeout(self.ttl)
-            ))),
-        }
+        self.store.renew(&self.info.name, self.ttl).await
     }
 
     /// Renews until `stop` turns true. The lease is left to run out on its own after
@@ -142,39 +138,52 @@ impl Lease {
         // The underlay address the store has for this node.
         let mut published = self.info.underlay_ip;
         loop {
-            let update = async {
-                match updates.as_mut() {
-                    Some(u) => u.changed().await.is_ok(),
-                    None => std::future::pending().await,
+            // Wait for the next renewal (or a new underlay address), then renew or
+            // republish; a new address that comes while a request is out cancels it (on a
+            // connection from the address that just went it would only hang).
+            let mut update = {
+                let update = changed(&mut updates);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep_until(next) => None,
+                    ok = update => Some(ok),
                 }
             };
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep_until(next) => {}
-                ok = update => {
-                    if !ok {
-                        updates = None;
-                        continue;
+            let mut result = None;
+            if update.is_none() {
+                let republish = published != self.info.underlay_ip;
+                let op = async {
+                    if republish {
+                        self.register().await.map(|_| ())
+                    } else {
+                        self.renew().await
                     }
-                    let addr = updates.as_mut().map(|u| *u.borrow_and_update());
-                    if addr.is_some() && addr != self.info.underlay_ip {
-                        tracing::info!(node = %self.info.name, old = ?self.info.underlay_ip,
-                            new = ?addr, "republishing this node with its new underlay address");
-                        self.info.underlay_ip = addr;
-                        self.reconnect().await;
-                        // Registering an existing node rewrites its record on its lease.
-                        failures = 0;
-                        next = Instant::now();
-                    }
-                    continue;
+                };
+                let changed_now = changed(&mut updates);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    r = op => result = Some(r),
+                    ok = changed_now => update = Some(ok),
                 }
             }
-            let republish = published != self.info.underlay_ip;
-            let result = if republish {
-                self.register().await.map(|_| ())
-            } else {
-                self.renew().await
-            };
+            if let Some(ok) = update {
+                if !ok {
+                    updates = None;
+                    continue;
+                }
+                let addr = updates.as_mut().map(|u| *u.borrow_and_update());
+                if addr.is_some() && addr != self.info.underlay_ip {
+                    tracing::info!(node = %self.info.name, old = ?self.info.underlay_ip,
+                        new = ?addr, "republishing this node with its new underlay address");
+                    self.info.underlay_ip = addr;
+                    self.reconnect().await;
+                    // Registering an existing node rewrites its record on its lease.
+                    failures = 0;
+                    next = Instant::now();
+                }
+                continue;
+            }
+            let Some(result) = result else { continue };
             match result {
                 Ok(()) => {
                     published = self.info.underlay_ip;

@@ -621,7 +621,7 @@ fn a_connection_flood_never_costs_the_lease() {
     let port = free_port();
     let log = dir.path().join("flood.log");
     let script = format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\"");
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .args(["-c", &script, BIN])
         .args(["run", "--node-name", "flooded", "--store", &etcd.url])
         .args(["--pool", "10.78.0.0/24", "--block-size", "28"])
@@ -635,11 +635,20 @@ fn a_connection_flood_never_costs_the_lease() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // Killed on drop, also when an assertion fails.
+    struct Guard(Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Guard(child);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for("flooded healthy", Duration::from_secs(15), || {
         matches!(http_get(port, "/healthz"), Some((200, _)))
     });
-    let limit = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let limit = std::fs::read_to_string(format!("/proc/{}/limits", child.0.id())).unwrap();
     assert!(
         limit
             .lines()
@@ -669,6 +678,14 @@ fn a_connection_flood_never_costs_the_lease() {
             made
         })
     };
+    // The flood stops also when an assertion below fails.
+    struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stopper = StopOnDrop(stop.clone());
     let t0 = Instant::now();
     let mut checks = 0;
     let mut slowest = Duration::ZERO;
@@ -691,13 +708,12 @@ fn a_connection_flood_never_costs_the_lease() {
         checks += 1;
         std::thread::sleep(Duration::from_millis(300));
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(stopper);
     let made = flood.join().unwrap();
     let metrics = http_get(port, "/metrics")
         .map(|(_, b)| b)
         .unwrap_or_default();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let text = log_text();
     eprintln!(
         "flood: {made} connections in 15 s (at most {FLOOD} open), {checks} /healthz checks, \

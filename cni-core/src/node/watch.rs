@@ -10,8 +10,9 @@
 //! - link and address changes of those devices and of the underlay interface.
 //!
 //! What passes is collected for [`DEBOUNCE`] after the first notification of a burst and
-//! handed over as one [`KernelChanges`], so a storm costs one repair, not one per
-//! message. Our own requests produce notifications too: the consumer
+//! merged into one pending [`KernelChanges`] that the consumer takes whole: a storm
+//! (also one that lasts while the consumer is busy repairing) costs one repair, not one
+//! per message or per burst. Our own requests produce notifications too: the consumer
 //! ([`super::Reconciler::repair`]) acts only where the kernel now differs from what is
 //! wanted, so its own writes end the loop instead of feeding it.
 //!
@@ -20,6 +21,7 @@
 //! dump.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -28,7 +30,7 @@ use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::AsyncSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 
 use super::{Object, ObjectKey, RTPROT_IPAMD};
 use crate::netlink::neigh::{parse_fdb, parse_neigh_any};
@@ -91,6 +93,14 @@ pub struct KernelChanges {
 impl KernelChanges {
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty() && self.devices.is_empty() && !self.underlay && !self.overrun
+    }
+
+    /// Adds `more` (later) to these changes.
+    pub fn merge(&mut self, more: KernelChanges) {
+        self.objects.extend(more.objects);
+        self.devices.extend(more.devices);
+        self.underlay |= more.underlay;
+        self.overrun |= more.overrun;
     }
 
     /// Adds what one notification says, if it concerns `interest`.
@@ -179,10 +189,39 @@ impl KernelChanges {
     }
 }
 
-/// The subscription: batches of [`KernelChanges`] for the current [`Interest`].
+/// What the reader hands over: the changes not taken yet, and whether it ended.
+#[derive(Default)]
+struct Pending {
+    changes: KernelChanges,
+    closed: bool,
+}
+
+/// Shared between the reader task and the [`KernelWatch`].
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    ready: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A poisoned lock only means a panicking holder: the data is still sound.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The subscription: the [`KernelChanges`] for the current [`Interest`]. The reader task
+/// ends when this is dropped.
 pub struct KernelWatch {
-    rx: mpsc::Receiver<KernelChanges>,
+    shared: Arc<Shared>,
     interest: watch::Sender<Interest>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KernelWatch {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl KernelWatch {
@@ -206,16 +245,32 @@ impl KernelWatch {
                 ))
             })?;
         tokio::spawn(conn);
-        let (tx, rx) = mpsc::channel(16);
+        let shared = Arc::new(Shared::default());
         let (itx, irx) = watch::channel(interest);
-        tokio::spawn(read_loop(messages, irx, tx));
-        Ok(KernelWatch { rx, interest: itx })
+        let reader = tokio::spawn(read_loop(messages, irx, shared.clone()));
+        Ok(KernelWatch {
+            shared,
+            interest: itx,
+            reader,
+        })
     }
 
-    /// The next batch; `None` when the socket closed (the caller should fall back on
-    /// its periodic resync).
+    /// Everything that changed since the last call (waits until something did); `None`
+    /// when the socket closed (the caller should fall back on its periodic resync).
+    /// Cancel-safe: nothing is taken until it returns.
     pub async fn next(&mut self) -> Option<KernelChanges> {
-        self.rx.recv().await
+        loop {
+            {
+                let mut p = self.shared.lock();
+                if !p.changes.is_empty() {
+                    return Some(std::mem::take(&mut p.changes));
+                }
+                if p.closed {
+                    return None;
+                }
+            }
+            self.shared.ready.notified().await;
+        }
     }
 
     /// Watches these devices and this underlay from now on (after a device was
@@ -240,11 +295,13 @@ type Messages = futures::channel::mpsc::UnboundedReceiver<(
 async fn read_loop(
     mut messages: Messages,
     interest: watch::Receiver<Interest>,
-    tx: mpsc::Sender<KernelChanges>,
+    shared: Arc<Shared>,
 ) {
     loop {
         let Some((first, _)) = messages.next().await else {
             tracing::warn!("kernel notifications: the netlink socket closed");
+            shared.lock().closed = true;
+            shared.ready.notify_one();
             return;
         };
         let mut batch = KernelChanges::default();
@@ -257,9 +314,9 @@ async fn read_loop(
         while let Ok(Some((m, _))) = tokio::time::timeout_at(until, messages.next()).await {
             batch.absorb(&m, &interest.borrow());
         }
-        if tx.send(batch).await.is_err() {
-            return;
-        }
+        shared.lock().changes.merge(batch);
+        // A stored permit when nobody waits: the next `next` returns at once.
+        shared.ready.notify_one();
     }
 }
 

@@ -230,9 +230,120 @@ impl NodeMonitors {
     }
 }
 
+/// `ip -ts -N monitor route neigh link` in a node (FDB entries are AF_BRIDGE neighbours
+/// and show up too), proven to listen: the kernel's own timeline of a deletion and its
+/// repair, whatever the load on the test's polling.
+pub struct Timeline {
+    mon: super::kernel::Monitor,
+}
+
+/// One line of a [`Timeline`]: unix time, text after the time stamp.
+fn stamped(line: &str) -> Option<(f64, &str)> {
+    let rest = line.strip_prefix('[')?;
+    let (ts, text) = rest.split_once("] ")?;
+    // 2026-12-01T13:52:08.085888 (local time of the monitor = the test's clock).
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (h, mi) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
+    let s = t.next()?.parse::<f64>().ok()?;
+    // Days since the epoch (civil calendar), enough to order and subtract.
+    let days = {
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + dd - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146097 + doe - 719468
+    };
+    Some((days as f64 * 86400.0 + h * 3600.0 + mi * 60.0 + s, text))
+}
+
+impl Timeline {
+    pub fn start(ns: &str) -> Timeline {
+        let mon = super::kernel::Monitor::start(
+            ns,
+            &["ip", "-ts", "-N", "monitor", "route", "neigh", "link"],
+        );
+        let route = format!("{MARKER_IP}/32");
+        super::wait_until(
+            "timeline monitor listening",
+            Duration::from_secs(30),
+            || {
+                let _ = crate::try_sh(
+                    "ip",
+                    &[
+                        "-n",
+                        ns,
+                        "route",
+                        "add",
+                        "blackhole",
+                        &route,
+                        "proto",
+                        "static",
+                    ],
+                );
+                let _ = crate::try_sh("ip", &["-n", ns, "route", "del", "blackhole", &route]);
+                std::thread::sleep(Duration::from_millis(100));
+                if mon.text().contains(MARKER_IP) {
+                    Ok(())
+                } else {
+                    Err(mon.text())
+                }
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        Timeline { mon }
+    }
+
+    /// Stops it; the time from the first deletion it saw to the last addition of a
+    /// route or neighbour/FDB entry after it (link lines aside): how long the kernel
+    /// lacked what was deleted. `None` when it saw no deletion or no addition after it.
+    pub fn outage(self) -> (Option<Duration>, String) {
+        let text = self.mon.stop();
+        let lines: Vec<(f64, &str)> = text
+            .lines()
+            .filter(|l| !l.contains(MARKER_IP))
+            .filter_map(stamped)
+            .collect();
+        let is_link = |t: &str| {
+            let t = t.strip_prefix("Deleted ").unwrap_or(t);
+            t.split_once(": ")
+                .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+        };
+        let Some(&(del, _)) = lines.iter().find(|(_, t)| t.starts_with("Deleted ")) else {
+            return (None, text);
+        };
+        let back = lines
+            .iter()
+            .filter(|(ts, t)| *ts >= del && !t.starts_with("Deleted ") && !is_link(t))
+            .map(|(ts, _)| *ts)
+            .fold(None, |acc: Option<f64>, ts| {
+                Some(acc.map_or(ts, |a| a.max(ts)))
+            });
+        let out = back.map(|b| Duration::from_secs_f64((b - del).max(0.0)));
+        (out, text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeline_stamps() {
+        let (a, t) = stamped("[2026-12-01T13:52:08.085888] Deleted 10.8.0.0/24 proto 97").unwrap();
+        assert_eq!(t, "Deleted 10.8.0.0/24 proto 97");
+        let (b, _) = stamped("[2026-12-02T00:00:00.000000] x").unwrap();
+        assert!((b - a - (10.0 * 3600.0 + 7.0 * 60.0 + 51.914112)).abs() < 1e-6);
+        // 1970-01-02 is one day after the epoch.
+        assert_eq!(stamped("[1970-01-02T00:00:00.0] x").unwrap().0, 86400.0);
+    }
 
     #[test]
     fn loss_and_outage() {
