@@ -199,13 +199,17 @@ impl Lease {
                     next = Instant::now() + every;
                 }
                 Err(IpamError::NotFound(why)) => {
+                    // The store answers again, with the news that the record is gone.
+                    if let Some(since) = lost_since.take() {
+                        tracing::info!(node = %self.info.name, down_for = ?since.elapsed(),
+                            "cluster store reachable again");
+                    }
                     tracing::warn!(node = %self.info.name, %why, "lease expired: registering again");
                     self.metrics.renew_failure();
                     self.first_blocks.reset();
                     match self.register().await {
                         Ok(rec) => {
                             published = self.info.underlay_ip;
-                            lost_since = None;
                             failures = 0;
                             tracing::info!(node = %self.info.name, blocks = rec.blocks.len(),
                                 "re-registered after the lease expired; the datapath was kept");
@@ -214,6 +218,7 @@ impl Lease {
                         Err(e) => {
                             failures += 1;
                             self.metrics.set_renew_ok(false);
+                            lost_since.get_or_insert_with(Instant::now);
                             tracing::warn!(error = %e, "cannot register again; retrying");
                             next = Instant::now() + retry_delay(failures);
                         }

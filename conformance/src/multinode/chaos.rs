@@ -264,6 +264,20 @@ fn stamped(line: &str) -> Option<(f64, &str)> {
     Some((days as f64 * 86400.0 + h * 3600.0 + mi * 60.0 + s, text))
 }
 
+/// What identifies an entry in an `ip monitor` line: a route's destination, a
+/// neighbour's address, an FDB entry's MAC (`dev D lladdr MAC ...`).
+fn entry_key(t: &str) -> &str {
+    let mut words = t.split_whitespace();
+    match words.next() {
+        Some("dev") => {
+            let mut rest = t.split_whitespace().skip_while(|w| *w != "lladdr");
+            rest.nth(1).unwrap_or("")
+        }
+        Some(w) => w,
+        None => "",
+    }
+}
+
 impl Timeline {
     pub fn start(ns: &str) -> Timeline {
         let mon = super::kernel::Monitor::start(
@@ -306,6 +320,13 @@ impl Timeline {
     /// lacked what was deleted. `None` when it saw no deletion or no addition after it.
     pub fn outage(self) -> (Option<Duration>, String) {
         let text = self.mon.stop();
+        (outage_of(&text), text)
+    }
+}
+
+/// See [`Timeline::outage`].
+fn outage_of(text: &str) -> Option<Duration> {
+    {
         let lines: Vec<(f64, &str)> = text
             .lines()
             .filter(|l| !l.contains(MARKER_IP))
@@ -316,24 +337,72 @@ impl Timeline {
             t.split_once(": ")
                 .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
         };
-        let Some(&(del, _)) = lines.iter().find(|(_, t)| t.starts_with("Deleted ")) else {
-            return (None, text);
+        // What ipamd owns: its routes, permanent entries, anything on its tunnel device
+        // (a deleted neighbour is reported FAILED, without PERMANENT). Other neighbour
+        // traffic (ARP on the underlay, the pods' veths) is not its business.
+        let owned = |t: &str| {
+            t.contains(&format!("proto {}", super::ROUTE_PROTO))
+                || t.contains("PERMANENT")
+                || t.contains(super::VXLAN_DEVICE)
         };
-        let back = lines
+        let &(del, _) = lines
             .iter()
-            .filter(|(ts, t)| *ts >= del && !t.starts_with("Deleted ") && !is_link(t))
-            .map(|(ts, _)| *ts)
-            .fold(None, |acc: Option<f64>, ts| {
-                Some(acc.map_or(ts, |a| a.max(ts)))
-            });
-        let out = back.map(|b| Duration::from_secs_f64((b - del).max(0.0)));
-        (out, text)
+            .find(|(_, t)| t.starts_with("Deleted ") && owned(t))?;
+        let additions = || {
+            lines.iter().filter(|(ts, t)| {
+                *ts >= del && !t.starts_with("Deleted ") && !is_link(t) && owned(t)
+            })
+        };
+        let device_deleted = lines
+            .iter()
+            .any(|(_, t)| t.starts_with("Deleted ") && is_link(t) && owned(t));
+        let back = if device_deleted {
+            // Its routes go silently with it: back when the last entry is back.
+            additions().map(|(ts, _)| *ts).reduce(f64::max)
+        } else {
+            // Back when every deleted entry is back (the first addition of its key after
+            // its deletion); later traffic on the device does not count.
+            let mut back = Some(del);
+            for (ts, t) in lines
+                .iter()
+                .filter(|(_, t)| t.starts_with("Deleted ") && owned(t))
+            {
+                let key = entry_key(t.trim_start_matches("Deleted "));
+                let readded = additions()
+                    .find(|(ats, at)| ats >= ts && entry_key(at) == key)
+                    .map(|(ats, _)| *ats);
+                back = match (back, readded) {
+                    (Some(b), Some(r)) => Some(b.max(r)),
+                    _ => None,
+                };
+            }
+            back
+        };
+        back.map(|b| Duration::from_secs_f64((b - del).max(0.0)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outage_is_until_the_deleted_entry_is_back() {
+        let t = "[2026-12-01T10:00:00.000000] Deleted 10.1.0.0/26 via 10.1.0.1 dev cni-vx.1 proto 97 onlink \n\
+                 [2026-12-01T10:00:00.050000] 10.1.0.0/26 via 10.1.0.1 dev cni-vx.1 proto 97 onlink \n\
+                 [2026-12-01T10:00:00.300000] 10.9.9.9 dev eth0 lladdr 02:00:00:00:00:09 REACHABLE \n\
+                 [2026-12-01T10:00:00.400000] 10.7.7.7 dev cni-vx.1 lladdr 02:00:00:00:00:07 PERMANENT \n";
+        let o = outage_of(t).unwrap();
+        assert!((o.as_secs_f64() - 0.05).abs() < 1e-6, "{o:?}");
+        // Never back: no outage to report.
+        assert_eq!(outage_of(t.lines().next().unwrap()), None);
+        // A deleted device: until the last entry is back.
+        let t = "[2026-12-01T10:00:00.000000] Deleted 7: cni-vx.1: <BROADCAST> mtu 1450 \n\
+                 [2026-12-01T10:00:00.100000] 10.1.0.0/26 via 10.1.0.1 dev cni-vx.1 proto 97 onlink \n\
+                 [2026-12-01T10:00:00.120000] 9: cni-vx.1: <BROADCAST> mtu 1450 \n";
+        let o = outage_of(t).unwrap();
+        assert!((o.as_secs_f64() - 0.1).abs() < 1e-6, "{o:?}");
+    }
 
     #[test]
     fn timeline_stamps() {
