@@ -153,7 +153,8 @@ fn vxlan_create_adopt_recreate() {
         assert!(!created);
         assert_eq!(fixed, link);
 
-        // A different VNI, port or underlay address: created again.
+        // A different VNI or port: created again (a different local address: changed
+        // in place, below).
         let mut other = want.clone();
         other.vni = 43;
         let (re, created) = nl.ensure_vxlan(&other).await.unwrap();
@@ -170,8 +171,9 @@ fn vxlan_create_adopt_recreate() {
             .contains("dstport 4789"));
         ns.exec(&["ip", "addr", "add", "192.168.77.5/24", "dev", "under0"]);
         other.local = ip("192.168.77.5");
-        let (_, created) = nl.ensure_vxlan(&other).await.unwrap();
-        assert!(created);
+        let (moved, created) = nl.ensure_vxlan(&other).await.unwrap();
+        assert!(!created, "a new local address is set in place");
+        assert_eq!(moved.index, re2.index);
         assert!(ns
             .exec(&["ip", "-d", "link", "show", "vx0"])
             .contains("local 192.168.77.5"));

@@ -46,6 +46,10 @@ impl NodeSide for Ipip {
         "ipip"
     }
 
+    fn set_underlay(&mut self, underlay: Underlay) {
+        self.underlay = underlay;
+    }
+
     async fn ensure(&mut self, nl: &Netlink, me: &Peer) -> Result<bool, CniError> {
         let link = nl.link_by_name(TUNNEL).await?.ok_or_else(|| {
             CniError::internal(format!(

@@ -56,6 +56,10 @@ impl NodeSide for HostGw {
         "host-gw"
     }
 
+    fn set_underlay(&mut self, underlay: Underlay) {
+        self.underlay = underlay;
+    }
+
     async fn ensure(&mut self, _nl: &Netlink, _me: &Peer) -> Result<bool, CniError> {
         // Nothing to create: the underlay interface is the operator's.
         Ok(false)

@@ -183,6 +183,10 @@ impl NodeSide for Vxlan {
         Ok(created || replaced)
     }
 
+    fn set_underlay(&mut self, underlay: Underlay) {
+        self.underlay = underlay;
+    }
+
     fn devices(&self) -> Vec<u32> {
         self.index.into_iter().collect()
     }

@@ -22,13 +22,13 @@ pub async fn run(mut args: RunArgs) -> Result<(), Error> {
         DatapathKind::None => run_with_handler(args, LogHandler, metrics).await,
         DatapathKind::HostGw => {
             let (nl, underlay) = underlay(&mut args).await?;
-            let side = cni_routed::node::HostGw::new(underlay);
-            serve(args, side, nl, metrics).await
+            let side = cni_routed::node::HostGw::new(underlay.clone());
+            serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Ipip => {
             let (nl, underlay) = underlay(&mut args).await?;
-            let side = cni_ipip::node::Ipip::new(underlay, dp.mtu, dp.direct_routing);
-            serve(args, side, nl, metrics).await
+            let side = cni_ipip::node::Ipip::new(underlay.clone(), dp.mtu, dp.direct_routing);
+            serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Vxlan => {
             let (nl, underlay) = underlay(&mut args).await?;
@@ -39,8 +39,8 @@ pub async fn run(mut args: RunArgs) -> Result<(), Error> {
                 mtu: dp.mtu,
                 direct_routing: dp.direct_routing,
             };
-            let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay, &opts)?;
-            serve(args, side, nl, metrics).await
+            let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay.clone(), &opts)?;
+            serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Bgp => {
             let (nl, underlay) = underlay(&mut args).await?;
@@ -80,12 +80,21 @@ async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
     Ok((nl, u))
 }
 
+/// How long a node that left the store stays programmed in case it re-registers. Peers
+/// see a lapsed lease when the store comes back; the node's renewal retries every second
+/// at most, finds its record gone and registers again within about a second of that:
+/// 3 s covers it with room, and delays a real removal (`remove-node`, a dead node)
+/// by no more than that.
+pub const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn serve<D: NodeSide>(
     args: RunArgs,
     side: D,
+    underlay: Underlay,
     nl: Netlink,
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
-    let handler = DatapathHandler::new(side, nl, metrics.clone());
+    let handler =
+        DatapathHandler::new(side, nl, metrics.clone()).watch_kernel(underlay, REMOVAL_GRACE);
     run_with_handler(args, handler, metrics).await
 }

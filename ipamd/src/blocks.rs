@@ -59,9 +59,25 @@ impl FirstBlocks {
         for b in local::adopt_owned(&self.local, store, &self.node).await? {
             tracing::info!(node = %self.node, block = %b, "owned block added to the cache");
         }
-        // Cached blocks freed meanwhile (the lease lapsed): take them back.
+        // Cached blocks freed meanwhile (the lease lapsed): take them back. One another
+        // node took meanwhile is dropped from the cache, so this node never allocates
+        // from it again; the pods that hold addresses in it keep them until deleted
+        // (logged with their count: the operator should recreate them).
         for b in local::reclaim_cached(&self.local, store, &self.node).await? {
-            tracing::error!(node = %self.node, block = %b, "a cached block is now owned by another node");
+            let holders = self
+                .local
+                .list()
+                .map(|all| {
+                    all.iter()
+                        .filter(|a| a.ips.iter().any(|ip| b.contains(ip.ip())))
+                        .count()
+                })
+                .unwrap_or(0);
+            local::uncache_block(&self.local, b)?;
+            tracing::error!(node = %self.node, block = %b, pods = holders,
+                "a block of this node was taken by another node while its lease was lapsed: \
+                 this node no longer allocates from it; its pods keep their addresses until \
+                 deleted (recreate them)");
         }
         let before = local::cached_blocks(&self.local)?;
         let blocks = local::ensure_block(&self.local, store, &self.node, &self.pool, None).await?;
@@ -74,9 +90,11 @@ impl FirstBlocks {
 
 /// Addresses allocated and left in `blocks`, per family: (family, allocated, free).
 /// Reads the whole node-local store (run it on a timer, not per request).
+/// With `reserve_gateway` the first host address of each block counts as not usable.
 pub fn usage(
     store: &Store,
     blocks: &[IpNetwork],
+    reserve_gateway: bool,
 ) -> Result<Vec<(&'static str, u128, u128)>, IpamError> {
     let allocs = store.list()?;
     let mut out = Vec::new();
@@ -85,7 +103,10 @@ pub fn usage(
         if mine.is_empty() {
             continue;
         }
-        let capacity: u128 = mine.iter().map(|b| usable(b)).fold(0, u128::saturating_add);
+        let capacity: u128 = mine
+            .iter()
+            .map(|b| usable(b, reserve_gateway))
+            .fold(0, u128::saturating_add);
         let used = allocs
             .iter()
             .flat_map(|a| a.ips.iter())
@@ -97,9 +118,12 @@ pub fn usage(
 }
 
 /// The addresses of a block pods can get (see `ipam::cluster::local`: not the IPv4
-/// network and broadcast addresses, not the IPv6 subnet-router anycast address).
-pub fn usable(b: &IpNetwork) -> u128 {
-    size(b).saturating_sub(if b.is_ipv6() { 1 } else { 2 })
+/// network and broadcast addresses, not the IPv6 subnet-router anycast address, and not
+/// the first host address with `reserve_gateway`: 61 of a /26).
+pub fn usable(b: &IpNetwork, reserve_gateway: bool) -> u128 {
+    size(b)
+        .saturating_sub(if b.is_ipv6() { 1 } else { 2 })
+        .saturating_sub(u128::from(reserve_gateway))
 }
 
 /// The number of addresses in a block.
@@ -135,7 +159,14 @@ mod tests {
             &["10.0.0.200".parse().unwrap()],
         )
         .unwrap();
-        let u = usage(&s, &["10.0.0.0/26".parse().unwrap()]).unwrap();
+        let u = usage(&s, &["10.0.0.0/26".parse().unwrap()], false).unwrap();
         assert_eq!(u, vec![("ipv4", 1, 61)]);
+        let u = usage(&s, &["10.0.0.0/26".parse().unwrap()], true).unwrap();
+        assert_eq!(
+            u,
+            vec![("ipv4", 1, 60)],
+            "61 usable with a reserved gateway"
+        );
+        assert_eq!(usable(&"10.0.0.0/26".parse().unwrap(), true), 61);
     }
 }

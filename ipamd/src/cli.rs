@@ -133,6 +133,11 @@ pub struct LocalArgs {
     pub network: String,
     #[arg(long, env = "IPAMD_DATA_DIR", default_value = ipam::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// The network's `ipam.reserveGateway` is on: the first host address of every block
+    /// is never a pod's, so capacity counts one address less per block (implied by
+    /// `run --datapath vxlan`, whose VTEP address it is).
+    #[arg(long, env = "IPAMD_RESERVE_GATEWAY")]
+    pub reserve_gateway: bool,
 }
 
 impl LocalArgs {

@@ -10,6 +10,8 @@
 use ipam::cluster::NodeRecord;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
+use tokio::sync::watch;
 
 /// A change to the set of remote nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +56,25 @@ pub trait PeerHandler: Send + 'static {
     /// `"vtepMac"`), read once before the node registers.
     fn node_backend(&self) -> BTreeMap<String, String> {
         BTreeMap::new()
+    }
+
+    /// Resolves when the handler has work of its own besides peer events (kernel
+    /// notifications, a timer); [`PeerHandler::on_wake`] then does it. Must be
+    /// cancel-safe: [`crate::watch::deliver`] drops it when a peer event comes first.
+    /// Default: never.
+    fn wake(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
+    /// The work [`PeerHandler::wake`] announced.
+    fn on_wake(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// This node's underlay address as the handler sees it change (taken once, before
+    /// the node registers): the lease republishes the node record with each new one.
+    fn underlay_updates(&mut self) -> Option<watch::Receiver<IpAddr>> {
+        None
     }
 }
 

@@ -1,17 +1,47 @@
 //! A minimal HTTP/1.1 responder for `GET /metrics`, `GET /healthz` and (BGP)
 //! `GET /bgp/peers`: one request per
 //! connection (`Connection: close`), header bytes capped, a read timeout.
+//!
+//! Under a flood of connections (issue: ~3,000 idle ones starved the daemon of file
+//! descriptors and its lease lapsed) the port holds at most [`MAX_CONNECTIONS`] at a
+//! time: when one more is accepted, the oldest connection still waiting for its request
+//! head is closed. Idle connections therefore cost at most that many descriptors, a
+//! real request (sent as soon as it connects) is answered before [`MAX_CONNECTIONS`]
+//! newer ones could push it out, and each connection has [`HEAD_TIMEOUT`] to send its
+//! request head.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::metrics::Metrics;
 
 const MAX_HEAD: usize = 8 * 1024;
+
+/// Connections open at once on the metrics/health port.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections still reading their request head, oldest first: closing one is sending
+/// on (or dropping) its channel.
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    queue: VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Waiting {
+    fn lock(w: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
+        // A poisoned lock only means a panicking task held it: the queue is still sound.
+        w.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Refuses a non-loopback address unless `any` (`--listen-any`).
 pub fn check_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
@@ -27,14 +57,33 @@ pub fn check_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
 
 /// Serves until `stop` turns true.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let waiting = Arc::new(Mutex::new(Waiting::default()));
+    let mut evicted: u64 = 0;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((conn, _)) => {
-                    let m = metrics.clone();
+                    let (tx, rx) = oneshot::channel();
+                    let id = {
+                        let mut w = Waiting::lock(&waiting);
+                        if w.queue.len() >= MAX_CONNECTIONS {
+                            // Dropping the sender closes the oldest idle connection.
+                            w.queue.pop_front();
+                            evicted += 1;
+                            if evicted.is_power_of_two() {
+                                tracing::warn!(evicted, limit = MAX_CONNECTIONS,
+                                    "too many open connections to the metrics port: closing the oldest idle ones");
+                            }
+                        }
+                        w.next_id += 1;
+                        let id = w.next_id;
+                        w.queue.push_back((id, tx));
+                        id
+                    };
+                    let (m, w) = (metrics.clone(), waiting.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = respond(conn, &m).await {
+                        if let Err(e) = respond(conn, &m, rx, id, &w).await {
                             tracing::debug!(error = %e, "http connection");
                         }
                     });
@@ -48,7 +97,13 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch
     }
 }
 
-async fn respond(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+async fn respond(
+    mut conn: TcpStream,
+    metrics: &Arc<Metrics>,
+    evict: oneshot::Receiver<()>,
+    id: u64,
+    waiting: &Mutex<Waiting>,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let read = async {
         let mut chunk = [0u8; 1024];
@@ -61,13 +116,26 @@ async fn respond(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> 
         }
         Ok::<(), std::io::Error>(())
     };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head"))??;
+    let head = tokio::select! {
+        r = tokio::time::timeout(HEAD_TIMEOUT, read) => Some(r),
+        // Evicted (or the server stopped): close.
+        _ = evict => None,
+    };
+    Waiting::lock(waiting).queue.retain(|(i, _)| *i != id);
+    match head {
+        None => return Ok(()),
+        Some(r) => {
+            r.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head"))??
+        }
+    }
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    if path == "/metrics" {
+        let m = metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || m.refresh_usage()).await;
+    }
     let (status, ctype, body) = route(method, path, metrics);
     let resp = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

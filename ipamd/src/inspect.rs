@@ -165,10 +165,14 @@ pub async fn usage(args: &UsageArgs, out: &mut dyn Write) -> Result<(), Error> {
     nodes.sort_by(|a, b| a.info.name.cmp(&b.info.name));
     let mut rows = Vec::new();
     for n in &nodes {
-        let capacity = n.blocks.iter().map(usable).fold(0, u128::saturating_add);
+        let capacity = n
+            .blocks
+            .iter()
+            .map(|b| usable(b, args.local.reserve_gateway))
+            .fold(0, u128::saturating_add);
         let used = if n.info.name == me {
             let store = Store::open(args.local.store_dir())?;
-            let u = crate::blocks::usage(&store, &n.blocks)?;
+            let u = crate::blocks::usage(&store, &n.blocks, args.local.reserve_gateway)?;
             Some(u.iter().map(|(_, used, _)| used).sum())
         } else {
             None

@@ -1,15 +1,39 @@
 //! Registration and the lease: register at start, renew every ttl/3, register again
 //! when the record is gone (it expired while this node could not renew), and claim a
 //! first block again when that happened (an expired node's blocks were freed).
+//!
+//! A failed renewal is retried after a short back-off ([`RETRY_MIN`] doubling up to
+//! [`RETRY_MAX`]) until it succeeds or the store says the record is gone, so a store
+//! that comes back finds the lease renewed within a second, not at the next ttl/3 tick.
+//! A store that stops answering for less than about two thirds of the TTL therefore
+//! never costs the lease. The first failure is logged as the store lost, the next success
+//! as regained (with how long it was gone).
+//!
+//! A re-registration keeps this node's datapath: it only rewrites the node record and
+//! takes back the blocks of the node-local cache ([`crate::blocks::FirstBlocks`]); the
+//! devices keep the addresses of the last blocks meanwhile (see `crate::datapath`).
+//!
+//! A new underlay address (seen by the datapath from netlink) re-registers the node with
+//! it at once: the record is rewritten in place, on the same lease. The lease first
+//! connects to the store again: a connection made from the old address hangs once that
+//! address is gone (nothing answers it any more), and waiting for its keep-alive to
+//! notice would cost the lease.
 
-use ipam::cluster::{ClusterStore, NodeInfo, NodeRecord};
+use ipam::cluster::{ClusterStore, NodeInfo, NodeRecord, StoreUrl};
 use ipam::IpamError;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::blocks::FirstBlocks;
 use crate::metrics::Metrics;
+
+/// First retry after a failed renewal.
+pub const RETRY_MIN: Duration = Duration::from_millis(200);
+/// Longest wait between retries of a failed renewal.
+pub const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Everything the lease loop needs.
 pub struct Lease {
@@ -18,11 +42,33 @@ pub struct Lease {
     pub ttl: Duration,
     pub metrics: Arc<Metrics>,
     pub first_blocks: FirstBlocks,
+    /// New underlay addresses to publish (from the datapath), if it reports any.
+    pub underlay_updates: Option<watch::Receiver<IpAddr>>,
+    /// The store, to connect again from a new underlay address.
+    pub url: StoreUrl,
 }
 
 /// How often the lease is renewed: a third of its TTL (at least 100 ms).
 pub fn renew_interval(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(100))
+}
+
+/// How long a reconnection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Resolves when `updates` has a new value (`true`) or its sender is gone (`false`);
+/// never without updates. Cancel-safe.
+async fn changed(updates: &mut Option<watch::Receiver<IpAddr>>) -> bool {
+    match updates.as_mut() {
+        Some(u) => u.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The wait before the next retry after `failures` failed renewals in a row.
+pub fn retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(8);
+    (RETRY_MIN * 2u32.pow(exp)).min(RETRY_MAX)
 }
 
 impl Lease {
@@ -62,38 +108,136 @@ impl Lease {
         Ok(rec)
     }
 
+    /// A fresh store connection for the lease (kept when it cannot be made: renewals
+    /// then retry on the old one).
+    async fn reconnect(&mut self) {
+        match tokio::time::timeout(CONNECT_TIMEOUT, ClusterStore::connect(&self.url)).await {
+            Ok(Ok(s)) => self.store = Arc::new(s),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot connect to the cluster store again"),
+            Err(_) => tracing::warn!("connecting to the cluster store again timed out"),
+        }
+    }
+
+    /// One renewal. Bounded by the store's own request timeouts (etcd: 3 s per
+    /// request), not by a shorter one of ours: on a slow store a renewal that is cut
+    /// short and retried never completes, and the lease is lost to the retries. A
+    /// request sent to a frozen store is answered as soon as it resumes.
+    async fn renew(&self) -> Result<(), IpamError> {
+        self.store.renew(&self.info.name, self.ttl).await
+    }
+
     /// Renews until `stop` turns true. The lease is left to run out on its own after
     /// that (see the README: a restart within the TTL keeps the node's blocks).
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(renew_interval(self.ttl));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let every = renew_interval(self.ttl);
+        let mut next = Instant::now() + every;
+        let mut failures: u32 = 0;
+        // When the store was first found unreachable, while it is.
+        let mut lost_since: Option<Instant> = None;
+        let mut updates = self.underlay_updates.take();
+        // The underlay address the store has for this node.
+        let mut published = self.info.underlay_ip;
         loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = tick.tick() => {}
+            // Wait for the next renewal (or a new underlay address), then renew or
+            // republish; a new address that comes while a request is out cancels it (on a
+            // connection from the address that just went it would only hang).
+            let mut update = {
+                let update = changed(&mut updates);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep_until(next) => None,
+                    ok = update => Some(ok),
+                }
+            };
+            let mut result = None;
+            if update.is_none() {
+                let republish = published != self.info.underlay_ip;
+                let op = async {
+                    if republish {
+                        self.register().await.map(|_| ())
+                    } else {
+                        self.renew().await
+                    }
+                };
+                let changed_now = changed(&mut updates);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    r = op => result = Some(r),
+                    ok = changed_now => update = Some(ok),
+                }
             }
-            match self.store.renew(&self.info.name, self.ttl).await {
+            if let Some(ok) = update {
+                if !ok {
+                    updates = None;
+                    continue;
+                }
+                let addr = updates.as_mut().map(|u| *u.borrow_and_update());
+                if addr.is_some() && addr != self.info.underlay_ip {
+                    tracing::info!(node = %self.info.name, old = ?self.info.underlay_ip,
+                        new = ?addr, "republishing this node with its new underlay address");
+                    self.info.underlay_ip = addr;
+                    self.reconnect().await;
+                    // Registering an existing node rewrites its record on its lease.
+                    failures = 0;
+                    next = Instant::now();
+                }
+                continue;
+            }
+            let Some(result) = result else { continue };
+            match result {
                 Ok(()) => {
+                    published = self.info.underlay_ip;
+                    if let Some(since) = lost_since.take() {
+                        tracing::info!(node = %self.info.name, down_for = ?since.elapsed(),
+                            "cluster store reachable again: lease renewed");
+                    }
+                    failures = 0;
                     self.metrics.set_renew_ok(true);
                     if !self.first_blocks.done() {
                         self.first_blocks.ensure(&self.store, &self.metrics).await;
                     }
+                    next = Instant::now() + every;
                 }
                 Err(IpamError::NotFound(why)) => {
+                    // The store answers again, with the news that the record is gone.
+                    if let Some(since) = lost_since.take() {
+                        tracing::info!(node = %self.info.name, down_for = ?since.elapsed(),
+                            "cluster store reachable again");
+                    }
                     tracing::warn!(node = %self.info.name, %why, "lease expired: registering again");
                     self.metrics.renew_failure();
                     self.first_blocks.reset();
-                    if let Err(e) = self.register().await {
-                        self.metrics.set_renew_ok(false);
-                        tracing::warn!(error = %e, "cannot register again");
+                    match self.register().await {
+                        Ok(rec) => {
+                            published = self.info.underlay_ip;
+                            failures = 0;
+                            tracing::info!(node = %self.info.name, blocks = rec.blocks.len(),
+                                "re-registered after the lease expired; the datapath was kept");
+                            next = Instant::now() + every;
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            self.metrics.set_renew_ok(false);
+                            lost_since.get_or_insert_with(Instant::now);
+                            tracing::warn!(error = %e, "cannot register again; retrying");
+                            next = Instant::now() + retry_delay(failures);
+                        }
                     }
                 }
                 Err(e) => {
+                    failures += 1;
                     self.metrics.renew_failure();
                     self.metrics.store_error();
                     self.metrics.set_renew_ok(false);
-                    tracing::warn!(error = %e, node = %self.info.name, "lease renewal failed");
+                    if lost_since.is_none() {
+                        lost_since = Some(Instant::now());
+                        tracing::warn!(error = %e, node = %self.info.name,
+                            "cluster store lost: lease renewal failed; retrying every second at most \
+                             (the datapath is kept)");
+                    } else {
+                        tracing::debug!(error = %e, failures, "lease renewal failed again");
+                    }
+                    next = Instant::now() + retry_delay(failures);
                 }
             }
         }
@@ -143,5 +287,14 @@ mod tests {
             renew_interval(Duration::from_millis(150)),
             Duration::from_millis(100)
         );
+    }
+
+    #[test]
+    fn retries_back_off_to_a_second() {
+        assert_eq!(retry_delay(1), Duration::from_millis(200));
+        assert_eq!(retry_delay(2), Duration::from_millis(400));
+        assert_eq!(retry_delay(3), Duration::from_millis(800));
+        assert_eq!(retry_delay(4), RETRY_MAX);
+        assert_eq!(retry_delay(100), RETRY_MAX);
     }
 }

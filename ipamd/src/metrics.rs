@@ -28,6 +28,7 @@ pub struct Metrics {
     dp_failed: Counter,
     dp_objects: Gauge,
     dp_resyncs: Counter,
+    dp_repairs: Counter,
     dp_errors: Counter,
     dp_refused: Gauge,
     bgp_up: Family<PeerLabel, Gauge>,
@@ -37,6 +38,8 @@ pub struct Metrics {
     bgp: OnceLock<bgp::Speaker>,
     registered: AtomicBool,
     renew_ok: AtomicBool,
+    /// Where the address gauges are read from at scrape time.
+    usage: OnceLock<(ipam::Store, bool)>,
 }
 
 impl Default for Metrics {
@@ -62,6 +65,8 @@ impl Metrics {
             dp_failed: Counter::default(),
             dp_objects: Gauge::default(),
             dp_resyncs: Counter::default(),
+            dp_repairs: Counter::default(),
+            usage: OnceLock::new(),
             dp_errors: Counter::default(),
             dp_refused: Gauge::default(),
             bgp_up: Family::default(),
@@ -138,6 +143,11 @@ impl Metrics {
             m.dp_resyncs.clone(),
         );
         registry.register(
+            "datapath_repairs",
+            "Targeted repairs after kernel notifications (entries deleted or changed behind our back)",
+            m.dp_repairs.clone(),
+        );
+        registry.register(
             "datapath_errors",
             "Device set-ups or resyncs of the datapath that failed",
             m.dp_errors.clone(),
@@ -202,6 +212,10 @@ impl Metrics {
         self.dp_resyncs.inc();
     }
 
+    pub fn datapath_repaired(&self) {
+        self.dp_repairs.inc();
+    }
+
     pub fn datapath_error(&self) {
         self.dp_errors.inc();
     }
@@ -258,6 +272,36 @@ impl Metrics {
     /// Registered, and the last renewal succeeded.
     pub fn healthy(&self) -> bool {
         self.registered.load(Ordering::Relaxed) && self.renew_ok.load(Ordering::Relaxed)
+    }
+
+    /// Read the address gauges from this node-local store (its cached blocks and
+    /// allocations) whenever metrics are rendered: current when read, whatever the
+    /// resync period. `reserve_gateway`: see [`crate::blocks::usage`].
+    pub fn read_usage_from(&self, local: ipam::Store, reserve_gateway: bool) {
+        let _ = self.usage.set((local, reserve_gateway));
+    }
+
+    /// Refreshes the address gauges from the node-local store (file reads: call it off
+    /// the async threads).
+    pub fn refresh_usage(&self) {
+        let Some((local, reserve)) = self.usage.get() else {
+            return;
+        };
+        let blocks = match ipam::cluster::local::cached_blocks(local) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics: cannot read the node-local block cache");
+                return;
+            }
+        };
+        match crate::blocks::usage(local, &blocks, *reserve) {
+            Ok(u) => {
+                for (family, used, free) in u {
+                    self.set_addresses(family, used, free);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "metrics: cannot read the node-local store"),
+        }
     }
 
     /// The text exposition format.

@@ -32,14 +32,18 @@ const EVENT_QUEUE: usize = 1024;
 /// daemon with the datapath of the flags.
 pub async fn run_with_handler<H: PeerHandler>(
     args: RunArgs,
-    handler: H,
+    mut handler: H,
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
     crate::http::check_listen(args.listen, args.listen_any).map_err(Error::Usage)?;
+    raise_fd_limit();
     let node = args.node_name()?;
     let url = args.store_url()?;
     let pool = args.pool()?;
     let local = Store::open(args.local.store_dir())?;
+    let reserve_gateway =
+        args.local.reserve_gateway || matches!(args.datapath.kind, crate::cli::DatapathKind::Vxlan);
+    metrics.read_usage_from(local.clone(), reserve_gateway);
 
     let (stop_tx, stop) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
@@ -74,6 +78,8 @@ pub async fn run_with_handler<H: PeerHandler>(
         ttl: args.lease_ttl,
         metrics: metrics.clone(),
         first_blocks: FirstBlocks::new(node.clone(), pool, local.clone()),
+        underlay_updates: handler.underlay_updates(),
+        url: url.clone(),
     };
     if lease.start(&mut stop.clone()).await.is_none() {
         return finish(tasks, stopper).await;
@@ -108,6 +114,21 @@ pub async fn run_with_handler<H: PeerHandler>(
         stop,
     ));
     finish(tasks, stopper).await
+}
+
+/// Raises the soft limit of open files to the hard one (systemd's default soft limit is
+/// 1024; see the README for `LimitNOFILE`), so a burst of connections does not starve
+/// the store connection the lease needs.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit"),
+        },
+        Ok((soft, _)) => tracing::debug!(limit = soft, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
 }
 
 /// Connects, retrying every second until it works or the daemon is stopped.
@@ -168,14 +189,7 @@ async fn local_loop(
                 Ok(released) => m.gc_released(released.len()),
                 Err(e) => tracing::warn!(error = %e, "gc of the node-local store failed"),
             }
-            match crate::blocks::usage(&l, &blocks) {
-                Ok(u) => {
-                    for (family, used, free) in u {
-                        m.set_addresses(family, used, free);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the node-local store"),
-            }
+            // The address gauges are read at scrape time (see Metrics::refresh_usage).
             if release_grace.is_zero() {
                 return None;
             }

@@ -180,13 +180,20 @@ async fn send(
     tx.send(ev).await
 }
 
-/// Feeds every event of `rx` to `handler`, in order, until the channel closes.
+/// Feeds every event of `rx` to `handler`, in order, until the channel closes; in
+/// between, the handler's own work ([`crate::events::PeerHandler::wake`]).
 pub async fn deliver<H: crate::events::PeerHandler>(
     mut rx: mpsc::Receiver<PeerEvent>,
     mut handler: H,
 ) {
-    while let Some(ev) = rx.recv().await {
-        handler.handle(ev).await;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => handler.handle(ev).await,
+                None => return,
+            },
+            () = handler.wake() => handler.on_wake().await,
+        }
     }
 }
 

@@ -106,6 +106,37 @@ fn permanent(m: &NeighbourMessage) -> bool {
     u16::from(m.header.state) & NUD_PERMANENT != 0
 }
 
+/// An IPv4/IPv6 neighbour message (dump answer or notification): device, address, MAC
+/// (absent e.g. in the FAILED state a deleted entry is reported in) and whether it is
+/// permanent.
+pub(crate) fn parse_neigh_any(
+    m: &NeighbourMessage,
+) -> Option<(u32, IpAddr, Option<MacAddr>, bool)> {
+    if !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
+        return None;
+    }
+    let (ip, mac) = dst_and_mac(m);
+    Some((m.header.ifindex, ip?, mac, permanent(m)))
+}
+
+/// A permanent FDB entry with a remote (`self`, AF_BRIDGE) of a message.
+pub(crate) fn parse_fdb(m: &NeighbourMessage) -> Option<FdbEntry> {
+    if m.header.family != AddressFamily::Bridge
+        || !permanent(m)
+        || !m.header.flags.contains(NeighbourFlags::Own)
+    {
+        return None;
+    }
+    match dst_and_mac(m) {
+        (Some(dst), Some(mac)) => Some(FdbEntry {
+            dev: m.header.ifindex,
+            mac,
+            dst,
+        }),
+        _ => None,
+    }
+}
+
 const REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 const DELETE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 

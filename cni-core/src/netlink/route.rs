@@ -154,7 +154,9 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn parse_route(msg: &RouteMessage) -> Option<RouteSpec> {
+/// A route message (dump answer or notification) as a [`RouteSpec`] (`table` `None`:
+/// main).
+pub(crate) fn parse_route(msg: &RouteMessage) -> Option<RouteSpec> {
     let h: &RouteHeader = &msg.header;
     let v6 = h.address_family == AddressFamily::Inet6;
     let mut dst_ip: IpAddr = if v6 {

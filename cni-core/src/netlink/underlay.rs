@@ -142,6 +142,25 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// The underlay `old` as it is now: the same interface (by index), its current
+    /// addresses and MTU; the address is `old`'s while the interface still holds it, else
+    /// its first global address of the same family (then of any). `None` when the
+    /// interface is gone or holds no global address (nothing to move to yet).
+    pub async fn underlay_now(&self, old: &Underlay) -> Result<Option<Underlay>, CniError> {
+        let Some(link) = self.link_by_index(old.index).await? else {
+            return Ok(None);
+        };
+        let networks = self.addresses(link.index).await?;
+        let addr = if networks.iter().any(|n| n.ip() == old.addr) {
+            Some(old.addr)
+        } else {
+            pick_address(&networks, old.addr.is_ipv6())
+        };
+        Ok(addr.map(|a| underlay_of(link, a, networks)))
+    }
+}
+
 fn underlay_of(link: Link, addr: IpAddr, networks: Vec<IpNetwork>) -> Underlay {
     Underlay {
         index: link.index,

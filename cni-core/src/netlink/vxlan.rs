@@ -67,6 +67,18 @@ impl VxlanParams {
         p
     }
 
+    /// Whether the local address is all that differs (it can be changed in place).
+    fn only_local_differs(&self, spec: &VxlanSpec) -> bool {
+        let same_family = self
+            .local
+            .is_some_and(|l| l.is_ipv4() == spec.local.is_ipv4());
+        let other = VxlanParams {
+            local: Some(spec.local),
+            ..*self
+        };
+        same_family && self.local != Some(spec.local) && other.mismatch(spec).is_none()
+    }
+
     /// Why the device must be created again, or `None` when it can be adopted.
     fn mismatch(&self, spec: &VxlanSpec) -> Option<String> {
         if !self.is_vxlan {
@@ -121,6 +133,38 @@ impl Netlink {
         }
     }
 
+    /// Changes the local (source) address of VXLAN device `index` in place: an
+    /// RTM_NEWLINK on the existing device with only IFLA_VXLAN_LOCAL (the kernel's
+    /// changelink keeps every other parameter, and the device keeps its FDB, neighbours
+    /// and routes). The family must stay the same (the kernel refuses a change of it).
+    pub async fn set_vxlan_local(&self, index: u32, local: IpAddr) -> Result<(), CniError> {
+        let mut msg = netlink_packet_route::link::LinkMessage::default();
+        msg.header.index = index;
+        let data = match local {
+            IpAddr::V4(ip) => InfoVxlan::Local(ip),
+            IpAddr::V6(ip) => InfoVxlan::Local6(ip),
+        };
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![data])),
+        ]));
+        let req = netlink_packet_core::NetlinkMessage::from(
+            netlink_packet_route::RouteNetlinkMessage::NewLink(msg),
+        );
+        super::request_ack(
+            &self.handle,
+            req,
+            netlink_packet_core::NLM_F_REQUEST | netlink_packet_core::NLM_F_ACK,
+        )
+        .await
+        .map_err(|e| {
+            nl_err(
+                format!("changing the local address of VXLAN link #{index} to {local}"),
+                &e,
+            )
+        })
+    }
+
     async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<(), rtnetlink::Error> {
         let mut b = LinkVxlan::new(&spec.name, spec.vni)
             .dev(spec.underlay)
@@ -147,6 +191,14 @@ impl Netlink {
         // and its device is then adopted (or replaced) like any existing one.
         for _ in 0..2 {
             if let Some(params) = self.vxlan_params(name).await? {
+                if params.only_local_differs(spec) {
+                    if let Some(old) = self.link_by_name(name).await? {
+                        tracing::info!(link = name, old = ?params.local, new = %spec.local,
+                            "changing the VXLAN device's local address in place");
+                        self.set_vxlan_local(old.index, spec.local).await?;
+                        break;
+                    }
+                }
                 match params.mismatch(spec) {
                     None => break,
                     Some(why) => {

@@ -7,15 +7,21 @@
 //! - [`peer`]: [`Peer`] (a remote node as a datapath sees it), [`NodeSide`], and the
 //!   derivations both ends must agree on (VTEP MAC, gateway and tunnel addresses).
 //! - [`reconcile`]: [`Reconciler`]: incremental per-peer updates, full resync against a
-//!   kernel dump, batched (pipelined) netlink requests.
+//!   kernel dump, batched (pipelined) netlink requests, targeted repair after kernel
+//!   notifications.
+//! - `watch`: [`KernelWatch`], the kernel's notifications about what the daemon owns
+//!   (its routes, its devices' neighbour/FDB entries, links and addresses, the
+//!   underlay), debounced into [`KernelChanges`]: repair at once, not at the next resync.
 
 pub mod object;
 pub mod peer;
 pub mod reconcile;
+mod watch;
 
 pub use object::{Object, ObjectKey};
 pub use peer::{NodeSide, Peer};
 pub use reconcile::{Applied, Reconciler};
+pub use watch::{Interest, KernelChanges, KernelWatch, Seen, DEBOUNCE};
 
 /// The route protocol number (`RTPROT_*`) of every route `ipamd` installs: the kernel
 /// keeps it, so a dump tells our routes from everyone else's (`ip route show proto 97`).

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::Object;
-use crate::netlink::{MacAddr, Netlink};
+use crate::netlink::{MacAddr, Netlink, Underlay};
 use crate::spec::error::CniError;
 
 /// The backend key under which a VXLAN node publishes its VTEP MAC.
@@ -84,6 +84,11 @@ pub trait NodeSide: Send + 'static {
         nl: &Netlink,
         me: &Peer,
     ) -> impl Future<Output = Result<bool, CniError>> + Send;
+
+    /// The underlay interface now has another address (or other subnets): use `underlay`
+    /// from now on; the next [`NodeSide::ensure`] applies it (e.g. the VXLAN device's
+    /// local address). Default: the datapath keeps nothing of the underlay.
+    fn set_underlay(&mut self, _underlay: Underlay) {}
 
     /// Devices whose permanent neighbour and FDB entries this datapath owns (a resync
     /// removes any it did not ask for).

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::StreamExt;
 
-use super::{Object, ObjectKey, RTPROT_IPAMD};
+use super::{Object, ObjectKey, Seen, RTPROT_IPAMD};
 use crate::netlink::{Netlink, RouteSpec};
 use crate::spec::error::CniError;
 
@@ -267,6 +267,33 @@ fn plan_resync(
     ops
 }
 
+/// The puts that repair `installed` after the kernel reported `seen` (see
+/// [`Reconciler::repair`]).
+fn plan_repair(installed: &BTreeMap<String, BTreeSet<Object>>, seen: &[Seen]) -> Vec<Op> {
+    let mut last: BTreeMap<ObjectKey, &Seen> = BTreeMap::new();
+    for s in seen {
+        last.insert(s.key(), s);
+    }
+    let wanted: HashMap<ObjectKey, &Object> =
+        installed.values().flatten().map(|o| (o.key(), o)).collect();
+    let mut ops = Vec::new();
+    for (key, s) in last {
+        let Some(w) = wanted.get(&key) else { continue };
+        let put = match s {
+            Seen::Gone(o) => satisfies(o, w),
+            Seen::Present(o) => !satisfies(o, w),
+            Seen::Lost(_) => true,
+        };
+        if put {
+            ops.push(Op::Put {
+                obj: (*w).clone(),
+                new: !matches!(s, Seen::Present(_)),
+            });
+        }
+    }
+    ops
+}
+
 /// Holds what has been installed for each peer.
 pub struct Reconciler {
     nl: Netlink,
@@ -322,6 +349,25 @@ impl Reconciler {
         }
         if !now.is_empty() {
             self.installed.insert(peer.to_string(), now);
+        }
+        applied
+    }
+
+    /// Targeted repair after kernel notifications (see [`super::KernelWatch`]): for each
+    /// key the kernel reported on (the last report per key counts), when a peer has it
+    /// installed and the kernel's version no longer satisfies it (deleted, or changed
+    /// to another version), the wanted version is put again. Nothing else is sent: a
+    /// notification of our own request shows the wanted version and ends there, so
+    /// repairs never feed on themselves; an entry of another agent (another route
+    /// protocol, a non-permanent neighbour) is never reported, so never fought.
+    pub async fn repair(&mut self, seen: &[Seen]) -> Applied {
+        let ops = plan_repair(&self.installed, seen);
+        if ops.is_empty() {
+            return Applied::default();
+        }
+        let (applied, _) = run(&self.nl, &ops).await;
+        for op in &ops {
+            tracing::info!(entry = ?op.obj(), "repaired an entry deleted or changed behind our back");
         }
         applied
     }
@@ -557,6 +603,50 @@ mod tests {
             (fdb(2, "192.168.0.2"), None),
         ];
         assert!(plan_resync(&kernel, &wanted).is_empty());
+    }
+
+    #[test]
+    fn repair_puts_back_only_what_differs_from_the_wanted() {
+        let r = route("10.0.1.0/24", "10.0.1.1", Some(7));
+        let f = fdb(1, "192.168.0.1");
+        let installed = BTreeMap::from([("a".to_string(), BTreeSet::from([r.clone(), f.clone()]))]);
+        // Our own write coming back: nothing to do.
+        assert!(plan_repair(&installed, &[Seen::Present(r.clone())]).is_empty());
+        // Deleted: put again.
+        assert_eq!(
+            show(&plan_repair(&installed, &[Seen::Gone(r.clone())])),
+            vec![("add", r.clone())]
+        );
+        // Deleted, then put back (the last report per key counts): nothing.
+        assert!(plan_repair(
+            &installed,
+            &[Seen::Gone(r.clone()), Seen::Present(r.clone())]
+        )
+        .is_empty());
+        // Changed to another remote: replaced.
+        assert_eq!(
+            show(&plan_repair(
+                &installed,
+                &[Seen::Present(fdb(1, "192.168.0.9"))]
+            )),
+            vec![("replace", f.clone())]
+        );
+        // Another version of the key deleted (e.g. an extra one a resync removed): nothing.
+        assert!(plan_repair(&installed, &[Seen::Gone(fdb(1, "192.168.0.9"))]).is_empty());
+        // A key nobody wants: nothing.
+        let stray = route("10.9.0.0/24", "10.9.0.1", Some(7));
+        assert!(plan_repair(&installed, &[Seen::Gone(stray)]).is_empty());
+        // A neighbour lost whatever its version: put.
+        let n = Object::Neigh {
+            dev: 7,
+            ip: "10.0.1.1".parse().unwrap(),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        };
+        let installed = BTreeMap::from([("a".to_string(), BTreeSet::from([n.clone()]))]);
+        assert_eq!(
+            show(&plan_repair(&installed, &[Seen::Lost(n.key())])),
+            vec![("add", n)]
+        );
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub struct ClusterSpec {
     pub direct_routing: bool,
     /// BGP only: what the fabric runs and how the nodes peer.
     pub bgp_tor: BgpTor,
+    /// The cluster store is a real etcd in the fabric namespace (else a file).
+    pub etcd: bool,
+    /// `ipamd --resync` (default 2s).
+    pub resync: Option<String>,
+    /// Further `ipamd run` flags (e.g. `--lease-ttl`).
+    pub ipamd_extra: Vec<String>,
 }
 
 /// The BGP fabric of a cluster.
@@ -57,6 +63,9 @@ impl ClusterSpec {
             pods_per_node: pods,
             direct_routing: false,
             bgp_tor: BgpTor::BirdReflector,
+            etcd: false,
+            resync: None,
+            ipamd_extra: Vec::new(),
         }
     }
 }
@@ -86,7 +95,8 @@ impl PeerInfo {
     }
 }
 
-/// A running cluster. Drop order (field order): pods, daemons, router, temp dir, fabric.
+/// A running cluster. Drop order (field order): pods, daemons, router, etcd, temp dir,
+/// fabric.
 #[derive(Debug)]
 pub struct Cluster {
     pub pods: Vec<MnPod>,
@@ -96,6 +106,8 @@ pub struct Cluster {
     /// FRR in the fabric namespace (BGP with [`BgpTor::FrrMesh`]).
     pub frr: Option<router::Frr>,
     pub spec: ClusterSpec,
+    /// The etcd store ([`ClusterSpec::etcd`]).
+    pub etcd: Option<super::etcd::Etcd>,
     pub net: NetConf,
     pub ipamd_conf: IpamdConf,
     /// The nodes still in the cluster (not removed).
@@ -149,9 +161,19 @@ impl Cluster {
             .tempdir()
             .expect("tempdir");
         let pool = Subnet::for_test(&format!("{tag}-pool"));
-        let store = format!("file://{}", work.path().join("cluster.json").display());
         let network = format!("mn-{}", names::unique("n", tag));
-        let mut extra = vec![];
+        let etcd = spec.etcd.then(|| {
+            super::etcd::Etcd::start(
+                fabric.fabric.name(),
+                fabric.subnets[0].gateway(),
+                &work.path().join("etcd"),
+            )
+        });
+        let store = match &etcd {
+            Some(e) => e.store_url(&network),
+            None => format!("file://{}", work.path().join("cluster.json").display()),
+        };
+        let mut extra = spec.ipamd_extra.clone();
         if spec.direct_routing {
             extra.push("--direct-routing".to_string());
         }
@@ -175,7 +197,7 @@ impl Cluster {
             block_size: BLOCK_SIZE,
             network: network.clone(),
             datapath: spec.datapath.ipamd_arg().to_string(),
-            resync: "2s".into(),
+            resync: spec.resync.clone().unwrap_or_else(|| "2s".into()),
             extra,
         };
         let net = NetConf {
@@ -192,6 +214,7 @@ impl Cluster {
             daemons: Vec::new(),
             router: None,
             frr: None,
+            etcd,
             live: fabric.nodes.iter().map(|n| n.name.clone()).collect(),
             spec,
             net,

@@ -13,6 +13,8 @@
 //! - [`router`]: BIRD in the fabric namespace, the route reflector of the BGP datapath,
 //!   or FRR as its top-of-rack router ([`bgp_frr`]: FRR plus the nodes' full mesh);
 //! - [`bench`]: iperf3 throughput between namespaces;
+//! - [`etcd`]: a real etcd in the fabric namespace (clusters on the etcd store);
+//! - [`chaos`]: continuous pings measured for loss and outage, repair-time polling;
 //! - [`uml`]: boot User-Mode Linux (for IPIP, which this machine's kernel lacks) and run a
 //!   command inside it.
 //!
@@ -21,8 +23,10 @@
 
 pub mod bench;
 pub mod bgp_frr;
+pub mod chaos;
 pub mod checks;
 pub mod cluster;
+pub mod etcd;
 pub mod inns;
 pub mod kernel;
 pub mod node;
