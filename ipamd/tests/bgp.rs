@@ -329,6 +329,109 @@ fn prefix_outside_the_pool_is_not_installed() {
     );
 }
 
+/// A learned route deleted behind the daemon's back comes back from the kernel's
+/// notification, with the default `--resync` (60 s: the resync is not what repairs it),
+/// within a second; routes of another protocol in the pool's space are left alone.
+#[test]
+fn a_deleted_learned_route_is_back_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    let r = Node::bare("bgprr-");
+    let n = Node::bare("bgprn-");
+    link(&n, "eth0", "192.168.92.1/24", &r, "r1");
+    r.ip(&["addr", "add", "192.168.92.254/24", "dev", "r1"]);
+    let bird = Bird::start(
+        &r,
+        dir.path(),
+        "router id 192.168.92.254;\n\
+         protocol device { scan time 1; }\n\
+         protocol static { ipv4; route 10.244.210.0/26 blackhole; }\n\
+         protocol bgp n1 {\n\
+           local 192.168.92.254 as 65000; neighbor 192.168.92.1 as 64512;\n\
+           hold time 3; connect retry time 1; error wait time 1, 3;\n\
+           ipv4 { import none; export where source = RTS_STATIC; };\n\
+         }\n",
+    );
+    let mut flags: Vec<String> = bgp_flags("192.168.92.1")
+        .into_iter()
+        .take_while(|f| f != "--resync")
+        .collect();
+    flags.extend([
+        "--bgp-no-mesh".into(),
+        "--bgp-peer".into(),
+        "192.168.92.254,65000".into(),
+    ]);
+    let d = start(&n, "n1", dir.path(), &store, &flags);
+    let logs = || format!("{}\n{}", d.log(), bird.birdc(&["show", "protocols", "all"]));
+    let learned: IpNetwork = "10.244.210.0/26".parse().unwrap();
+    wait_route(&n, learned, Some("192.168.92.254"), true, 30 * SEC, logs);
+
+    // Another agent's routes: one to the same prefix (another metric), one to another
+    // prefix of the pool.
+    n.ip(&[
+        "route",
+        "add",
+        "10.244.210.0/26",
+        "via",
+        "192.168.92.254",
+        "proto",
+        "static",
+        "metric",
+        "500",
+    ]);
+    n.ip(&[
+        "route",
+        "add",
+        "10.244.211.0/26",
+        "via",
+        "192.168.92.254",
+        "proto",
+        "static",
+    ]);
+    let others = || n.ip(&["-4", "route", "show", "proto", "static"]);
+    let before = others();
+    assert_eq!(before.lines().count(), 2, "{before}");
+
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        n.ip(&["route", "del", "10.244.210.0/26", "proto", "97"]);
+        let t0 = Instant::now();
+        let back = loop {
+            if routes97(&n).contains("10.244.210.0/26 via 192.168.92.254 ") {
+                break t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < 5 * SEC,
+                "not back: {}\n{}",
+                routes97(&n),
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(back < SEC, "back after {back:?}");
+        times.push(back);
+        assert_eq!(others(), before, "another protocol's routes changed");
+    }
+    eprintln!("learned route back after {times:?}");
+    assert!(d.log().contains("kernel entries put back"), "{}", d.log());
+    assert_eq!(routes97(&n).lines().count(), 1, "{}", routes97(&n));
+
+    // Another agent deletes its own route to the same prefix: not ours, not put back.
+    n.ip(&[
+        "route",
+        "del",
+        "10.244.210.0/26",
+        "proto",
+        "static",
+        "metric",
+        "500",
+    ]);
+    std::thread::sleep(SEC);
+    assert_eq!(others().lines().count(), 1, "{}", others());
+    assert!(others().contains("10.244.211.0/26"), "{}", others());
+    wait_route(&n, learned, Some("192.168.92.254"), true, SEC, logs);
+}
+
 /// Two route reflectors (each its own BIRD, namespace and link) offer the same prefix
 /// with different next hops: the route stays while either still offers it, follows the
 /// one left, and goes when neither does.

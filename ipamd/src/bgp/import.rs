@@ -1,7 +1,17 @@
 //! What the peers announce, into the kernel: one task owns the learned table and the
 //! [`Reconciler`] (one reconciler peer key per BGP peer), applies the speaker's
 //! [`RouteEvent`]s in batches, and on every resync tick reconciles the whole table
-//! against a kernel dump, so a route deleted behind the daemon's back comes back.
+//! against a kernel dump (the backstop).
+//!
+//! Repair is event-driven, by the mechanism the other datapaths use: a
+//! [`KernelWatch`] (no devices: it reports the routes of protocol [`RTPROT_IPAMD`] in
+//! the main table, which on a BGP node are only ours) and [`Reconciler::repair`], which
+//! puts back at once a route it has recorded as installed that was deleted or changed
+//! behind the daemon's back. The recorded set is always a subset of what the learned
+//! table wants now (a route kept from before a restart during the startup is not in
+//! it), and a repair only ever puts: it never installs a route the importer does not
+//! want, nor deletes one it keeps. Routes of other protocols are never reported, so
+//! never touched. A lost notification (socket overrun) runs the full resync.
 //!
 //! After a start the routes already in the kernel (from before a restart) stay until
 //! every peer has re-sent its table (End-of-RIB), or has been Established for its
@@ -18,7 +28,7 @@
 
 use bgp::{RouteEvent, RouteEventKind, Speaker};
 use cni_core::netlink::{Netlink, RouteSpec, Underlay};
-use cni_core::node::{Object, Reconciler, RTPROT_IPAMD};
+use cni_core::node::{Interest, KernelChanges, KernelWatch, Object, Reconciler, RTPROT_IPAMD};
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -44,6 +54,9 @@ pub struct Importer {
     speaker: Speaker,
     /// Until every peer has re-sent its table: `None` once over.
     startup: Option<Startup>,
+    /// Kernel notifications about our routes, once [`Importer::watch_kernel`] started
+    /// them (`None`: repairs wait for the resync tick).
+    kernel: Option<KernelWatch>,
 }
 
 /// The start of the daemon: routes nobody announced (yet) are kept.
@@ -122,6 +135,43 @@ impl Importer {
                 done: BTreeSet::new(),
                 gone: BTreeSet::new(),
             }),
+            kernel: None,
+        }
+    }
+
+    /// Follows the kernel's notifications about protocol-97 routes (in the namespace of
+    /// the calling thread: the daemon's), to put a deleted or changed route back at
+    /// once. Without this the importer repairs only on resync ticks.
+    pub fn watch_kernel(mut self) -> Importer {
+        match KernelWatch::start(Interest::default()) {
+            Ok(w) => self.kernel = Some(w),
+            Err(e) => tracing::warn!(error = %e,
+                "cannot follow kernel notifications: BGP routes are repaired at the periodic resync only"),
+        }
+        self
+    }
+
+    /// Acts on a batch of kernel notifications.
+    async fn kernel_changed(&mut self, ch: KernelChanges) {
+        if ch.overrun {
+            tracing::debug!("kernel notifications were lost (socket overrun): BGP route resync");
+            return self.full().await;
+        }
+        if ch.objects.is_empty() {
+            return;
+        }
+        let start = Instant::now();
+        let done = self.rec.repair(&ch.objects).await;
+        self.metrics.datapath_applied(&done, self.rec.installed());
+        if done.requests() > 0 {
+            self.metrics.datapath_repaired();
+            tracing::info!(
+                datapath = "bgp",
+                repaired = done.added + done.replaced,
+                failed = done.failed,
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                "kernel entries put back"
+            );
         }
     }
 
@@ -237,9 +287,22 @@ impl Importer {
         starting.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due_at = due;
+            let kernel = async {
+                match self.kernel.as_mut() {
+                    Some(k) => k.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tick.tick() => self.full().await,
+                ch = kernel => match ch {
+                    Some(ch) => self.kernel_changed(ch).await,
+                    None => {
+                        tracing::warn!("kernel notifications ended: BGP routes are repaired at the periodic resync only");
+                        self.kernel = None;
+                    }
+                },
                 _ = starting.tick(), if self.startup.is_some() => {
                     if self.started() {
                         self.full().await;

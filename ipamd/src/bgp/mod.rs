@@ -5,7 +5,8 @@
 //!   its underlay address as next hop, withdraws released ones, keeps the full iBGP mesh
 //!   with the other BGP nodes of the cluster store (or none: `--bgp-no-mesh`).
 //! - [`import`]: learned prefixes -> kernel routes (`proto 97`) through the
-//!   [`cni_core::node::Reconciler`], resynced against the kernel on every tick.
+//!   [`cni_core::node::Reconciler`], repaired at once from kernel notifications
+//!   ([`cni_core::node::KernelWatch`]), resynced against the kernel on every tick.
 //! - [`status`]: `GET /bgp/peers` and `ipamd bgp-peers`.
 //!
 //! The import filter refuses a prefix outside the pool (unless
@@ -148,7 +149,8 @@ pub async fn run(
         0 => Duration::from_secs(90),
         h => Duration::from_secs(h.into()),
     };
-    let importer = import::Importer::new(nl, underlay, metrics.clone(), speaker.clone(), startup);
+    let importer = import::Importer::new(nl, underlay, metrics.clone(), speaker.clone(), startup)
+        .watch_kernel();
     let importer = tokio::spawn(importer.run(events, args.resync, stop));
     let handler = handler::BgpHandler::new(
         speaker.clone(),
