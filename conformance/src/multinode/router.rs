@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -46,6 +46,40 @@ pub fn config(router_id: Ipv4Addr, clients: &[Ipv4Addr]) -> String {
     for (i, ip) in clients.iter().enumerate() {
         c.push_str(&format!(
             "protocol bgp node{} from node {{ neighbor {ip} as {AS}; }}\n",
+            i + 1
+        ));
+    }
+    c
+}
+
+/// BIRD's configuration for dual-stack and IPv6-only clusters: as [`config`], with an
+/// IPv6 channel on every session and the kernel protocol of both families. A client
+/// with an IPv4 address gets one IPv4 session carrying both families (IPv6 prefixes with
+/// their IPv6 next hops, multiprotocol BGP); a client with an IPv6 address (an IPv6-only
+/// node) an IPv6 session carrying IPv6 only.
+pub fn config_dual_stack(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
+    let session = "local as {AS};\n\
+           rr client;\n\
+           direct;\n\
+           hold time {HOLD}; connect retry time 1; error wait time 1, 3;\n\
+           graceful restart on; graceful restart time {GR};\n"
+        .replace("{AS}", &AS.to_string())
+        .replace("{HOLD}", &HOLD_TIME.to_string())
+        .replace("{GR}", &GR_TIME.to_string());
+    let v4 = "ipv4 { import all; export where source = RTS_BGP; gateway direct; };\n";
+    let v6 = "ipv6 { import all; export where source = RTS_BGP; gateway direct; };\n";
+    let mut c = format!(
+        "router id {router_id};\n\
+         protocol device {{ scan time 1; }}\n\
+         protocol kernel {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}\n\
+         protocol kernel {{ ipv6 {{ import none; export where source = RTS_BGP; }}; }}\n\
+         template bgp node4 {{\n{session}{v4}{v6}}}\n\
+         template bgp node6 {{\n{session}{v6}}}\n"
+    );
+    for (i, ip) in clients.iter().enumerate() {
+        let t = if ip.is_ipv4() { "node4" } else { "node6" };
+        c.push_str(&format!(
+            "protocol bgp node{} from {t} {{ neighbor {ip} as {AS}; }}\n",
             i + 1
         ));
     }
@@ -332,5 +366,30 @@ mod tests {
         assert!(c.contains("protocol bgp node1 from node { neighbor 10.200.0.10 as 64512; }"));
         assert!(c.contains("protocol bgp node2 from node { neighbor 10.201.0.11 as 64512; }"));
         assert!(c.contains("graceful restart time 5;"));
+    }
+
+    #[test]
+    fn dual_stack_config_is_valid_bird() {
+        let c = config_dual_stack(
+            "10.200.0.1".parse().unwrap(),
+            &["10.200.0.10".parse().unwrap(), "fdaa::11".parse().unwrap()],
+        );
+        assert!(c.contains("protocol bgp node1 from node4 { neighbor 10.200.0.10 as 64512; }"));
+        assert!(c.contains("protocol bgp node2 from node6 { neighbor fdaa::11 as 64512; }"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bird.conf");
+        std::fs::write(&f, &c).unwrap();
+        // `bird -p`: parse the configuration and exit.
+        let out = Command::new("bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{c}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
