@@ -42,6 +42,7 @@ const CHAINS: [bool; 2] = [false, true];
 /// Masquerades traffic from `pod.ip()` to destinations outside `pod` (the pod's subnet)
 /// and outside 224.0.0.0/4 (multicast). Idempotent.
 pub fn add(network: &NetworkName, att: &Attachment, pod: IpNetwork) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("masq.add");
     let ch = chain(pod.is_ipv6());
     let comment = Tag::new(network, att).comment(KIND, &format!("src={pod}"));
     if nft::list_rules(&ch)?
@@ -88,6 +89,7 @@ fn build(rule: &mut Rule<'_>, pod: IpNetwork) {
 /// Removes every rule of (`network`, `att`), whatever the address. Nothing to remove is
 /// not an error; nor is a missing table.
 pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("masq.del");
     let want = Tag::new(network, att);
     for v6 in CHAINS {
         nft::delete_rules(&chain(v6), |r| {

@@ -175,6 +175,7 @@ fn cluster_add(call: &Call, target: &Target) -> Result<CniResult, CniError> {
     let layout = BlockLayout {
         reserve_gateway: cfg.reserve_gateway,
     };
+    let _timing = cni_core::timing::phase("ipam.allocate");
     let ips = local::allocate_in(
         &store,
         &cfg.pool,
@@ -203,6 +204,7 @@ impl Plugin for IpamPlugin {
         let meta = AllocMeta {
             netns: target.netns.clone(),
         };
+        let _timing = cni_core::timing::phase("ipam.allocate");
         let ips = store.allocate_with(&key_of(target), &cfg.ranges, &requested, &meta)?;
         Ok(build_result(&cfg, &ips, dns))
     }
@@ -212,6 +214,7 @@ impl Plugin for IpamPlugin {
         if !dir.exists() {
             return Ok(());
         }
+        let _timing = cni_core::timing::phase("ipam.release");
         Store::open(dir)?.release(&key_of(target))?;
         Ok(())
     }

@@ -587,6 +587,7 @@ fn cleanup(ctx: &Ctx, netns_gone: bool) -> Result<(), String> {
     // table) exist before the snapshot.
     let warm = ctx.net.pod();
     let (raw_w, _) = add(ctx, &warm, &conf)?;
+    bridge_link_local_settled(&ctx.net.bridge);
     let mut pod = ctx.net.pod();
     let mut scope = snapshot::Scope {
         bridge: ctx.net.bridge.clone(),
@@ -625,6 +626,34 @@ fn cleanup(ctx: &Ctx, netns_gone: bool) -> Result<(), String> {
     })();
     del(ctx, &warm, &conf, Some(&raw_w))?;
     r
+}
+
+/// Waits (at most 5 s) until the kernel has given `bridge` its IPv6 link-local address and
+/// finished DAD on it. The kernel does that (and adds the address's routes and the
+/// solicited-node multicast FDB entry) once the bridge has carrier, which linkwatch may
+/// report up to a second after the first port is up: without the wait, a snapshot taken
+/// right after the first ADD may miss them, and a later one counts them as the next
+/// ADD's leftovers.
+fn bridge_link_local_settled(bridge: &str) {
+    let disabled =
+        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"))
+            .map(|v| v.trim() != "0")
+            .unwrap_or(true);
+    if disabled {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(text) = try_sh(
+            "ip",
+            &["-6", "-o", "addr", "show", "dev", bridge, "scope", "link"],
+        ) {
+            if text.contains("fe80::") && !text.contains("tentative") {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn del_cleanup(ctx: &Ctx) -> Result<(), String> {
