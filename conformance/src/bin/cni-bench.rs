@@ -6,6 +6,7 @@
 //!           [--skip-sequential] [--skip-parallel]
 //! cni-bench breakdown [--pair bridge|routed|vxlan|cluster] [--pods 40]   # time per phase
 //! cni-bench floors                                                       # kernel floors
+//! cni-bench churn [--seconds 60] [--inflight 16]                          # sustained churn
 //! ```
 //!
 //! Pairs (`--pair`): `bridge`: `cni-bridge`+`cni-ipam` vs the reference
@@ -44,6 +45,8 @@ use serde_json::Value;
 
 #[path = "bench/breakdown.rs"]
 mod breakdown;
+#[path = "bench/churn.rs"]
+mod churn;
 
 /// What the run compares (see the module doc).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +68,14 @@ enum Mode {
         /// Pods added then deleted per variant.
         #[arg(long, short = 'n', default_value_t = 40)]
         pods: usize,
+    },
+    /// Sustained churn: pods added and deleted continuously, bridge and routed,
+    /// node-local and etcd cluster IPAM; pods/s, latency, and a leak check.
+    Churn {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        inflight: usize,
     },
     /// The kernel floors: veth create+up, an fsync'd atomic write, a process spawn.
     Floors {
@@ -345,6 +356,7 @@ fn main() {
     let done = match args.mode {
         Some(Mode::Breakdown { pair, pods }) => Some(breakdown::run(pair, pods)),
         Some(Mode::Floors { iterations }) => Some(breakdown::floors(iterations)),
+        Some(Mode::Churn { seconds, inflight }) => Some(churn::run(seconds, inflight.max(1))),
         None => None,
     };
     if let Some(r) = done {
