@@ -38,6 +38,9 @@ pub fn tv(t: libc::timeval) -> Duration {
     Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
 }
 
+/// One invocation's phases: name -> (summed wall, summed cpu, how many times).
+type Phases = BTreeMap<String, (Duration, Duration, usize)>;
+
 /// Per variant and command: phase -> per-invocation (wall, cpu, count) samples.
 #[derive(Default)]
 struct Table {
@@ -47,7 +50,7 @@ struct Table {
 }
 
 impl Table {
-    fn add(&mut self, per_inv: BTreeMap<String, (Duration, Duration, usize)>, order: &[String]) {
+    fn add(&mut self, per_inv: Phases, order: &[String]) {
         for name in order {
             if !self.order.contains(name) {
                 self.order.push(name.clone());
@@ -81,8 +84,8 @@ fn parse_trace(
     spawned_us: u64,
     total: Duration,
     cpu: Duration,
-) -> (BTreeMap<String, (Duration, Duration, usize)>, Vec<String>) {
-    let mut out: BTreeMap<String, (Duration, Duration, usize)> = BTreeMap::new();
+) -> (Phases, Vec<String>) {
+    let mut out = Phases::new();
     let mut order = vec!["exec+start".to_string()];
     let lines: Vec<Value> = text
         .lines()
