@@ -413,6 +413,7 @@ pub fn to_cluster(mut pair: Pair) -> Pair {
         "type": "cni-ipam",
         "pool": pair.net.subnet.cidr(),
         "blockSize": 26,
+        "reserveGateway": true,
         "nodeName": format!("bench-{}", std::process::id()),
         "store": format!("file://{data}/cluster.json"),
         "dataDir": data,

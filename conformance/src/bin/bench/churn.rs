@@ -65,17 +65,7 @@ impl Etcd {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let health = try_sh(
-                "etcdctl",
-                &[
-                    "--endpoints",
-                    &c,
-                    "endpoint",
-                    "health",
-                    "--command-timeout=1s",
-                ],
-            );
-            if health.is_ok() {
+            if healthy(client) {
                 return Ok(etcd);
             }
             if Instant::now() > deadline {
@@ -91,6 +81,21 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// etcd's `/health` on loopback `port` says `"health":"true"`.
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+    if c.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = c.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
 }
 
 /// A loopback port free right now (bound then released).
@@ -132,6 +137,7 @@ fn churn_pair(plugin: &str, etcd: Option<&Etcd>, inflight: usize) -> Pair {
             "type": "cni-ipam",
             "pool": pair.net.subnet.cidr(),
             "blockSize": 26,
+            "reserveGateway": true,
             "nodeName": names::unique("churn", plugin),
             "store": format!("{}/{}", e.url, names::unique("churn", plugin)),
             "dataDir": data,
