@@ -2,6 +2,11 @@
 //! other node a route to each of its IPv4 blocks `via <its underlay IP> dev tunl0
 //! onlink`; with `directRouting`, plain routes to nodes on a directly connected subnet
 //! (Calico's CrossSubnet).
+//!
+//! IPv4 only: `tunl0` is IPv4-in-IPv4. IPv6 pods need another datapath (`vxlan` carries
+//! both families over an IPv4 or IPv6 underlay; `host-gw`, `bgp`): `ipamd` refuses an
+//! IPv6 pool with `--datapath ipip` at start, and a node that nonetheless holds an IPv6
+//! block is refused here (logged and counted), never silently left without a route.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -86,6 +91,13 @@ impl NodeSide for Ipip {
     }
 
     fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError> {
+        if let Some(b) = peer.blocks.iter().find(|b| b.is_ipv6()) {
+            return Err(CniError::invalid_config(format!(
+                "node {} holds the IPv6 block {b}: IPIP carries IPv4 only; carry IPv6 \
+                 with --datapath vxlan (or host-gw, bgp), or remove the IPv6 pool",
+                peer.name
+            )));
+        }
         if self.direct_routing {
             if let Some(direct) = direct_routes(&self.underlay, peer) {
                 return Ok(direct);
@@ -145,7 +157,6 @@ mod tests {
             underlay: Some(ip.parse().unwrap()),
             blocks: vec![
                 "10.0.0.64/26".parse().unwrap(),
-                "fd00:1::/122".parse().unwrap(),
                 "10.0.3.0/26".parse().unwrap(),
             ],
             ..Default::default()
@@ -209,6 +220,10 @@ mod tests {
         let mut p = peer("192.0.2.3");
         p.underlay = None;
         assert_eq!(ipip(false).objects(&p).unwrap_err().code, 7);
+        let mut v6 = peer("192.0.2.3");
+        v6.blocks.push("fd00:1::/122".parse().unwrap());
+        let e = ipip(true).objects(&v6).unwrap_err();
+        assert!(e.msg.contains("fd00:1::/122") && e.msg.contains("vxlan"), "{e}");
         let not_ready = Ipip::new(underlay(), None, false);
         assert_eq!(not_ready.objects(&peer("192.0.2.3")).unwrap_err().code, 11);
     }

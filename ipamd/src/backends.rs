@@ -17,16 +17,19 @@ use crate::run::run_with_handler;
 /// The daemon with the datapath of `args`.
 pub async fn run(mut args: RunArgs) -> Result<(), Error> {
     let dp = args.datapath.clone();
+    crate::families::check_pools(&dp, &args.pools)?;
     let metrics = Arc::new(Metrics::new());
     match dp.kind {
         DatapathKind::None => run_with_handler(args, LogHandler, metrics).await,
         DatapathKind::HostGw => {
             let (nl, underlay) = underlay(&mut args).await?;
+            crate::families::check_underlay(&dp, &args.pools, &underlay, None)?;
             let side = cni_routed::node::HostGw::new(underlay);
             serve(args, side, nl, metrics).await
         }
         DatapathKind::Ipip => {
             let (nl, underlay) = underlay(&mut args).await?;
+            crate::families::check_underlay(&dp, &args.pools, &underlay, None)?;
             let side = cni_ipip::node::Ipip::new(underlay, dp.mtu, dp.direct_routing);
             serve(args, side, nl, metrics).await
         }
@@ -39,6 +42,8 @@ pub async fn run(mut args: RunArgs) -> Result<(), Error> {
                 mtu: dp.mtu,
                 direct_routing: dp.direct_routing,
             };
+            let mtu = opts.mtu_for(&underlay)?;
+            crate::families::check_underlay(&dp, &args.pools, &underlay, Some(mtu))?;
             let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay, &opts)?;
             serve(args, side, nl, metrics).await
         }
