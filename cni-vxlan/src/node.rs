@@ -267,6 +267,7 @@ impl NodeSide for Vxlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cni_core::node::peer::UNDERLAY_V6_KEY;
 
     fn underlay() -> Underlay {
         Underlay {
@@ -336,14 +337,15 @@ mod tests {
         let v = ensured(&VxlanOptions::default());
         let p = peer(
             Some("198.51.100.7"),
-            &["10.0.1.64/26", "10.0.0.128/26", "fd00::40/122"],
+            &["10.0.1.64/26", "10.0.0.128/26", "fd00::80/122", "fd00::40/122"],
             Some(MAC),
         );
         let mac: MacAddr = MAC.parse().unwrap();
         let vtep: IpAddr = "10.0.0.129".parse().unwrap();
-        let route = |dst: &str| Object::Route {
+        let vtep6: IpAddr = "fd00::41".parse().unwrap();
+        let route = |dst: &str, gw: IpAddr| Object::Route {
             dst: dst.parse().unwrap(),
-            gw: vtep,
+            gw,
             oif: Some(9),
             onlink: true,
         };
@@ -358,16 +360,72 @@ mod tests {
                 ip: vtep,
                 mac,
             },
-            route("10.0.0.128/26"),
-            route("10.0.1.64/26"),
+            Object::Neigh {
+                dev: 9,
+                ip: vtep6,
+                mac,
+            },
+            route("10.0.0.128/26", vtep),
+            route("10.0.1.64/26", vtep),
+            route("fd00::40/122", vtep6),
+            route("fd00::80/122", vtep6),
         ]);
         assert_eq!(v.objects(&p).unwrap(), want);
         // An on-link peer is still encapsulated without directRouting.
         let p2 = peer(Some("192.0.2.3"), &["10.0.2.0/26"], Some(MAC));
         assert_eq!(v.objects(&p2).unwrap().len(), 3);
-        // No IPv4 block: nothing to program.
+        // IPv6 only: one FDB entry (IPv4 underlay), the IPv6 neighbour and route.
         let p3 = peer(Some("198.51.100.7"), &["fd00::40/122"], Some(MAC));
-        assert!(v.objects(&p3).unwrap().is_empty());
+        let want = BTreeSet::from([
+            Object::Fdb {
+                dev: 9,
+                mac,
+                dst: "198.51.100.7".parse().unwrap(),
+            },
+            Object::Neigh {
+                dev: 9,
+                ip: vtep6,
+                mac,
+            },
+            route("fd00::40/122", vtep6),
+        ]);
+        assert_eq!(v.objects(&p3).unwrap(), want);
+        // No block: nothing to program.
+        let p4 = peer(Some("198.51.100.7"), &[], Some(MAC));
+        assert!(v.objects(&p4).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ipv6_underlay() {
+        let mut u = underlay();
+        u.addr = "2001:db8::2".parse().unwrap();
+        u.networks = vec!["2001:db8::2/64".parse().unwrap()];
+        let mut v = Vxlan::new("n1", u, &VxlanOptions::default()).unwrap();
+        v.index = Some(9);
+        assert_eq!(v.mtu(), 1430, "1500 - 70 on an IPv6 underlay");
+        assert_eq!(v.spec().local, "2001:db8::2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            v.backend().get(UNDERLAY_V6_KEY).map(String::as_str),
+            Some("2001:db8::2")
+        );
+        let p = peer(Some("2001:db8::7"), &["fd00::40/122"], Some(MAC));
+        let got = v.objects(&p).unwrap();
+        assert!(got.contains(&Object::Fdb {
+            dev: 9,
+            mac: MAC.parse().unwrap(),
+            dst: "2001:db8::7".parse().unwrap(),
+        }));
+        assert_eq!(got.len(), 3);
+        // A dual-stack peer whose record names its IPv4 address: the FDB entry takes
+        // the IPv6 one it publishes.
+        let mut p = peer(Some("198.51.100.7"), &["10.0.1.0/26"], Some(MAC));
+        p.backend
+            .insert(UNDERLAY_V6_KEY.into(), "2001:db8::8".into());
+        assert!(v.objects(&p).unwrap().contains(&Object::Fdb {
+            dev: 9,
+            mac: MAC.parse().unwrap(),
+            dst: "2001:db8::8".parse().unwrap(),
+        }));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - [`kernel`]: what `ipamd` programmed (proto-97 routes, neighbours, FDB) and monitors;
 //! - [`cluster`]: a whole cluster (fabric + daemons + pods) and the shared scenario that
 //!   every datapath's end-to-end test runs;
+//! - [`dual`]: dual-stack and IPv6-only clusters (IPv6 on the underlay, pools of both
+//!   families or IPv6 only) and their scenario;
 //! - [`router`]: BIRD in the fabric namespace, the route reflector of the BGP datapath;
 //! - [`bench`]: iperf3 throughput between namespaces;
 //! - [`uml`]: boot User-Mode Linux (for IPIP, which this machine's kernel lacks) and run a
@@ -21,6 +23,7 @@
 pub mod bench;
 pub mod checks;
 pub mod cluster;
+pub mod dual;
 pub mod inns;
 pub mod kernel;
 pub mod node;
