@@ -147,9 +147,15 @@ impl Drop for DualPod {
     }
 }
 
-/// The network block of `n` (an address with its block's prefix length).
+/// IPv6 block prefix length (`ipamd`'s default).
+pub const BLOCK_SIZE6: u8 = 122;
+
+/// The pool block holding the address `n` (routed pods carry /32 and /128 addresses,
+/// bridged ones the block's prefix).
 fn block(n: &IpNetwork) -> String {
-    format!("{}/{}", n.network(), n.prefix())
+    let len = if n.is_ipv6() { BLOCK_SIZE6 } else { BLOCK_SIZE };
+    let b = IpNetwork::new(n.ip(), len).expect("block prefix");
+    format!("{}/{len}", b.network())
 }
 
 /// A running dual-stack / IPv6-only cluster. Drop order: pods, daemons, work, fabric.
