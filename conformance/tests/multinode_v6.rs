@@ -7,8 +7,15 @@
 //!
 //! Needs root and the built binaries (`cni-vxlan`, `cni-routed`, `cni-ipam`, `ipamd`).
 
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conformance::bins;
 use conformance::multinode::dual::{self, DualSpec, PoolKind, UnderlayKind};
-use conformance::multinode::Datapath;
+use conformance::multinode::node::{Ipamd, IpamdConf};
+use conformance::multinode::topology::{Fabric, FabricSpec, NodeNs};
+use conformance::multinode::{Datapath, VXLAN_DEVICE};
 
 fn spec(datapath: Datapath, underlay: UnderlayKind, pool: PoolKind, mtu: u32) -> DualSpec {
     DualSpec {
@@ -57,4 +64,116 @@ fn host_gw_dual_stack() {
         "mn6-hg",
         spec(Datapath::HostGw, UnderlayKind::Dual, PoolKind::Dual, 1500),
     );
+}
+
+/// `ipamd run` with `args` inside `node`'s namespace: its exit status and stderr. It
+/// must exit by itself (a refusal at start); killed after 20 s otherwise.
+fn ipamd_run(node: &NodeNs, work: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let store = format!("file://{}", work.join("cluster.json").display());
+    let data = work.join("data").display().to_string();
+    let bin = bins::our_bin("ipamd");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node.ns()])
+        .arg(&bin)
+        .args([
+            "run",
+            "--node-name",
+            "node1",
+            "--store",
+            &store,
+            "--network",
+            "refusal",
+            "--data-dir",
+            &data,
+            "--underlay-interface",
+            "eth0",
+            "--listen",
+            "127.0.0.1:9645",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipamd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        match child.try_wait().expect("wait") {
+            Some(st) => break st.code(),
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status, err)
+}
+
+/// What a datapath cannot carry is refused by `ipamd run` at start (non-zero exit, a
+/// message naming what to change), never a healthy daemon with pods that cannot talk:
+/// ipip with an IPv6-only and with a dual-stack pool; host-gw with an IPv6 pool on an
+/// underlay without IPv6; vxlan with an IPv6 pool whose device MTU would be below 1280.
+/// The same flags with what the message asks for changed start (healthy).
+#[test]
+fn ipamd_refuses_what_the_datapath_cannot_carry() {
+    let f = Fabric::new("mn6-refuse", &FabricSpec::flat(1).mtu(1330));
+    let n = &f.nodes[0];
+    let work = tempfile::tempdir().expect("tempdir");
+    let pool4 = conformance::subnet::Subnet::for_test("mn6-refuse-pool").cidr();
+    let pool6 = format!("fdbb:{:x}:{:x}::/112", n.subnet.b, n.subnet.c);
+    let dual = format!("{pool4},{pool6}");
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("ipip", &pool6, &["IPv6-only pool", "--datapath vxlan", "IPv4 only"]),
+        ("ipip", &dual, &["dual-stack pool", "--datapath vxlan", "remove the IPv6 pool"]),
+        ("host-gw", &dual, &["IPv6", "eth0", "has none", "--datapath vxlan"]),
+        // Underlay MTU 1330 - 50 = 1280 carries IPv6; with an explicit --mtu 1279 not.
+        ("vxlan", &pool6, &["1279", "1280", "--mtu 1279", "IPv6"]),
+    ];
+    for (i, (datapath, pool, words)) in cases.iter().enumerate() {
+        let mut args = vec!["--datapath", datapath, "--pool", pool];
+        if *datapath == "vxlan" {
+            args.extend(["--mtu", "1279"]);
+        }
+        let t = Instant::now();
+        let dir = work.path().join(format!("case{i}"));
+        let (status, err) = ipamd_run(n, &dir, &args);
+        assert!(
+            status.is_some_and(|s| s != 0),
+            "ipamd run {args:?} did not exit with an error ({status:?}):\n{err}"
+        );
+        for w in *words {
+            assert!(err.contains(w), "ipamd run {args:?}: message lacks {w:?}:\n{err}");
+        }
+        eprintln!(
+            "[mn6-refuse] ipamd run {args:?}: exit {status:?} after {:?}: {}",
+            t.elapsed(),
+            err.lines().last().unwrap_or("").trim()
+        );
+    }
+    // What the messages ask for: vxlan carries the dual-stack pool (no --mtu: 1280).
+    let conf = IpamdConf {
+        store: format!("file://{}", work.path().join("ok.json").display()),
+        pool: dual.clone(),
+        block_size: 26,
+        network: "refusal-ok".into(),
+        datapath: "vxlan".into(),
+        resync: "2s".into(),
+        extra: vec![],
+    };
+    let mut d = Ipamd::start(
+        n,
+        &conf,
+        &work.path().join("ok-data"),
+        &work.path().join("ok.log"),
+    );
+    d.wait_healthy(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mtu = conformance::multinode::kernel::link_mtu(n.ns(), VXLAN_DEVICE).expect("vxlan mtu");
+    assert_eq!(mtu, 1280, "VXLAN device MTU on a 1330 underlay");
 }

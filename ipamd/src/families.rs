@@ -84,15 +84,20 @@ pub fn check_underlay(
         DatapathKind::Vxlan => {
             if let (Some(p), Some(mtu)) = (has(pools, true), tunnel_mtu) {
                 if mtu < IPV6_MIN_MTU {
+                    let why = match dp.mtu {
+                        Some(m) => format!("--mtu {m}"),
+                        None => format!(
+                            "underlay {} MTU {} minus {} of VXLAN over {}",
+                            underlay.name,
+                            underlay.mtu,
+                            underlay.mtu.saturating_sub(mtu),
+                            if underlay.addr.is_ipv6() { "IPv6" } else { "IPv4" },
+                        ),
+                    };
                     return Err(Error::Usage(format!(
-                        "the VXLAN device MTU would be {mtu} (underlay {} MTU {} minus \
-                         {} of {} VXLAN), below IPv6's minimum {IPV6_MIN_MTU}, and --pool {p} \
-                         is IPv6: raise the underlay MTU, set --mtu {IPV6_MIN_MTU} or more, \
-                         or remove the IPv6 pool",
-                        underlay.name,
-                        underlay.mtu,
-                        underlay.mtu.saturating_sub(mtu),
-                        if underlay.addr.is_ipv6() { "IPv6" } else { "IPv4" },
+                        "the VXLAN device MTU would be {mtu} ({why}), below IPv6's minimum \
+                         {IPV6_MIN_MTU}, and --pool {p} is IPv6: raise the underlay MTU, set \
+                         --mtu {IPV6_MIN_MTU} or more, or remove the IPv6 pool"
                     )));
                 }
             }
@@ -204,7 +209,7 @@ mod tests {
         let e = check_underlay(&d, &v6, &u, Some(1270))
             .unwrap_err()
             .to_string();
-        for w in ["1270", "1280", "--mtu", "fd00::/64", "IPv6 VXLAN"] {
+        for w in ["1270", "1280", "--mtu", "fd00::/64", "minus 70 of VXLAN over IPv6"] {
             assert!(e.contains(w), "{e} lacks {w}");
         }
         assert!(check_underlay(&d, &v6, &u, Some(1280)).is_ok());
