@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conformance::bins;
-use conformance::multinode::dual::{self, DualSpec, PoolKind, UnderlayKind};
+use conformance::multinode::bench::{self, Row};
+use conformance::multinode::dual::{self, DualCluster, DualSpec, PoolKind, UnderlayKind};
 use conformance::multinode::node::{Ipamd, IpamdConf};
 use conformance::multinode::topology::{Fabric, FabricSpec, NodeNs};
 use conformance::multinode::{Datapath, VXLAN_DEVICE};
@@ -176,4 +177,91 @@ fn ipamd_refuses_what_the_datapath_cannot_carry() {
         .unwrap_or_else(|e| panic!("{e}"));
     let mtu = conformance::multinode::kernel::link_mtu(n.ns(), VXLAN_DEVICE).expect("vxlan mtu");
     assert_eq!(mtu, 1280, "VXLAN device MTU on a 1330 underlay");
+}
+
+fn env_or(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// iperf3 from the first pod of node1 to the first pod of node2 of `c`, on the family
+/// of `v6`.
+fn pod_to_pod(c: &DualCluster, v6: bool, secs: u32, port: u16) -> f64 {
+    let a = c.pods_of("node1")[0];
+    let b = c.pods_of("node2")[0];
+    let dst = b.ip(v6).expect("address of the family");
+    bench::iperf3(b.ns(), dst, a.ns(), secs, port)
+        .unwrap_or_else(|e| panic!("iperf3 {} -> {dst}: {e}", a.label()))
+}
+
+/// iperf3 node1 -> node2 over the underlay address of the family of `v6`.
+fn node_to_node(c: &DualCluster, v6: bool, secs: u32, port: u16) -> f64 {
+    let (a, b) = (c.node("node1"), c.node("node2"));
+    let dst: std::net::IpAddr = if v6 {
+        dual::underlay6(&c.fabric.subnets[0], 11).into()
+    } else {
+        b.underlay_ip.into()
+    };
+    bench::iperf3(b.ns(), dst, a.ns(), secs, port)
+        .unwrap_or_else(|e| panic!("iperf3 underlay -> {dst}: {e}"))
+}
+
+/// IPv6 next to IPv4 pod-to-pod TCP throughput across two nodes, in one run: vxlan over
+/// an IPv4 underlay, vxlan over an IPv6-only underlay, host-gw on a dual-stack underlay,
+/// each with a dual-stack pool; next to the underlay node-to-node over IPv4 and IPv6.
+/// Medians of BENCH_ROUNDS rounds of BENCH_SECONDS each (`scripts/bench-datapaths.sh`).
+#[test]
+#[ignore = "benchmark: scripts/bench-datapaths.sh"]
+fn bench_throughput_v6() {
+    let secs = env_or("BENCH_SECONDS", 5) as u32;
+    let rounds = env_or("BENCH_ROUNDS", 3) as usize;
+    let two = |d, u| DualSpec {
+        datapath: d,
+        underlay: u,
+        pool: PoolKind::Dual,
+        nodes: 2,
+        pods_per_node: 1,
+        mtu: 1500,
+    };
+    let vx4 = DualCluster::up("bench6-vx4", two(Datapath::Vxlan, UnderlayKind::V4));
+    let vx6 = DualCluster::up("bench6-vx6", two(Datapath::Vxlan, UnderlayKind::V6));
+    let hg = DualCluster::up("bench6-hg", two(Datapath::HostGw, UnderlayKind::Dual));
+    type Measure<'a> = Box<dyn Fn(u16) -> f64 + 'a>;
+    // (label, baseline row index: 0 = IPv4 underlay, 1 = IPv6 underlay, measurement)
+    let paths: Vec<(&str, Option<usize>, Measure)> = vec![
+        ("underlay node-to-node IPv4", None, Box::new(|p| node_to_node(&hg, false, secs, p))),
+        ("underlay node-to-node IPv6", None, Box::new(|p| node_to_node(&hg, true, secs, p))),
+        ("vxlan/IPv4 underlay, pods IPv4", Some(0), Box::new(|p| pod_to_pod(&vx4, false, secs, p))),
+        ("vxlan/IPv4 underlay, pods IPv6", Some(0), Box::new(|p| pod_to_pod(&vx4, true, secs, p))),
+        ("vxlan/IPv6 underlay, pods IPv4", Some(1), Box::new(|p| pod_to_pod(&vx6, false, secs, p))),
+        ("vxlan/IPv6 underlay, pods IPv6", Some(1), Box::new(|p| pod_to_pod(&vx6, true, secs, p))),
+        ("host-gw, pods IPv4", Some(0), Box::new(|p| pod_to_pod(&hg, false, secs, p))),
+        ("host-gw, pods IPv6", Some(1), Box::new(|p| pod_to_pod(&hg, true, secs, p))),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    for r in 0..rounds {
+        for (i, (what, _, m)) in paths.iter().enumerate() {
+            let v = m(5401 + (r * paths.len() + i) as u16);
+            eprintln!("round {}: {what}: {:.2} Gbit/s", r + 1, v / 1e9);
+            samples[i].push(v);
+        }
+    }
+    let base = [bench::median(&samples[0]), bench::median(&samples[1])];
+    let rows: Vec<Row> = paths
+        .iter()
+        .zip(samples)
+        .map(|((what, b, _), s)| Row {
+            what: what.to_string(),
+            baseline: Some(b.map_or_else(|| bench::median(&s), |i| base[i])),
+            samples: s,
+        })
+        .collect();
+    println!(
+        "\nIPv4 and IPv6 pod-to-pod TCP throughput across two nodes, iperf3 -t {secs}, median \
+         of {rounds}; ratio = to the underlay node-to-node of the outer family in the same \
+         run\n{}",
+        bench::table(&rows)
+    );
 }
