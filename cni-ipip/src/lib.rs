@@ -15,6 +15,7 @@ pub const OVERHEAD: u32 = 20;
 pub const IPIP: Datapath = Datapath {
     name: "cni-ipip",
     overhead: OVERHEAD,
+    ipv4_only: true,
 };
 
 /// The `cni-ipip` plugin.

@@ -223,7 +223,10 @@ mod tests {
         let mut v6 = peer("192.0.2.3");
         v6.blocks.push("fd00:1::/122".parse().unwrap());
         let e = ipip(true).objects(&v6).unwrap_err();
-        assert!(e.msg.contains("fd00:1::/122") && e.msg.contains("vxlan"), "{e}");
+        assert!(
+            e.msg.contains("fd00:1::/122") && e.msg.contains("vxlan"),
+            "{e}"
+        );
         let not_ready = Ipip::new(underlay(), None, false);
         assert_eq!(not_ready.objects(&peer("192.0.2.3")).unwrap_err().code, 11);
     }

@@ -78,7 +78,10 @@ async fn add_async(
         pod: &pod,
     };
     let outcome = match (links, ipam_result) {
-        (Ok(links), Ok(result)) => attach.run(result, links, &mut rb).await,
+        (Ok(links), Ok(result)) => match refuse_family(dp, &result) {
+            Ok(()) => attach.run(result, links, &mut rb).await,
+            Err(e) => Err(e),
+        },
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
     match outcome {
@@ -88,6 +91,19 @@ async fn add_async(
             rb.undo(&attach).await;
             Err(e)
         }
+    }
+}
+
+/// An IPv6 address for a datapath that carries IPv4 only (`cni-ipip`).
+fn refuse_family(dp: &Datapath, result: &CniResult) -> Result<(), CniError> {
+    match result.ips.iter().find(|ip| ip.address.is_ipv6()) {
+        Some(ip) if dp.ipv4_only => Err(CniError::invalid_config(format!(
+            "IPAM gave the IPv6 address {}, but {} carries IPv4 only between nodes (tunl0): \
+             remove the IPv6 range/pool from ipam, or use cni-vxlan (IPv4 and IPv6) or \
+             cni-routed (host-gw, BGP)",
+            ip.address, dp.name
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -300,7 +300,11 @@ mod tests {
         assert_eq!(mtu_or_underlay(None, &u).unwrap(), 1450);
         assert_eq!(mtu_or_underlay(Some(1300), &u).unwrap(), 1300);
         u.addr = "2001:db8::2".parse().unwrap();
-        assert_eq!(mtu_or_underlay(None, &u).unwrap(), 1430, "IPv6 underlay: -70");
+        assert_eq!(
+            mtu_or_underlay(None, &u).unwrap(),
+            1430,
+            "IPv6 underlay: -70"
+        );
         u.mtu = 100;
         let e = mtu_or_underlay(None, &u).unwrap_err();
         assert_eq!(e.code, 7);

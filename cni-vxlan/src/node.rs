@@ -337,7 +337,12 @@ mod tests {
         let v = ensured(&VxlanOptions::default());
         let p = peer(
             Some("198.51.100.7"),
-            &["10.0.1.64/26", "10.0.0.128/26", "fd00::80/122", "fd00::40/122"],
+            &[
+                "10.0.1.64/26",
+                "10.0.0.128/26",
+                "fd00::80/122",
+                "fd00::40/122",
+            ],
             Some(MAC),
         );
         let mac: MacAddr = MAC.parse().unwrap();

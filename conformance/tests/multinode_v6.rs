@@ -130,9 +130,25 @@ fn ipamd_refuses_what_the_datapath_cannot_carry() {
     let pool6 = format!("fdbb:{:x}:{:x}::/112", n.subnet.b, n.subnet.c);
     let dual = format!("{pool4},{pool6}");
     let cases: [(&str, &str, &[&str]); 4] = [
-        ("ipip", &pool6, &["IPv6-only pool", "--datapath vxlan", "IPv4 only"]),
-        ("ipip", &dual, &["dual-stack pool", "--datapath vxlan", "remove the IPv6 pool"]),
-        ("host-gw", &dual, &["IPv6", "eth0", "has none", "--datapath vxlan"]),
+        (
+            "ipip",
+            &pool6,
+            &["IPv6-only pool", "--datapath vxlan", "IPv4 only"],
+        ),
+        (
+            "ipip",
+            &dual,
+            &[
+                "dual-stack pool",
+                "--datapath vxlan",
+                "remove the IPv6 pool",
+            ],
+        ),
+        (
+            "host-gw",
+            &dual,
+            &["IPv6", "eth0", "has none", "--datapath vxlan"],
+        ),
         // Underlay MTU 1330 - 50 = 1280 carries IPv6; with an explicit --mtu 1279 not.
         ("vxlan", &pool6, &["1279", "1280", "--mtu 1279", "IPv6"]),
     ];
@@ -149,7 +165,10 @@ fn ipamd_refuses_what_the_datapath_cannot_carry() {
             "ipamd run {args:?} did not exit with an error ({status:?}):\n{err}"
         );
         for w in *words {
-            assert!(err.contains(w), "ipamd run {args:?}: message lacks {w:?}:\n{err}");
+            assert!(
+                err.contains(w),
+                "ipamd run {args:?}: message lacks {w:?}:\n{err}"
+            );
         }
         eprintln!(
             "[mn6-refuse] ipamd run {args:?}: exit {status:?} after {:?}: {}",
@@ -231,14 +250,46 @@ fn bench_throughput_v6() {
     type Measure<'a> = Box<dyn Fn(u16) -> f64 + 'a>;
     // (label, baseline row index: 0 = IPv4 underlay, 1 = IPv6 underlay, measurement)
     let paths: Vec<(&str, Option<usize>, Measure)> = vec![
-        ("underlay node-to-node IPv4", None, Box::new(|p| node_to_node(&hg, false, secs, p))),
-        ("underlay node-to-node IPv6", None, Box::new(|p| node_to_node(&hg, true, secs, p))),
-        ("vxlan/IPv4 underlay, pods IPv4", Some(0), Box::new(|p| pod_to_pod(&vx4, false, secs, p))),
-        ("vxlan/IPv4 underlay, pods IPv6", Some(0), Box::new(|p| pod_to_pod(&vx4, true, secs, p))),
-        ("vxlan/IPv6 underlay, pods IPv4", Some(1), Box::new(|p| pod_to_pod(&vx6, false, secs, p))),
-        ("vxlan/IPv6 underlay, pods IPv6", Some(1), Box::new(|p| pod_to_pod(&vx6, true, secs, p))),
-        ("host-gw, pods IPv4", Some(0), Box::new(|p| pod_to_pod(&hg, false, secs, p))),
-        ("host-gw, pods IPv6", Some(1), Box::new(|p| pod_to_pod(&hg, true, secs, p))),
+        (
+            "underlay node-to-node IPv4",
+            None,
+            Box::new(|p| node_to_node(&hg, false, secs, p)),
+        ),
+        (
+            "underlay node-to-node IPv6",
+            None,
+            Box::new(|p| node_to_node(&hg, true, secs, p)),
+        ),
+        (
+            "vxlan/IPv4 underlay, pods IPv4",
+            Some(0),
+            Box::new(|p| pod_to_pod(&vx4, false, secs, p)),
+        ),
+        (
+            "vxlan/IPv4 underlay, pods IPv6",
+            Some(0),
+            Box::new(|p| pod_to_pod(&vx4, true, secs, p)),
+        ),
+        (
+            "vxlan/IPv6 underlay, pods IPv4",
+            Some(1),
+            Box::new(|p| pod_to_pod(&vx6, false, secs, p)),
+        ),
+        (
+            "vxlan/IPv6 underlay, pods IPv6",
+            Some(1),
+            Box::new(|p| pod_to_pod(&vx6, true, secs, p)),
+        ),
+        (
+            "host-gw, pods IPv4",
+            Some(0),
+            Box::new(|p| pod_to_pod(&hg, false, secs, p)),
+        ),
+        (
+            "host-gw, pods IPv6",
+            Some(1),
+            Box::new(|p| pod_to_pod(&hg, true, secs, p)),
+        ),
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for r in 0..rounds {
@@ -264,4 +315,82 @@ fn bench_throughput_v6() {
          run\n{}",
         bench::table(&rows)
     );
+}
+
+/// `cni-ipip`'s ADD refuses an IPv6 address from IPAM (code 7, naming what to change)
+/// and undoes itself: no `eth0` in the pod, no host veth, no address left reserved in
+/// host-local's store. The same network with IPv4 only attaches.
+#[test]
+fn ipip_add_refuses_ipv6() {
+    let f = Fabric::new("mn6-ipipadd", &FabricSpec::flat(1));
+    let n = &f.nodes[0];
+    let work = tempfile::tempdir().expect("tempdir");
+    let wrappers = work.path().join("wrappers");
+    std::fs::create_dir_all(&wrappers).expect("mkdir");
+    let plugin =
+        conformance::multinode::pod::wrapper(&wrappers, n.ns(), &bins::our_bin("cni-ipip"));
+    let cni_path = bins::CniPath::from_dirs(&[bins::our_bin_dir(), bins::ref_bin_dir()]);
+    let pool = conformance::subnet::Subnet::for_test("mn6-ipipadd-pool");
+    let data = work.path().join("hl");
+    let conf = |v6: bool| {
+        let mut ranges = vec![serde_json::json!([{"subnet": pool.cidr()}])];
+        if v6 {
+            ranges.push(
+                serde_json::json!([{"subnet": format!("fdbb:{:x}:{:x}::/64", pool.b, pool.c)}]),
+            );
+        }
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": "ipipv6", "type": "cni-ipip",
+            "ipam": {"type": "host-local", "ranges": ranges, "dataDir": data.display().to_string()}
+        })
+    };
+    let pod = conformance::fixture::Pod::new("mn6-ipipadd-pod");
+    let run = |command: &str, c: &serde_json::Value| {
+        conformance::runner::Invocation::new(&plugin, command, cni_path.dir())
+            .container_id(&pod.container_id)
+            .ifname(&pod.ifname)
+            .netns(pod.netns.path())
+            .config(c)
+            .run()
+    };
+    let e = run("ADD", &conf(true)).expect_code(7);
+    for w in ["IPv6", "cni-ipip", "IPv4 only", "cni-vxlan"] {
+        assert!(e.msg.contains(w), "message lacks {w:?}: {}", e.msg);
+    }
+    assert!(
+        !conformance::inspect::link_exists_in(&pod.netns, "eth0"),
+        "eth0 left in the pod after the refused ADD"
+    );
+    let host_links = n.ip(&["-o", "link", "show"]);
+    assert!(
+        !host_links.lines().any(|l| l.contains(": rt")),
+        "a host veth left on the node after the refused ADD:\n{host_links}"
+    );
+    // host-local keeps one file per reserved address, named by it.
+    let reserved = || -> Vec<String> {
+        std::fs::read_dir(data.join("ipipv6"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        reserved().is_empty(),
+        "addresses left reserved: {:?}",
+        reserved()
+    );
+    eprintln!("[mn6-ipipadd] refused: {}", e.msg);
+    let ok = run("ADD", &conf(false));
+    assert!(ok.success(), "IPv4-only ADD: {}", ok.describe());
+    assert_eq!(
+        reserved().len(),
+        1,
+        "the IPv4-only ADD's reservation: {:?}",
+        reserved()
+    );
+    let del = run("DEL", &conf(false));
+    assert!(del.success(), "DEL: {}", del.describe());
 }

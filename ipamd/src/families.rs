@@ -91,7 +91,11 @@ pub fn check_underlay(
                             underlay.name,
                             underlay.mtu,
                             underlay.mtu.saturating_sub(mtu),
-                            if underlay.addr.is_ipv6() { "IPv6" } else { "IPv4" },
+                            if underlay.addr.is_ipv6() {
+                                "IPv6"
+                            } else {
+                                "IPv4"
+                            },
                         ),
                     };
                     return Err(Error::Usage(format!(
@@ -197,7 +201,9 @@ mod tests {
         assert!(check_underlay(&d, &dual, &both, None).is_ok());
         let v6 = underlay(&["2001:db8::2/64"], 1500);
         assert!(check_underlay(&d, &pools(&["fd00::/64"]), &v6, None).is_ok());
-        let e = check_underlay(&d, &dual, &v6, None).unwrap_err().to_string();
+        let e = check_underlay(&d, &dual, &v6, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("IPv4") && e.contains("10.0.0.0/16"), "{e}");
     }
 
@@ -209,7 +215,13 @@ mod tests {
         let e = check_underlay(&d, &v6, &u, Some(1270))
             .unwrap_err()
             .to_string();
-        for w in ["1270", "1280", "--mtu", "fd00::/64", "minus 70 of VXLAN over IPv6"] {
+        for w in [
+            "1270",
+            "1280",
+            "--mtu",
+            "fd00::/64",
+            "minus 70 of VXLAN over IPv6",
+        ] {
             assert!(e.contains(w), "{e} lacks {w}");
         }
         assert!(check_underlay(&d, &v6, &u, Some(1280)).is_ok());

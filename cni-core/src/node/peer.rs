@@ -203,8 +203,14 @@ mod tests {
             mtu: 1500,
         };
         let b = underlay_backend(&u);
-        assert_eq!(b.get(UNDERLAY_V4_KEY).map(String::as_str), Some("192.0.2.2"));
-        assert_eq!(b.get(UNDERLAY_V6_KEY).map(String::as_str), Some("2001:db8::2"));
+        assert_eq!(
+            b.get(UNDERLAY_V4_KEY).map(String::as_str),
+            Some("192.0.2.2")
+        );
+        assert_eq!(
+            b.get(UNDERLAY_V6_KEY).map(String::as_str),
+            Some("2001:db8::2")
+        );
     }
 
     #[test]

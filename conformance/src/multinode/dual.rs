@@ -220,15 +220,17 @@ fn routes_all(ns: &str) -> BTreeSet<Entry> {
     )
     .unwrap_or_default();
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Array(vec![]));
-    s.extend(v.as_array().into_iter().flatten().map(|r| Entry::Route {
-        dst: r["dst"].as_str().unwrap_or("").to_string(),
-        via: r["gateway"].as_str().map(String::from),
-        dev: r["dev"].as_str().unwrap_or("").to_string(),
-        onlink: r["flags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|f| f.as_str() == Some("onlink")),
+    s.extend(v.as_array().into_iter().flatten().map(|r| {
+        Entry::Route {
+            dst: r["dst"].as_str().unwrap_or("").to_string(),
+            via: r["gateway"].as_str().map(String::from),
+            dev: r["dev"].as_str().unwrap_or("").to_string(),
+            onlink: r["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f.as_str() == Some("onlink")),
+        }
     }));
     s
 }
@@ -257,14 +259,21 @@ fn neighs6(ns: &str, dev: &str) -> BTreeSet<Entry> {
 
 /// The global addresses of `dev` in `ns`, with prefix length.
 pub fn global_addrs(ns: &str, dev: &str) -> Vec<String> {
-    let out = crate::try_sh("ip", &["-n", ns, "-j", "addr", "show", "dev", dev]).unwrap_or_default();
+    let out =
+        crate::try_sh("ip", &["-n", ns, "-j", "addr", "show", "dev", dev]).unwrap_or_default();
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Array(vec![]));
     v[0]["addr_info"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|a| a["scope"].as_str() == Some("global"))
-        .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?)))
+        .filter_map(|a| {
+            Some(format!(
+                "{}/{}",
+                a["local"].as_str()?,
+                a["prefixlen"].as_u64()?
+            ))
+        })
         .collect()
 }
 
@@ -273,8 +282,7 @@ pub fn ping(ns: &str, dst: IpAddr, extra: &[&str]) -> Result<(), String> {
     let d = dst.to_string();
     let fam = if dst.is_ipv6() { "-6" } else { "-4" };
     let mut args = vec![
-        "netns", "exec", ns, "ping", fam, "-n", "-q", "-c", "2", "-i", "0.2", "-W", "2", "-w",
-        "3",
+        "netns", "exec", ns, "ping", fam, "-n", "-q", "-c", "2", "-i", "0.2", "-W", "2", "-w", "3",
     ];
     args.extend_from_slice(extra);
     args.push(&d);
@@ -316,16 +324,42 @@ impl DualCluster {
         if spec.underlay != UnderlayKind::V4 {
             let gw6 = underlay6(&s, 1);
             fabric.fabric.exec(&[
-                "ip", "-6", "addr", "add", &format!("{gw6}/64"), "dev", "br0", "nodad",
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{gw6}/64"),
+                "dev",
+                "br0",
+                "nodad",
             ]);
             for (i, n) in fabric.nodes.iter().enumerate() {
                 let a = underlay6(&s, 10 + i as u8);
-                n.exec(&["ip", "-6", "addr", "add", &format!("{a}/64"), "dev", "eth0", "nodad"]);
+                n.exec(&[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{a}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ]);
                 if spec.underlay == UnderlayKind::V6 {
                     // No IPv4 left on the node at all: its address (and with it the
                     // default route) goes, an IPv6 default route replaces it.
                     n.exec(&["ip", "-4", "addr", "flush", "dev", "eth0"]);
-                    n.exec(&["ip", "-6", "route", "add", "default", "via", &gw6.to_string(), "dev", "eth0"]);
+                    n.exec(&[
+                        "ip",
+                        "-6",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &gw6.to_string(),
+                        "dev",
+                        "eth0",
+                    ]);
                 }
             }
         }
@@ -527,7 +561,11 @@ impl DualCluster {
                         mac: mac.clone(),
                     });
                 }
-                let dst = if underlay_v6 { p.underlay6 } else { p.underlay4 };
+                let dst = if underlay_v6 {
+                    p.underlay6
+                } else {
+                    p.underlay4
+                };
                 want.insert(Entry::Fdb {
                     mac,
                     dst: dst.map(|d| d.to_string()).unwrap_or_default(),
@@ -584,15 +622,20 @@ impl DualCluster {
                 }
                 if self.vxlan() {
                     let me = peers.iter().find(|p| &p.name == n).expect("self");
-                    let mut want: Vec<String> = [me.vtep4.map(|v| format!("{v}/32")), me.vtep6.map(|v| format!("{v}/128"))]
-                        .into_iter()
-                        .flatten()
-                        .collect();
+                    let mut want: Vec<String> = [
+                        me.vtep4.map(|v| format!("{v}/32")),
+                        me.vtep6.map(|v| format!("{v}/128")),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect();
                     let mut have = global_addrs(self.node(n).ns(), VXLAN_DEVICE);
                     want.sort();
                     have.sort();
                     if want != have {
-                        diffs.push(format!("{n}: {VXLAN_DEVICE} carries {have:?}, not {want:?}"));
+                        diffs.push(format!(
+                            "{n}: {VXLAN_DEVICE} carries {have:?}, not {want:?}"
+                        ));
                     }
                 }
             }
@@ -713,7 +756,12 @@ impl DualCluster {
     pub fn check_pods(&self) {
         for p in &self.pods {
             let o = p.check();
-            assert!(o.success(), "CHECK of {} failed:\n{}", p.label(), o.describe());
+            assert!(
+                o.success(),
+                "CHECK of {} failed:\n{}",
+                p.label(),
+                o.describe()
+            );
         }
     }
 
@@ -733,7 +781,11 @@ impl DualCluster {
                 .iter()
                 .filter(|e| matches!(e, Entry::Route { dst, .. } if dst.contains(':')))
                 .count();
-            assert!(v6_routes > 0, "{n} holds no IPv6 route for {gone}:\n{}", show(&mine));
+            assert!(
+                v6_routes > 0,
+                "{n} holds no IPv6 route for {gone}:\n{}",
+                show(&mine)
+            );
             before.insert(n.clone(), mine);
         }
         self.daemon(gone).stop();
@@ -777,7 +829,9 @@ impl DualCluster {
         let ns = self.node(node).ns().to_string();
         let before = self.owned(node);
         assert!(
-            before.iter().any(|e| matches!(e, Entry::Route { dst, .. } if dst.contains(':'))),
+            before
+                .iter()
+                .any(|e| matches!(e, Entry::Route { dst, .. } if dst.contains(':'))),
             "{node} owns no IPv6 route before the restart:\n{}",
             show(&before)
         );
@@ -789,7 +843,17 @@ impl DualCluster {
             let verb = if add { "add" } else { "del" };
             let _ = crate::try_sh(
                 "ip",
-                &["-n", &ns, "-6", "route", verb, "blackhole", marker, "proto", "static"],
+                &[
+                    "-n",
+                    &ns,
+                    "-6",
+                    "route",
+                    verb,
+                    "blackhole",
+                    marker,
+                    "proto",
+                    "static",
+                ],
             );
         };
         wait_until("monitor listening", Duration::from_secs(30), || {
@@ -819,13 +883,17 @@ impl DualCluster {
         };
         let d0 = deleted(&rmon);
         set_marker(false);
-        wait_until("the monitor saw the marker deleted", Duration::from_secs(20), || {
-            if deleted(&rmon) > d0 {
-                Ok(())
-            } else {
-                Err(rmon.text())
-            }
-        })
+        wait_until(
+            "the monitor saw the marker deleted",
+            Duration::from_secs(20),
+            || {
+                if deleted(&rmon) > d0 {
+                    Ok(())
+                } else {
+                    Err(rmon.text())
+                }
+            },
+        )
         .unwrap_or_else(|e| panic!("the route monitor stopped listening: {e}"));
         let events = rmon.stop() + &fmon.stop();
         let mut forbidden = vec![format!("proto {ROUTE_PROTO}")];
@@ -851,7 +919,11 @@ impl DualCluster {
             Some(0.0),
             "ipamd_datapath_requests_total of the restarted ipamd on {node}; metrics:\n{metrics}"
         );
-        assert_eq!(self.owned(node), before, "objects of {node} changed across the restart");
+        assert_eq!(
+            self.owned(node),
+            before,
+            "objects of {node} changed across the restart"
+        );
         eprintln!(
             "[{}] {node}'s ipamd restarted: 0 netlink requests, no event on its {} objects \
              (both families)",
