@@ -56,9 +56,9 @@ impl Peer {
         self.lowest_v4().map(|n| n.network())
     }
 
-    /// The node's IPv6 gateway: the first host address of its lowest IPv6 block (network
-    /// + 1: cluster IPAM's `reserveGateway` reserves it as for IPv4). Its VXLAN device
-    /// carries it as /128 and peers route its IPv6 blocks via it.
+    /// The node's IPv6 gateway: the first host address of its lowest IPv6 block (the
+    /// network address plus one: cluster IPAM's `reserveGateway` reserves it as for
+    /// IPv4). Its VXLAN device carries it as /128 and peers route its IPv6 blocks via it.
     pub fn gateway_v6(&self) -> Option<Ipv6Addr> {
         self.blocks
             .iter()
