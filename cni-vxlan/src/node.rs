@@ -15,6 +15,11 @@
 //! The underlay may be IPv4 or IPv6 (the device then has `local6` and the FDB entries an
 //! IPv6 `dst`), whatever the pods' families: dual-stack and IPv6-only pools are carried
 //! over either. The device MTU is the underlay's minus 50 (IPv4) or 70 (IPv6).
+//!
+//! `directRouting` decides per family: a block goes by a plain route via the peer's
+//! underlay address of its family when that address is on a directly connected subnet,
+//! else through the device (a dual-stack pool on an IPv4-only underlay: IPv4 direct,
+//! IPv6 encapsulated).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -226,10 +231,31 @@ impl NodeSide for Vxlan {
                 )))
             }
         };
-        if self.direct_routing {
-            if let Some(routes) = cni_routed::node::direct_routes(&self.underlay, peer) {
-                return Ok(routes);
-            }
+        // directRouting, per family: a block whose family the peer has an on-link
+        // underlay address of gets a plain route via it; the others go through VXLAN.
+        let direct = |b: &IpNetwork| {
+            self.direct_routing
+                .then(|| peer.underlay_of(b.is_ipv6()))
+                .flatten()
+                .filter(|ip| self.underlay.on_link(*ip))
+        };
+        let mut out: BTreeSet<Object> = peer
+            .blocks
+            .iter()
+            .filter_map(|b| {
+                Some(Object::Route {
+                    dst: *b,
+                    gw: direct(b)?,
+                    oif: Some(self.underlay.index),
+                    onlink: false,
+                })
+            })
+            .collect();
+        let tunnelled: Vec<&IpNetwork> =
+            peer.blocks.iter().filter(|b| direct(b).is_none()).collect();
+        // No block left to encapsulate (or none at all: its VTEP addresses do not exist).
+        if tunnelled.is_empty() {
+            return Ok(out);
         }
         let mac = peer_mac(peer)?;
         let dev = self.index.ok_or_else(|| {
@@ -238,28 +264,24 @@ impl NodeSide for Vxlan {
                 self.device
             ))
         })?;
-        // No block: nothing to route to (its VTEP addresses do not exist yet).
-        let vteps: Vec<IpAddr> = [peer.gateway(false), peer.gateway(true)]
-            .into_iter()
-            .flatten()
-            .collect();
-        if vteps.is_empty() {
-            return Ok(BTreeSet::new());
-        }
-        let mut out = BTreeSet::from([Object::Fdb {
+        out.insert(Object::Fdb {
             dev,
             mac,
             dst: underlay_ip,
-        }]);
-        out.extend(vteps.iter().map(|ip| Object::Neigh { dev, ip: *ip, mac }));
-        out.extend(peer.blocks.iter().filter_map(|b| {
-            Some(Object::Route {
+        });
+        for b in tunnelled {
+            // Both VTEP addresses exist: the peer has a block of each family it routes.
+            let Some(vtep) = peer.gateway(b.is_ipv6()) else {
+                continue;
+            };
+            out.insert(Object::Neigh { dev, ip: vtep, mac });
+            out.insert(Object::Route {
                 dst: *b,
-                gw: peer.gateway(b.is_ipv6())?,
+                gw: vtep,
                 oif: Some(dev),
                 onlink: true,
-            })
-        }));
+            });
+        }
         Ok(out)
     }
 }
@@ -455,6 +477,39 @@ mod tests {
         let got = v.objects(&off_link).unwrap();
         assert_eq!(got.len(), 3);
         assert!(got.iter().any(|o| matches!(o, Object::Fdb { .. })));
+        // Dual-stack pool, IPv4-only underlay: IPv4 direct, IPv6 through VXLAN.
+        let mixed = peer(
+            Some("192.0.2.3"),
+            &["10.0.2.0/26", "fd00::40/122"],
+            Some(MAC),
+        );
+        let mac: MacAddr = MAC.parse().unwrap();
+        let vtep6: IpAddr = "fd00::41".parse().unwrap();
+        let want = BTreeSet::from([
+            Object::Route {
+                dst: "10.0.2.0/26".parse().unwrap(),
+                gw: "192.0.2.3".parse().unwrap(),
+                oif: Some(3),
+                onlink: false,
+            },
+            Object::Fdb {
+                dev: 9,
+                mac,
+                dst: "192.0.2.3".parse().unwrap(),
+            },
+            Object::Neigh {
+                dev: 9,
+                ip: vtep6,
+                mac,
+            },
+            Object::Route {
+                dst: "fd00::40/122".parse().unwrap(),
+                gw: vtep6,
+                oif: Some(9),
+                onlink: true,
+            },
+        ]);
+        assert_eq!(v.objects(&mixed).unwrap(), want);
     }
 
     #[test]
