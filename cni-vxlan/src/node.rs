@@ -22,7 +22,6 @@
 //! IPv6 encapsulated).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use cni_core::netlink::{MacAddr, Netlink, Underlay, VxlanSpec};
 use cni_core::node::peer::{underlay_backend, vtep_mac_for, VTEP_MAC_KEY};
@@ -290,6 +289,7 @@ impl NodeSide for Vxlan {
 mod tests {
     use super::*;
     use cni_core::node::peer::UNDERLAY_V6_KEY;
+    use std::net::IpAddr;
 
     fn underlay() -> Underlay {
         Underlay {
