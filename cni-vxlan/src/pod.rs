@@ -3,7 +3,7 @@
 //! configured) and refuses an IPAM result without a gateway.
 
 use cni_bridge::{attach, check as bcheck, detach, gc as bgc};
-use cni_core::netlink::{block_on, Netlink};
+use cni_core::netlink::{block_on, Netlink, Underlay};
 use cni_core::skel::{Call, Target};
 use cni_core::{CniError, CniResult};
 use tracing::debug;
@@ -45,17 +45,37 @@ pub fn require_ipv6_mtu(result: &CniResult, mtu: u32) -> Result<(), CniError> {
     }
 }
 
-/// The pod MTU: the configured one, else the underlay's minus the VXLAN overhead.
+/// The pod MTU: the configured one, else the MTU of this network's VXLAN device when
+/// `ipamd` has made it (so pods match the device whatever underlay family or `--mtu`
+/// the daemon chose), else the underlay's minus the VXLAN overhead of its family (50 on
+/// IPv4, 70 on IPv6).
 pub fn pod_mtu(cfg: &VxlanConfig) -> Result<u32, CniError> {
     if let Some(m) = cfg.node.mtu {
         return Ok(m);
     }
-    let underlay = block_on(async {
+    enum Found {
+        Device(u32),
+        Underlay(Underlay),
+    }
+    let device = cfg.node.device_name();
+    let found = block_on(async {
         let nl = Netlink::connect()?;
-        nl.underlay(&cfg.underlay).await
+        if let Some(l) = nl.link_by_name(&device).await? {
+            if l.kind.as_deref() == Some("vxlan") {
+                return Ok(Found::Device(l.mtu));
+            }
+        }
+        nl.underlay(&cfg.underlay).await.map(Found::Underlay)
     })
     .and_then(|r| r)
     .map_err(|e| e.context("finding the underlay for the pod MTU (or set mtu)"))?;
+    let underlay = match found {
+        Found::Device(mtu) => {
+            debug!(device = %device, mtu, "pod MTU from the VXLAN device");
+            return Ok(mtu);
+        }
+        Found::Underlay(u) => u,
+    };
     let mtu = mtu_or_underlay(None, &underlay)?;
     debug!(underlay = %underlay.name, underlay_mtu = underlay.mtu, mtu, "pod MTU from the underlay");
     Ok(mtu)

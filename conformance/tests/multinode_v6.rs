@@ -57,6 +57,29 @@ fn vxlan_v6_underlay_v6_only() {
     );
 }
 
+/// A dual-stack underlay with `ipamd --underlay-ip` its IPv6 address: FDB entries to the
+/// peers' IPv6 addresses, device MTU 1500 - 70, and the pods take the device's MTU
+/// although their own underlay lookup (the IPv4 default route) would give 1500 - 50.
+#[test]
+fn vxlan_dual_underlay_tunnel_over_ipv6() {
+    let c = DualCluster::up(
+        "mn6-vxd6",
+        DualSpec {
+            nodes: 2,
+            ..spec(
+                Datapath::Vxlan,
+                UnderlayKind::DualOverV6,
+                PoolKind::Dual,
+                1500,
+            )
+        },
+    );
+    assert_eq!(c.pod_mtu(), 1430);
+    c.check_mtu("node1", "node2");
+    c.check_ping_matrix();
+    c.check_transfer6("node2", "node1", dual::TRANSFER_BYTES);
+}
+
 /// host-gw on a dual-stack underlay with a dual-stack pool: IPv6 blocks via the peers'
 /// IPv6 underlay addresses.
 #[test]

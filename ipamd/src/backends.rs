@@ -64,7 +64,7 @@ async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
         (None, Some(ip)) => UnderlaySelect::Address(ip),
         (None, None) => UnderlaySelect::DefaultRoute,
     };
-    let u = nl.underlay(&select).await?;
+    let mut u = nl.underlay(&select).await?;
     match args.underlay_ip {
         Some(ip) if !u.networks.iter().any(|n| n.ip() == ip) => {
             return Err(Error::Usage(format!(
@@ -72,7 +72,9 @@ async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
                 u.name
             )))
         }
-        Some(_) => {}
+        // The tunnel's source is the address the node is published at (on a dual-stack
+        // interface the interface's first address may be of the other family).
+        Some(ip) => u.addr = ip,
         None => args.underlay_ip = Some(u.addr),
     }
     tracing::info!(

@@ -43,6 +43,17 @@ pub enum UnderlayKind {
     Dual,
     /// IPv6 only: no IPv4 address, an IPv6 default route.
     V6,
+    /// IPv4 and IPv6 on `eth0` (the default route IPv4), `ipamd --underlay-ip` the IPv6
+    /// address: the tunnel runs over IPv6 while the pod side, left to itself, would pick
+    /// the IPv4 default route's interface.
+    DualOverV6,
+}
+
+impl UnderlayKind {
+    /// Whether `ipamd` runs over the IPv6 address.
+    pub fn over_v6(self) -> bool {
+        matches!(self, UnderlayKind::V6 | UnderlayKind::DualOverV6)
+    }
 }
 
 /// The pool's families.
@@ -396,9 +407,10 @@ impl DualCluster {
             fabric,
         };
         for (i, n) in c.fabric.nodes.iter().enumerate() {
-            let ip: IpAddr = match c.spec.underlay {
-                UnderlayKind::V6 => underlay6(&s, 10 + i as u8).into(),
-                _ => n.underlay_ip.into(),
+            let ip: IpAddr = if c.spec.underlay.over_v6() {
+                underlay6(&s, 10 + i as u8).into()
+            } else {
+                n.underlay_ip.into()
             };
             let d = Ipamd::start_at(
                 n,
@@ -503,7 +515,7 @@ impl DualCluster {
         let i = self.node_index(name);
         let (u4, u6): (Option<IpAddr>, Option<IpAddr>) = match self.spec.underlay {
             UnderlayKind::V4 => (Some(n.underlay_ip.into()), None),
-            UnderlayKind::Dual => (
+            UnderlayKind::Dual | UnderlayKind::DualOverV6 => (
                 Some(n.underlay_ip.into()),
                 Some(underlay6(&s, 10 + i as u8).into()),
             ),
@@ -536,7 +548,7 @@ impl DualCluster {
     /// The objects node `name` must hold for `peers`.
     pub fn expected(&self, name: &str, peers: &[PeerInfo6]) -> BTreeSet<Entry> {
         let mut want = BTreeSet::new();
-        let underlay_v6 = self.spec.underlay == UnderlayKind::V6;
+        let underlay_v6 = self.spec.underlay.over_v6();
         for p in peers.iter().filter(|p| p.name != name) {
             for (v6, b) in &p.blocks {
                 let (via, dev, onlink) = if self.vxlan() {
@@ -723,10 +735,10 @@ impl DualCluster {
     /// The pod MTU the datapath must give: the underlay's minus 50 (vxlan, IPv4
     /// underlay), 70 (vxlan, IPv6 underlay), 0 (host-gw).
     pub fn pod_mtu(&self) -> u32 {
-        let over = match (self.spec.datapath, self.spec.underlay) {
-            (Datapath::Vxlan, UnderlayKind::V6) => 70,
-            (Datapath::Vxlan, _) => 50,
-            (d, _) => d.overhead(),
+        let over = match self.spec.datapath {
+            Datapath::Vxlan if self.spec.underlay.over_v6() => 70,
+            Datapath::Vxlan => 50,
+            d => d.overhead(),
         };
         self.spec.mtu - over
     }
