@@ -217,7 +217,12 @@ fn ipamd_refuses_what_the_datapath_cannot_carry() {
     );
     d.wait_healthy(Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}"));
-    let mtu = conformance::multinode::kernel::link_mtu(n.ns(), VXLAN_DEVICE).expect("vxlan mtu");
+    // Healthy comes before the first resync, which makes the device.
+    let mtu =
+        conformance::multinode::wait_until("the VXLAN device", Duration::from_secs(20), || {
+            conformance::multinode::kernel::link_mtu(n.ns(), VXLAN_DEVICE)
+        })
+        .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", d.log_text()));
     assert_eq!(mtu, 1280, "VXLAN device MTU on a 1330 underlay");
 }
 

@@ -424,6 +424,18 @@ impl DualCluster {
         for d in &mut c.daemons {
             d.wait_healthy(CONVERGE).unwrap_or_else(|e| panic!("{e}"));
         }
+        // Healthy is not yet programmed: the VXLAN device comes with the first resync.
+        // Pods attached before it exists would take the MTU of their own underlay
+        // lookup instead of the device's (what a node's CNI config written by its agent
+        // once ready avoids).
+        if c.vxlan() {
+            for n in &c.fabric.nodes {
+                wait_until(&format!("{VXLAN_DEVICE} on {}", n.name), CONVERGE, || {
+                    kernel::link_mtu(n.ns(), VXLAN_DEVICE)
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
         let plugin = bins::our_bin(c.spec.datapath.plugin());
         let wrappers = c.work.path().join("wrappers");
         std::fs::create_dir_all(&wrappers).expect("mkdir");
