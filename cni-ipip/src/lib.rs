@@ -15,7 +15,7 @@ pub const OVERHEAD: u32 = 20;
 pub const IPIP: Datapath = Datapath {
     name: "cni-ipip",
     overhead: OVERHEAD,
-    ipv4_only: true,
+    ipv6_needs: Some(node::SIT),
 };
 
 /// The `cni-ipip` plugin.

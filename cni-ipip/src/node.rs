@@ -3,10 +3,14 @@
 //! onlink`; with `directRouting`, plain routes to nodes on a directly connected subnet
 //! (Calico's CrossSubnet).
 //!
-//! IPv4 only: `tunl0` is IPv4-in-IPv4. IPv6 pods need another datapath (`vxlan` carries
-//! both families over an IPv4 or IPv6 underlay; `host-gw`, `bgp`): `ipamd` refuses an
-//! IPv6 pool with `--datapath ipip` at start, and a node that nonetheless holds an IPv6
-//! block is refused here (logged and counted), never silently left without a route.
+//! IPv6 (dual-stack pools): `tunl0` is IPv4-in-IPv4, so IPv6 blocks go through `sit0`,
+//! the fallback device of the `sit` module (IPv6-in-IPv4, protocol 41), `via
+//! ::<its underlay IPv4> dev sit0 onlink`: the IPv4-compatible next hop tells `sit0`
+//! where to send the packet, as the `onlink` next hop tells `tunl0`. Both ride the IPv4
+//! underlay. Without `sit` (or without an IPv4 underlay) `ipamd` refuses an IPv6 pool
+//! at start; an IPv6-only pool is refused too (nothing would use `tunl0`: choose
+//! vxlan). A node holding an IPv6 block when IPv6 is not carried is refused here
+//! (logged and counted), never silently left without a route.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -22,6 +26,8 @@ use crate::OVERHEAD;
 
 /// The fallback device of the `ipip` module: one per namespace, created by the kernel.
 pub const TUNNEL: &str = "tunl0";
+/// The fallback device of the `sit` module (IPv6-in-IPv4): one per namespace.
+pub const SIT: &str = "sit0";
 
 #[derive(Clone, Debug)]
 pub struct Ipip {
@@ -32,6 +38,10 @@ pub struct Ipip {
     pub direct_routing: bool,
     /// `tunl0`'s index, known once [`NodeSide::ensure`] has found it.
     pub tunnel: Option<u32>,
+    /// Carry IPv6 blocks through [`SIT`] (the pool has IPv6).
+    pub carry_v6: bool,
+    /// `sit0`'s index, known once [`NodeSide::ensure`] has found it (with `carry_v6`).
+    pub sit: Option<u32>,
 }
 
 impl Ipip {
@@ -42,7 +52,34 @@ impl Ipip {
             mtu,
             direct_routing,
             tunnel: None,
+            carry_v6: false,
+            sit: None,
         }
+    }
+
+    /// Also carry IPv6 blocks, through [`SIT`].
+    pub fn with_ipv6(mut self) -> Ipip {
+        self.carry_v6 = true;
+        self
+    }
+
+    /// `sit0` up with the tunnel MTU; whether its index changed (module reloaded).
+    async fn ensure_sit(&mut self, nl: &Netlink) -> Result<bool, CniError> {
+        let link = nl.link_by_name(SIT).await?.ok_or_else(|| {
+            CniError::internal(format!(
+                "there is no {SIT}: this kernel has no sit module loaded, which carries the \
+                 IPv6 pool over IPIP: load it (modprobe sit), or choose the vxlan datapath"
+            ))
+        })?;
+        if link.mtu != self.mtu {
+            nl.set_mtu(link.index, self.mtu).await?;
+        }
+        if !link.up {
+            nl.set_up(link.index).await?;
+        }
+        let recreated = self.sit.is_some_and(|old| old != link.index);
+        self.sit = Some(link.index);
+        Ok(recreated)
     }
 }
 
@@ -85,16 +122,20 @@ impl NodeSide for Ipip {
         }
         // tunl0 is the kernel's, never recreated by us; if its index changed (the
         // module was reloaded), every route on it must go in again.
-        let recreated = self.tunnel.is_some_and(|old| old != idx);
+        let mut recreated = self.tunnel.is_some_and(|old| old != idx);
         self.tunnel = Some(idx);
+        if self.carry_v6 {
+            recreated |= self.ensure_sit(nl).await?;
+        }
         Ok(recreated)
     }
 
     fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError> {
-        if let Some(b) = peer.blocks.iter().find(|b| b.is_ipv6()) {
+        if let Some(b) = peer.blocks.iter().find(|b| b.is_ipv6() && !self.carry_v6) {
             return Err(CniError::invalid_config(format!(
-                "node {} holds the IPv6 block {b}: IPIP carries IPv4 only; carry IPv6 \
-                 with --datapath vxlan (or host-gw, bgp), or remove the IPv6 pool",
+                "node {} holds the IPv6 block {b}, and this node carries IPv4 only over \
+                 IPIP (no IPv6 pool given, or no sit module): carry IPv6 with --pool and \
+                 the sit module, or with --datapath vxlan (or host-gw, bgp)",
                 peer.name
             )));
         }
@@ -116,17 +157,32 @@ impl NodeSide for Ipip {
         let tunnel = self.tunnel.ok_or_else(|| {
             CniError::try_again(format!("{TUNNEL} is not set up yet: ensure() comes first"))
         })?;
-        Ok(peer
-            .blocks
-            .iter()
-            .filter(|b| b.is_ipv4())
-            .map(|b| Object::Route {
-                dst: *b,
-                gw: IpAddr::V4(gw),
-                oif: Some(tunnel),
-                onlink: true,
+        let sit = || {
+            self.sit.ok_or_else(|| {
+                CniError::try_again(format!("{SIT} is not set up yet: ensure() comes first"))
             })
-            .collect())
+        };
+        peer.blocks
+            .iter()
+            .map(|b| {
+                Ok(if b.is_ipv4() {
+                    Object::Route {
+                        dst: *b,
+                        gw: IpAddr::V4(gw),
+                        oif: Some(tunnel),
+                        onlink: true,
+                    }
+                } else {
+                    // The IPv4-compatible address ::a.b.c.d: sit0 sends to a.b.c.d.
+                    Object::Route {
+                        dst: *b,
+                        gw: IpAddr::V6(gw.to_ipv6_compatible()),
+                        oif: Some(sit()?),
+                        onlink: true,
+                    }
+                })
+            })
+            .collect()
     }
 }
 
@@ -189,6 +245,21 @@ mod tests {
             .into();
             assert_eq!(got, want, "{ip}");
         }
+    }
+
+    #[test]
+    fn ipv6_blocks_through_sit0_via_the_ipv4_compatible_address() {
+        let mut i = ipip(false).with_ipv6();
+        i.sit = Some(12);
+        let mut p = peer("198.51.100.7");
+        p.blocks.push("fd00:1::40/122".parse().unwrap());
+        let want: BTreeSet<Object> = [
+            route("10.0.0.64/26", "198.51.100.7", 9, true),
+            route("10.0.3.0/26", "198.51.100.7", 9, true),
+            route("fd00:1::40/122", "::198.51.100.7", 12, true),
+        ]
+        .into();
+        assert_eq!(i.objects(&p).unwrap(), want);
     }
 
     #[test]

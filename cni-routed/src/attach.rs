@@ -78,7 +78,7 @@ async fn add_async(
         pod: &pod,
     };
     let outcome = match (links, ipam_result) {
-        (Ok(links), Ok(result)) => match refuse_family(dp, &result) {
+        (Ok(links), Ok(result)) => match refuse_family(dp, &host, &result).await {
             Ok(()) => attach.run(result, links, &mut rb).await,
             Err(e) => Err(e),
         },
@@ -94,17 +94,24 @@ async fn add_async(
     }
 }
 
-/// An IPv6 address for a datapath that carries IPv4 only (`cni-ipip`).
-fn refuse_family(dp: &Datapath, result: &CniResult) -> Result<(), CniError> {
-    match result.ips.iter().find(|ip| ip.address.is_ipv6()) {
-        Some(ip) if dp.ipv4_only => Err(CniError::invalid_config(format!(
-            "IPAM gave the IPv6 address {}, but {} carries IPv4 only between nodes (tunl0): \
-             remove the IPv6 range/pool from ipam, or use cni-vxlan (IPv4 and IPv6) or \
-             cni-routed (host-gw, BGP)",
-            ip.address, dp.name
-        ))),
-        _ => Ok(()),
+/// An IPv6 address for a datapath whose IPv6 needs a host device that is not there
+/// (`cni-ipip` without `sit0`).
+async fn refuse_family(dp: &Datapath, host: &Netlink, result: &CniResult) -> Result<(), CniError> {
+    let (Some(ip), Some(dev)) = (
+        result.ips.iter().find(|ip| ip.address.is_ipv6()),
+        dp.ipv6_needs,
+    ) else {
+        return Ok(());
+    };
+    if host.link_by_name(dev).await?.is_some() {
+        return Ok(());
     }
+    Err(CniError::invalid_config(format!(
+        "IPAM gave the IPv6 address {}, but {} carries IPv6 between nodes through {dev}, \
+         and this node has none (no sit module): load it (modprobe sit), remove the IPv6 \
+         range/pool from ipam, or use cni-vxlan (IPv4 and IPv6) or cni-routed (host-gw, BGP)",
+        ip.address, dp.name
+    )))
 }
 
 /// The configured MTU, else the underlay's minus the datapath's overhead.

@@ -30,7 +30,12 @@ pub async fn run(mut args: RunArgs) -> Result<(), Error> {
         DatapathKind::Ipip => {
             let (nl, underlay) = underlay(&mut args).await?;
             crate::families::check_underlay(&dp, &args.pools, &underlay, None)?;
-            let side = cni_ipip::node::Ipip::new(underlay, dp.mtu, dp.direct_routing);
+            let has_sit = nl.link_by_name(cni_ipip::node::SIT).await?.is_some();
+            crate::families::check_ipip_sit(&dp, &args.pools, has_sit)?;
+            let mut side = cni_ipip::node::Ipip::new(underlay, dp.mtu, dp.direct_routing);
+            if args.pools.iter().any(|p| p.is_ipv6()) {
+                side = side.with_ipv6();
+            }
             serve(args, side, nl, metrics).await
         }
         DatapathKind::Vxlan => {

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | vxlan | over an IPv4 or IPv6 underlay | the same (device MTU ≥ 1280) |
 //! | host-gw | via the peers' IPv4 underlay addresses | via their IPv6 underlay addresses |
-//! | ipip | over an IPv4 underlay (`tunl0`) | refused: use vxlan, host-gw or bgp |
+//! | ipip | over an IPv4 underlay (`tunl0`) | dual-stack: through `sit0` (module `sit`) over the IPv4 underlay; IPv6-only pool refused |
 //!
 //! (`bgp` is checked by its own handler.)
 
@@ -27,21 +27,31 @@ fn has(pools: &[IpNetwork], v6: bool) -> Option<&IpNetwork> {
 
 /// What can be told from the flags alone (before the underlay is looked up).
 pub fn check_pools(dp: &DatapathArgs, pools: &[IpNetwork]) -> Result<(), Error> {
-    if dp.kind == DatapathKind::Ipip {
+    if dp.kind == DatapathKind::Ipip && has(pools, false).is_none() {
         if let Some(p) = has(pools, true) {
-            let what = if has(pools, false).is_some() {
-                "a dual-stack pool"
-            } else {
-                "an IPv6-only pool"
-            };
             return Err(Error::Usage(format!(
-                "--datapath ipip carries IPv4 only (tunl0 is IPv4-in-IPv4), and --pool {p} \
-                 is IPv6 ({what}): use --datapath vxlan (carries IPv4 and IPv6 over an IPv4 \
-                 or IPv6 underlay), host-gw or bgp for IPv6 pods, or remove the IPv6 pool"
+                "--datapath ipip carries IPv4 pods in tunl0 (IPv4-in-IPv4), and --pool {p} \
+                 is an IPv6-only pool: use --datapath vxlan (carries IPv4 and IPv6 over an \
+                 IPv4 or IPv6 underlay), host-gw or bgp for IPv6 pods, or add an IPv4 pool \
+                 (IPv6 then goes through sit0)"
             )));
         }
     }
     Ok(())
+}
+
+/// ipip with a dual-stack pool carries IPv6 through `sit0`: the `sit` module must be
+/// there (`has_sit`: this namespace has `sit0`).
+pub fn check_ipip_sit(dp: &DatapathArgs, pools: &[IpNetwork], has_sit: bool) -> Result<(), Error> {
+    match has(pools, true) {
+        Some(p) if dp.kind == DatapathKind::Ipip && !has_sit => Err(Error::Usage(format!(
+            "--datapath ipip carries the IPv6 pool {p} through sit0 (IPv6-in-IPv4), and this \
+             kernel has no sit module loaded (no sit0): load it (modprobe sit), use \
+             --datapath vxlan for a dual-stack pool, or remove the IPv6 pool (a dual-stack \
+             pool)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// What needs the underlay: its families and MTU. `tunnel_mtu` is the MTU of the
@@ -159,17 +169,28 @@ mod tests {
     }
 
     #[test]
-    fn ipip_refuses_every_ipv6_pool() {
+    fn ipip_refuses_an_ipv6_only_pool_and_ipv6_without_sit() {
         let d = dp("ipip");
         assert!(check_pools(&d, &pools(&["10.0.0.0/16"])).is_ok());
-        for (p, word) in [
-            (pools(&["fd00::/64"]), "IPv6-only"),
-            (pools(&["10.0.0.0/16", "fd00::/64"]), "dual-stack"),
+        let e = check_pools(&d, &pools(&["fd00::/64"]))
+            .unwrap_err()
+            .to_string();
+        for w in ["IPv6-only pool", "ipip", "fd00::/64", "--datapath vxlan"] {
+            assert!(e.contains(w), "{e} lacks {w}");
+        }
+        let dual = pools(&["10.0.0.0/16", "fd00::/64"]);
+        assert!(check_pools(&d, &dual).is_ok());
+        assert!(check_ipip_sit(&d, &dual, true).is_ok());
+        assert!(check_ipip_sit(&d, &pools(&["10.0.0.0/16"]), false).is_ok());
+        let e = check_ipip_sit(&d, &dual, false).unwrap_err().to_string();
+        for w in [
+            "sit0",
+            "modprobe sit",
+            "--datapath vxlan",
+            "dual-stack",
+            "fd00::/64",
         ] {
-            let e = check_pools(&d, &p).unwrap_err().to_string();
-            for w in [word, "ipip", "fd00::/64", "--datapath vxlan"] {
-                assert!(e.contains(w), "{e} lacks {w}");
-            }
+            assert!(e.contains(w), "{e} lacks {w}");
         }
         let e = check_underlay(
             &d,

@@ -563,16 +563,23 @@ impl DualCluster {
         let underlay_v6 = self.spec.underlay.over_v6();
         for p in peers.iter().filter(|p| p.name != name) {
             for (v6, b) in &p.blocks {
-                let (via, dev, onlink) = if self.vxlan() {
-                    let vtep = if *v6 { p.vtep6 } else { p.vtep4 };
-                    (vtep, VXLAN_DEVICE, true)
-                } else {
-                    let u = if *v6 { p.underlay6 } else { p.underlay4 };
-                    (u, "eth0", false)
+                let (via, dev, onlink) = match self.spec.datapath {
+                    Datapath::Vxlan => {
+                        let vtep = if *v6 { p.vtep6 } else { p.vtep4 };
+                        (vtep.map(|v| v.to_string()), VXLAN_DEVICE, true)
+                    }
+                    // IPv4 in tunl0 via the node's IPv4 address; IPv6 in sit0 via its
+                    // IPv4-compatible address (as iproute2 prints it: ::a.b.c.d).
+                    Datapath::Ipip if *v6 => (p.underlay4.map(|u| format!("::{u}")), "sit0", true),
+                    Datapath::Ipip => (p.underlay4.map(|u| u.to_string()), "tunl0", true),
+                    _ => {
+                        let u = if *v6 { p.underlay6 } else { p.underlay4 };
+                        (u.map(|u| u.to_string()), "eth0", false)
+                    }
                 };
                 want.insert(Entry::Route {
                     dst: b.clone(),
-                    via: via.map(|v| v.to_string()),
+                    via,
                     dev: dev.into(),
                     onlink,
                 });
