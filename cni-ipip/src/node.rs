@@ -1,7 +1,7 @@
 //! The IPIP node side: `tunl0` up, with this node's tunnel address and MTU, and for every
 //! other node a route to each of its IPv4 blocks `via <its underlay IP> dev tunl0
 //! onlink`; with `directRouting`, plain routes to nodes on a directly connected subnet
-//! (Calico's CrossSubnet).
+//! (Calico's CrossSubnet), decided per family.
 //!
 //! IPv6 (dual-stack pools): `tunl0` is IPv4-in-IPv4, so IPv6 blocks go through `sit0`,
 //! the fallback device of the `sit` module (IPv6-in-IPv4, protocol 41), `via
@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use cni_core::netlink::{Netlink, Underlay};
 use cni_core::node::{NodeSide, Object, Peer};
 use cni_core::CniError;
-use cni_routed::node::{direct_routes, peer_address};
+use cni_routed::node::peer_address;
 use ipnetwork::IpNetwork;
 use tracing::{debug, info};
 
@@ -139,17 +139,36 @@ impl NodeSide for Ipip {
                 peer.name
             )));
         }
-        if self.direct_routing {
-            if let Some(direct) = direct_routes(&self.underlay, peer) {
-                return Ok(direct);
-            }
+        let published = peer_address(peer)?;
+        // directRouting, per family: a block whose family the peer has an on-link
+        // underlay address of gets a plain route via it; the others are tunnelled.
+        let direct = |b: &IpNetwork| {
+            self.direct_routing
+                .then(|| peer.underlay_of(b.is_ipv6()))
+                .flatten()
+                .filter(|ip| self.underlay.on_link(*ip))
+        };
+        let mut out: BTreeSet<Object> = peer
+            .blocks
+            .iter()
+            .filter_map(|b| {
+                Some(Object::Route {
+                    dst: *b,
+                    gw: direct(b)?,
+                    oif: Some(self.underlay.index),
+                    onlink: false,
+                })
+            })
+            .collect();
+        if peer.blocks.iter().all(|b| direct(b).is_some()) {
+            return Ok(out);
         }
-        let gw: Ipv4Addr = match peer_address(peer)? {
-            IpAddr::V4(v4) => v4,
-            IpAddr::V6(v6) => {
+        let gw: Ipv4Addr = match peer.underlay_of(false) {
+            Some(IpAddr::V4(v4)) => v4,
+            _ => {
                 return Err(CniError::invalid_config(format!(
-                    "node {} publishes the IPv6 underlay address {v6}: IPIP carries IPv4 \
-                     only; give the nodes IPv4 underlay addresses or use vxlan",
+                    "node {} publishes no IPv4 underlay address (only {published}): IPIP \
+                     runs over IPv4; give the nodes IPv4 underlay addresses or use vxlan",
                     peer.name
                 )))
             }
@@ -162,27 +181,25 @@ impl NodeSide for Ipip {
                 CniError::try_again(format!("{SIT} is not set up yet: ensure() comes first"))
             })
         };
-        peer.blocks
-            .iter()
-            .map(|b| {
-                Ok(if b.is_ipv4() {
-                    Object::Route {
-                        dst: *b,
-                        gw: IpAddr::V4(gw),
-                        oif: Some(tunnel),
-                        onlink: true,
-                    }
-                } else {
-                    // The IPv4-compatible address ::a.b.c.d: sit0 sends to a.b.c.d.
-                    Object::Route {
-                        dst: *b,
-                        gw: IpAddr::V6(gw.to_ipv6_compatible()),
-                        oif: Some(sit()?),
-                        onlink: true,
-                    }
-                })
-            })
-            .collect()
+        for b in peer.blocks.iter().filter(|b| direct(b).is_none()) {
+            out.insert(if b.is_ipv4() {
+                Object::Route {
+                    dst: *b,
+                    gw: IpAddr::V4(gw),
+                    oif: Some(tunnel),
+                    onlink: true,
+                }
+            } else {
+                // The IPv4-compatible address ::a.b.c.d: sit0 sends to a.b.c.d.
+                Object::Route {
+                    dst: *b,
+                    gw: IpAddr::V6(gw.to_ipv6_compatible()),
+                    oif: Some(sit()?),
+                    onlink: true,
+                }
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -257,6 +274,17 @@ mod tests {
             route("10.0.0.64/26", "198.51.100.7", 9, true),
             route("10.0.3.0/26", "198.51.100.7", 9, true),
             route("fd00:1::40/122", "::198.51.100.7", 12, true),
+        ]
+        .into();
+        assert_eq!(i.objects(&p).unwrap(), want);
+        // directRouting with an IPv4-only underlay: IPv4 plain on the link, IPv6 in sit0.
+        i.direct_routing = true;
+        let mut p = peer("192.0.2.3");
+        p.blocks.push("fd00:1::40/122".parse().unwrap());
+        let want: BTreeSet<Object> = [
+            route("10.0.0.64/26", "192.0.2.3", 2, false),
+            route("10.0.3.0/26", "192.0.2.3", 2, false),
+            route("fd00:1::40/122", "::192.0.2.3", 12, true),
         ]
         .into();
         assert_eq!(i.objects(&p).unwrap(), want);
