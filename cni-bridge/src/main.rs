@@ -1,6 +1,9 @@
 //! `cni-bridge`: the CNI binary.
 
 fn main() -> std::process::ExitCode {
+    cni_core::timing::mark("main");
+    // `cni-ipam` is linked in: an IPAM of that type runs in-process (cni_core::inproc).
+    cni_core::inproc::register("cni-ipam", &ipam::IpamPlugin);
     cni_core::skel::run(
         &cni_bridge::BridgePlugin,
         concat!(

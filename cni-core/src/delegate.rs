@@ -97,6 +97,10 @@ pub fn start(
     stdin: &[u8],
     env: &Env,
 ) -> Result<Pending, CniError> {
+    // Our own IPAM, linked into this binary, runs on a thread instead (see `inproc`).
+    if let Some(running) = crate::inproc::start(binary, command, stdin, env) {
+        return Ok(Pending::in_process(running, binary));
+    }
     let mut cmd = std::process::Command::new(binary);
     cmd.env("CNI_COMMAND", command.as_str());
     let vars = [
@@ -144,12 +148,23 @@ pub fn start(
 /// A delegated plugin that is running: [`Pending::wait`] collects its answer. Lets the
 /// caller work while the delegate (e.g. IPAM, which waits on fsync) runs.
 pub struct Pending {
-    child: std::process::Child,
+    /// `None` when the delegate runs in-process (`inproc`).
+    child: Option<std::process::Child>,
     writer: Option<std::thread::JoinHandle<()>>,
     name: String,
+    inproc: Option<crate::inproc::Running>,
 }
 
 impl Pending {
+    fn in_process(running: crate::inproc::Running, binary: &Path) -> Pending {
+        Pending {
+            child: None,
+            writer: None,
+            name: binary.display().to_string(),
+            inproc: Some(running),
+        }
+    }
+
     fn start(
         mut cmd: std::process::Command,
         binary: &Path,
@@ -166,17 +181,22 @@ impl Pending {
             None => None,
         };
         Ok(Pending {
-            child,
+            child: Some(child),
             writer,
             name,
+            inproc: None,
         })
     }
 
     /// Waits for the delegate; its stdout on success, its own CNI error otherwise.
     pub fn wait(self) -> Result<Vec<u8>, CniError> {
         let name = self.name;
-        let output = self
-            .child
+        let child = match (self.child, self.inproc) {
+            (_, Some(running)) => return finish(&name, running.wait()),
+            (Some(child), None) => child,
+            (None, None) => return Err(CniError::internal(format!("plugin {name} not started"))),
+        };
+        let output = child
             .wait_with_output()
             .map_err(|e| CniError::io(format!("failed to wait for plugin {name}: {e}")))?;
         if let Some(w) = self.writer {
@@ -258,6 +278,7 @@ fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child
 
 /// ADD through `plugin`; its result is parsed in the shape of `version`.
 pub fn add(plugin: &str, stdin: &[u8], env: &Env, version: Version) -> Result<CniResult, CniError> {
+    let _timing = crate::timing::phase("delegate.add");
     let binary = find(plugin, &env.path)?;
     let out = exec(&binary, Command::Add, stdin, env)?;
     let value: serde_json::Value = serde_json::from_slice(&out)
@@ -268,12 +289,14 @@ pub fn add(plugin: &str, stdin: &[u8], env: &Env, version: Version) -> Result<Cn
 
 /// Starts an ADD through `plugin`; [`add_finish`] parses its result.
 pub fn add_start(plugin: &str, stdin: &[u8], env: &Env) -> Result<Pending, CniError> {
+    let _timing = crate::timing::phase("ipam.start");
     let binary = find(plugin, &env.path)?;
     start(&binary, Command::Add, stdin, env)
 }
 
 /// The result of an ADD started with [`add_start`], in the shape of `version`.
 pub fn add_finish(plugin: &str, pending: Pending, version: Version) -> Result<CniResult, CniError> {
+    let _timing = crate::timing::phase("ipam.wait");
     let out = pending.wait()?;
     let value: serde_json::Value = serde_json::from_slice(&out)
         .map_err(|e| CniError::decode(format!("invalid result from plugin {plugin}: {e}")))?;
@@ -283,6 +306,7 @@ pub fn add_finish(plugin: &str, pending: Pending, version: Version) -> Result<Cn
 
 /// DEL, CHECK, GC, STATUS through `plugin`.
 pub fn run(plugin: &str, command: Command, stdin: &[u8], env: &Env) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("delegate.run");
     let binary = find(plugin, &env.path)?;
     exec(&binary, command, stdin, env).map(|_| ())
 }

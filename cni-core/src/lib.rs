@@ -12,6 +12,7 @@
 
 pub mod check;
 pub mod delegate;
+pub mod inproc;
 pub mod logging;
 pub mod macspoof;
 pub mod masq;
@@ -22,6 +23,7 @@ pub mod node;
 pub mod skel;
 pub mod spec;
 pub mod sysctl;
+pub mod timing;
 pub mod veth;
 
 pub use spec::error::{CniError, ErrorCode};

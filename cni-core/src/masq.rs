@@ -96,6 +96,7 @@ pub fn add(
     pod: IpNetwork,
     pod_nets: &[IpNetwork],
 ) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("masq.add");
     let ch = chain(pod.is_ipv6());
     let comment = Tag::new(network, att).comment(KIND, &format!("src={pod}"));
     if nft::list_rules(&ch)?
@@ -158,6 +159,7 @@ fn build(rule: &mut Rule<'_>, pod: IpNetwork, keep: &[IpNetwork]) {
 /// Removes every rule of (`network`, `att`), whatever the address. Nothing to remove is
 /// not an error; nor is a missing table.
 pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("masq.del");
     let want = Tag::new(network, att);
     for v6 in CHAINS {
         let removed = nft::delete_rules(&chain(v6), |r| {

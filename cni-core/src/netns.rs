@@ -25,6 +25,7 @@ impl NetNs {
     /// Opens the netns at `path` (e.g. `/var/run/netns/x` or `/proc/<pid>/ns/net`).
     /// A missing path or a file that is not a network namespace is an error that names it.
     pub fn open(path: &Path) -> Result<NetNs, CniError> {
+        let _timing = crate::timing::phase("netns.open");
         let file = File::open(path)
             .map_err(|e| CniError::io(format!("opening netns {}: {e}", path.display())))?;
         let fs = nix::sys::statfs::fstatfs(&file)

@@ -42,6 +42,7 @@ fn path_of(key: &str) -> Result<PathBuf, CniError> {
 /// Sets `key` (dotted, e.g. `net.ipv4.ip_forward`, or an interface key such as
 /// `net.ipv6.conf.eth0.accept_dad`) to `value`.
 pub fn set(key: &str, value: &str) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("sysctl.set");
     let path = path_of(key)?;
     std::fs::write(&path, value).map_err(|e| {
         CniError::io(format!(

@@ -15,6 +15,7 @@ use crate::spec::result::{Interface, IpConfig, Route};
 /// ADD refuses an `ifname` already taken in the pod, before anything is allocated (so
 /// a repeated ADD never releases the first one's address).
 pub async fn ensure_ifname_free(pod: &Netlink, ifname: &str, netns: &Path) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("pod.ifname-check");
     if pod.link_by_name(ifname).await?.is_some() {
         return Err(CniError::invalid_config(format!(
             "interface {ifname} already exists in {}: DEL the attachment first or use another CNI_IFNAME",
@@ -31,6 +32,7 @@ pub async fn address_and_up(
     ifname: &str,
     ips: &[IpConfig],
 ) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("pod.addr-up");
     for ip in ips {
         pod.add_address(index, ip.address)
             .await
@@ -48,6 +50,7 @@ pub async fn add_pod_routes(
     routes: &[Route],
     gw: impl Fn(&Route) -> Option<IpAddr>,
 ) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("pod.routes");
     for r in routes {
         let spec = RouteSpec {
             gw: gw(r),
@@ -122,6 +125,7 @@ pub const LOOPBACK: &str = "lo";
 /// DEL: deletes `ifname` inside the netns at `path`; a netns that is gone is nothing
 /// to do, and so is `lo` (no ADD can have made it: ADD refuses a name already taken).
 pub fn del_in_netns(path: &Path, ifname: &str) -> Result<(), CniError> {
+    let _timing = crate::timing::phase("veth.del-in-netns");
     if ifname == LOOPBACK {
         debug!(netns = %path.display(), "CNI_IFNAME is lo: not ours, left as it is");
         return Ok(());

@@ -1,6 +1,7 @@
 //! The IPIP datapath (Calico's IPIP mode): the routed veth pod side of `cni-routed`
 //! with the pod MTU 20 bytes below the underlay's, and a node side that reaches other
-//! nodes through `tunl0` (`<block> via <node ip> dev tunl0 onlink`).
+//! nodes through `tunl0` (`<block> via <node ip> dev tunl0 onlink`), and IPv6 blocks of
+//! a dual-stack pool through `sit0` (`<block> via ::<node ipv4> dev sit0 onlink`).
 //!
 //! - [`node`]: [`node::Ipip`], the node side.
 
@@ -15,6 +16,7 @@ pub const OVERHEAD: u32 = 20;
 pub const IPIP: Datapath = Datapath {
     name: "cni-ipip",
     overhead: OVERHEAD,
+    ipv6_needs: Some(node::SIT),
 };
 
 /// The `cni-ipip` plugin.

@@ -1,7 +1,16 @@
 //! The IPIP node side: `tunl0` up, with this node's tunnel address and MTU, and for every
 //! other node a route to each of its IPv4 blocks `via <its underlay IP> dev tunl0
 //! onlink`; with `directRouting`, plain routes to nodes on a directly connected subnet
-//! (Calico's CrossSubnet).
+//! (Calico's CrossSubnet), decided per family.
+//!
+//! IPv6 (dual-stack pools): `tunl0` is IPv4-in-IPv4, so IPv6 blocks go through `sit0`,
+//! the fallback device of the `sit` module (IPv6-in-IPv4, protocol 41), `via
+//! ::<its underlay IPv4> dev sit0 onlink`: the IPv4-compatible next hop tells `sit0`
+//! where to send the packet, as the `onlink` next hop tells `tunl0`. Both ride the IPv4
+//! underlay. Without `sit` (or without an IPv4 underlay) `ipamd` refuses an IPv6 pool
+//! at start; an IPv6-only pool is refused too (nothing would use `tunl0`: choose
+//! vxlan). A node holding an IPv6 block when IPv6 is not carried is refused here
+//! (logged and counted), never silently left without a route.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -9,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use cni_core::netlink::{Netlink, Underlay};
 use cni_core::node::{NodeSide, Object, Peer};
 use cni_core::CniError;
-use cni_routed::node::{direct_routes, peer_address};
+use cni_routed::node::peer_address;
 use ipnetwork::IpNetwork;
 use tracing::{debug, info};
 
@@ -17,6 +26,8 @@ use crate::OVERHEAD;
 
 /// The fallback device of the `ipip` module: one per namespace, created by the kernel.
 pub const TUNNEL: &str = "tunl0";
+/// The fallback device of the `sit` module (IPv6-in-IPv4): one per namespace.
+pub const SIT: &str = "sit0";
 
 #[derive(Clone, Debug)]
 pub struct Ipip {
@@ -27,6 +38,10 @@ pub struct Ipip {
     pub direct_routing: bool,
     /// `tunl0`'s index, known once [`NodeSide::ensure`] has found it.
     pub tunnel: Option<u32>,
+    /// Carry IPv6 blocks through [`SIT`] (the pool has IPv6).
+    pub carry_v6: bool,
+    /// `sit0`'s index, known once [`NodeSide::ensure`] has found it (with `carry_v6`).
+    pub sit: Option<u32>,
 }
 
 impl Ipip {
@@ -37,7 +52,34 @@ impl Ipip {
             mtu,
             direct_routing,
             tunnel: None,
+            carry_v6: false,
+            sit: None,
         }
+    }
+
+    /// Also carry IPv6 blocks, through [`SIT`].
+    pub fn with_ipv6(mut self) -> Ipip {
+        self.carry_v6 = true;
+        self
+    }
+
+    /// `sit0` up with the tunnel MTU; whether its index changed (module reloaded).
+    async fn ensure_sit(&mut self, nl: &Netlink) -> Result<bool, CniError> {
+        let link = nl.link_by_name(SIT).await?.ok_or_else(|| {
+            CniError::internal(format!(
+                "there is no {SIT}: this kernel has no sit module loaded, which carries the \
+                 IPv6 pool over IPIP: load it (modprobe sit), or choose the vxlan datapath"
+            ))
+        })?;
+        if link.mtu != self.mtu {
+            nl.set_mtu(link.index, self.mtu).await?;
+        }
+        if !link.up {
+            nl.set_up(link.index).await?;
+        }
+        let recreated = self.sit.is_some_and(|old| old != link.index);
+        self.sit = Some(link.index);
+        Ok(recreated)
     }
 }
 
@@ -84,23 +126,53 @@ impl NodeSide for Ipip {
         }
         // tunl0 is the kernel's, never recreated by us; if its index changed (the
         // module was reloaded), every route on it must go in again.
-        let recreated = self.tunnel.is_some_and(|old| old != idx);
+        let mut recreated = self.tunnel.is_some_and(|old| old != idx);
         self.tunnel = Some(idx);
+        if self.carry_v6 {
+            recreated |= self.ensure_sit(nl).await?;
+        }
         Ok(recreated)
     }
 
     fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError> {
-        if self.direct_routing {
-            if let Some(direct) = direct_routes(&self.underlay, peer) {
-                return Ok(direct);
-            }
+        if let Some(b) = peer.blocks.iter().find(|b| b.is_ipv6() && !self.carry_v6) {
+            return Err(CniError::invalid_config(format!(
+                "node {} holds the IPv6 block {b}, and this node carries IPv4 only over \
+                 IPIP (no IPv6 pool given, or no sit module): carry IPv6 with --pool and \
+                 the sit module, or with --datapath vxlan (or host-gw, bgp)",
+                peer.name
+            )));
         }
-        let gw: Ipv4Addr = match peer_address(peer)? {
-            IpAddr::V4(v4) => v4,
-            IpAddr::V6(v6) => {
+        let published = peer_address(peer)?;
+        // directRouting, per family: a block whose family the peer has an on-link
+        // underlay address of gets a plain route via it; the others are tunnelled.
+        let direct = |b: &IpNetwork| {
+            self.direct_routing
+                .then(|| peer.underlay_of(b.is_ipv6()))
+                .flatten()
+                .filter(|ip| self.underlay.on_link(*ip))
+        };
+        let mut out: BTreeSet<Object> = peer
+            .blocks
+            .iter()
+            .filter_map(|b| {
+                Some(Object::Route {
+                    dst: *b,
+                    gw: direct(b)?,
+                    oif: Some(self.underlay.index),
+                    onlink: false,
+                })
+            })
+            .collect();
+        if peer.blocks.iter().all(|b| direct(b).is_some()) {
+            return Ok(out);
+        }
+        let gw: Ipv4Addr = match peer.underlay_of(false) {
+            Some(IpAddr::V4(v4)) => v4,
+            _ => {
                 return Err(CniError::invalid_config(format!(
-                    "node {} publishes the IPv6 underlay address {v6}: IPIP carries IPv4 \
-                     only; give the nodes IPv4 underlay addresses or use vxlan",
+                    "node {} publishes no IPv4 underlay address (only {published}): IPIP \
+                     runs over IPv4; give the nodes IPv4 underlay addresses or use vxlan",
                     peer.name
                 )))
             }
@@ -108,17 +180,30 @@ impl NodeSide for Ipip {
         let tunnel = self.tunnel.ok_or_else(|| {
             CniError::try_again(format!("{TUNNEL} is not set up yet: ensure() comes first"))
         })?;
-        Ok(peer
-            .blocks
-            .iter()
-            .filter(|b| b.is_ipv4())
-            .map(|b| Object::Route {
-                dst: *b,
-                gw: IpAddr::V4(gw),
-                oif: Some(tunnel),
-                onlink: true,
+        let sit = || {
+            self.sit.ok_or_else(|| {
+                CniError::try_again(format!("{SIT} is not set up yet: ensure() comes first"))
             })
-            .collect())
+        };
+        for b in peer.blocks.iter().filter(|b| direct(b).is_none()) {
+            out.insert(if b.is_ipv4() {
+                Object::Route {
+                    dst: *b,
+                    gw: IpAddr::V4(gw),
+                    oif: Some(tunnel),
+                    onlink: true,
+                }
+            } else {
+                // The IPv4-compatible address ::a.b.c.d: sit0 sends to a.b.c.d.
+                Object::Route {
+                    dst: *b,
+                    gw: IpAddr::V6(gw.to_ipv6_compatible()),
+                    oif: Some(sit()?),
+                    onlink: true,
+                }
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -149,7 +234,6 @@ mod tests {
             underlay: Some(ip.parse().unwrap()),
             blocks: vec![
                 "10.0.0.64/26".parse().unwrap(),
-                "fd00:1::/122".parse().unwrap(),
                 "10.0.3.0/26".parse().unwrap(),
             ],
             ..Default::default()
@@ -185,6 +269,32 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_blocks_through_sit0_via_the_ipv4_compatible_address() {
+        let mut i = ipip(false).with_ipv6();
+        i.sit = Some(12);
+        let mut p = peer("198.51.100.7");
+        p.blocks.push("fd00:1::40/122".parse().unwrap());
+        let want: BTreeSet<Object> = [
+            route("10.0.0.64/26", "198.51.100.7", 9, true),
+            route("10.0.3.0/26", "198.51.100.7", 9, true),
+            route("fd00:1::40/122", "::198.51.100.7", 12, true),
+        ]
+        .into();
+        assert_eq!(i.objects(&p).unwrap(), want);
+        // directRouting with an IPv4-only underlay: IPv4 plain on the link, IPv6 in sit0.
+        i.direct_routing = true;
+        let mut p = peer("192.0.2.3");
+        p.blocks.push("fd00:1::40/122".parse().unwrap());
+        let want: BTreeSet<Object> = [
+            route("10.0.0.64/26", "192.0.2.3", 2, false),
+            route("10.0.3.0/26", "192.0.2.3", 2, false),
+            route("fd00:1::40/122", "::192.0.2.3", 12, true),
+        ]
+        .into();
+        assert_eq!(i.objects(&p).unwrap(), want);
+    }
+
+    #[test]
     fn direct_routing_uses_plain_routes_on_link_only() {
         let on = ipip(true).objects(&peer("192.0.2.3")).unwrap();
         let want: BTreeSet<Object> = [
@@ -213,6 +323,13 @@ mod tests {
         let mut p = peer("192.0.2.3");
         p.underlay = None;
         assert_eq!(ipip(false).objects(&p).unwrap_err().code, 7);
+        let mut v6 = peer("192.0.2.3");
+        v6.blocks.push("fd00:1::/122".parse().unwrap());
+        let e = ipip(true).objects(&v6).unwrap_err();
+        assert!(
+            e.msg.contains("fd00:1::/122") && e.msg.contains("vxlan"),
+            "{e}"
+        );
         let not_ready = Ipip::new(underlay(), None, false);
         assert_eq!(not_ready.objects(&peer("192.0.2.3")).unwrap_err().code, 11);
     }

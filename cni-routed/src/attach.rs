@@ -78,7 +78,10 @@ async fn add_async(
         pod: &pod,
     };
     let outcome = match (links, ipam_result) {
-        (Ok(links), Ok(result)) => attach.run(result, links, &mut rb).await,
+        (Ok(links), Ok(result)) => match refuse_family(dp, &host, &result).await {
+            Ok(()) => attach.run(result, links, &mut rb).await,
+            Err(e) => Err(e),
+        },
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
     match outcome {
@@ -89,6 +92,26 @@ async fn add_async(
             Err(e)
         }
     }
+}
+
+/// An IPv6 address for a datapath whose IPv6 needs a host device that is not there
+/// (`cni-ipip` without `sit0`).
+async fn refuse_family(dp: &Datapath, host: &Netlink, result: &CniResult) -> Result<(), CniError> {
+    let (Some(ip), Some(dev)) = (
+        result.ips.iter().find(|ip| ip.address.is_ipv6()),
+        dp.ipv6_needs,
+    ) else {
+        return Ok(());
+    };
+    if host.link_by_name(dev).await?.is_some() {
+        return Ok(());
+    }
+    Err(CniError::invalid_config(format!(
+        "IPAM gave the IPv6 address {}, but {} carries IPv6 between nodes through {dev}, \
+         and this node has none (no sit module): load it (modprobe sit), remove the IPv6 \
+         range/pool from ipam, or use cni-vxlan (IPv4 and IPv6) or cni-routed (host-gw, BGP)",
+        ip.address, dp.name
+    )))
 }
 
 /// The configured MTU, else the underlay's minus the datapath's overhead.

@@ -30,12 +30,17 @@ pub struct Datapath {
     /// Bytes of encapsulation between pods of two nodes: the pod MTU is the underlay's
     /// minus this when `mtu` is not configured.
     pub overhead: u32,
+    /// The host device IPv6 needs between nodes (`cni-ipip`: `sit0`): without it, ADD
+    /// refuses an IPv6 address from IPAM instead of attaching a pod that cannot reach
+    /// other nodes over it.
+    pub ipv6_needs: Option<&'static str>,
 }
 
 /// `cni-routed`: plain routes between nodes, no encapsulation.
 pub const ROUTED: Datapath = Datapath {
     name: "cni-routed",
     overhead: 0,
+    ipv6_needs: None,
 };
 
 /// A routed-veth CNI plugin for one [`Datapath`].

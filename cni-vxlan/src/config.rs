@@ -5,7 +5,7 @@
 //! | field | default | |
 //! |---|---|---|
 //! | `bridge` | `cni-vx0` | the pods' bridge |
-//! | `mtu` | underlay MTU − 50 | pod, bridge and VXLAN device MTU |
+//! | `mtu` | underlay MTU − 50 (IPv6 underlay: − 70) | pod, bridge and VXLAN device MTU |
 //! | `underlayInterface` / `underlayAddress` | the default route's interface | the underlay |
 //! | `vni` | 1 | VXLAN network identifier |
 //! | `port` | 8472 | UDP port (flannel's; IANA's is 4789) |
@@ -32,6 +32,18 @@ pub const DEFAULT_PORT: u16 = 8472;
 /// Bytes VXLAN adds on an IPv4 underlay: outer IP 20 + UDP 8 + VXLAN 8 + inner
 /// Ethernet 14.
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// Bytes VXLAN adds on an IPv6 underlay: outer IPv6 40 + UDP 8 + VXLAN 8 + inner
+/// Ethernet 14.
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
+
+/// The encapsulation overhead on an underlay of the family of `underlay_v6`.
+pub fn overhead(underlay_v6: bool) -> u32 {
+    if underlay_v6 {
+        VXLAN_OVERHEAD_V6
+    } else {
+        VXLAN_OVERHEAD
+    }
+}
 /// Largest VNI (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 
@@ -44,7 +56,7 @@ pub struct VxlanOptions {
     pub port: u16,
     /// `device`; `None`: `cni-vx.<vni>` (see [`VxlanOptions::device_name`]).
     pub device: Option<String>,
-    /// `mtu`; `None`: the underlay's MTU − [`VXLAN_OVERHEAD`].
+    /// `mtu`; `None`: the underlay's MTU − [`overhead`] of its family.
     pub mtu: Option<u32>,
     /// `directRouting`: plain routes to nodes on a directly connected subnet.
     pub direct_routing: bool,
@@ -70,28 +82,27 @@ impl VxlanOptions {
             .unwrap_or_else(|| format!("cni-vx.{}", self.vni))
     }
 
-    /// The configured MTU, else `underlay`'s minus [`VXLAN_OVERHEAD`]; an underlay too
-    /// small to carry VXLAN is `InvalidConfig` (7).
+    /// The configured MTU, else `underlay`'s minus the [`overhead`] of its address's
+    /// family; an underlay too small to carry VXLAN is `InvalidConfig` (7).
     pub fn mtu_for(&self, underlay: &Underlay) -> Result<u32, CniError> {
-        mtu_or_underlay(self.mtu, &underlay.name, underlay.mtu)
+        mtu_or_underlay(self.mtu, underlay)
     }
 }
 
-/// `mtu`, else `underlay_mtu` − [`VXLAN_OVERHEAD`].
-pub fn mtu_or_underlay(
-    mtu: Option<u32>,
-    underlay: &str,
-    underlay_mtu: u32,
-) -> Result<u32, CniError> {
+/// `mtu`, else the underlay's MTU − [`overhead`] of the family of its address.
+pub fn mtu_or_underlay(mtu: Option<u32>, underlay: &Underlay) -> Result<u32, CniError> {
     if let Some(m) = mtu {
         return Ok(m);
     }
-    match underlay_mtu.checked_sub(VXLAN_OVERHEAD) {
+    let over = overhead(underlay.addr.is_ipv6());
+    match underlay.mtu.checked_sub(over) {
         Some(m) if m >= MIN_MTU => Ok(m),
         _ => Err(CniError::invalid_config(format!(
-            "underlay {underlay} has MTU {underlay_mtu}, too small for VXLAN (needs {}): \
+            "underlay {} has MTU {}, too small for VXLAN (needs {}): \
              choose another underlay (underlayInterface) or set mtu",
-            MIN_MTU + VXLAN_OVERHEAD
+            underlay.name,
+            underlay.mtu,
+            MIN_MTU + over
         ))),
     }
 }
@@ -287,9 +298,23 @@ mod tests {
 
     #[test]
     fn mtu_from_the_underlay() {
-        assert_eq!(mtu_or_underlay(None, "eth0", 1500).unwrap(), 1450);
-        assert_eq!(mtu_or_underlay(Some(1300), "eth0", 1500).unwrap(), 1300);
-        let e = mtu_or_underlay(None, "eth0", 100).unwrap_err();
+        let mut u = Underlay {
+            index: 2,
+            name: "eth0".into(),
+            addr: "192.0.2.2".parse().unwrap(),
+            networks: vec![],
+            mtu: 1500,
+        };
+        assert_eq!(mtu_or_underlay(None, &u).unwrap(), 1450);
+        assert_eq!(mtu_or_underlay(Some(1300), &u).unwrap(), 1300);
+        u.addr = "2001:db8::2".parse().unwrap();
+        assert_eq!(
+            mtu_or_underlay(None, &u).unwrap(),
+            1430,
+            "IPv6 underlay: -70"
+        );
+        u.mtu = 100;
+        let e = mtu_or_underlay(None, &u).unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("eth0") && e.msg.contains("mtu"), "{e}");
     }

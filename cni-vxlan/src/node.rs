@@ -2,23 +2,32 @@
 //! node (flannel's vxlan backend). `ipamd` drives it through [`NodeSide`]; the kernel
 //! work is the shared reconciler's.
 //!
-//! Per remote node ("peer"), with its VTEP address = its gateway (the first host of its
-//! lowest IPv4 block, which its own device carries as /32):
-//! - `Fdb`: its VTEP MAC -> its underlay IP (where to send the encapsulated frame);
-//! - `Neigh`: its VTEP address -> its VTEP MAC (no ARP across the overlay: learning is off);
-//! - `Route`: each of its IPv4 blocks via its VTEP address `onlink` on the device.
+//! Per remote node ("peer"), with its VTEP addresses = its gateways (the first host of
+//! its lowest IPv4 block and of its lowest IPv6 block, which its own device carries as
+//! /32 and /128; cluster IPAM reserves both with `reserveGateway`):
+//! - `Fdb`: its VTEP MAC -> its underlay IP of this node's underlay family (one entry per
+//!   node, shared by both families: VXLAN is L2, the frame carries either);
+//! - `Neigh`: each VTEP address -> its VTEP MAC (no ARP/ND across the overlay: learning
+//!   is off);
+//! - `Route`: each of its blocks via its VTEP address of the block's family, `onlink` on
+//!   the device.
 //!
-//! IPv6 blocks are skipped: the overlay is IPv4 only for now (a VTEP address per family
-//! would be needed, and cluster IPAM reserves no IPv6 VTEP address yet).
+//! The underlay may be IPv4 or IPv6 (the device then has `local6` and the FDB entries an
+//! IPv6 `dst`), whatever the pods' families: dual-stack and IPv6-only pools are carried
+//! over either. The device MTU is the underlay's minus 50 (IPv4) or 70 (IPv6).
+//!
+//! `directRouting` decides per family: a block goes by a plain route via the peer's
+//! underlay address of its family when that address is on a directly connected subnet,
+//! else through the device (a dual-stack pool on an IPv4-only underlay: IPv4 direct,
+//! IPv6 encapsulated).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use cni_core::netlink::{MacAddr, Netlink, Underlay, VxlanSpec};
-use cni_core::node::peer::{vtep_mac_for, VTEP_MAC_KEY};
+use cni_core::node::peer::{underlay_backend, vtep_mac_for, VTEP_MAC_KEY};
 use cni_core::node::{NodeSide, Object, Peer};
 use cni_core::CniError;
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use tracing::{info, warn};
 
 use crate::config::VxlanOptions;
@@ -106,28 +115,33 @@ impl Vxlan {
         &self.underlay
     }
 
-    /// Makes the device carry exactly `want` among IPv4 addresses (it is ours: any other
-    /// IPv4 address is a gateway of a block this node no longer has first).
+    /// Makes the device carry exactly `want` among its IPv4 and global IPv6 addresses
+    /// (it is ours: any other is a gateway of a block this node no longer has first; the
+    /// kernel's link-local IPv6 address stays).
     async fn ensure_address(
         &self,
         nl: &Netlink,
         index: u32,
-        want: Option<IpNetwork>,
+        want: &[IpNetwork],
     ) -> Result<(), CniError> {
         let dev = &self.device;
         let have = nl
             .addresses(index)
             .await
             .map_err(|e| e.context(format!("listing addresses of {dev}")))?;
-        for a in have.iter().filter(|a| a.is_ipv4() && Some(**a) != want) {
+        let link_local = |a: &IpNetwork| match a {
+            IpNetwork::V6(n) => (n.ip().segments()[0] & 0xffc0) == 0xfe80,
+            IpNetwork::V4(_) => false,
+        };
+        for a in have.iter().filter(|a| !link_local(a) && !want.contains(a)) {
             info!(device = %dev, old = %a, "removing a stale VTEP address");
             nl.del_address(index, *a)
                 .await
                 .map_err(|e| e.context(format!("removing {a} from {dev}")))?;
         }
-        if let Some(w) = want.filter(|w| !have.contains(w)) {
+        for w in want.iter().filter(|w| !have.contains(w)) {
             info!(device = %dev, addr = %w, "adding the VTEP address");
-            nl.add_address(index, w)
+            nl.add_address(index, *w)
                 .await
                 .map_err(|e| e.context(format!("adding {w} to {dev}")))?;
         }
@@ -157,7 +171,9 @@ impl NodeSide for Vxlan {
     }
 
     fn backend(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([(VTEP_MAC_KEY.to_string(), self.mac.to_string())])
+        let mut b = underlay_backend(&self.underlay);
+        b.insert(VTEP_MAC_KEY.to_string(), self.mac.to_string());
+        b
     }
 
     async fn ensure(&mut self, nl: &Netlink, me: &Peer) -> Result<bool, CniError> {
@@ -169,14 +185,21 @@ impl NodeSide for Vxlan {
         // one are gone as surely as if we had recreated it.
         let replaced = self.index.is_some_and(|i| i != link.index);
         self.index = Some(link.index);
-        let want = me
-            .gateway_v4()
-            .and_then(|g| Ipv4Network::new(g, 32).ok())
-            .map(IpNetwork::V4);
-        if want.is_none() {
-            warn!(node = %me.name, device = %self.device, "this node has no IPv4 block yet: the VXLAN device carries no address");
+        let want: Vec<IpNetwork> = [
+            me.gateway_v4()
+                .and_then(|g| Ipv4Network::new(g, 32).ok())
+                .map(IpNetwork::V4),
+            me.gateway_v6()
+                .and_then(|g| Ipv6Network::new(g, 128).ok())
+                .map(IpNetwork::V6),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if want.is_empty() {
+            warn!(node = %me.name, device = %self.device, "this node has no block yet: the VXLAN device carries no address");
         }
-        self.ensure_address(nl, link.index, want).await?;
+        self.ensure_address(nl, link.index, &want).await?;
         if created || replaced {
             info!(node = %self.node, device = %self.device, index = link.index, vni = self.vni, mac = %self.mac, "VXLAN device (re)created");
         }
@@ -192,23 +215,50 @@ impl NodeSide for Vxlan {
     }
 
     fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError> {
-        let underlay_ip = peer.underlay.ok_or_else(|| {
-            CniError::invalid_config(format!(
-                "node {} publishes no underlay address: its ipamd has not registered one yet",
-                peer.name
-            ))
-        })?;
-        if underlay_ip.is_ipv4() != self.underlay.addr.is_ipv4() {
-            return Err(CniError::invalid_config(format!(
-                "node {} has underlay address {underlay_ip}, of another family than this \
-                 node's {}: choose underlays of one family (underlayInterface/underlayAddress)",
-                peer.name, self.underlay.addr
-            )));
-        }
-        if self.direct_routing {
-            if let Some(routes) = cni_routed::node::direct_routes(&self.underlay, peer) {
-                return Ok(routes);
+        let v6_underlay = self.underlay.addr.is_ipv6();
+        let underlay_ip = match (peer.underlay, peer.underlay_of(v6_underlay)) {
+            (_, Some(ip)) => ip,
+            (None, None) => {
+                return Err(CniError::invalid_config(format!(
+                    "node {} publishes no underlay address: its ipamd has not registered one yet",
+                    peer.name
+                )))
             }
+            (Some(other), None) => {
+                return Err(CniError::invalid_config(format!(
+                    "node {} has underlay address {other}, of another family than this \
+                     node's {}, and publishes none of this one: choose underlays of one \
+                     family (underlayInterface/underlayAddress), or give both nodes' \
+                     underlays an address of each family",
+                    peer.name, self.underlay.addr
+                )))
+            }
+        };
+        // directRouting, per family: a block whose family the peer has an on-link
+        // underlay address of gets a plain route via it; the others go through VXLAN.
+        let direct = |b: &IpNetwork| {
+            self.direct_routing
+                .then(|| peer.underlay_of(b.is_ipv6()))
+                .flatten()
+                .filter(|ip| self.underlay.on_link(*ip))
+        };
+        let mut out: BTreeSet<Object> = peer
+            .blocks
+            .iter()
+            .filter_map(|b| {
+                Some(Object::Route {
+                    dst: *b,
+                    gw: direct(b)?,
+                    oif: Some(self.underlay.index),
+                    onlink: false,
+                })
+            })
+            .collect();
+        let tunnelled: Vec<&IpNetwork> =
+            peer.blocks.iter().filter(|b| direct(b).is_none()).collect();
+        // No block left to encapsulate (or none at all: its VTEP addresses do not exist).
+        if tunnelled.is_empty() {
+            return Ok(out);
         }
         let mac = peer_mac(peer)?;
         let dev = self.index.ok_or_else(|| {
@@ -217,30 +267,24 @@ impl NodeSide for Vxlan {
                 self.device
             ))
         })?;
-        // No IPv4 block: nothing to route to (its VTEP address does not exist yet).
-        let Some(vtep) = peer.gateway_v4() else {
-            return Ok(BTreeSet::new());
-        };
-        let vtep = IpAddr::V4(vtep);
-        let mut out = BTreeSet::from([
-            Object::Fdb {
-                dev,
-                mac,
-                dst: underlay_ip,
-            },
-            Object::Neigh { dev, ip: vtep, mac },
-        ]);
-        out.extend(
-            peer.blocks
-                .iter()
-                .filter(|b| b.is_ipv4())
-                .map(|b| Object::Route {
-                    dst: *b,
-                    gw: vtep,
-                    oif: Some(dev),
-                    onlink: true,
-                }),
-        );
+        out.insert(Object::Fdb {
+            dev,
+            mac,
+            dst: underlay_ip,
+        });
+        for b in tunnelled {
+            // Both VTEP addresses exist: the peer has a block of each family it routes.
+            let Some(vtep) = peer.gateway(b.is_ipv6()) else {
+                continue;
+            };
+            out.insert(Object::Neigh { dev, ip: vtep, mac });
+            out.insert(Object::Route {
+                dst: *b,
+                gw: vtep,
+                oif: Some(dev),
+                onlink: true,
+            });
+        }
         Ok(out)
     }
 }
@@ -248,6 +292,8 @@ impl NodeSide for Vxlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cni_core::node::peer::UNDERLAY_V6_KEY;
+    use std::net::IpAddr;
 
     fn underlay() -> Underlay {
         Underlay {
@@ -317,14 +363,20 @@ mod tests {
         let v = ensured(&VxlanOptions::default());
         let p = peer(
             Some("198.51.100.7"),
-            &["10.0.1.64/26", "10.0.0.128/26", "fd00::40/122"],
+            &[
+                "10.0.1.64/26",
+                "10.0.0.128/26",
+                "fd00::80/122",
+                "fd00::40/122",
+            ],
             Some(MAC),
         );
         let mac: MacAddr = MAC.parse().unwrap();
         let vtep: IpAddr = "10.0.0.129".parse().unwrap();
-        let route = |dst: &str| Object::Route {
+        let vtep6: IpAddr = "fd00::41".parse().unwrap();
+        let route = |dst: &str, gw: IpAddr| Object::Route {
             dst: dst.parse().unwrap(),
-            gw: vtep,
+            gw,
             oif: Some(9),
             onlink: true,
         };
@@ -339,16 +391,72 @@ mod tests {
                 ip: vtep,
                 mac,
             },
-            route("10.0.0.128/26"),
-            route("10.0.1.64/26"),
+            Object::Neigh {
+                dev: 9,
+                ip: vtep6,
+                mac,
+            },
+            route("10.0.0.128/26", vtep),
+            route("10.0.1.64/26", vtep),
+            route("fd00::40/122", vtep6),
+            route("fd00::80/122", vtep6),
         ]);
         assert_eq!(v.objects(&p).unwrap(), want);
         // An on-link peer is still encapsulated without directRouting.
         let p2 = peer(Some("192.0.2.3"), &["10.0.2.0/26"], Some(MAC));
         assert_eq!(v.objects(&p2).unwrap().len(), 3);
-        // No IPv4 block: nothing to program.
+        // IPv6 only: one FDB entry (IPv4 underlay), the IPv6 neighbour and route.
         let p3 = peer(Some("198.51.100.7"), &["fd00::40/122"], Some(MAC));
-        assert!(v.objects(&p3).unwrap().is_empty());
+        let want = BTreeSet::from([
+            Object::Fdb {
+                dev: 9,
+                mac,
+                dst: "198.51.100.7".parse().unwrap(),
+            },
+            Object::Neigh {
+                dev: 9,
+                ip: vtep6,
+                mac,
+            },
+            route("fd00::40/122", vtep6),
+        ]);
+        assert_eq!(v.objects(&p3).unwrap(), want);
+        // No block: nothing to program.
+        let p4 = peer(Some("198.51.100.7"), &[], Some(MAC));
+        assert!(v.objects(&p4).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ipv6_underlay() {
+        let mut u = underlay();
+        u.addr = "2001:db8::2".parse().unwrap();
+        u.networks = vec!["2001:db8::2/64".parse().unwrap()];
+        let mut v = Vxlan::new("n1", u, &VxlanOptions::default()).unwrap();
+        v.index = Some(9);
+        assert_eq!(v.mtu(), 1430, "1500 - 70 on an IPv6 underlay");
+        assert_eq!(v.spec().local, "2001:db8::2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            v.backend().get(UNDERLAY_V6_KEY).map(String::as_str),
+            Some("2001:db8::2")
+        );
+        let p = peer(Some("2001:db8::7"), &["fd00::40/122"], Some(MAC));
+        let got = v.objects(&p).unwrap();
+        assert!(got.contains(&Object::Fdb {
+            dev: 9,
+            mac: MAC.parse().unwrap(),
+            dst: "2001:db8::7".parse().unwrap(),
+        }));
+        assert_eq!(got.len(), 3);
+        // A dual-stack peer whose record names its IPv4 address: the FDB entry takes
+        // the IPv6 one it publishes.
+        let mut p = peer(Some("198.51.100.7"), &["10.0.1.0/26"], Some(MAC));
+        p.backend
+            .insert(UNDERLAY_V6_KEY.into(), "2001:db8::8".into());
+        assert!(v.objects(&p).unwrap().contains(&Object::Fdb {
+            dev: 9,
+            mac: MAC.parse().unwrap(),
+            dst: "2001:db8::8".parse().unwrap(),
+        }));
     }
 
     #[test]
@@ -373,6 +481,39 @@ mod tests {
         let got = v.objects(&off_link).unwrap();
         assert_eq!(got.len(), 3);
         assert!(got.iter().any(|o| matches!(o, Object::Fdb { .. })));
+        // Dual-stack pool, IPv4-only underlay: IPv4 direct, IPv6 through VXLAN.
+        let mixed = peer(
+            Some("192.0.2.3"),
+            &["10.0.2.0/26", "fd00::40/122"],
+            Some(MAC),
+        );
+        let mac: MacAddr = MAC.parse().unwrap();
+        let vtep6: IpAddr = "fd00::41".parse().unwrap();
+        let want = BTreeSet::from([
+            Object::Route {
+                dst: "10.0.2.0/26".parse().unwrap(),
+                gw: "192.0.2.3".parse().unwrap(),
+                oif: Some(3),
+                onlink: false,
+            },
+            Object::Fdb {
+                dev: 9,
+                mac,
+                dst: "192.0.2.3".parse().unwrap(),
+            },
+            Object::Neigh {
+                dev: 9,
+                ip: vtep6,
+                mac,
+            },
+            Object::Route {
+                dst: "fd00::40/122".parse().unwrap(),
+                gw: vtep6,
+                oif: Some(9),
+                onlink: true,
+            },
+        ]);
+        assert_eq!(v.objects(&mixed).unwrap(), want);
     }
 
     #[test]

@@ -144,6 +144,7 @@ pub fn read_symlink(path: &Path) -> Result<Link, IpamError> {
 
 /// fsync a directory.
 pub fn sync_dir(dir: &Path) -> Result<(), IpamError> {
+    let _timing = cni_core::timing::phase("ipam.fsync-dir");
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| IpamError::io("fsync directory", dir, e))

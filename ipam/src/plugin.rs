@@ -257,6 +257,7 @@ fn cluster_add(
     let layout = BlockLayout {
         reserve_gateway: cfg.reserve_gateway,
     };
+    let _timing = cni_core::timing::phase("ipam.allocate");
     let ips = local::allocate_in(
         &store,
         &cfg.pool,
@@ -281,6 +282,7 @@ impl Plugin for IpamPlugin {
                 let meta = AllocMeta {
                     netns: target.netns.clone(),
                 };
+                let _timing = cni_core::timing::phase("ipam.allocate");
                 let ips = store.allocate_with(&key_of(target), &cfg.ranges, &requested, &meta)?;
                 Ok(build_result(&cfg, &ips, p.dns))
             }
@@ -293,6 +295,7 @@ impl Plugin for IpamPlugin {
             return Ok(());
         }
         // Corrupt entries of the attachment are quarantined, never a failure forever.
+        let _timing = cni_core::timing::phase("ipam.release");
         open_store(dir)?.release(&key_of(target))?;
         Ok(())
     }

@@ -17,17 +17,25 @@ use crate::run::run_with_handler;
 /// The daemon with the datapath of `args`.
 pub async fn run(mut args: RunArgs) -> Result<(), Error> {
     let dp = args.datapath.clone();
+    crate::families::check_pools(&dp, &args.pools)?;
     let metrics = Arc::new(Metrics::new());
     match dp.kind {
         DatapathKind::None => run_with_handler(args, LogHandler, metrics).await,
         DatapathKind::HostGw => {
             let (nl, underlay) = underlay(&mut args).await?;
+            crate::families::check_underlay(&dp, &args.pools, &underlay, None)?;
             let side = cni_routed::node::HostGw::new(underlay.clone());
             serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Ipip => {
             let (nl, underlay) = underlay(&mut args).await?;
-            let side = cni_ipip::node::Ipip::new(underlay.clone(), dp.mtu, dp.direct_routing);
+            crate::families::check_underlay(&dp, &args.pools, &underlay, None)?;
+            let has_sit = nl.link_by_name(cni_ipip::node::SIT).await?.is_some();
+            crate::families::check_ipip_sit(&dp, &args.pools, has_sit)?;
+            let mut side = cni_ipip::node::Ipip::new(underlay.clone(), dp.mtu, dp.direct_routing);
+            if args.pools.iter().any(|p| p.is_ipv6()) {
+                side = side.with_ipv6();
+            }
             serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Vxlan => {
@@ -39,6 +47,8 @@ pub async fn run(mut args: RunArgs) -> Result<(), Error> {
                 mtu: dp.mtu,
                 direct_routing: dp.direct_routing,
             };
+            let mtu = opts.mtu_for(&underlay)?;
+            crate::families::check_underlay(&dp, &args.pools, &underlay, Some(mtu))?;
             let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay.clone(), &opts)?;
             serve(args, side, underlay, nl, metrics).await
         }
@@ -59,7 +69,7 @@ async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
         (None, Some(ip)) => UnderlaySelect::Address(ip),
         (None, None) => UnderlaySelect::DefaultRoute,
     };
-    let u = nl.underlay(&select).await?;
+    let mut u = nl.underlay(&select).await?;
     match args.underlay_ip {
         Some(ip) if !u.networks.iter().any(|n| n.ip() == ip) => {
             return Err(Error::Usage(format!(
@@ -67,7 +77,9 @@ async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
                 u.name
             )))
         }
-        Some(_) => {}
+        // The tunnel's source is the address the node is published at (on a dual-stack
+        // interface the interface's first address may be of the other family).
+        Some(ip) => u.addr = ip,
         None => args.underlay_ip = Some(u.addr),
     }
     tracing::info!(

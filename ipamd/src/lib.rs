@@ -9,6 +9,8 @@
 //! - [`events`]: **the datapath seam**: [`events::PeerEvent`], [`events::PeerHandler`].
 //! - [`datapath`]: the handler that programs vxlan / ipip / host-gw through
 //!   `cni_core::node` (built from the flags by [`backends`]).
+//! - [`families`]: which families a datapath carries over which underlay, checked at
+//!   start.
 //! - [`bgp`]: `--datapath bgp`: the BGP speaker's handler (export, mesh), learned
 //!   routes into the kernel, `/bgp/peers` and `bgp-peers`.
 //! - [`gc`]: release of reservations whose netns is gone.
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod datapath;
 pub mod error;
 pub mod events;
+pub mod families;
 pub mod gc;
 pub mod http;
 pub mod inspect;

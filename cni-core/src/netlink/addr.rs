@@ -14,6 +14,7 @@ use crate::spec::error::CniError;
 impl Netlink {
     /// Adds `addr` to link `index`; already present is not an error.
     pub async fn add_address(&self, index: u32, addr: IpNetwork) -> Result<(), CniError> {
+        let _timing = crate::timing::phase("addr.add");
         match self
             .handle
             .address()
@@ -58,6 +59,7 @@ impl Netlink {
 
     /// Addresses on link `index` (global and link scope, both families).
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNetwork>, CniError> {
+        let _timing = crate::timing::phase("addr.dump");
         let msgs: Vec<_> = self
             .handle
             .address()

@@ -252,6 +252,7 @@ fn close_all_but(keep: &[RawFd]) {
 /// namespace), returning once the kernel has announced both are gone, while a detached
 /// child waits out the rest of the kernel's work. `Ok(false)`: there was no such link.
 pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, CniError> {
+    let _timing = crate::timing::phase("veth.delete-detached");
     let what = || format!("deleting {ifname} in {}", ns.path().display());
     let io_err = |e: io::Error| CniError::internal(format!("{}: {e}", what()));
 

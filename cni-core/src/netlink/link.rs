@@ -79,12 +79,14 @@ pub struct BridgeSpec {
 
 impl Netlink {
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, CniError> {
+        let _timing = crate::timing::phase("link.get");
         let req = self.handle.link().get().match_name(name.to_string());
         self.get_one(req, || format!("looking up link {name}"))
             .await
     }
 
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, CniError> {
+        let _timing = crate::timing::phase("link.get");
         let req = self.handle.link().get().match_index(index);
         self.get_one(req, || format!("looking up link #{index}"))
             .await
@@ -105,6 +107,7 @@ impl Netlink {
 
     /// Every link in the namespace.
     pub async fn links(&self) -> Result<Vec<Link>, CniError> {
+        let _timing = crate::timing::phase("link.dump");
         self.handle
             .link()
             .get()
@@ -119,6 +122,7 @@ impl Netlink {
     /// refuses a same-named link of another kind, applies MTU/promisc/vlan filtering,
     /// and brings it up.
     pub async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<Link, CniError> {
+        let _timing = crate::timing::phase("bridge.ensure");
         let name = spec.name.as_str();
         let existing = match self.link_by_name(name).await? {
             Some(l) => l,
@@ -205,6 +209,7 @@ impl Netlink {
         mtu: Option<u32>,
         peer_mac: Option<MacAddr>,
     ) -> Result<Link, CniError> {
+        let _timing = crate::timing::phase("veth.create");
         // The peer's own link message carries IFLA_NET_NS_FD: the kernel creates it
         // directly in `peer_ns`, so its name never has to be unique on the host.
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
@@ -236,6 +241,7 @@ impl Netlink {
 
     /// Deletes a link; a link that is already gone is not an error.
     pub async fn delete_link(&self, index: u32) -> Result<(), CniError> {
+        let _timing = crate::timing::phase("link.delete");
         match self.handle.link().del(index).execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
@@ -267,6 +273,7 @@ impl Netlink {
     }
 
     pub async fn set_up(&self, index: u32) -> Result<(), CniError> {
+        let _timing = crate::timing::phase("link.up");
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.set_link(msg, index, |l| format!("setting link {l} up"))
             .await
@@ -294,6 +301,7 @@ impl Netlink {
     }
 
     pub async fn set_master(&self, index: u32, master: u32) -> Result<(), CniError> {
+        let _timing = crate::timing::phase("port.master");
         let msg = LinkUnspec::new_with_index(index).controller(master).build();
         self.set_link(msg, index, |l| format!("enslaving link {l} to #{master}"))
             .await

@@ -36,6 +36,7 @@ impl Netlink {
                 "netlink connect: not inside a tokio runtime",
             ));
         }
+        let _timing = crate::timing::phase("netlink.connect");
         let (conn, handle, _) = rtnetlink::new_connection()
             .map_err(|e| CniError::internal(format!("opening a netlink socket: {e}")))?;
         tokio::spawn(conn);
@@ -65,10 +66,12 @@ pub fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, CniError> {
         ));
     }
     // Only the I/O driver: netlink needs no timers.
+    let timing = crate::timing::phase("runtime.start");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .map_err(|e| CniError::internal(format!("starting the tokio runtime: {e}")))?;
+    drop(timing);
     Ok(rt.block_on(fut))
 }
 

@@ -211,6 +211,7 @@ impl Netlink {
 
     /// Adds a route; an identical existing route is not an error.
     pub async fn add_route(&self, route: &RouteSpec) -> Result<(), CniError> {
+        let _timing = crate::timing::phase("route.add");
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         match self.send_route(route, Op::Add, flags).await {
             Ok(()) => Ok(()),
@@ -235,6 +236,7 @@ impl Netlink {
 
     /// Adds or replaces (NLM_F_REPLACE) a route.
     pub async fn replace_route(&self, route: &RouteSpec) -> Result<(), CniError> {
+        let _timing = crate::timing::phase("route.add");
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
         self.send_route(route, Op::Add, flags)
             .await
@@ -243,6 +245,7 @@ impl Netlink {
 
     /// Deletes a route; already absent is not an error.
     pub async fn del_route(&self, route: &RouteSpec) -> Result<(), CniError> {
+        let _timing = crate::timing::phase("route.del");
         match self
             .send_route(route, Op::Del, NLM_F_REQUEST | NLM_F_ACK)
             .await
@@ -260,6 +263,7 @@ impl Netlink {
     /// Routes of one family (`v6 == false` for IPv4) in `table` (`None` = main),
     /// unicast only.
     pub async fn routes(&self, v6: bool, table: Option<u32>) -> Result<Vec<RouteSpec>, CniError> {
+        let _timing = crate::timing::phase("route.dump");
         let mut req = RouteMessage::default();
         req.header.address_family = if v6 {
             AddressFamily::Inet6

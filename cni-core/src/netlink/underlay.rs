@@ -66,6 +66,18 @@ impl Underlay {
     pub fn on_link(&self, ip: IpAddr) -> bool {
         self.networks.iter().any(|n| n.contains(ip))
     }
+
+    /// This node's underlay address of the family of `v6`: [`Underlay::addr`] when of
+    /// that family, else the interface's first global address of it.
+    pub fn addr_of(&self, v6: bool) -> Option<IpAddr> {
+        if self.addr.is_ipv6() == v6 {
+            return Some(self.addr);
+        }
+        self.networks
+            .iter()
+            .map(|n| n.ip())
+            .find(|ip| ip.is_ipv6() == v6 && is_global(*ip))
+    }
 }
 
 impl Netlink {

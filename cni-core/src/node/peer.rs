@@ -4,7 +4,7 @@
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::Object;
 use crate::netlink::{MacAddr, Netlink, Underlay};
@@ -12,6 +12,22 @@ use crate::spec::error::CniError;
 
 /// The backend key under which a VXLAN node publishes its VTEP MAC.
 pub const VTEP_MAC_KEY: &str = "vtepMac";
+
+/// The backend keys under which a node publishes its underlay address of each family
+/// (the record's `underlayIp` is one of them): a dual-stack node is reached over IPv4
+/// for its IPv4 blocks and over IPv6 for its IPv6 blocks (host-gw, direct routing), and
+/// a VXLAN peer picks the address of its own underlay's family for the FDB.
+pub const UNDERLAY_V4_KEY: &str = "underlayIPv4";
+pub const UNDERLAY_V6_KEY: &str = "underlayIPv6";
+
+/// What a node publishes about its underlay: its address of each family it has
+/// ([`UNDERLAY_V4_KEY`], [`UNDERLAY_V6_KEY`]).
+pub fn underlay_backend(underlay: &Underlay) -> BTreeMap<String, String> {
+    [(false, UNDERLAY_V4_KEY), (true, UNDERLAY_V6_KEY)]
+        .into_iter()
+        .filter_map(|(v6, key)| Some((key.to_string(), underlay.addr_of(v6)?.to_string())))
+        .collect()
+}
 
 /// A node of the cluster (this one or a remote one), as published in the cluster store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +54,44 @@ impl Peer {
     /// (never handed to a pod by cluster IPAM, so it needs no reservation).
     pub fn tunnel_v4(&self) -> Option<Ipv4Addr> {
         self.lowest_v4().map(|n| n.network())
+    }
+
+    /// The node's IPv6 gateway: the first host address of its lowest IPv6 block (the
+    /// network address plus one: cluster IPAM's `reserveGateway` reserves it as for
+    /// IPv4). Its VXLAN device carries it as /128 and peers route its IPv6 blocks via it.
+    pub fn gateway_v6(&self) -> Option<Ipv6Addr> {
+        self.blocks
+            .iter()
+            .filter_map(|b| match b {
+                IpNetwork::V6(n) => Some(*n),
+                IpNetwork::V4(_) => None,
+            })
+            .min()
+            .map(|n| Ipv6Addr::from(u128::from(n.network()).wrapping_add(1)))
+    }
+
+    /// The gateway of the family of `v6` ([`Peer::gateway_v4`], [`Peer::gateway_v6`]).
+    pub fn gateway(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.gateway_v6().map(IpAddr::V6)
+        } else {
+            self.gateway_v4().map(IpAddr::V4)
+        }
+    }
+
+    /// The node's underlay address of the family of `v6`: its record's address when of
+    /// that family, else the one it publishes under [`UNDERLAY_V4_KEY`] /
+    /// [`UNDERLAY_V6_KEY`] (`None` when it has none, or publishes garbage).
+    pub fn underlay_of(&self, v6: bool) -> Option<IpAddr> {
+        if let Some(ip) = self.underlay.filter(|ip| ip.is_ipv6() == v6) {
+            return Some(ip);
+        }
+        let key = if v6 { UNDERLAY_V6_KEY } else { UNDERLAY_V4_KEY };
+        self.backend
+            .get(key)?
+            .parse::<IpAddr>()
+            .ok()
+            .filter(|ip| ip.is_ipv6() == v6)
     }
 
     fn lowest_v4(&self) -> Option<ipnetwork::Ipv4Network> {
@@ -119,6 +173,49 @@ mod tests {
         assert_eq!(p.gateway_v4(), Some("10.0.0.129".parse().unwrap()));
         assert_eq!(p.tunnel_v4(), Some("10.0.0.128".parse().unwrap()));
         assert_eq!(peer(&["fd00::/122"]).gateway_v4(), None);
+        let p = peer(&["fd00:1::80/122", "10.0.0.128/26", "fd00:1::40/122"]);
+        assert_eq!(p.gateway_v6(), Some("fd00:1::41".parse().unwrap()));
+        assert_eq!(p.gateway(true), Some("fd00:1::41".parse().unwrap()));
+        assert_eq!(p.gateway(false), Some("10.0.0.129".parse().unwrap()));
+        assert_eq!(peer(&["10.0.0.0/26"]).gateway_v6(), None);
+    }
+
+    #[test]
+    fn underlay_of_a_family_from_the_record_or_the_backend() {
+        let mut p = peer(&[]);
+        p.underlay = Some("192.0.2.3".parse().unwrap());
+        assert_eq!(p.underlay_of(false), p.underlay);
+        assert_eq!(p.underlay_of(true), None);
+        p.backend
+            .insert(UNDERLAY_V6_KEY.into(), "2001:db8::3".into());
+        assert_eq!(p.underlay_of(true), Some("2001:db8::3".parse().unwrap()));
+        // A value of the wrong family is no address of that family.
+        p.backend.insert(UNDERLAY_V6_KEY.into(), "192.0.2.9".into());
+        assert_eq!(p.underlay_of(true), None);
+        // An IPv6 record address wins over the backend's.
+        p.underlay = Some("2001:db8::7".parse().unwrap());
+        assert_eq!(p.underlay_of(true), p.underlay);
+        assert_eq!(p.underlay_of(false), None);
+        let u = Underlay {
+            index: 2,
+            name: "eth0".into(),
+            addr: "192.0.2.2".parse().unwrap(),
+            networks: vec![
+                "fe80::1/64".parse().unwrap(),
+                "192.0.2.2/24".parse().unwrap(),
+                "2001:db8::2/64".parse().unwrap(),
+            ],
+            mtu: 1500,
+        };
+        let b = underlay_backend(&u);
+        assert_eq!(
+            b.get(UNDERLAY_V4_KEY).map(String::as_str),
+            Some("192.0.2.2")
+        );
+        assert_eq!(
+            b.get(UNDERLAY_V6_KEY).map(String::as_str),
+            Some("2001:db8::2")
+        );
     }
 
     #[test]

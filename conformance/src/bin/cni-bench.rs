@@ -1,9 +1,21 @@
-//! `cni-bench`: attach and detach N pods through `cni-bridge`+`cni-ipam` and through the
-//! reference `bridge`+`host-local`, in the same run, and compare.
+//! `cni-bench`: attach and detach N pods through one of our plugins and through its
+//! reference counterpart, in the same run, and compare.
 //!
 //! ```text
-//! cni-bench [--pods 100] [--parallel 8] [--rounds 1] [--skip-sequential] [--skip-parallel]
+//! cni-bench [--pair bridge|routed|vxlan|inproc|cluster] [--pods 100] [--parallel 8] [--rounds 1]
+//!           [--skip-sequential] [--skip-parallel]
+//! cni-bench breakdown [--pair bridge|routed|vxlan|cluster] [--pods 40]   # time per phase
+//! cni-bench floors                                                       # kernel floors
+//! cni-bench churn [--seconds 60] [--inflight 16]                          # sustained churn
 //! ```
+//!
+//! Pairs (`--pair`): `bridge`: `cni-bridge`+`cni-ipam` vs the reference
+//! `bridge`+`host-local`; `routed`: `cni-routed`+`cni-ipam` vs `ptp`+`host-local`;
+//! `vxlan`: `cni-vxlan` (pod side, MTU 1450) +`cni-ipam` vs `bridge`+`host-local` with the
+//! same MTU; `inproc`: `cni-bridge` with `cni-ipam` run in-process (the default) vs the
+//! same with `CNI_INPROC=0` (exec'd, the CNI contract for other IPAM plugins);
+//! `cluster`: `cni-bridge` with `cni-ipam` in cluster mode (blocks from a file cluster
+//! store) vs the reference `bridge`+`host-local`.
 //!
 //! Both pairs get the same config (cniVersion 1.0.0, `isGateway: true`, a /24 of their
 //! own under 10.200.0.0/13, a fresh data dir, a bridge of their own). Each phase runs
@@ -31,9 +43,55 @@ use clap::Parser;
 use conformance::fixture::{with_prev, Pod, TestNet};
 use serde_json::Value;
 
+#[path = "bench/breakdown.rs"]
+mod breakdown;
+#[path = "bench/churn.rs"]
+mod churn;
+
+/// What the run compares (see the module doc).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairKind {
+    Bridge,
+    Routed,
+    Vxlan,
+    Inproc,
+    Cluster,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Mode {
+    /// Time per phase of one ADD and one DEL of our plugin (CNI_TRACE spans), with the
+    /// IPAM in-process and exec'd, next to the kernel floors.
+    Breakdown {
+        #[arg(long, value_enum, default_value = "bridge")]
+        pair: PairKind,
+        /// Pods added then deleted per variant.
+        #[arg(long, short = 'n', default_value_t = 40)]
+        pods: usize,
+    },
+    /// Sustained churn: pods added and deleted continuously, bridge and routed,
+    /// node-local and etcd cluster IPAM; pods/s, latency, and a leak check.
+    Churn {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        inflight: usize,
+    },
+    /// The kernel floors: veth create+up, an fsync'd atomic write, a process spawn.
+    Floors {
+        #[arg(long, short = 'n', default_value_t = 100)]
+        iterations: usize,
+    },
+}
+
 #[derive(Parser, Debug)]
-#[command(about = "Benchmark cni-bridge+cni-ipam against the reference bridge+host-local")]
+#[command(about = "Benchmark our plugins against the reference plugins")]
 struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Which pair to compare.
+    #[arg(long, value_enum, default_value = "bridge")]
+    pair: PairKind,
     /// Pods attached and detached per phase and pair (at most 250: one /24 each).
     #[arg(long, short = 'n', default_value_t = 100)]
     pods: usize,
@@ -50,11 +108,13 @@ struct Args {
 }
 
 /// One pair under test.
-struct Pair {
-    label: &'static str,
-    net: TestNet,
-    conf: Value,
-    pods: Vec<Pod>,
+pub struct Pair {
+    pub label: &'static str,
+    pub net: TestNet,
+    pub conf: Value,
+    pub pods: Vec<Pod>,
+    /// Extra environment of every invocation (e.g. `CNI_INPROC=0`).
+    pub env: Vec<(&'static str, String)>,
 }
 
 #[derive(Default)]
@@ -64,22 +124,43 @@ struct Samples {
     maxrss_kib: i64,
 }
 
-struct Measured {
-    elapsed: Duration,
-    maxrss_kib: i64,
+pub struct Measured {
+    pub elapsed: Duration,
+    pub maxrss_kib: i64,
+    /// User + system CPU of the process and the children it waited for.
+    pub cpu: Duration,
 }
 
 /// Runs one invocation and reaps it with `wait4` to get its rusage.
 fn invoke(
-    net: &TestNet,
+    pair: &Pair,
     command: &str,
     pod: &Pod,
     conf: &Value,
 ) -> Result<(Measured, Value), String> {
+    invoke_env(pair, command, pod, conf, &[]).map(|(m, v, _)| (m, v))
+}
+
+/// [`invoke`] with extra variables; also returns the spawn time (`CLOCK_REALTIME`, µs).
+fn invoke_env(
+    pair: &Pair,
+    command: &str,
+    pod: &Pod,
+    conf: &Value,
+    extra: &[(&str, String)],
+) -> Result<(Measured, Value, u64), String> {
+    let net = &pair.net;
     let inv = net.invocation(command, pod, conf);
-    let start = Instant::now();
     let mut cmd = inv.command();
     cmd.stderr(std::process::Stdio::null());
+    for (k, v) in &pair.env {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let spawned_us = breakdown::realtime_us();
+    let start = Instant::now();
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("spawn {}: {e}", inv.plugin.display()))?;
@@ -115,8 +196,10 @@ fn invoke(
         Measured {
             elapsed,
             maxrss_kib: ru.ru_maxrss,
+            cpu: breakdown::tv(ru.ru_utime) + breakdown::tv(ru.ru_stime),
         },
         v,
+        spawned_us,
     ))
 }
 
@@ -138,7 +221,7 @@ fn sequential(pairs: &[Pair; 2], samples: &[Mutex<Samples>; 2]) -> Result<(), St
     for i in 0..n {
         for k in [i % 2, 1 - i % 2] {
             let p = &pairs[k];
-            let (m, v) = invoke(&p.net, "ADD", &p.pods[i], &p.conf)?;
+            let (m, v) = invoke(p, "ADD", &p.pods[i], &p.conf)?;
             record(&samples[k], true, &m);
             results[k][i] = v;
         }
@@ -147,7 +230,7 @@ fn sequential(pairs: &[Pair; 2], samples: &[Mutex<Samples>; 2]) -> Result<(), St
         for k in [i % 2, 1 - i % 2] {
             let p = &pairs[k];
             let (m, _) = invoke(
-                &p.net,
+                p,
                 "DEL",
                 &p.pods[i],
                 &with_prev(&p.conf, Some(&results[k][i])),
@@ -181,12 +264,7 @@ fn parallel_phase(
                 } else {
                     with_prev(&pair.conf, Some(&results.lock().unwrap()[i]))
                 };
-                match invoke(
-                    &pair.net,
-                    if add { "ADD" } else { "DEL" },
-                    &pair.pods[i],
-                    &conf,
-                ) {
+                match invoke(pair, if add { "ADD" } else { "DEL" }, &pair.pods[i], &conf) {
                     Ok((m, v)) => {
                         record(samples, add, &m);
                         if add {
@@ -204,7 +282,7 @@ fn parallel_phase(
     }
 }
 
-fn quantile(v: &mut [Duration], q: f64) -> Duration {
+pub fn quantile(v: &mut [Duration], q: f64) -> Duration {
     if v.is_empty() {
         return Duration::ZERO;
     }
@@ -214,7 +292,7 @@ fn quantile(v: &mut [Duration], q: f64) -> Duration {
     v[rank - 1]
 }
 
-fn ms(d: Duration) -> f64 {
+pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -275,6 +353,19 @@ fn report(
 
 fn main() {
     let args = Args::parse();
+    let done = match args.mode {
+        Some(Mode::Breakdown { pair, pods }) => Some(breakdown::run(pair, pods)),
+        Some(Mode::Floors { iterations }) => Some(breakdown::floors(iterations)),
+        Some(Mode::Churn { seconds, inflight }) => Some(churn::run(seconds, inflight.max(1))),
+        None => None,
+    };
+    if let Some(r) = done {
+        if let Err(e) = r {
+            eprintln!("cni-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.pods == 0 || args.pods > 250 || args.parallel == 0 {
         eprintln!("--pods must be 1..=250 and --parallel at least 1");
         std::process::exit(2);
@@ -285,36 +376,99 @@ fn main() {
     }
 }
 
-fn make_pair(label: &'static str, plugin: &str, ipam: &str, n: usize) -> Pair {
-    let net = TestNet::new(&format!("bench-{plugin}"));
-    let conf = net.conf_with("1.0.0", plugin, ipam).to_json();
+/// A pair's network and configuration: `plugin` (any of ours or the reference ones)
+/// delegating to `ipam`, in a network of its own.
+pub fn make_pair(label: &'static str, plugin: &str, ipam: &str, n: usize) -> Pair {
+    let path = conformance::bins::CniPath::from_dirs(&[
+        conformance::bins::our_bin_dir(),
+        conformance::bins::ref_bin_dir(),
+    ]);
+    let net = TestNet::with_path(&format!("bench-{plugin}"), path);
+    let mut conf = net.conf_with("1.0.0", plugin, ipam).to_json();
+    match plugin {
+        // Routed veth: no bridge, no gateway on a bridge.
+        "cni-routed" | "ptp" => {
+            let o = conf.as_object_mut().expect("object");
+            o.remove("bridge");
+            o.remove("isGateway");
+        }
+        "cni-vxlan" => conf["mtu"] = serde_json::json!(1450),
+        _ => {}
+    }
     let pods = (0..n).map(|_| net.pod()).collect();
     Pair {
         label,
         net,
         conf,
         pods,
+        env: Vec::new(),
+    }
+}
+
+/// `pair`'s IPAM switched to `cni-ipam` cluster mode: /26 blocks of the network's /24,
+/// claimed from a file cluster store in the pair's data dir.
+pub fn to_cluster(mut pair: Pair) -> Pair {
+    let data = pair.net.data_dir().display().to_string();
+    pair.conf["ipam"] = serde_json::json!({
+        "type": "cni-ipam",
+        "pool": pair.net.subnet.cidr(),
+        "blockSize": 26,
+        "reserveGateway": true,
+        "nodeName": format!("bench-{}", std::process::id()),
+        "store": format!("file://{data}/cluster.json"),
+        "dataDir": data,
+    });
+    pair
+}
+
+/// Our side and the reference side of `kind`.
+pub fn pairs_for(kind: PairKind, n: usize) -> [Pair; 2] {
+    match kind {
+        PairKind::Bridge => [
+            make_pair("cni-bridge", "cni-bridge", "cni-ipam", n),
+            make_pair("ref bridge", "bridge", "host-local", n),
+        ],
+        PairKind::Routed => [
+            make_pair("cni-routed", "cni-routed", "cni-ipam", n),
+            make_pair("ref ptp", "ptp", "host-local", n),
+        ],
+        PairKind::Vxlan => {
+            let mut reference = make_pair("ref bridge", "bridge", "host-local", n);
+            reference.conf["mtu"] = serde_json::json!(1450);
+            [
+                make_pair("cni-vxlan", "cni-vxlan", "cni-ipam", n),
+                reference,
+            ]
+        }
+        PairKind::Inproc => {
+            let mut exec = make_pair("exec ipam", "cni-bridge", "cni-ipam", n);
+            exec.env.push(("CNI_INPROC", "0".into()));
+            [make_pair("inproc ipam", "cni-bridge", "cni-ipam", n), exec]
+        }
+        PairKind::Cluster => [
+            to_cluster(make_pair("cni-br+cluster", "cni-bridge", "cni-ipam", n)),
+            make_pair("ref bridge", "bridge", "host-local", n),
+        ],
     }
 }
 
 fn run(args: &Args) -> Result<(), String> {
     conformance::bins::ref_bin("bridge");
+    conformance::bins::ref_bin("ptp");
     conformance::bins::ref_bin("host-local");
-    for b in conformance::bins::OURS {
+    for b in ["cni-bridge", "cni-ipam", "cni-routed", "cni-vxlan"] {
         conformance::bins::our_bin(b);
     }
     println!(
-        "cni-bench: {} pods, {} in parallel, {} round(s); ours from {}, reference from {}",
+        "cni-bench: {:?}: {} pods, {} in parallel, {} round(s); ours from {}, reference from {}",
+        args.pair,
         args.pods,
         args.parallel,
         args.rounds,
         conformance::bins::our_bin_dir().display(),
         conformance::bins::ref_bin_dir().display()
     );
-    let pairs = [
-        make_pair("cni-bridge", "cni-bridge", "cni-ipam", args.pods),
-        make_pair("ref bridge", "bridge", "host-local", args.pods),
-    ];
+    let pairs = pairs_for(args.pair, args.pods);
     let seq = [
         Mutex::new(Samples::default()),
         Mutex::new(Samples::default()),

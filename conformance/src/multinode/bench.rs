@@ -1,7 +1,7 @@
 //! Throughput between two namespaces with iperf3 (`iperf3 -s -1` in one, `iperf3 -c
 //! ... -J` in the other), and the table the datapath benchmark prints.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -21,12 +21,12 @@ impl Drop for Server {
 /// in netns `server_ns` (the receiver's figure, `end.sum_received`).
 pub fn iperf3(
     server_ns: &str,
-    server_ip: Ipv4Addr,
+    server_ip: impl Into<IpAddr>,
     client_ns: &str,
     secs: u32,
     port: u16,
 ) -> Result<f64, String> {
-    let ip = server_ip.to_string();
+    let ip = server_ip.into().to_string();
     let port_s = port.to_string();
     let mut server = Server(
         Command::new("ip")

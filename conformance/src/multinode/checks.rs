@@ -2,7 +2,7 @@
 //! a TCP transfer verified byte for byte, and the MTU probe.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -117,12 +117,12 @@ const CHUNK: usize = 64 * 1024;
 pub fn tcp_transfer(
     src_ns: &str,
     dst_ns: &str,
-    dst_ip: Ipv4Addr,
+    dst_ip: impl Into<IpAddr>,
     port: u16,
     bytes: usize,
     seed: u64,
 ) -> Result<Transfer, String> {
-    let addr = SocketAddr::from((dst_ip, port));
+    let addr = SocketAddr::from((dst_ip.into(), port));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let server = inns::spawn_in(dst_ns, move || {
         let l = match TcpListener::bind(addr) {

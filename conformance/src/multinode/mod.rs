@@ -10,6 +10,8 @@
 //! - [`kernel`]: what `ipamd` programmed (proto-97 routes, neighbours, FDB) and monitors;
 //! - [`cluster`]: a whole cluster (fabric + daemons + pods) and the shared scenario that
 //!   every datapath's end-to-end test runs;
+//! - [`dual`]: dual-stack and IPv6-only clusters (IPv6 on the underlay, pools of both
+//!   families or IPv6 only) and their scenario;
 //! - [`router`]: BIRD in the fabric namespace, the route reflector of the BGP datapath,
 //!   or FRR as its top-of-rack router ([`bgp_frr`]: FRR plus the nodes' full mesh);
 //! - [`bench`]: iperf3 throughput between namespaces;
@@ -26,6 +28,7 @@ pub mod bgp_frr;
 pub mod chaos;
 pub mod checks;
 pub mod cluster;
+pub mod dual;
 pub mod etcd;
 pub mod inns;
 pub mod kernel;

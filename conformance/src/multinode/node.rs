@@ -46,6 +46,17 @@ pub struct Ipamd {
 impl Ipamd {
     /// Starts `ipamd run` for `node` (data dir `data_dir`, log `log`).
     pub fn start(node: &NodeNs, conf: &IpamdConf, data_dir: &Path, log: &Path) -> Ipamd {
+        Ipamd::start_at(node, node.underlay_ip.into(), conf, data_dir, log)
+    }
+
+    /// [`Ipamd::start`] with `--underlay-ip underlay_ip` (e.g. the node's IPv6 address).
+    pub fn start_at(
+        node: &NodeNs,
+        underlay_ip: std::net::IpAddr,
+        conf: &IpamdConf,
+        data_dir: &Path,
+        log: &Path,
+    ) -> Ipamd {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let mut args: Vec<String> = [
             "run",
@@ -66,7 +77,7 @@ impl Ipamd {
             "--underlay-interface",
             "eth0",
             "--underlay-ip",
-            &node.underlay_ip.to_string(),
+            &underlay_ip.to_string(),
             "--resync",
             &conf.resync,
             "--listen",

@@ -94,7 +94,7 @@ impl Default for Uml {
         Uml {
             mem: "1G".into(),
             timeout: Duration::from_secs(240),
-            modules: ["ipip", "veth", "bridge", "vxlan"]
+            modules: ["ipip", "sit", "veth", "bridge", "vxlan"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -315,7 +315,7 @@ mod tests {
         );
         assert!(s.contains("export A='it'\\''s'\n"), "{s}");
         assert!(s.contains("'/bin/echo' 'a b' </dev/null 2>&1\n"), "{s}");
-        assert!(s.contains("modprobe -d '/tmp/m' -S '6.1.1' -a ipip veth bridge vxlan"));
+        assert!(s.contains("modprobe -d '/tmp/m' -S '6.1.1' -a ipip sit veth bridge vxlan"));
         assert!(s.ends_with("echo \"CNI-UML-VERDICT exit=$?\"\nexec poweroff -f\n"));
     }
 }

@@ -587,6 +587,7 @@ fn cleanup(ctx: &Ctx, netns_gone: bool) -> Result<(), String> {
     // table) exist before the snapshot.
     let warm = ctx.net.pod();
     let (raw_w, _) = add(ctx, &warm, &conf)?;
+    bridge_link_local_settled(&ctx.net.bridge);
     let mut pod = ctx.net.pod();
     let mut scope = snapshot::Scope {
         bridge: ctx.net.bridge.clone(),
@@ -625,6 +626,43 @@ fn cleanup(ctx: &Ctx, netns_gone: bool) -> Result<(), String> {
     })();
     del(ctx, &warm, &conf, Some(&raw_w))?;
     r
+}
+
+/// Waits (at most 5 s) until the kernel has given `bridge` and every port on it (the
+/// warm pod's host veth) an IPv6 link-local address and finished DAD on it. The kernel
+/// does that (adding the address's local routes and the solicited-node multicast FDB
+/// entry) once a link has carrier, which linkwatch may report up to a second after the
+/// link is up: without the wait, a snapshot taken right after the first ADD may miss
+/// them, and a later one counts them as the next ADD's leftovers.
+fn bridge_link_local_settled(bridge: &str) {
+    let settled = |link: &str| {
+        let disabled =
+            std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6"))
+                .map(|v| v.trim() != "0")
+                .unwrap_or(true);
+        disabled
+            || try_sh(
+                "ip",
+                &["-6", "-o", "addr", "show", "dev", link, "scope", "link"],
+            )
+            .is_ok_and(|t| t.contains("fe80::") && !t.contains("tentative"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let ports = try_sh("ip", &["-o", "link", "show", "master", bridge]).unwrap_or_default();
+        // "12: vethabcd@if3: <...>": the name is the second field, before any '@'.
+        let mut links: Vec<&str> = ports
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or(""))
+            .filter(|n| !n.is_empty())
+            .collect();
+        links.push(bridge);
+        if links.iter().all(|l| settled(l)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn del_cleanup(ctx: &Ctx) -> Result<(), String> {
