@@ -26,6 +26,7 @@ use super::checks;
 use super::kernel::{self, Entry, Monitor};
 use super::node::{self, Ipamd, IpamdConf};
 use super::pod::{wrapper, VERSION};
+use super::router::{self, Router};
 use super::topology::{Fabric, FabricSpec, NodeNs};
 use super::{wait_until, Datapath, ROUTE_PROTO, VXLAN_DEVICE};
 
@@ -174,6 +175,8 @@ fn block(n: &IpNetwork) -> String {
 pub struct DualCluster {
     pub pods: Vec<DualPod>,
     pub daemons: Vec<Ipamd>,
+    /// BIRD in the fabric namespace, route reflector of every node (BGP only).
+    pub router: Option<Router>,
     pub spec: DualSpec,
     pub store: String,
     pub live: BTreeSet<String>,
@@ -398,6 +401,7 @@ impl DualCluster {
         let mut c = DualCluster {
             pods: Vec::new(),
             daemons: Vec::new(),
+            router: None,
             live: fabric.nodes.iter().map(|n| n.name.clone()).collect(),
             spec,
             store: store.clone(),
@@ -406,12 +410,38 @@ impl DualCluster {
             work,
             fabric,
         };
-        for (i, n) in c.fabric.nodes.iter().enumerate() {
-            let ip: IpAddr = if c.spec.underlay.over_v6() {
-                underlay6(&s, 10 + i as u8).into()
+        let ips: Vec<IpAddr> = (c.fabric.nodes.iter().enumerate())
+            .map(|(i, n)| {
+                if c.spec.underlay.over_v6() {
+                    underlay6(&s, 10 + i as u8).into()
+                } else {
+                    n.underlay_ip.into()
+                }
+            })
+            .collect();
+        let mut conf = conf;
+        if c.spec.datapath == Datapath::Bgp {
+            c.router = Some(c.start_router(&ips));
+            // Each node peers with BIRD over its own underlay family only (no mesh).
+            let peer: IpAddr = if c.spec.underlay.over_v6() {
+                underlay6(&s, 1).into()
             } else {
-                n.underlay_ip.into()
+                s.gateway().into()
             };
+            conf.extra.extend(
+                [
+                    "--bgp-no-mesh",
+                    "--bgp-hold-time",
+                    &router::HOLD_TIME.to_string(),
+                    "--bgp-connect-retry",
+                    "1s",
+                    "--bgp-peer",
+                    &format!("{peer},{}", router::AS),
+                ]
+                .map(String::from),
+            );
+        }
+        for (n, ip) in c.fabric.nodes.iter().zip(ips) {
             let d = Ipamd::start_at(
                 n,
                 ip,
@@ -479,6 +509,15 @@ impl DualCluster {
             c.spec.pool
         );
         c
+    }
+
+    /// BIRD in the fabric namespace (the fabric's address on `br0` is the nodes'
+    /// neighbour), route reflector for `clients` with both families' channels.
+    fn start_router(&self, clients: &[IpAddr]) -> Router {
+        let dir = self.work.path().join("router");
+        std::fs::create_dir_all(&dir).expect("mkdir router");
+        let conf = router::config_dual_stack(self.fabric.subnets[0].gateway(), clients);
+        Router::new(self.fabric.fabric.name(), &dir, &conf)
     }
 
     pub fn data_dir(&self, node: &str) -> PathBuf {
