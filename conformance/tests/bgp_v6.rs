@@ -11,12 +11,12 @@
 //! Needs root, `bird2`, and the built binaries (`cni-routed`, `cni-ipam`, `ipamd`).
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use conformance::multinode::dual::{
     self, DualCluster, DualSpec, PoolKind, UnderlayKind, TRANSFER_BYTES,
 };
-use conformance::multinode::{wait_until, Datapath};
+use conformance::multinode::{router, wait_until, Datapath};
 
 fn spec(underlay: UnderlayKind, pool: PoolKind) -> DualSpec {
     DualSpec {
@@ -67,10 +67,83 @@ fn check_bird_has_every_block(c: &DualCluster) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// `node`'s ipamd frozen (SIGSTOP: no NOTIFICATION, its socket stays open): within the
+/// hold time BIRD drops the session, and neither BIRD nor any other node holds a route
+/// of either family to its blocks; the others still reach each other on both families.
+/// Thawed: its routes come back everywhere.
+fn check_node_frozen(c: &mut DualCluster, node: &str) {
+    let info = c.peer_info(node).unwrap_or_else(|e| panic!("{e}"));
+    let tokens = info.tokens();
+    let blocks: Vec<String> = info.blocks.iter().map(|(_, b)| b.clone()).collect();
+    let others: Vec<String> = c.live.iter().filter(|n| *n != node).cloned().collect();
+    let bird = |c: &DualCluster| {
+        c.router
+            .as_ref()
+            .map(router::Router::prefixes)
+            .unwrap_or_default()
+    };
+    let had = bird(c);
+    assert!(
+        blocks.iter().all(|b| had.contains(b)),
+        "BIRD lacks some of {blocks:?} before the freeze: {had:?}"
+    );
+    c.daemon(node).freeze();
+    let t = Instant::now();
+    let hold = Duration::from_secs(router::HOLD_TIME);
+    // The hold timer runs from the last KEEPALIVE (up to one hold time), then the
+    // withdrawal travels BIRD -> nodes -> kernel.
+    let r = wait_until(
+        &format!("{node}'s blocks withdrawn"),
+        hold + Duration::from_secs(2),
+        || {
+            let mut left: Vec<String> = others
+                .iter()
+                .flat_map(|n| {
+                    c.owned(n)
+                        .into_iter()
+                        .filter(|e| e.mentions(&tokens))
+                        .map(move |e| format!("{n}: {e}"))
+                })
+                .collect();
+            let in_bird = bird(c);
+            left.extend(
+                blocks
+                    .iter()
+                    .filter(|b| in_bird.contains(b))
+                    .map(|b| format!("BIRD: {b}")),
+            );
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(left.join("\n"))
+            }
+        },
+    );
+    let took = t.elapsed();
+    if let Err(e) = r {
+        c.daemon(node).thaw();
+        panic!("{e}");
+    }
+    let among: Vec<&str> = others.iter().map(String::as_str).collect();
+    c.check_ping_matrix_among(&among);
+    eprintln!(
+        "[{}] {node}'s ipamd frozen: its blocks {blocks:?} gone from {among:?} and BIRD after \
+         {took:?} (hold time {hold:?})",
+        c.tag
+    );
+    c.daemon(node).thaw();
+    let back = c
+        .wait_converged(dual::CONVERGE)
+        .unwrap_or_else(|e| panic!("after {node}'s ipamd was thawed: {e}"));
+    check_bird_has_every_block(c);
+    eprintln!("[{}] {node}'s ipamd thawed: converged in {back:?}", c.tag);
+}
+
 /// Dual-stack pool over one IPv4 session per node: exact routes of both families on
 /// every node; BIRD holds every block with the right next hop; CHECK; every pod pings
 /// every other on both families; 4 MiB over IPv6 across nodes arrives intact (two
-/// pairs); the MTU probe per family; node3's ipamd stopped and the node removed -> its
+/// pairs); the MTU probe per family; node2's ipamd frozen -> its IPv4 and IPv6 blocks
+/// gone from BIRD and the others within the hold time, thawed -> back; node3's ipamd stopped and the node removed -> its
 /// IPv4 and IPv6 routes gone from the others; node1's ipamd restarted -> no event on its
 /// routes of either family under `ip monitor`, no netlink request; DEL of every pod.
 #[test]
@@ -84,6 +157,8 @@ fn bgp_bird_dual_stack() {
     c.check_transfer6("node1", "node3", TRANSFER_BYTES);
     c.check_transfer6("node2", "node1", TRANSFER_BYTES);
     c.check_mtu("node1", "node2");
+    check_node_frozen(&mut c, "node2");
+    c.check_ping_matrix();
     c.check_node_removal("node3");
     c.check_ping_matrix_among(&["node1", "node2"]);
     c.check_restart("node1");
@@ -98,7 +173,8 @@ fn bgp_bird_dual_stack() {
 
 /// IPv6-only pool on an IPv6-only underlay: IPv6 sessions to BIRD (no IPv4 anywhere on
 /// the nodes, router ids derived from the underlay); exact IPv6 routes; every pod pings
-/// every other; 4 MiB over IPv6 across nodes; node removal removes its routes.
+/// every other; 4 MiB over IPv6 across nodes; a frozen node's routes go within the hold
+/// time and come back when thawed; node removal removes its routes.
 #[test]
 fn bgp_bird_ipv6_only() {
     let t = Instant::now();
@@ -108,6 +184,7 @@ fn bgp_bird_ipv6_only() {
     c.check_pods();
     c.check_ping_matrix();
     c.check_transfer6("node1", "node3", TRANSFER_BYTES);
+    check_node_frozen(&mut c, "node2");
     c.check_node_removal("node3");
     c.check_ping_matrix_among(&["node1", "node2"]);
     c.detach_all();
