@@ -13,6 +13,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use conformance::multinode::cluster::BgpTor;
 use conformance::multinode::dual::{
     self, DualCluster, DualSpec, PoolKind, UnderlayKind, TRANSFER_BYTES,
 };
@@ -29,9 +30,18 @@ fn spec(underlay: UnderlayKind, pool: PoolKind) -> DualSpec {
     }
 }
 
-/// BIRD holds every live node's blocks of both families, each with the node's underlay
+/// The prefixes the fabric's router (BIRD or FRR) holds, both families.
+fn prefixes(c: &DualCluster) -> Vec<String> {
+    match (&c.router, &c.frr) {
+        (Some(r), _) => r.prefixes(),
+        (None, Some(f)) => f.routes_dual_stack().into_keys().collect(),
+        (None, None) => Vec::new(),
+    }
+}
+
+/// The router (BIRD or FRR) holds every live node's blocks of both families, each with the node's underlay
 /// address of the block's family as next hop.
-fn check_bird_has_every_block(c: &DualCluster) {
+fn check_router_has_every_block(c: &DualCluster) {
     let mut want: Vec<(String, IpAddr)> = Vec::new();
     for n in &c.live {
         let info = c.peer_info(n).unwrap_or_else(|e| panic!("{e}"));
@@ -45,22 +55,28 @@ fn check_bird_has_every_block(c: &DualCluster) {
         want.iter().any(|(b, _)| b.contains(':')),
         "no IPv6 block: {want:?}"
     );
-    let r = c.router.as_ref().expect("a BGP cluster has BIRD");
-    wait_until("BIRD learned every block", dual::CONVERGE, || {
+    wait_until("the router learned every block", dual::CONVERGE, || {
+        let has = |b: &str, via: &IpAddr| match (&c.router, &c.frr) {
+            (Some(r), _) => r
+                .birdc(&["show", "route", "for", b])
+                .contains(&format!("via {via} ")),
+            (None, Some(f)) => f
+                .routes_dual_stack()
+                .get(b)
+                .is_some_and(|hops| hops.contains(&via.to_string())),
+            (None, None) => panic!("a BGP cluster has a router"),
+        };
         let missing: Vec<String> = want
             .iter()
-            .filter(|(b, via)| {
-                !r.birdc(&["show", "route", "for", b])
-                    .contains(&format!("via {via} "))
-            })
+            .filter(|(b, via)| !has(b, via))
             .map(|(b, via)| format!("{b} via {via}"))
             .collect();
         if missing.is_empty() {
             Ok(())
         } else {
             Err(format!(
-                "missing {missing:?}; BIRD has:\n{}",
-                r.birdc(&["show", "route"])
+                "missing {missing:?}; the router has {:?}",
+                prefixes(c)
             ))
         }
     })
@@ -76,16 +92,10 @@ fn check_node_frozen(c: &mut DualCluster, node: &str) {
     let tokens = info.tokens();
     let blocks: Vec<String> = info.blocks.iter().map(|(_, b)| b.clone()).collect();
     let others: Vec<String> = c.live.iter().filter(|n| *n != node).cloned().collect();
-    let bird = |c: &DualCluster| {
-        c.router
-            .as_ref()
-            .map(router::Router::prefixes)
-            .unwrap_or_default()
-    };
-    let had = bird(c);
+    let had = prefixes(c);
     assert!(
         blocks.iter().all(|b| had.contains(b)),
-        "BIRD lacks some of {blocks:?} before the freeze: {had:?}"
+        "the router lacks some of {blocks:?} before the freeze: {had:?}"
     );
     c.daemon(node).freeze();
     let t = Instant::now();
@@ -105,7 +115,7 @@ fn check_node_frozen(c: &mut DualCluster, node: &str) {
                         .map(move |e| format!("{n}: {e}"))
                 })
                 .collect();
-            let in_bird = bird(c);
+            let in_bird = prefixes(c);
             left.extend(
                 blocks
                     .iter()
@@ -127,7 +137,7 @@ fn check_node_frozen(c: &mut DualCluster, node: &str) {
     let among: Vec<&str> = others.iter().map(String::as_str).collect();
     c.check_ping_matrix_among(&among);
     eprintln!(
-        "[{}] {node}'s ipamd frozen: its blocks {blocks:?} gone from {among:?} and BIRD after \
+        "[{}] {node}'s ipamd frozen: its blocks {blocks:?} gone from {among:?} and the router after \
          {took:?} (hold time {hold:?})",
         c.tag
     );
@@ -135,7 +145,7 @@ fn check_node_frozen(c: &mut DualCluster, node: &str) {
     let back = c
         .wait_converged(dual::CONVERGE)
         .unwrap_or_else(|e| panic!("after {node}'s ipamd was thawed: {e}"));
-    check_bird_has_every_block(c);
+    check_router_has_every_block(c);
     eprintln!("[{}] {node}'s ipamd thawed: converged in {back:?}", c.tag);
 }
 
@@ -151,7 +161,7 @@ fn bgp_bird_dual_stack() {
     let t = Instant::now();
     let tag = "bgp6-dual";
     let mut c = DualCluster::up(tag, spec(UnderlayKind::Dual, PoolKind::Dual));
-    check_bird_has_every_block(&c);
+    check_router_has_every_block(&c);
     c.check_pods();
     c.check_ping_matrix();
     c.check_transfer6("node1", "node3", TRANSFER_BYTES);
@@ -165,7 +175,7 @@ fn bgp_bird_dual_stack() {
     // node1's Cease made BIRD withdraw its blocks from node2 for the restart: back now.
     c.wait_converged(dual::CONVERGE)
         .unwrap_or_else(|e| panic!("after the restart: {e}"));
-    check_bird_has_every_block(&c);
+    check_router_has_every_block(&c);
     c.check_ping_matrix_among(&["node1", "node2"]);
     c.detach_all();
     eprintln!("[{tag}] done in {:?}", t.elapsed());
@@ -180,12 +190,43 @@ fn bgp_bird_ipv6_only() {
     let t = Instant::now();
     let tag = "bgp6-only";
     let mut c = DualCluster::up(tag, spec(UnderlayKind::V6, PoolKind::V6));
-    check_bird_has_every_block(&c);
+    check_router_has_every_block(&c);
     c.check_pods();
     c.check_ping_matrix();
     c.check_transfer6("node1", "node3", TRANSFER_BYTES);
     check_node_frozen(&mut c, "node2");
     c.check_node_removal("node3");
+    c.check_ping_matrix_among(&["node1", "node2"]);
+    c.detach_all();
+    eprintln!("[{tag}] done in {:?}", t.elapsed());
+}
+
+/// As [`bgp_bird_dual_stack`] with FRR as eBGP top-of-rack router (IPv6 unicast
+/// activated on the IPv4 sessions) and the nodes' full iBGP mesh, one IPv4 session per
+/// pair of nodes carrying both families: FRR holds every block of both families with
+/// its node's address of the family as next hop; ping matrix on both families; 4 MiB
+/// over IPv6; a frozen node's blocks leave FRR and the others within the hold time;
+/// node removal; a silent restart.
+#[test]
+fn bgp_frr_dual_stack() {
+    let t = Instant::now();
+    let tag = "bgp6-frr";
+    let mut c = DualCluster::up_with(
+        tag,
+        spec(UnderlayKind::Dual, PoolKind::Dual),
+        BgpTor::FrrMesh,
+    );
+    check_router_has_every_block(&c);
+    c.check_pods();
+    c.check_ping_matrix();
+    c.check_transfer6("node3", "node1", TRANSFER_BYTES);
+    check_node_frozen(&mut c, "node2");
+    c.check_ping_matrix();
+    c.check_node_removal("node3");
+    c.check_restart("node1");
+    c.wait_converged(dual::CONVERGE)
+        .unwrap_or_else(|e| panic!("after the restart: {e}"));
+    check_router_has_every_block(&c);
     c.check_ping_matrix_among(&["node1", "node2"]);
     c.detach_all();
     eprintln!("[{tag}] done in {:?}", t.elapsed());

@@ -23,10 +23,11 @@ use crate::runner::{Invocation, Outcome};
 use crate::subnet::Subnet;
 
 use super::checks;
+use super::cluster::BgpTor;
 use super::kernel::{self, Entry, Monitor};
 use super::node::{self, Ipamd, IpamdConf};
 use super::pod::{wrapper, VERSION};
-use super::router::{self, Router};
+use super::router::{self, Frr, Router};
 use super::topology::{Fabric, FabricSpec, NodeNs};
 use super::{wait_until, Datapath, ROUTE_PROTO, VXLAN_DEVICE};
 
@@ -177,6 +178,9 @@ pub struct DualCluster {
     pub daemons: Vec<Ipamd>,
     /// BIRD in the fabric namespace, route reflector of every node (BGP only).
     pub router: Option<Router>,
+    /// FRR in the fabric namespace, eBGP neighbour of every node (BGP with
+    /// [`BgpTor::FrrMesh`] only).
+    pub frr: Option<Frr>,
     pub spec: DualSpec,
     pub store: String,
     pub live: BTreeSet<String>,
@@ -332,6 +336,13 @@ impl DualCluster {
     /// Builds the fabric (IPv6 added or swapped in), starts every `ipamd`, attaches the
     /// pods and waits until every node holds exactly what it should.
     pub fn up(tag: &str, spec: DualSpec) -> DualCluster {
+        Self::up_with(tag, spec, BgpTor::BirdReflector)
+    }
+
+    /// As [`DualCluster::up`]; with the BGP datapath, `tor` chooses the fabric's
+    /// router: BIRD as route reflector (`--bgp-no-mesh`), or FRR as eBGP top-of-rack
+    /// with the nodes' full iBGP mesh.
+    pub fn up_with(tag: &str, spec: DualSpec, tor: BgpTor) -> DualCluster {
         let t0 = Instant::now();
         let fabric = Fabric::new(tag, &FabricSpec::flat(spec.nodes).mtu(spec.mtu));
         let s = fabric.subnets[0];
@@ -402,6 +413,7 @@ impl DualCluster {
             pods: Vec::new(),
             daemons: Vec::new(),
             router: None,
+            frr: None,
             live: fabric.nodes.iter().map(|n| n.name.clone()).collect(),
             spec,
             store: store.clone(),
@@ -421,22 +433,33 @@ impl DualCluster {
             .collect();
         let mut conf = conf;
         if c.spec.datapath == Datapath::Bgp {
-            c.router = Some(c.start_router(&ips));
-            // Each node peers with BIRD over its own underlay family only (no mesh).
+            // Each node peers with the router over its own underlay family only.
             let peer: IpAddr = if c.spec.underlay.over_v6() {
                 underlay6(&s, 1).into()
             } else {
                 s.gateway().into()
             };
+            let peer_as = match tor {
+                BgpTor::BirdReflector => {
+                    c.router = Some(c.start_router(&ips));
+                    conf.extra.push("--bgp-no-mesh".into());
+                    router::AS
+                }
+                BgpTor::FrrMesh => {
+                    let dir = c.work.path().join("router-frr");
+                    let frr = router::frr_config_dual_stack(s.gateway(), &ips);
+                    c.frr = Some(Frr::new(c.fabric.fabric.name(), &dir, &frr));
+                    router::FRR_AS
+                }
+            };
             conf.extra.extend(
                 [
-                    "--bgp-no-mesh",
                     "--bgp-hold-time",
                     &router::HOLD_TIME.to_string(),
                     "--bgp-connect-retry",
                     "1s",
                     "--bgp-peer",
-                    &format!("{peer},{}", router::AS),
+                    &format!("{peer},{peer_as}"),
                 ]
                 .map(String::from),
             );

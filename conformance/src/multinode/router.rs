@@ -210,6 +210,41 @@ pub fn frr_config(router_id: Ipv4Addr, clients: &[Ipv4Addr]) -> String {
     c
 }
 
+/// FRR's configuration for dual-stack and IPv6-only clusters: as [`frr_config`], with
+/// IPv6 unicast activated on every session. A client with an IPv4 address gets one IPv4
+/// session carrying both families; a client with an IPv6 address (an IPv6-only node) an
+/// IPv6 session carrying IPv6 only.
+pub fn frr_config_dual_stack(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
+    let mut c = format!(
+        "frr defaults datacenter\n\
+         hostname tor\n\
+         router bgp {FRR_AS}\n\
+          bgp router-id {router_id}\n\
+          no bgp ebgp-requires-policy\n\
+          no bgp network import-check\n\
+          bgp graceful-restart\n\
+          bgp graceful-restart preserve-fw-state\n\
+          bgp graceful-restart restart-time {GR_TIME}\n"
+    );
+    for ip in clients {
+        c.push_str(&format!(
+            " neighbor {ip} remote-as {AS}\n \
+             neighbor {ip} timers 1 {HOLD_TIME}\n \
+             neighbor {ip} timers connect 1\n"
+        ));
+    }
+    c.push_str(" address-family ipv4 unicast\n");
+    for ip in clients.iter().filter(|ip| ip.is_ipv6()) {
+        c.push_str(&format!("  no neighbor {ip} activate\n"));
+    }
+    c.push_str(" exit-address-family\n address-family ipv6 unicast\n");
+    for ip in clients {
+        c.push_str(&format!("  neighbor {ip} activate\n"));
+    }
+    c.push_str(" exit-address-family\n");
+    c
+}
+
 /// FRR (zebra + bgpd) in a namespace, as user `frr` (its dir is made world-writable),
 /// not daemonized: its config, pid files, zebra socket and vty sockets in the test's dir.
 #[derive(Debug)]
@@ -296,8 +331,21 @@ impl Frr {
 
     /// The IPv4 prefixes bgpd has, each with the next hops of its paths.
     pub fn routes(&self) -> BTreeMap<String, Vec<String>> {
+        self.routes_of("ipv4")
+    }
+
+    /// The prefixes of both families bgpd has, each with the next hops of its paths.
+    pub fn routes_dual_stack(&self) -> BTreeMap<String, Vec<String>> {
+        let mut r = self.routes_of("ipv4");
+        r.extend(self.routes_of("ipv6"));
+        r
+    }
+
+    /// The prefixes of address family `afi` (`ipv4`, `ipv6`) with their next hops.
+    fn routes_of(&self, afi: &str) -> BTreeMap<String, Vec<String>> {
         let v: serde_json::Value =
-            serde_json::from_str(&self.vtysh("show bgp ipv4 unicast json")).unwrap_or_default();
+            serde_json::from_str(&self.vtysh(&format!("show bgp {afi} unicast json")))
+                .unwrap_or_default();
         let mut out = BTreeMap::new();
         if let Some(routes) = v["routes"].as_object() {
             for (prefix, paths) in routes {
