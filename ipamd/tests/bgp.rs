@@ -432,6 +432,58 @@ fn a_deleted_learned_route_is_back_within_a_second() {
     wait_route(&n, learned, Some("192.168.92.254"), true, SEC, logs);
 }
 
+/// While starting, a route from before a restart that no peer announced again yet is
+/// kept, and the event-driven repair respects that: deleted by hand, it is not put back
+/// (the importer does not want it now), and the other one kept stays (a repair never
+/// deletes). The peer never answers, so the startup lasts the default window (90 s).
+#[test]
+fn repair_during_the_startup_neither_adds_nor_deletes_kept_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    let r = Node::bare("bgpsr-");
+    let n = Node::bare("bgpsn-");
+    link(&n, "eth0", "192.168.96.1/24", &r, "r1");
+    r.ip(&["addr", "add", "192.168.96.254/24", "dev", "r1"]);
+    // Left by the previous run.
+    for p in ["10.244.230.0/26", "10.244.231.0/26"] {
+        n.ip(&["route", "add", p, "via", "192.168.96.254", "proto", "97"]);
+    }
+    let flags: Vec<String> = [
+        "--datapath",
+        "bgp",
+        "--underlay-ip",
+        "192.168.96.1",
+        "--bgp-connect-retry",
+        "1s",
+        "--bgp-no-mesh",
+        "--bgp-peer",
+        "192.168.96.254,65000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let d = start(&n, "n1", dir.path(), &store, &flags);
+    wait_until(
+        20 * SEC,
+        || n.metric("ipamd_datapath_resyncs_total").unwrap_or(0.0) >= 1.0,
+        || d.log(),
+    );
+    n.ip(&["route", "del", "10.244.230.0/26", "proto", "97"]);
+    std::thread::sleep(2 * SEC);
+    let left = routes97(&n);
+    assert!(
+        !left.contains("10.244.230.0/26"),
+        "put back:\n{left}\n{}",
+        d.log()
+    );
+    assert!(
+        left.contains("10.244.231.0/26 via 192.168.96.254 "),
+        "{left}\n{}",
+        d.log()
+    );
+    assert!(!d.log().contains("startup over"), "{}", d.log());
+}
+
 /// Two route reflectors (each its own BIRD, namespace and link) offer the same prefix
 /// with different next hops: the route stays while either still offers it, follows the
 /// one left, and goes when neither does.
