@@ -7,7 +7,8 @@
 //! `conformance/cri/cri.proto`, the runtime.v1 subset with the upstream field numbers).
 //!
 //! For `cni-bridge` and `cni-routed`, each with `cni-ipam`, `ipMasq` and the reference
-//! `portmap` (cniVersion 1.0.0, the highest containerd 1.6's libcni reads): Status reports
+//! `portmap` (cniVersion 1.0.0, the highest containerd 1.6's libcni reads, with
+//! `cniVersions` as in the READMEs): Status reports
 //! the network ready; two sandboxes run; the IP CRI reports is the one in the sandbox's
 //! netns and the one reserved in the store; the pods ping each other; a hostPort of one
 //! sandbox answers on 127.0.0.1 (busybox httpd in its netns); StopPodSandbox +
@@ -397,7 +398,10 @@ fn two_sandboxes(plugin: &str) {
         _ => json!({"type": plugin, "ipMasq": true, "ipam": ipam}),
     };
     let conflist = json!({
+        // The form of every example in the READMEs: 1.0.0 for libcni < 1.2 (containerd
+        // 1.6 reads nothing newer), the list for libcni >= 1.2, which picks the highest.
         "cniVersion": "1.0.0",
+        "cniVersions": ["1.0.0", "1.1.0"],
         "name": net.name,
         "plugins": [main, {"type": "portmap", "capabilities": {"portMappings": true}}],
     });
