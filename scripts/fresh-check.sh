@@ -111,7 +111,7 @@ mount -t tmpfs -o mode=0755 tmpfs "$root/run"
 mount --bind "$HOME/.cargo" "$root/root/.cargo"
 mount --bind "$HOME/.rustup" "$root/root/.rustup"
 
-echo "== in the fresh root: ./scripts/demo.sh, then cargo test -p ipam"
+echo "== in the fresh root: ./scripts/demo.sh, then cargo test --profile tests -p ipam"
 chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   TERM=dumb bash -c '
     set -euo pipefail
@@ -120,8 +120,8 @@ chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/sbin:/usr/bin:/sbin:
     ./scripts/demo.sh
     echo "== fresh-check: demo.sh took $((SECONDS - t0)) s"
     t1=$SECONDS
-    cargo test -p ipam
-    echo "== fresh-check: cargo test -p ipam took $((SECONDS - t1)) s"
+    cargo test --profile tests -p ipam
+    echo "== fresh-check: cargo test --profile tests -p ipam took $((SECONDS - t1)) s"
   ' &
 child=$!
 wait "$child"
