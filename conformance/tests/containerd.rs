@@ -8,11 +8,11 @@
 //!
 //! For `cni-bridge` and `cni-routed`, each with `cni-ipam`, `ipMasq` and the reference
 //! `portmap` (cniVersion 1.0.0, the highest containerd 1.6's libcni reads, with
-//! `cniVersions` as in the READMEs): Status reports
-//! the network ready; two sandboxes run; the IP CRI reports is the one in the sandbox's
-//! netns and the one reserved in the store; the pods ping each other; a hostPort of one
-//! sandbox answers on 127.0.0.1 (busybox httpd in its netns); StopPodSandbox +
-//! RemovePodSandbox leave no netns, host veth, reservation, masquerade or portmap rule.
+//! `cniVersions` as in the READMEs): Status reports the network ready; two sandboxes run;
+//! the IP CRI reports is the one in the sandbox's netns and the one reserved in the
+//! store; the pods ping each other; a hostPort of one sandbox answers on 127.0.0.1
+//! (busybox httpd in its netns); StopPodSandbox + RemovePodSandbox leave no netns, host
+//! veth, reservation, masquerade or portmap rule.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
