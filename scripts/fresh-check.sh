@@ -36,6 +36,7 @@ mirror=${mirror:-http://deb.debian.org/debian}
 cache=${FRESH_CACHE:-/var/cache/cni-fresh-check}
 tarball="$cache/bookworm-minbase-$(printf %s "$mirror" | sha256sum | cut -c1-12).tar"
 root=$(mktemp -d /var/tmp/fresh-check.XXXXXX)
+chmod 0755 "$root" # it becomes `/`: mktemp's 0700 would lock out every non-root user
 child=""
 
 # Every mount below $root, deepest first (from the kernel's own table).
@@ -93,6 +94,12 @@ echo "   root ready after $((SECONDS - start)) s"
 # What any installed machine has: name resolution, and no daemons started by package
 # installs inside the chroot (they would outlive it and hold its mounts).
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# The machine's Debian suites (updates and security too), as a Debian 12 install has them;
+# debootstrap alone writes only `bookworm main`.
+if [[ -r /etc/apt/sources.list.d/debian.sources ]]; then
+  cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/debian.sources"
+  rm -f "$root/etc/apt/sources.list"
+fi
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
 
