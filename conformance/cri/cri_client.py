@@ -11,6 +11,7 @@ JSON on stdout. A gRPC error exits 1 with its status code and details on stderr.
 import importlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -48,11 +49,6 @@ def main():
                 sys.exit(1)
         print(json.dumps(json_format.MessageToDict(resp, including_default_value_fields=True)))
     finally:
-        for f in os.listdir(out):
-            p = os.path.join(out, f)
-            if os.path.isfile(p):
-                os.unlink(p)
-        import shutil
         shutil.rmtree(out, ignore_errors=True)
 
 
