@@ -36,7 +36,6 @@ mirror=${mirror:-http://deb.debian.org/debian}
 cache=${FRESH_CACHE:-/var/cache/cni-fresh-check}
 tarball="$cache/bookworm-minbase-$(printf %s "$mirror" | sha256sum | cut -c1-12).tar"
 root=$(mktemp -d /var/tmp/fresh-check.XXXXXX)
-chmod 0755 "$root" # it becomes `/`: mktemp's 0700 would lock out every non-root user
 child=""
 
 # Every mount below $root, deepest first (from the kernel's own table).
@@ -89,6 +88,9 @@ else
   echo "== unpacking the cached debootstrap output $tarball"
   tar -C "$root" -xf "$tarball"
 fi
+# It becomes `/`: neither mktemp's 0700 nor the archived "." may lock out non-root users
+# (apt's _apt, daemons that drop privileges).
+chmod 0755 "$root"
 echo "   root ready after $((SECONDS - start)) s"
 
 # What any installed machine has: name resolution, and no daemons started by package
