@@ -22,7 +22,7 @@ scripts/deps.sh
 
 cargo build --profile dist --workspace --bins
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
-CNI_BIN_DIR="$TARGET/dist" cargo test --release -p conformance --test multinode \
+CNI_BIN_DIR="$TARGET/dist" cargo test --profile tests -p conformance --test multinode \
   -- --ignored --exact bench_throughput --nocapture --test-threads=1
 CNI_BIN_DIR="$TARGET/dist" cargo test --release -p conformance --test multinode_v6 \
   -- --ignored --exact bench_throughput_v6 --nocapture --test-threads=1

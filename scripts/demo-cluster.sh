@@ -56,7 +56,8 @@ done
 
 conf() { # conf NODE
   cat <<JSON
-{"cniVersion": "1.1.0", "name": "cdemo", "type": "cni-vxlan",
+{"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"],
+ "name": "cdemo", "type": "cni-vxlan",
  "ipam": {"type": "cni-ipam", "pool": "$POOL", "nodeName": "$1", "store": "$STORE",
           "dataDir": "$DIR/$1", "reserveGateway": true}}
 JSON

@@ -20,7 +20,8 @@ PODS=(cnidemo-a cnidemo-b)
 DATA=$(mktemp -d /tmp/cnidemo.XXXXXX)
 CONF=$(cat <<JSON
 {
-  "cniVersion": "1.1.0",
+  "cniVersion": "1.0.0",
+  "cniVersions": ["1.0.0", "1.1.0"],
   "name": "cnidemo",
   "type": "cni-bridge",
   "bridge": "$BRIDGE",
