@@ -429,7 +429,12 @@ fn scenario(store: &str) {
     drop(n3);
     // Its blocks are free: a new node gets them (blocks are claimed lowest first).
     let n4 = Daemon::start(dir.path(), store, "n4");
-    wait_for("n4 healthy", Duration::from_secs(15), || n4.healthy());
+    // Healthy means registered: the first blocks are claimed right after, so wait for them.
+    wait_for(
+        "n4 healthy with its blocks",
+        Duration::from_secs(15),
+        || n4.healthy() && blocks_of(&nodes_json(store), "n4").len() == 2,
+    );
     let n4_blocks = blocks_of(&nodes_json(store), "n4");
     let lowest_v4 = all.iter().filter(|b| b.is_ipv4()).min().unwrap();
     if n3_blocks.contains(lowest_v4) {
@@ -471,11 +476,15 @@ fn scenario(store: &str) {
     wait_for("n2 back with its blocks", Duration::from_secs(10), || {
         blocks_of(&nodes_json(store), "n2") == n2_before && n2.healthy()
     });
-    assert!(
-        n2.metrics().contains("ipamd_lease_renew_failures_total 1"),
-        "{}",
-        n2.metrics()
-    );
+    // The lapse is counted; a renewal that was out when n2 froze may count one more (its
+    // request timeout ran out during the freeze).
+    let m = n2.metrics();
+    let failures: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("ipamd_lease_renew_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!((1..=2).contains(&failures), "{m}");
     eprintln!("scenario {:?}", t0.elapsed());
 }
 

@@ -227,7 +227,7 @@ impl ClusterStore {
                 let node = node.to_string();
                 blocking(s, move |s| s.renew(&node, ttl)).await
             }
-            ClusterStore::Etcd(s) => s.renew(node).await,
+            ClusterStore::Etcd(s) => s.renew(node, ttl).await,
         }
     }
 
