@@ -422,6 +422,19 @@ fn scenario(store: &str) {
             .lines()
             .any(|l| l.contains("node removed") && l.contains("n3"))
     });
+    // That is the event of n3 leaving the live view; its blocks are free once its record
+    // is gone (file store: the next expire pass of a node, every ttl/3; etcd: with the
+    // lease).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = ipam::cluster::StoreUrl::parse(store).unwrap();
+    let cluster = rt
+        .block_on(ipam::cluster::ClusterStore::connect(&url))
+        .unwrap();
+    wait_for("n3's blocks free", Duration::from_secs(5), || {
+        n3_blocks
+            .iter()
+            .all(|b| rt.block_on(cluster.owner_of(*b)).unwrap().is_none())
+    });
     let (_, table, _) = cli(&["blocks", "--store", store]);
     for b in &n3_blocks {
         assert!(!table.contains(&b.to_string()), "{b} still owned:\n{table}");
