@@ -1,4 +1,5 @@
-//! Registration and the lease: register at start, renew every ttl/3, register again
+//! Registration and the lease: register at start, renew every ttl/3 (counted from the
+//! start of each renewal, so a slow one does not delay the next), register again
 //! when the record is gone (it expired while this node could not renew), and claim a
 //! first block again when that happened (an expired node's blocks were freed).
 //!
@@ -150,6 +151,10 @@ impl Lease {
                 }
             };
             let mut result = None;
+            // The next renewal is due `every` after this one starts, not after it ends:
+            // a renewal slowed by a loaded store (fsync, CPU) must not push the next one
+            // back by its own duration, or two slow ones in a row outlast the TTL.
+            let started = Instant::now();
             if update.is_none() {
                 let republish = published != self.info.underlay_ip;
                 let op = async {
@@ -196,7 +201,7 @@ impl Lease {
                     if !self.first_blocks.done() {
                         self.first_blocks.ensure(&self.store, &self.metrics).await;
                     }
-                    next = Instant::now() + every;
+                    next = started + every;
                 }
                 Err(IpamError::NotFound(why)) => {
                     // The store answers again, with the news that the record is gone.

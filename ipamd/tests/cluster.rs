@@ -422,6 +422,19 @@ fn scenario(store: &str) {
             .lines()
             .any(|l| l.contains("node removed") && l.contains("n3"))
     });
+    // That is the event of n3 leaving the live view; its blocks are free once its record
+    // is gone (file store: the next expire pass of a node, every ttl/3; etcd: with the
+    // lease).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = ipam::cluster::StoreUrl::parse(store).unwrap();
+    let cluster = rt
+        .block_on(ipam::cluster::ClusterStore::connect(&url))
+        .unwrap();
+    wait_for("n3's blocks free", Duration::from_secs(5), || {
+        n3_blocks
+            .iter()
+            .all(|b| rt.block_on(cluster.owner_of(*b)).unwrap().is_none())
+    });
     let (_, table, _) = cli(&["blocks", "--store", store]);
     for b in &n3_blocks {
         assert!(!table.contains(&b.to_string()), "{b} still owned:\n{table}");
@@ -429,7 +442,12 @@ fn scenario(store: &str) {
     drop(n3);
     // Its blocks are free: a new node gets them (blocks are claimed lowest first).
     let n4 = Daemon::start(dir.path(), store, "n4");
-    wait_for("n4 healthy", Duration::from_secs(15), || n4.healthy());
+    // Healthy means registered: the first blocks are claimed right after, so wait for them.
+    wait_for(
+        "n4 healthy with its blocks",
+        Duration::from_secs(15),
+        || n4.healthy() && blocks_of(&nodes_json(store), "n4").len() == 2,
+    );
     let n4_blocks = blocks_of(&nodes_json(store), "n4");
     let lowest_v4 = all.iter().filter(|b| b.is_ipv4()).min().unwrap();
     if n3_blocks.contains(lowest_v4) {
@@ -471,11 +489,15 @@ fn scenario(store: &str) {
     wait_for("n2 back with its blocks", Duration::from_secs(10), || {
         blocks_of(&nodes_json(store), "n2") == n2_before && n2.healthy()
     });
-    assert!(
-        n2.metrics().contains("ipamd_lease_renew_failures_total 1"),
-        "{}",
-        n2.metrics()
-    );
+    // The lapse is counted; a renewal that was out when n2 froze may count one more (its
+    // request timeout ran out during the freeze).
+    let m = n2.metrics();
+    let failures: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("ipamd_lease_renew_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!((1..=2).contains(&failures), "{m}");
     eprintln!("scenario {:?}", t0.elapsed());
 }
 

@@ -33,7 +33,10 @@ use std::time::Duration;
 
 use super::node::{NodeInfo, NodeRecord};
 use super::pool::Pool;
-use super::{check_max_blocks, diff, exhausted_error, now_unix, pick_block, NodeWatch, StoredNode};
+use super::{
+    check_max_blocks, diff, exhausted_error, expiry_after, now_unix, pick_block, NodeWatch,
+    StoredNode,
+};
 use crate::error::IpamError;
 
 /// Deadline of one etcd request (connect included).
@@ -225,17 +228,24 @@ impl EtcdStore {
 
     /// One keep-alive of `lease`: the TTL it now has, `None` when the lease is gone.
     async fn keep_alive(&self, key: &str, lease: i64) -> Result<Option<i64>, IpamError> {
+        if !self.keep_alive_once(key, lease).await? {
+            return Ok(None);
+        }
+        let mut c = Client::clone(&self.client);
+        let ttl = self
+            .call("lease time-to-live", key, c.lease_time_to_live(lease, None))
+            .await?
+            .ttl();
+        Ok((ttl > 0).then_some(ttl))
+    }
+
+    /// One keep-alive of `lease` (renewed by its granted TTL): `false` when it is gone.
+    async fn keep_alive_once(&self, key: &str, lease: i64) -> Result<bool, IpamError> {
         let mut c = Client::clone(&self.client);
         match tokio::time::timeout(OP_TIMEOUT, c.lease_keep_alive(lease)).await {
-            Ok(Ok((_keeper, _stream))) => {
-                // `lease_keep_alive` sent one keep-alive and checked its answer (ttl > 0).
-                let ttl = self
-                    .call("lease time-to-live", key, c.lease_time_to_live(lease, None))
-                    .await?
-                    .ttl();
-                Ok((ttl > 0).then_some(ttl))
-            }
-            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(None),
+            // `lease_keep_alive` sent one keep-alive and checked its answer (ttl > 0).
+            Ok(Ok((_keeper, _stream))) => Ok(true),
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
             Ok(Err(e)) => Err(self.err("lease keep-alive", key, e)),
             Err(_) => Err(self.err("lease keep-alive", key, "timed out")),
         }
@@ -277,7 +287,8 @@ impl EtcdStore {
                             blocks: Vec::new(),
                             lease_expiry: now_unix() + u64::try_from(left).unwrap_or(0),
                         },
-                        ttl: u64::try_from(left).unwrap_or(0),
+                        // The lease's TTL (what a renewal extends it by), not what is left.
+                        ttl: u64::try_from(granted).unwrap_or(0),
                     };
                     let txn = self.put_if_unchanged(&key, mod_rev, &stored, lease)?;
                     if self
@@ -400,7 +411,11 @@ impl EtcdStore {
             })
     }
 
-    pub(crate) async fn renew(&self, node: &str) -> Result<(), IpamError> {
+    /// Renews `node`'s lease and rewrites its record's `leaseExpiry`. The keep-alive is
+    /// all the lease needs; no time-to-live read follows it (the lease now has its full
+    /// granted TTL, recorded in the record): on a loaded etcd every request more in a
+    /// renewal is time added to the gap between two keep-alives.
+    pub(crate) async fn renew(&self, node: &str, ttl: Duration) -> Result<(), IpamError> {
         let key = self.node_key(node);
         let mut c = Client::clone(&self.client);
         let got = self.call("get", &key, c.get(key.clone(), None)).await?;
@@ -418,10 +433,15 @@ impl EtcdStore {
                 what: format!("etcd key {key}"),
                 reason: e.to_string(),
             })?;
-        let Some(left) = self.keep_alive(&key, lease).await? else {
+        if !self.keep_alive_once(&key, lease).await? {
             return Err(gone());
+        }
+        // A record of an older build may lack its TTL: the one asked for then.
+        let granted = match stored.ttl {
+            0 => ttl,
+            t => Duration::from_secs(t),
         };
-        stored.record.lease_expiry = now_unix() + u64::try_from(left).unwrap_or(0);
+        stored.record.lease_expiry = expiry_after(granted);
         let txn = self.put_if_unchanged(&key, mod_rev, &stored, lease)?;
         // Losing this race only means someone else just rewrote the record.
         self.call("txn renew", &key, c.txn(txn)).await?;

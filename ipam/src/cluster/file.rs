@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use super::node::{NodeInfo, NodeRecord};
 use super::pool::Pool;
-use super::{check_max_blocks, exhausted_error, now_unix, pick_block, StoredNode};
+use super::{check_max_blocks, exhausted_error, expiry_after, now_unix, pick_block, StoredNode};
 use crate::durable::{lock_exclusive, read_optional, replace_file};
 use crate::error::IpamError;
 
@@ -219,7 +219,7 @@ impl FileStore {
 
     pub(crate) fn register(&self, info: &NodeInfo, ttl: Duration) -> Result<NodeRecord, IpamError> {
         self.update(|doc| {
-            let expiry = now_unix() + ttl.as_secs().max(1);
+            let expiry = expiry_after(ttl);
             let entry = doc
                 .nodes
                 .entry(info.name.clone())
@@ -237,7 +237,7 @@ impl FileStore {
             let now = now_unix();
             match doc.nodes.get_mut(node) {
                 Some(n) if n.record.lease_expiry > now => {
-                    n.record.lease_expiry = now + ttl.as_secs().max(1);
+                    n.record.lease_expiry = expiry_after(ttl);
                     n.ttl = ttl.as_secs().max(1);
                     Ok((true, ()))
                 }

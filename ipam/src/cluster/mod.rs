@@ -62,7 +62,7 @@ impl StoredNode {
             record: NodeRecord {
                 info,
                 blocks: Vec::new(),
-                lease_expiry: now_unix() + ttl.as_secs().max(1),
+                lease_expiry: expiry_after(ttl),
             },
             ttl: ttl.as_secs().max(1),
         }
@@ -73,6 +73,19 @@ pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The `lease_expiry` (unix seconds) of a lease of `ttl` (at least 1 s) renewed now,
+/// rounded up: a record is live while `lease_expiry > now_unix()`, so an expiry of
+/// `now_unix() + ttl` (rounded down) would make a 3 s lease renewed at x.99 s lapse
+/// after 2.01 s, and a renewal a little late under load would drop the node from every
+/// reader's view (and let `expire` free its blocks) although it renewed within its TTL.
+pub(crate) fn expiry_after(ttl: Duration) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let up = u64::from(now.subsec_nanos() > 0);
+    now.as_secs() + up + ttl.as_secs().max(1)
 }
 
 /// Refuses a claim once `node` holds `mine` blocks of the family and `max` is reached.
@@ -214,7 +227,7 @@ impl ClusterStore {
                 let node = node.to_string();
                 blocking(s, move |s| s.renew(&node, ttl)).await
             }
-            ClusterStore::Etcd(s) => s.renew(node).await,
+            ClusterStore::Etcd(s) => s.renew(node, ttl).await,
         }
     }
 
@@ -381,6 +394,24 @@ impl ClusterStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record renewed now stays live (`lease_expiry > now_unix()`) for its whole TTL,
+    /// whatever the fraction of the second it was renewed at.
+    #[test]
+    fn a_lease_is_never_shorter_than_its_ttl() {
+        for _ in 0..50 {
+            let t0 = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            let expiry = expiry_after(Duration::from_secs(3));
+            // Live until the whole second `expiry` begins.
+            assert!(
+                Duration::from_secs(expiry) >= t0 + Duration::from_secs(3),
+                "{expiry} < {t0:?} + 3 s"
+            );
+            std::thread::sleep(Duration::from_millis(7));
+        }
+    }
 
     fn assert_send_sync<T: Send + Sync>(_: &T) {}
     fn assert_send<T: Send>(_: &T) {}
