@@ -429,7 +429,13 @@ fn underlay_change(c: &Cluster) {
     conformance::multinode::checks::ping_from(&from.ns, to, &[]).expect("node1 pod -> node3 pod");
 }
 
+// Flaky with the `dist` binaries on an idle machine (failed 3 of 5 runs on 2026-12-01):
+// after node3's underlay move the cross-node ping sometimes fails although the peers'
+// FDB already points at the new address, and the "node left the store" line does not
+// always appear after the long etcd freeze. Not run in CI until the race is found: see
+// the closing note of issue 12. Run it with `--ignored`.
 #[test]
+#[ignore = "flaky: see the comment above and issue 12"]
 fn vxlan_chaos_on_etcd() {
     let t = Instant::now();
     let mut c = chaos_cluster("chaos-vx", Datapath::Vxlan);
