@@ -102,8 +102,25 @@ pub fn start(
         return Ok(Pending::in_process(running, binary));
     }
     let mut cmd = std::process::Command::new(binary);
-    cmd.env("CNI_COMMAND", command.as_str());
-    let vars = [
+    for (k, v) in delegate_vars(command, env) {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut cmd);
+    Pending::start(cmd, binary, stdin)
+}
+
+/// The `CNI_*` variables a delegate sees: ours, with `CNI_COMMAND` replaced (`None` is
+/// unset). One list for both ways of running a delegate: a child's environment
+/// ([`start`]) and our own IPAM on a thread (`inproc`).
+pub(crate) fn delegate_vars(command: Command, env: &Env) -> Vec<(&'static str, Option<String>)> {
+    vec![
+        ("CNI_COMMAND", Some(command.as_str().to_string())),
         (
             "CNI_CONTAINERID",
             env.container_id.as_ref().map(|c| c.as_str().to_string()),
@@ -131,18 +148,7 @@ pub fn start(
             )
             .filter(|p| !p.is_empty()),
         ),
-    ];
-    for (k, v) in vars {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    die_with_parent(&mut cmd);
-    Pending::start(cmd, binary, stdin)
+    ]
 }
 
 /// A delegated plugin that is running: [`Pending::wait`] collects its answer. Lets the

@@ -81,7 +81,7 @@ pub fn start(
     env: &Env,
 ) -> Option<Running> {
     let plugin = lookup(binary)?;
-    let vars = delegate_vars(command, env);
+    let vars = crate::delegate::delegate_vars(command, env);
     let stdin = stdin.to_vec();
     // A thread of its own: the delegate runs while the caller makes links (as a child
     // process would), and outside the caller's tokio runtime (cluster IPAM starts one).
@@ -99,39 +99,4 @@ pub fn start(
         })
         .ok()?;
     Some(Running { thread })
-}
-
-/// The `CNI_*` variables a delegate sees: ours, with `CNI_COMMAND` replaced (the same set
-/// [`crate::delegate::start`] puts in a child's environment; `None` is unset).
-fn delegate_vars(command: Command, env: &Env) -> Vec<(&'static str, Option<String>)> {
-    vec![
-        ("CNI_COMMAND", Some(command.as_str().to_string())),
-        (
-            "CNI_CONTAINERID",
-            env.container_id.as_ref().map(|c| c.as_str().to_string()),
-        ),
-        (
-            "CNI_NETNS",
-            env.netns.as_ref().map(|n| n.display().to_string()),
-        ),
-        (
-            "CNI_IFNAME",
-            env.ifname.as_ref().map(|i| i.as_str().to_string()),
-        ),
-        (
-            "CNI_ARGS",
-            Some(env.args.to_env_string()).filter(|a| !a.is_empty()),
-        ),
-        (
-            "CNI_PATH",
-            Some(
-                env.path
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(":"),
-            )
-            .filter(|p| !p.is_empty()),
-        ),
-    ]
 }
