@@ -148,22 +148,10 @@ impl NodeSide for Ipip {
         // underlay address of gets a plain route via it; the others are tunnelled.
         let direct = |b: &IpNetwork| {
             self.direct_routing
-                .then(|| peer.underlay_of(b.is_ipv6()))
+                .then(|| peer.direct_route(&self.underlay, b))
                 .flatten()
-                .filter(|ip| self.underlay.on_link(*ip))
         };
-        let mut out: BTreeSet<Object> = peer
-            .blocks
-            .iter()
-            .filter_map(|b| {
-                Some(Object::Route {
-                    dst: *b,
-                    gw: direct(b)?,
-                    oif: Some(self.underlay.index),
-                    onlink: false,
-                })
-            })
-            .collect();
+        let mut out: BTreeSet<Object> = peer.blocks.iter().filter_map(direct).collect();
         if peer.blocks.iter().all(|b| direct(b).is_some()) {
             return Ok(out);
         }

@@ -38,15 +38,7 @@ pub fn direct_routes(underlay: &Underlay, peer: &Peer) -> Option<BTreeSet<Object
     }
     peer.blocks
         .iter()
-        .map(|b| {
-            let gw = peer.underlay_of(b.is_ipv6())?;
-            Some(Object::Route {
-                dst: *b,
-                gw,
-                oif: Some(underlay.index),
-                onlink: false,
-            })
-        })
+        .map(|b| peer.direct_route(underlay, b))
         .collect()
 }
 

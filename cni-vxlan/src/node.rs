@@ -238,22 +238,10 @@ impl NodeSide for Vxlan {
         // underlay address of gets a plain route via it; the others go through VXLAN.
         let direct = |b: &IpNetwork| {
             self.direct_routing
-                .then(|| peer.underlay_of(b.is_ipv6()))
+                .then(|| peer.direct_route(&self.underlay, b))
                 .flatten()
-                .filter(|ip| self.underlay.on_link(*ip))
         };
-        let mut out: BTreeSet<Object> = peer
-            .blocks
-            .iter()
-            .filter_map(|b| {
-                Some(Object::Route {
-                    dst: *b,
-                    gw: direct(b)?,
-                    oif: Some(self.underlay.index),
-                    onlink: false,
-                })
-            })
-            .collect();
+        let mut out: BTreeSet<Object> = peer.blocks.iter().filter_map(direct).collect();
         let tunnelled: Vec<&IpNetwork> =
             peer.blocks.iter().filter(|b| direct(b).is_none()).collect();
         // No block left to encapsulate (or none at all: its VTEP addresses do not exist).

@@ -42,6 +42,21 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The plain route to `block` via this node's underlay address of the block's family,
+    /// when that address is on a directly connected subnet of `underlay` (host-gw, and
+    /// directRouting in the tunnelled datapaths); `None` when the block needs encapsulation.
+    pub fn direct_route(&self, underlay: &Underlay, block: &IpNetwork) -> Option<Object> {
+        let gw = self
+            .underlay_of(block.is_ipv6())
+            .filter(|ip| underlay.on_link(*ip))?;
+        Some(Object::Route {
+            dst: *block,
+            gw,
+            oif: Some(underlay.index),
+            onlink: false,
+        })
+    }
+
     /// The node's gateway address: the first host address of its lowest IPv4 block.
     /// The VXLAN device carries it as /32 and peers route via it (cluster IPAM reserves it
     /// with `ipam.reserveGateway`).
