@@ -1,7 +1,8 @@
 //! Three `ipamd run` processes as three "nodes" on one machine, against the file store
 //! and against a real etcd on loopback: first blocks, no overlap, health, metrics, a
-//! node killed with SIGKILL disappearing from the others (its blocks freed), SIGTERM,
-//! and the CLI. Only loopback traffic.
+//! node killed with SIGKILL disappearing from the others (its blocks stay its own: a new
+//! node gets others, the node back gets exactly them, `remove-node` frees them),
+//! SIGTERM, and the CLI. Only loopback traffic.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
