@@ -21,6 +21,10 @@ pub struct Etcd {
     ns: String,
     addr: Ipv4Addr,
     dir: PathBuf,
+    /// The data directory, on tmpfs when there is one: etcd fsyncs every write, and on a
+    /// disk shared with other builds a sync can take seconds, which stalls the store
+    /// longer than a lease TTL of the tests (seen in `chaos.rs`).
+    data: tempfile::TempDir,
 }
 
 impl Etcd {
@@ -28,11 +32,17 @@ impl Etcd {
     /// and log under `dir`; waits until it answers.
     pub fn start(ns: &str, addr: Ipv4Addr, dir: &Path) -> Etcd {
         std::fs::create_dir_all(dir).expect("etcd dir");
+        let shm = Path::new("/dev/shm");
+        let data = tempfile::Builder::new()
+            .prefix("mn-etcd-")
+            .tempdir_in(if shm.is_dir() { shm } else { dir })
+            .expect("etcd data dir");
         let mut e = Etcd {
             child: None,
             ns: ns.to_string(),
             addr,
             dir: dir.to_path_buf(),
+            data,
         };
         e.spawn();
         e
@@ -49,7 +59,7 @@ impl Etcd {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns, "/usr/bin/etcd"])
             .args(["--name", "chaos", "--data-dir"])
-            .arg(self.dir.join("data"))
+            .arg(self.data.path().join("data"))
             .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
             .args([
                 "--listen-peer-urls",

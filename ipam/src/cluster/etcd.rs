@@ -665,9 +665,10 @@ impl EtcdStore {
                     .await?
                     .succeeded()
                 {
-                    tracing::info!(node = %name, blocks = ?blocks, grace = ?grace,
-                        "node's lease expired: its blocks stay its own (no other node gets \
-                         them) until it registers again, the grace ends or it is removed");
+                    let shown: Vec<String> = blocks.iter().map(ToString::to_string).collect();
+                    tracing::info!(node = %name, blocks = %shown.join(","), grace = ?grace,
+                        "node without a live record holds blocks: they stay its own (no other \
+                         node gets them) until it registers again, the grace ends or it is removed");
                 }
                 continue;
             };
