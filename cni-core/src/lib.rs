@@ -12,6 +12,7 @@
 
 pub mod check;
 pub mod delegate;
+pub mod hash;
 pub mod inproc;
 pub mod logging;
 pub mod macspoof;
