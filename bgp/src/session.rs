@@ -21,14 +21,11 @@ use tracing::{debug, info};
 
 use crate::config::HoldTime;
 use crate::fsm::{self, Action, Cause, Input, State};
-use crate::peer::{Control, PeerCtx};
+use crate::peer::{Control, Exports, Local, Negotiated, PeerCtx};
 use crate::wire::{
     AsSegment, Capability, Codec, DecodeError, Family, GracefulRestart, Header, Message, MpReach,
     Notification, Open, OpenError, Origin, PathAttributes, Update, HEADER_LEN,
 };
-
-/// The routes we announce: prefix -> next hop.
-pub(crate) type Exports = BTreeMap<IpNetwork, IpAddr>;
 
 /// How a session ended.
 pub(crate) enum Outcome {
@@ -72,16 +69,6 @@ type Incoming = Result<(Header, Vec<u8>), ReadError>;
 enum ReadError {
     Io(io::Error),
     Decode(DecodeError),
-}
-
-/// What the peer told us in its OPEN that the session keeps using.
-pub(crate) struct Negotiated {
-    pub(crate) families: Vec<Family>,
-    pub(crate) hold: HoldTime,
-    pub(crate) router_id: Ipv4Addr,
-    pub(crate) graceful_restart: Option<GracefulRestart>,
-    /// Both sides announced the N bit (RFC 8538).
-    pub(crate) both_n: bool,
 }
 
 /// Ends the reader task with the session.
@@ -246,7 +233,7 @@ pub(crate) async fn run(
         open,
     } = start;
     if !open_sent {
-        if let Err(e) = conn.send(&Message::Open(ctx.local.open())).await {
+        if let Err(e) = conn.send(&Message::Open(local_open(&ctx.local))).await {
             ctx.set_error(format!("sending OPEN: {e}"));
             return Outcome::Closed { established: None };
         }
@@ -471,7 +458,7 @@ impl Session<'_> {
                     };
                     let mut conn = Conn::new(stream, write_timeout(self.ctx));
                     if *send_open {
-                        let _ = conn.send(&Message::Open(self.ctx.local.open())).await;
+                        let _ = conn.send(&Message::Open(local_open(&self.ctx.local))).await;
                     }
                     debug!(peer = %self.ctx.cfg.address, state = %self.state, "second connection: waiting for its OPEN");
                     // One at a time: the newer replaces an older one that said nothing.
@@ -711,6 +698,17 @@ fn base_attributes(ebgp: bool, local_as: u32) -> PathAttributes {
 }
 
 /// Our OPEN.
+/// Our OPEN, as every session of the speaker sends it.
+fn local_open(local: &Local) -> Open {
+    our_open(
+        local.local_as,
+        local.router_id,
+        local.timers.hold_time,
+        local.timers.graceful_restart,
+        local.forwarding_survives_restart,
+    )
+}
+
 pub(crate) fn our_open(
     local_as: u32,
     router_id: Ipv4Addr,

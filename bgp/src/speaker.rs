@@ -14,8 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::{ImportFilter, PeerConfig, SpeakerConfig};
-use crate::peer::{self, Control, Local, PeerCtx, StatusCell};
-use crate::session::Exports;
+use crate::peer::{Control, Exports, Local, PeerCtx, StatusCell};
 use crate::types::{PeerStatus, RouteEvent};
 use crate::wire::Notification;
 
@@ -149,7 +148,7 @@ impl Speaker {
             inner.events.clone(),
             inner.import.clone(),
         );
-        let task = tokio::spawn(peer::run(ctx, control_rx));
+        let task = tokio::spawn(crate::task::run(ctx, control_rx));
         debug!(peer = %address, "peer added");
         peers.insert(
             address,

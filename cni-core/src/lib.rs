@@ -15,6 +15,7 @@
 pub mod attach;
 pub mod check;
 pub mod delegate;
+pub mod hash;
 pub mod inproc;
 pub mod logging;
 pub mod macspoof;

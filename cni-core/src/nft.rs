@@ -55,24 +55,6 @@ fn family_name(f: ProtoFamily) -> &'static str {
     }
 }
 
-/// FNV-1a 64: stable across builds and Rust versions (unlike `DefaultHasher`), so rules
-/// written by one plugin version are found by the next.
-pub fn stable_hash(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            // A separator that cannot occur in names, so ("ab","c") != ("a","bc").
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        for b in p.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
 /// The identity of a tagged rule: its network and its attachment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tag {
@@ -109,11 +91,11 @@ impl Tag {
 }
 
 pub fn net_hash(network: &NetworkName) -> u64 {
-    stable_hash(&[network.as_str()])
+    crate::hash::stable_hash(&[network.as_str()])
 }
 
 pub fn att_hash(network: &NetworkName, att: &Attachment) -> u64 {
-    stable_hash(&[
+    crate::hash::stable_hash(&[
         network.as_str(),
         att.container_id.as_str(),
         att.ifname.as_str(),
@@ -472,12 +454,6 @@ mod tests {
         assert_eq!(Tag::parse("cni-masq", &c), Some((t, "src=10.0.0.2/24")));
         assert_eq!(Tag::parse("cni-macspoof", &c), None);
         assert_eq!(Tag::parse("cni-masq", "cni-masq net=zz att=1 x"), None);
-    }
-
-    #[test]
-    fn hash_is_stable_and_separated() {
-        assert_eq!(stable_hash(&["a"]), 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(stable_hash(&["ab", "c"]), stable_hash(&["a", "bc"]));
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub struct StoreArgs {
     #[arg(
         long,
         env = "IPAMD_STORE",
-        default_value = ipam::config::DEFAULT_CLUSTER_STORE
+        default_value = ipam::DEFAULT_CLUSTER_STORE
     )]
     pub store: String,
     /// Machine-readable output.
@@ -131,7 +131,7 @@ pub struct LocalArgs {
     /// The network: the node-local store is <data-dir>/<network>.
     #[arg(long, env = "IPAMD_NETWORK")]
     pub network: String,
-    #[arg(long, env = "IPAMD_DATA_DIR", default_value = ipam::config::DEFAULT_DATA_DIR)]
+    #[arg(long, env = "IPAMD_DATA_DIR", default_value = ipam::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// The network's `ipam.reserveGateway` is on: the first host address of every block
     /// is never a pod's, so capacity counts one address less per block (implied by
@@ -175,7 +175,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "IPAMD_STORE",
-        default_value = ipam::config::DEFAULT_CLUSTER_STORE
+        default_value = ipam::DEFAULT_CLUSTER_STORE
     )]
     pub store: String,
     /// A cluster pool CIDR; repeat (or comma-separate) for IPv4 + IPv6.

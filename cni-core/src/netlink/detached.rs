@@ -22,7 +22,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::num::NonZeroI32;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
@@ -276,14 +276,8 @@ pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, CniError> 
         NLM_F_REQUEST | NLM_F_ACK,
         2,
     );
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io_err(io::Error::last_os_error()));
-    }
-    // SAFETY: freshly created descriptors, owned once.
     let (status_r, status_w) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err(io::Error::from(e)))?;
     let mut child_buf = vec![0u8; 4096];
 
     // SAFETY: the child only makes system calls on memory allocated before the fork.

@@ -128,7 +128,7 @@ impl Peer {
 /// A stable VTEP MAC for `node` on VNI `vni`: the same on every restart and reboot with
 /// no state kept (a hash of the two), locally administered and unicast.
 pub fn vtep_mac_for(node: &str, vni: u32) -> MacAddr {
-    let h = crate::nft::stable_hash(&[node, &vni.to_string()]).to_be_bytes();
+    let h = crate::hash::stable_hash(&[node, &vni.to_string()]).to_be_bytes();
     MacAddr([(h[0] & 0xfe) | 0x02, h[1], h[2], h[3], h[4], h[5]])
 }
 

@@ -5,12 +5,12 @@
 //! addresses inside a block are handed out by the node-local [`crate::store::Store`], so
 //! pods still get addresses while the cluster store is unreachable.
 
-pub mod etcd;
-pub mod file;
+mod etcd;
+mod file;
 pub mod local;
-pub mod node;
-pub mod pool;
-pub mod url;
+mod node;
+mod pool;
+mod url;
 
 pub use node::{NodeEvent, NodeInfo, NodeRecord};
 pub use pool::Pool;

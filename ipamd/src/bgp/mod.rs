@@ -124,33 +124,43 @@ fn speaker_config(
     Ok(cfg)
 }
 
-/// The daemon with the BGP datapath; `args.underlay_ip` is set (the next hop).
-pub async fn run(
-    args: RunArgs,
+/// The BGP datapath, started: the speaker and the importer of its routes, until
+/// [`Bgp::stop`].
+pub struct Bgp {
+    /// Its peers are what `/metrics` and `/bgp/peers` show.
+    pub speaker: Speaker,
+    importer: tokio::task::JoinHandle<()>,
+    stop_importer: tokio::sync::watch::Sender<bool>,
+    graceful: bool,
+}
+
+/// Starts the BGP speaker and the importer of its routes; returns them and the
+/// [`handler::BgpHandler`] the daemon hands its peer events to. `args.underlay_ip` is
+/// set (the next hop).
+pub async fn start(
+    args: &RunArgs,
     nl: Netlink,
     underlay: Underlay,
     metrics: Arc<Metrics>,
-) -> Result<(), Error> {
+) -> Result<(Bgp, handler::BgpHandler), Error> {
     let next_hop = args.underlay_ip.unwrap_or(underlay.addr);
     let other_next_hop = other_family_address(next_hop, &underlay);
-    let graceful = args.bgp.bgp_graceful_restart;
     let own = OwnBlocks::default();
-    let mut cfg = speaker_config(&args, next_hop, &underlay, own.clone())?;
+    let mut cfg = speaker_config(args, next_hop, &underlay, own.clone())?;
     // The handler adds them once this node's blocks are announced.
     let explicit = std::mem::take(&mut cfg.peers);
     let (speaker, events) = Speaker::start(cfg)
         .await
         .map_err(|e| Error::Usage(format!("BGP speaker: {e}")))?;
-    metrics.set_bgp(speaker.clone());
 
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (stop_importer, stop) = tokio::sync::watch::channel(false);
     // Routes from before a restart wait for the peers at most one hold time.
     let startup = match args.bgp.bgp_hold_time {
         0 => Duration::from_secs(90),
         h => Duration::from_secs(h.into()),
     };
-    let importer = import::Importer::new(nl, underlay, metrics.clone(), speaker.clone(), startup)
-        .watch_kernel();
+    let importer =
+        import::Importer::new(nl, underlay, metrics, speaker.clone(), startup).watch_kernel();
     let importer = tokio::spawn(importer.run(events, args.resync, stop));
     let handler = handler::BgpHandler::new(
         speaker.clone(),
@@ -161,19 +171,30 @@ pub async fn run(
         explicit,
         own,
     );
-    let result = crate::run::run_with_handler(args, handler, metrics).await;
-    // The importer stops first: the sessions' ends must not take our kernel routes,
-    // which stay, as with the other datapaths (a restart reprograms nothing).
-    let _ = stop_tx.send(true);
-    let _ = importer.await;
-    if graceful {
-        // No NOTIFICATION: the peers keep our routes through the restart.
-        speaker.shutdown_for_restart().await;
-    } else {
-        // A Cease to every peer: they drop our routes now, not after the hold time.
-        speaker.shutdown().await;
+    let bgp = Bgp {
+        speaker,
+        importer,
+        stop_importer,
+        graceful: args.bgp.bgp_graceful_restart,
+    };
+    Ok((bgp, handler))
+}
+
+impl Bgp {
+    /// Stops the importer, then the speaker (after the daemon's loops ended).
+    pub async fn stop(self) {
+        // The importer stops first: the sessions' ends must not take our kernel routes,
+        // which stay, as with the other datapaths (a restart reprograms nothing).
+        let _ = self.stop_importer.send(true);
+        let _ = self.importer.await;
+        if self.graceful {
+            // No NOTIFICATION: the peers keep our routes through the restart.
+            self.speaker.shutdown_for_restart().await;
+        } else {
+            // A Cease to every peer: they drop our routes now, not after the hold time.
+            self.speaker.shutdown().await;
+        }
     }
-    result
 }
 
 /// The underlay interface's address of the other family than `next_hop` (global scope:
