@@ -77,9 +77,16 @@ fn host_veth(res: &ParsedResult) -> String {
 }
 
 /// The host veth name the plugins derive from (network, container id, ifname): `rt` +
-/// 48 bits of FNV-1a (`cni_core::nft::stable_hash`), as documented in `cni-routed`.
+/// the low 48 bits of 64-bit FNV-1a over the three joined by a 0xff byte (a byte no name
+/// holds), the naming `cni-routed` documents. Computed here, not with the plugins' code.
 fn veth_name(net: &TestNet, pod: &Pod) -> String {
-    let h = cni_core::nft::stable_hash(&[&net.name, &pod.container_id, &pod.ifname]);
+    let joined = [&net.name, &pod.container_id, &pod.ifname].map(|p| p.as_bytes());
+    let h = joined
+        .join(&0xff_u8)
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
     format!("rt{:012x}", h & 0xffff_ffff_ffff)
 }
 
