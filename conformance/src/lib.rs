@@ -5,8 +5,9 @@
 //! the harness never trusts the code under test to judge itself, so it does not use
 //! `cni-core`'s conversion code to read results either.
 //!
-//! - [`names`]: unique, short names for netns, links and containers;
-//! - [`netns`]: network namespace fixtures and cleanup guards (links, nftables rules);
+//! - [`names`], [`sh`], [`netns::Netns`]: from the workspace's [`testkit`] (unique names,
+//!   running a tool, the network namespace fixture);
+//! - [`netns`]: cleanup guards (links, nftables rules);
 //! - [`bins`]: where our binaries and the reference plugins are, and a `CNI_PATH` with both;
 //! - [`runner`]: run a plugin (env + stdin), get its exit status, result or CNI error
 //!   (the [`cni_runtime`] crate's, under the name the tests use);
@@ -24,7 +25,6 @@ pub mod config;
 pub mod fixture;
 pub mod inspect;
 pub mod multinode;
-pub mod names;
 pub mod netns;
 pub mod result;
 pub mod snapshot;
@@ -50,31 +50,5 @@ pub fn has_gc(version: &str) -> bool {
     cni_runtime::Version::parse(version).is_some_and(cni_runtime::Version::has_gc_status)
 }
 
-/// Runs a command to completion and returns its stdout; panics with its stderr on failure.
-/// For test set-up and inspection only (`ip`, `nft`, ...).
-pub fn sh(prog: &str, args: &[&str]) -> String {
-    match try_sh(prog, args) {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// Like [`sh`] but returns the failure as an error.
-pub fn try_sh(prog: &str, args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new(prog)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{prog} {}` failed ({}): {}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        ))
-    }
-}
+/// Running a tool and unique names: the workspace's [`testkit`].
+pub use testkit::{names, sh, try_sh};
