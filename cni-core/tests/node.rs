@@ -4,8 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use cni_core::netlink::neigh::{FdbEntry, NeighEntry};
@@ -13,45 +11,25 @@ use cni_core::netlink::{self, Link, MacAddr, Netlink, VxlanSpec};
 use cni_core::netns::NetNs;
 use cni_core::node::{Applied, Object, Reconciler};
 use ipnetwork::IpNetwork;
+use testkit::Netns;
 
-/// A throwaway named netns, deleted on drop (also when the test fails).
+/// A namespace of the test's own (the test kit's fixture: deleted on drop, also when
+/// the test fails) and our handle on it.
 struct TestNs {
-    name: String,
+    kit: Netns,
     ns: NetNs,
 }
 
 impl TestNs {
     fn new(tag: &str) -> TestNs {
-        let name = format!("cninode-{tag}-{}", std::process::id());
-        // A leftover from a crashed run with a recycled pid.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = NetNs::open(&PathBuf::from(format!("/var/run/netns/{name}"))).unwrap();
-        TestNs { name, ns }
+        let kit = Netns::named(&format!("cninode-{tag}-{}", std::process::id()));
+        let ns = NetNs::open(&kit.path()).unwrap();
+        TestNs { ns, kit }
     }
 
     /// Runs a command inside the namespace and returns its stdout.
     fn exec(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?} in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.kit.exec(args)
     }
 
     fn nl(&self) -> Netlink {
@@ -69,14 +47,6 @@ impl TestNs {
         self.exec(&["ip", "link", "set", "under1", "up"]);
         let out = self.exec(&["cat", "/sys/class/net/under0/ifindex"]);
         out.trim().parse().unwrap()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
     }
 }
 

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use crate::bins::{self, CniPath};
 use crate::fixture::{with_prev, Pod};
 use crate::names;
-use crate::runner::{Invocation, Outcome};
 use crate::subnet::Subnet;
+use cni_runtime::{Invocation, Outcome};
 
 use super::checks;
 use super::cluster::BgpTor;
