@@ -296,8 +296,8 @@ impl PeerCtx {
             );
         }
         if let Some(mp) = a.mp_reach {
-            if let Some(nh) = mp.next_hops.first() {
-                reach.extend(mp.nlri.into_iter().map(|p| (p, *nh)));
+            if let Some(nh) = mp.next_hop() {
+                reach.extend(mp.nlri.into_iter().map(|p| (p, nh)));
             }
         }
         // eBGP loop prevention (§9.1.2): a path through our own AS is unusable.
