@@ -131,6 +131,16 @@ pub async fn run(
     underlay: Underlay,
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
+    crate::families::check_underlay(&args.datapath, &args.pools, &underlay, None)?;
+    if let Some(pool) = crate::families::ipv4_via_ipv6(&args.datapath, &args.pools, &underlay) {
+        tracing::info!(
+            %pool, underlay = %underlay.name,
+            "BGP: no IPv4 underlay address: IPv4 blocks go out with this node's IPv6 address \
+             as next hop (RFC 8950 extended next hop) to the peers that negotiate it \
+             (BIRD: `extended next hop on` in the ipv4 channel; FRR: `neighbor X capability \
+             extended-nexthop`); learned IPv4 routes are installed via inet6"
+        );
+    }
     let next_hop = args.underlay_ip.unwrap_or(underlay.addr);
     let other_next_hop = other_family_address(next_hop, &underlay);
     let graceful = args.bgp.bgp_graceful_restart;
