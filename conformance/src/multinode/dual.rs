@@ -635,7 +635,12 @@ impl DualCluster {
                     Datapath::Ipip if *v6 => (p.underlay4.map(|u| format!("::{u}")), "sit0", true),
                     Datapath::Ipip => (p.underlay4.map(|u| u.to_string()), "tunl0", true),
                     _ => {
-                        let u = if *v6 { p.underlay6 } else { p.underlay4 };
+                        // bgp on an IPv6-only underlay: IPv4 blocks via inet6 (RFC 8950).
+                        let u = if *v6 {
+                            p.underlay6
+                        } else {
+                            p.underlay4.or(p.underlay6)
+                        };
                         (u.map(|u| u.to_string()), "eth0", false)
                     }
                 };
