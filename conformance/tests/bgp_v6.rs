@@ -276,3 +276,53 @@ fn bgp_frr_dual_stack() {
     c.detach_all();
     eprintln!("[{tag}] done in {:?}", t.elapsed());
 }
+
+/// An IPv6-only cluster (IPv6 pool, IPv6-only underlay) with FRR as eBGP top-of-rack
+/// and the nodes' iBGP mesh, every session over IPv6: FRR holds every block with its
+/// node's IPv6 address; exact routes; ping matrix; 4 MiB over IPv6; the MTU probe; a
+/// frozen node's blocks leave FRR and the others within the hold time; node removal; a
+/// silent restart.
+#[test]
+fn bgp_frr_ipv6_only() {
+    let t = Instant::now();
+    let tag = "bgp6-frr6";
+    let mut c = DualCluster::up_with(tag, spec(UnderlayKind::V6, PoolKind::V6), BgpTor::FrrMesh);
+    check_router_has_every_block(&c);
+    c.check_pods();
+    c.check_ping_matrix();
+    c.check_transfer6("node2", "node3", TRANSFER_BYTES);
+    c.check_mtu("node1", "node3");
+    check_node_frozen(&mut c, "node2");
+    c.check_node_removal("node3");
+    c.check_restart("node1");
+    c.wait_converged(dual::CONVERGE)
+        .unwrap_or_else(|e| panic!("after the restart: {e}"));
+    check_router_has_every_block(&c);
+    c.check_ping_matrix_among(&["node1", "node2"]);
+    c.detach_all();
+    eprintln!("[{tag}] done in {:?}", t.elapsed());
+}
+
+/// RFC 8950 with FRR: a dual-stack pool on an IPv6-only underlay, FRR as eBGP
+/// top-of-rack with `capability extended-nexthop` and the nodes' iBGP mesh over IPv6
+/// (our speaker negotiates it with itself): FRR holds every IPv4 block with its node's
+/// IPv6 address as next hop; exact `via inet6` routes; ping matrix on both families; a
+/// frozen node's blocks leave FRR and the others; node removal; a silent restart.
+#[test]
+fn bgp_frr_ipv4_over_ipv6_underlay() {
+    let t = Instant::now();
+    let tag = "bgp6-frrx";
+    let mut c = DualCluster::up_with(tag, spec(UnderlayKind::V6, PoolKind::Dual), BgpTor::FrrMesh);
+    check_router_has_every_block(&c);
+    c.check_pods();
+    c.check_ping_matrix();
+    check_node_frozen(&mut c, "node2");
+    c.check_node_removal("node3");
+    c.check_restart("node1");
+    c.wait_converged(dual::CONVERGE)
+        .unwrap_or_else(|e| panic!("after the restart: {e}"));
+    check_router_has_every_block(&c);
+    c.check_ping_matrix_among(&["node1", "node2"]);
+    c.detach_all();
+    eprintln!("[{tag}] done in {:?}", t.elapsed());
+}

@@ -215,7 +215,8 @@ pub fn frr_config(router_id: Ipv4Addr, clients: &[Ipv4Addr]) -> String {
 /// FRR's configuration for dual-stack and IPv6-only clusters: as [`frr_config`], with
 /// IPv6 unicast activated on every session. A client with an IPv4 address gets one IPv4
 /// session carrying both families; a client with an IPv6 address (an IPv6-only node) an
-/// IPv6 session carrying IPv6 only.
+/// IPv6 session carrying both too, IPv4 prefixes with IPv6 next hops (RFC 8950:
+/// `capability extended-nexthop`).
 pub fn frr_config_dual_stack(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
     let mut c = format!(
         "frr defaults datacenter\n\
@@ -235,9 +236,12 @@ pub fn frr_config_dual_stack(router_id: Ipv4Addr, clients: &[IpAddr]) -> String 
              neighbor {ip} timers connect 1\n"
         ));
     }
+    for ip in clients.iter().filter(|ip| ip.is_ipv6()) {
+        c.push_str(&format!(" neighbor {ip} capability extended-nexthop\n"));
+    }
     c.push_str(" address-family ipv4 unicast\n");
     for ip in clients.iter().filter(|ip| ip.is_ipv6()) {
-        c.push_str(&format!("  no neighbor {ip} activate\n"));
+        c.push_str(&format!("  neighbor {ip} activate\n"));
     }
     c.push_str(" exit-address-family\n address-family ipv6 unicast\n");
     for ip in clients {
