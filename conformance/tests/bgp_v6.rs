@@ -30,6 +30,7 @@ fn spec(underlay: UnderlayKind, pool: PoolKind) -> DualSpec {
         nodes: 3,
         pods_per_node: 2,
         mtu: 1500,
+        direct_routing: false,
     }
 }
 
