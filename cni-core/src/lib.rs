@@ -4,7 +4,8 @@
 //!   and their conversion, error objects.
 //! - [`skel`]: the plugin skeleton: `CNI_*` environment + stdin -> [`skel::Plugin`] -> stdout.
 //! - [`delegate`]: running another plugin (IPAM) found in `CNI_PATH`.
-//! - [`netns`], [`netlink`], [`sysctl`], [`masq`]: the kernel side.
+//! - [`netns`], [`netlink`], [`sysctl`], [`masq`]: the kernel side, whose primitives return
+//!   a [`KernelError`] (converted to a [`CniError`] once, at the plugin boundary).
 //! - [`veth`], [`check`]: a pod's veth torn down, and its CHECK, as every veth plugin
 //!   does them.
 //! - [`node`]: the node side of the multi-node datapaths (objects toward remote nodes,
@@ -13,6 +14,7 @@
 pub mod check;
 pub mod delegate;
 pub mod inproc;
+mod kernel_error;
 pub mod logging;
 pub mod macspoof;
 pub mod masq;
@@ -26,6 +28,7 @@ pub mod sysctl;
 pub mod timing;
 pub mod veth;
 
+pub use kernel_error::{KernelError, Kind as KernelErrorKind};
 pub use spec::error::{CniError, ErrorCode};
 pub use spec::result::CniResult;
 pub use spec::version::Version;
