@@ -212,10 +212,12 @@ async fn create_veth(
                 {
                     debug!(name, "host veth name taken, trying another");
                     rb.veth = None;
-                    last_err = Some(e);
+                    last_err = Some(CniError::from(e));
                     continue;
                 }
-                return Err(e.context(format!("creating veth {name} <-> {ifname}")));
+                return Err(e
+                    .context(format!("creating veth {name} <-> {ifname}"))
+                    .into());
             }
         }
     }

@@ -79,11 +79,23 @@ fn att(id: &str, ifname: &str) -> Attachment {
 #[test]
 fn netns_open_rejects_non_netns() {
     let e = NetNs::open(&PathBuf::from("/nonexistent/netns")).unwrap_err();
-    assert!(e.msg.contains("/nonexistent/netns"), "{}", e.msg);
+    assert!(
+        e.to_string().contains("/nonexistent/netns"),
+        "{}",
+        e.to_string()
+    );
     let e = NetNs::open(&PathBuf::from("/proc/self/ns/mnt")).unwrap_err();
-    assert!(e.msg.contains("/proc/self/ns/mnt"), "{}", e.msg);
+    assert!(
+        e.to_string().contains("/proc/self/ns/mnt"),
+        "{}",
+        e.to_string()
+    );
     let e = NetNs::open(&PathBuf::from("/proc/self/status")).unwrap_err();
-    assert!(e.msg.contains("/proc/self/status"), "{}", e.msg);
+    assert!(
+        e.to_string().contains("/proc/self/status"),
+        "{}",
+        e.to_string()
+    );
     NetNs::current().unwrap();
 }
 
@@ -109,7 +121,7 @@ fn netns_run_enters_and_returns() {
         "1"
     );
     let e = sysctl::get("net.ipv4.conf.nosuchdev.rp_filter").unwrap_err();
-    assert!(e.msg.contains("nosuchdev"), "{}", e.msg);
+    assert!(e.to_string().contains("nosuchdev"), "{}", e.to_string());
 }
 
 #[test]
@@ -150,9 +162,9 @@ fn veth_peer_born_in_netns() {
             .await
             .unwrap_err();
         assert!(
-            e.msg.contains("vethtest0") && e.msg.contains("exists"),
+            e.to_string().contains("vethtest0") && e.to_string().contains("exists"),
             "{}",
-            e.msg
+            e.to_string()
         );
 
         nl.set_up(v.index).await.unwrap();
@@ -226,9 +238,9 @@ fn bridge_create_race() {
             .await
             .unwrap_err();
         assert!(
-            e.msg.contains("notabr0") && e.msg.contains("veth"),
+            e.to_string().contains("notabr0") && e.to_string().contains("veth"),
             "{}",
-            e.msg
+            e.to_string()
         );
     })
     .unwrap();
@@ -400,9 +412,9 @@ fn bridge_port_hairpin_and_vlan() {
                 .await
                 .unwrap_err();
             assert!(
-                e.msg.contains("vlan_filtering") && e.msg.contains("cnibr9"),
+                e.to_string().contains("vlan_filtering") && e.to_string().contains("cnibr9"),
                 "{}",
-                e.msg
+                e.to_string()
             );
         }
         let br = nl.ensure_bridge(&spec).await.unwrap();
@@ -424,7 +436,7 @@ fn bridge_port_hairpin_and_vlan() {
             nl.set_port_vlan(v.index, 100).await.unwrap();
         } else {
             let e = nl.set_port_vlan(v.index, 100).await.unwrap_err();
-            assert!(e.msg.contains("VLAN 100"), "{}", e.msg);
+            assert!(e.to_string().contains("VLAN 100"), "{}", e.to_string());
         }
     })
     .unwrap();
@@ -685,20 +697,20 @@ fn errors_name_the_link() {
     netlink::block_on(async {
         let nl = a.nl();
         let e = nl.set_mtu(999_999, 1400).await.unwrap_err();
-        assert!(e.msg.contains("#999999"), "{}", e.msg);
+        assert!(e.to_string().contains("#999999"), "{}", e.to_string());
         let v = nl
             .create_veth("vethname0", "eth0", &pod.ns, None, None)
             .await
             .unwrap();
         let e = nl.set_mtu(v.index, 70_000).await.unwrap_err();
         assert!(
-            e.msg.contains("vethname0") && e.msg.contains("70000"),
+            e.to_string().contains("vethname0") && e.to_string().contains("70000"),
             "{}",
-            e.msg
+            e.to_string()
         );
         // Not a bridge port.
         let e = nl.set_hairpin(v.index, true).await.unwrap_err();
-        assert!(e.msg.contains("vethname0"), "{}", e.msg);
+        assert!(e.to_string().contains("vethname0"), "{}", e.to_string());
     })
     .unwrap();
 }

@@ -65,7 +65,7 @@ pub fn pod_mtu(cfg: &VxlanConfig) -> Result<u32, CniError> {
                 return Ok(Found::Device(l.mtu));
             }
         }
-        nl.underlay(&cfg.underlay).await.map(Found::Underlay)
+        Ok::<_, CniError>(nl.underlay(&cfg.underlay).await.map(Found::Underlay)?)
     })
     .and_then(|r| r)
     .map_err(|e| e.context("finding the underlay for the pod MTU (or set mtu)"))?;

@@ -9,15 +9,26 @@ pub enum Error {
     /// A bad flag; the message names it.
     #[error("{0}")]
     Usage(String),
-    /// The datapath (netlink, underlay, devices).
+    /// The kernel side of the datapath (netlink, underlay, devices): the operation and
+    /// the kernel's errno.
     #[error("datapath: {0}")]
-    Datapath(#[from] cni_core::CniError),
+    Kernel(#[from] cni_core::KernelError),
+    /// A datapath refused its options (e.g. an underlay too small for VXLAN). The
+    /// datapath crates describe it as a CNI error object: only its message is kept.
+    #[error("datapath: {}", .0.msg)]
+    Datapath(cni_core::CniError),
     #[error("{what}: {source}")]
     Io {
         what: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<cni_core::CniError> for Error {
+    fn from(e: cni_core::CniError) -> Error {
+        Error::Datapath(e)
+    }
 }
 
 impl Error {
