@@ -34,12 +34,12 @@ pub fn del_with(call: &Call, target: &Target, cfg: &BridgeConfig) -> Result<(), 
     let name = &call.conf.name;
     let att = target.attachment();
     match macspoof::del(name, &att) {
-        Err(e) if cfg.macspoofchk => keep(Err(e.context("removing macspoof rules"))),
+        Err(e) if cfg.macspoofchk => keep(Err(e.context("removing macspoof rules").into())),
         Err(e) => debug!(error = %e, "macspoof cleanup (option off) failed"),
         Ok(()) => {}
     }
     match masq::del(name, &att) {
-        Err(e) if cfg.ip_masq => keep(Err(e.context("removing masquerade rules"))),
+        Err(e) if cfg.ip_masq => keep(Err(e.context("removing masquerade rules").into())),
         Err(e) => debug!(error = %e, "masquerade cleanup (option off) failed"),
         Ok(()) => {}
     }

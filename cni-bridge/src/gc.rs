@@ -24,10 +24,10 @@ pub fn gc_with(call: &Call, cfg: &BridgeConfig) -> Result<(), CniError> {
         Some(keep) => {
             let name = &call.conf.name;
             if let Err(e) = masq::gc(name, keep) {
-                first_err.get_or_insert(e.context("masquerade GC"));
+                first_err.get_or_insert(e.context("masquerade GC").into());
             }
             if let Err(e) = macspoof::gc(name, keep) {
-                first_err.get_or_insert(e.context("macspoof GC"));
+                first_err.get_or_insert(e.context("macspoof GC").into());
             }
         }
         // Without the list we cannot tell what is live: keep everything.

@@ -33,7 +33,7 @@ pub fn del(dp: &Datapath, call: &Call, target: &Target) -> Result<(), CniError> 
     // Rules are removed whatever the configuration says now (it may have changed since
     // ADD); a failure only counts when the option is on.
     match masq::del(&call.conf.name, &target.attachment()) {
-        Err(e) if cfg.ip_masq => keep(Err(e.context("removing masquerade rules"))),
+        Err(e) if cfg.ip_masq => keep(Err(e.context("removing masquerade rules").into())),
         Err(e) => debug!(error = %e, "masquerade cleanup (option off) failed"),
         Ok(()) => {}
     }

@@ -19,7 +19,7 @@ pub fn gc(dp: &Datapath, call: &Call) -> Result<(), CniError> {
     match &call.conf.valid_attachments {
         Some(keep) => {
             if let Err(e) = masq::gc(&call.conf.name, keep) {
-                first_err.get_or_insert(e.context("masquerade GC"));
+                first_err.get_or_insert(e.context("masquerade GC").into());
             }
         }
         // Without the list we cannot tell what is live: keep everything.
