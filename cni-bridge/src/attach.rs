@@ -148,7 +148,7 @@ async fn prepare(
 
     // The veth: host end `vethXXXXXXXX`, peer born in the pod as CNI_IFNAME.
     let mtu = cfg.mtu.unwrap_or(if br.mtu > 0 { br.mtu } else { 1500 });
-    let host_veth = create_veth(host, pod, ns, ifname, cfg.mac, mtu, rb).await?;
+    let host_veth = create_veth(host, ns, ifname, cfg.mac, mtu, rb).await?;
     let pod_link = pod.link_by_name(ifname).await?.ok_or_else(|| {
         CniError::internal(format!(
             "{ifname} not found in {} after creating it",
@@ -190,7 +190,6 @@ async fn prepare(
 
 async fn create_veth(
     host: &Netlink,
-    pod: &Netlink,
     ns: &NetNs,
     ifname: &str,
     mac: Option<MacAddr>,
@@ -205,16 +204,13 @@ async fn create_veth(
         rb.veth = Some(name.clone());
         match host.create_veth(&name, ifname, ns, Some(mtu), mac).await {
             Ok(link) => return Ok(link),
+            // Another ADD took the name first (`ifname` was checked free in the pod).
+            Err(e) if e.is_exists() => {
+                debug!(name, "host veth name taken, trying another");
+                rb.veth = None;
+                last_err = Some(CniError::from(e));
+            }
             Err(e) => {
-                // Another ADD may have taken the name first.
-                if host.link_by_name(&name).await?.is_some()
-                    && pod.link_by_name(ifname).await?.is_none()
-                {
-                    debug!(name, "host veth name taken, trying another");
-                    rb.veth = None;
-                    last_err = Some(CniError::from(e));
-                    continue;
-                }
                 return Err(e
                     .context(format!("creating veth {name} <-> {ifname}"))
                     .into());
