@@ -714,3 +714,98 @@ fn errors_name_the_link() {
     })
     .unwrap();
 }
+
+/// Kernel errors keep the kernel's errno and name the operation: an EEXIST answers
+/// `is_exists()`, an ENODEV/ENOENT `is_not_found()`, and the CNI error made of it at the
+/// plugin boundary keeps today's code and starts with the operation.
+#[test]
+fn kernel_errors_keep_errno_and_op() {
+    use cni_core::{CniError, KernelErrorKind};
+    use nix::errno::Errno;
+
+    let host = TestNs::new("kerr-h");
+    let pod = TestNs::new("kerr-p");
+    netlink::block_on(async {
+        let nl = host.nl();
+        nl.create_veth("kerrdup0", "eth0", &pod.ns, None, None)
+            .await
+            .unwrap();
+        // The same host name again: the kernel's EEXIST, no lookup needed to tell.
+        let e = nl
+            .create_veth("kerrdup0", "eth1", &pod.ns, None, None)
+            .await
+            .unwrap_err();
+        assert!(e.is_exists() && !e.is_not_found(), "{e}");
+        assert_eq!(e.errno(), Some(Errno::EEXIST));
+        assert_eq!(e.kind(), KernelErrorKind::Kernel);
+        assert!(e.op().starts_with("creating veth kerrdup0"), "{}", e.op());
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the rtnetlink error is kept"
+        );
+        let op = e.op().to_string();
+        let c = CniError::from(e);
+        assert_eq!(c.code, 999);
+        assert_eq!(c.msg, format!("{op}: File exists (os error 17)"));
+
+        // A link that is not there: ENODEV.
+        let e = nl.set_up(999_999).await.unwrap_err();
+        assert!(e.is_not_found() && !e.is_exists(), "{e}");
+        assert_eq!(e.errno(), Some(Errno::ENODEV));
+        assert_eq!(e.op(), "setting link #999999 up");
+
+        // A neighbour entry on a device that is not there, deleted: already gone.
+        nl.del_neigh(999_999, "10.78.0.9".parse().unwrap())
+            .await
+            .unwrap();
+        // An FDB entry on a device that is no VXLAN device: the kernel's refusal kept.
+        let lo = nl.link_by_name("lo").await.unwrap().unwrap();
+        let e = nl
+            .replace_fdb(
+                lo.index,
+                MacAddr([2, 0, 0, 0, 0, 9]),
+                "10.78.0.9".parse().unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.errno().is_some(), "{e}");
+        assert!(e.op().contains("FDB entry 02:00:00:00:00:09"), "{}", e.op());
+
+        // A different route to a destination that has one: EEXIST, with the reason.
+        let v = nl.link_by_name("kerrdup0").await.unwrap().unwrap();
+        nl.set_up(v.index).await.unwrap();
+        nl.add_address(v.index, net("10.78.0.1/24")).await.unwrap();
+        let mut r = RouteSpec::new(net("10.79.0.0/24"));
+        r.gw = Some("10.78.0.2".parse().unwrap());
+        nl.add_route(&r).await.unwrap();
+        r.gw = Some("10.78.0.3".parse().unwrap());
+        let e = nl.add_route(&r).await.unwrap_err();
+        assert!(e.is_exists(), "{e}");
+        assert!(e.to_string().contains("a different route"), "{e}");
+    })
+    .unwrap();
+
+    // Files: a namespace or sysctl that is not there is ENOENT, code 5 at the boundary.
+    let e = NetNs::open(&PathBuf::from("/nonexistent/kerr-netns")).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert_eq!(e.kind(), KernelErrorKind::File);
+    assert_eq!(CniError::from(e).code, 5);
+    let e = host
+        .ns
+        .run(|| sysctl::get("net.ipv4.conf.kerrnosuchdev.rp_filter"))
+        .unwrap()
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    let c = CniError::from(e);
+    assert_eq!(c.code, 5);
+    assert!(
+        c.msg
+            .starts_with("reading sysctl net.ipv4.conf.kerrnosuchdev.rp_filter"),
+        "{}",
+        c.msg
+    );
+    // Not a network namespace: refused before the kernel is asked, code 7.
+    let e = NetNs::open(&PathBuf::from("/proc/self/ns/mnt")).unwrap_err();
+    assert_eq!(e.errno(), None);
+    assert_eq!(CniError::from(e).code, 7);
+}
