@@ -1,4 +1,6 @@
-//! The daemon's and the CLI's errors.
+//! The daemon's and the CLI's errors. The kernel's failures come as they are
+//! ([`cni_core::KernelError`]: operation and errno); no CNI error code lives here (codes
+//! are for runtimes, `ipamd` is none).
 
 use ipam::IpamError;
 
@@ -13,10 +15,11 @@ pub enum Error {
     /// the kernel's errno.
     #[error("datapath: {0}")]
     Kernel(#[from] cni_core::KernelError),
-    /// A datapath refused its options (e.g. an underlay too small for VXLAN). The
-    /// datapath crates describe it as a CNI error object: only its message is kept.
-    #[error("datapath: {}", .0.msg)]
-    Datapath(cni_core::CniError),
+    /// A datapath refused its options (an underlay too small for VXLAN, an empty node
+    /// name): what to change. The datapath crates word it as a CNI error object; only
+    /// its message is kept ([`Error::datapath`]).
+    #[error("datapath: {0}")]
+    Datapath(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -25,13 +28,12 @@ pub enum Error {
     },
 }
 
-impl From<cni_core::CniError> for Error {
-    fn from(e: cni_core::CniError) -> Error {
-        Error::Datapath(e)
-    }
-}
-
 impl Error {
+    /// A datapath's refusal of its options, without the CNI code it came with.
+    pub fn datapath(e: cni_core::CniError) -> Error {
+        Error::Datapath(e.msg)
+    }
+
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {
             what: what.into(),
