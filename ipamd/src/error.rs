@@ -41,3 +41,35 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni_core::KernelError;
+    use nix::errno::Errno;
+
+    /// What the daemon logs of a kernel failure: the operation and the errno's text,
+    /// never a CNI code.
+    #[test]
+    fn kernel_failures_show_op_and_errno_not_a_code() {
+        let k = KernelError::from_errno(
+            "replacing FDB entry 02:00:00:00:00:01 on link #7",
+            Errno::ENODEV,
+        )
+        .context("node resync");
+        let e = Error::from(k);
+        let shown = e.to_string();
+        assert_eq!(
+            shown,
+            "datapath: node resync: replacing FDB entry 02:00:00:00:00:01 on link #7: \
+             No such device (os error 19)"
+        );
+        assert!(!shown.contains("code"), "{shown}");
+        let Error::Kernel(k) = e else {
+            panic!("not a kernel error")
+        };
+        assert!(k.is_not_found());
+        let e = Error::datapath(cni_core::CniError::invalid_config("underlay too small"));
+        assert_eq!(e.to_string(), "datapath: underlay too small");
+    }
+}
