@@ -114,8 +114,9 @@ impl KernelError {
         }
     }
 
-    /// Sets the errno (a failure the kernel reported in its own way, e.g. EEXIST for a
-    /// different route of the same destination).
+    /// Sets the errno the kernel gave for what this error describes in more words (EEXIST
+    /// for "a different route to the destination exists"). Never an errno the kernel did
+    /// not give: callers act on it.
     pub fn with_errno(mut self, errno: Errno) -> KernelError {
         self.errno = Some(errno);
         self

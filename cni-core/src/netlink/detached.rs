@@ -334,8 +334,7 @@ pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, KernelErro
                     "the kernel did not report the deletion within {}s",
                     TIMEOUT.as_secs()
                 ),
-            )
-            .with_errno(nix::errno::Errno::ETIMEDOUT));
+            ));
         }
         if pod_gone && now.duration_since(pod_gone_at) > PEER_GRACE {
             // The peer may be in yet another namespace: check it directly, then stop.

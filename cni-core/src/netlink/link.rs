@@ -12,10 +12,8 @@ use rtnetlink::{
 };
 
 use super::{errno, nl_err, MacAddr, Netlink};
-use crate::netns::NetNs;
-use nix::errno::Errno;
-
 use crate::kernel_error::KernelError;
+use crate::netns::NetNs;
 
 /// What the kernel says about a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,7 +147,6 @@ impl Netlink {
                         format!("creating bridge {name}"),
                         "it vanished right after creation",
                     )
-                    .with_errno(Errno::ENODEV)
                 })?
             }
         };
@@ -160,8 +157,7 @@ impl Netlink {
                     "link {name} exists and is a {}, not a bridge",
                     existing.kind.as_deref().unwrap_or("device of unknown kind")
                 ),
-            )
-            .with_errno(Errno::EEXIST));
+            ));
         }
         let index = existing.index;
         // Read back only what was changed here (an adopted bridge as it is is returned as
@@ -208,7 +204,6 @@ impl Netlink {
                 format!("configuring bridge {name}"),
                 "it vanished while being configured",
             )
-            .with_errno(Errno::ENODEV)
         })
     }
 
@@ -255,7 +250,6 @@ impl Netlink {
                 format!("creating veth {host_name}"),
                 "it vanished right after creation",
             )
-            .with_errno(Errno::ENODEV)
         })
     }
 
@@ -352,10 +346,10 @@ impl Netlink {
     /// Bridge port VLAN: `vid` as PVID and untagged on the port (bridge `vlan` option).
     pub async fn set_port_vlan(&self, port_index: u32, vid: u16) -> Result<(), KernelError> {
         if vid == 0 || vid >= 4095 {
-            return Err(
-                KernelError::invalid(format!("invalid VLAN id {vid}"), "want 1..=4094")
-                    .with_errno(Errno::EINVAL),
-            );
+            return Err(KernelError::invalid(
+                format!("invalid VLAN id {vid}"),
+                "want 1..=4094",
+            ));
         }
         // AF_BRIDGE RTM_SETLINK with IFLA_AF_SPEC/IFLA_BRIDGE_VLAN_INFO, as `bridge vlan add`.
         let msg = LinkBridgeVlan::new(port_index)

@@ -7,8 +7,6 @@ use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, L
 use rtnetlink::LinkVxlan;
 
 use super::{errno, nl_err, Link, MacAddr, Netlink};
-use nix::errno::Errno;
-
 use crate::kernel_error::KernelError;
 
 /// A VXLAN device as the node side wants it.
@@ -231,7 +229,6 @@ impl Netlink {
         }
         let link = self.link_by_name(name).await?.ok_or_else(|| {
             KernelError::other(format!("ensuring VXLAN device {name}"), "it vanished")
-                .with_errno(Errno::ENODEV)
         })?;
         if link.kind.as_deref() != Some("vxlan") {
             return Err(KernelError::other(
@@ -240,8 +237,7 @@ impl Netlink {
                     "link {name} is a {} after ensuring it as VXLAN (a concurrent creator?)",
                     link.kind.as_deref().unwrap_or("device of unknown kind")
                 ),
-            )
-            .with_errno(Errno::EEXIST));
+            ));
         }
         let mut changed = false;
         if link.mtu != spec.mtu {
@@ -264,7 +260,6 @@ impl Netlink {
                 format!("configuring VXLAN device {name}"),
                 "it vanished while being configured",
             )
-            .with_errno(Errno::ENODEV)
         })?;
         Ok((link, created))
     }
