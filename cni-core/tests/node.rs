@@ -861,9 +861,23 @@ fn reconciler_route_via_inet6() {
         let a = r.resync(all.clone(), &[dev]).await.unwrap();
         assert_eq!(a.requests(), 0, "a dump reads the route as wanted: {a:?}");
         ns.exec(&["ip", "route", "del", "10.244.9.0/26", "proto", "97"]);
+        // An owned one nobody wants is deleted exactly (the dumped route, RTA_VIA).
+        ns.exec(&[
+            "ip",
+            "route",
+            "add",
+            "10.244.8.0/26",
+            "via",
+            "inet6",
+            "fd77::3",
+            "proto",
+            "97",
+        ]);
         let a = r.resync(all, &[dev]).await.unwrap();
-        assert_eq!(a.added, 1, "{a:?}");
-        assert!(routes97(&ns).contains("10.244.9.0/26 via inet6 fd77::2"));
+        assert_eq!((a.added, a.removed), (1, 1), "{a:?}");
+        let rt = routes97(&ns);
+        assert!(rt.contains("10.244.9.0/26 via inet6 fd77::2"), "{rt}");
+        assert!(!rt.contains("10.244.8.0"), "{rt}");
         r.remove_peer("bgp:fd77::2").await;
         assert_eq!(routes97(&ns).trim(), "");
     })
