@@ -7,6 +7,12 @@
 //!   Each also has a `*_with` form driven by an already-built [`config::BridgeConfig`],
 //!   so a plugin built on this one sets its own defaults and calls in.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod attach;
 pub mod check;
 pub mod config;

@@ -10,20 +10,31 @@
 //! - [`node`]: the node side of the multi-node datapaths (objects toward remote nodes,
 //!   the reconciler, the [`node::NodeSide`] trait).
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod check;
+#[allow(unsafe_code)] // pre_exec: see its SAFETY note
 pub mod delegate;
 pub mod hash;
 pub mod inproc;
 pub mod logging;
 pub mod macspoof;
 pub mod masq;
+#[allow(unsafe_code)] // the detached delete (fork, close_range): see the SAFETY notes
 pub mod netlink;
+#[allow(unsafe_code)] // the NS_GET_NSTYPE ioctl: see its SAFETY note
 pub mod netns;
+#[allow(unsafe_code)] // libnftnl FFI: see the SAFETY notes
 pub mod nft;
 pub mod node;
 pub mod skel;
 pub mod spec;
 pub mod sysctl;
+#[allow(unsafe_code)] // clock_gettime of a chosen clock: see its SAFETY note
 pub mod timing;
 pub mod veth;
 

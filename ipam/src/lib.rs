@@ -15,6 +15,12 @@
 //! - `resolv`: `resolvConf` to the result's `dns`.
 //! - `error`: [`IpamError`] and its CNI codes.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 mod allocator;
 pub mod cluster;
 mod config;

@@ -23,6 +23,12 @@
 //! - `inspect`: `nodes`, `blocks`, `usage`, `pod`, `release`.
 //! - `bench`: timing of `cni-ipam` ADDs with and without a block claim.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 mod backends;
 mod bench;
 mod bgp;
