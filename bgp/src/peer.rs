@@ -41,6 +41,9 @@ pub(crate) struct Negotiated {
     pub(crate) graceful_restart: Option<GracefulRestart>,
     /// Both sides announced the N bit (RFC 8538).
     pub(crate) both_n: bool,
+    /// The peer accepts IPv4 unicast NLRI with an IPv6 next hop (RFC 8950; we always
+    /// announce that we do): our IPv4 blocks with an IPv6 next hop may go to it.
+    pub(crate) extended_next_hop: bool,
 }
 
 /// Messages from the speaker to a peer task.
@@ -296,8 +299,8 @@ impl PeerCtx {
             );
         }
         if let Some(mp) = a.mp_reach {
-            if let Some(nh) = mp.next_hops.first() {
-                reach.extend(mp.nlri.into_iter().map(|p| (p, *nh)));
+            if let Some(nh) = mp.next_hop() {
+                reach.extend(mp.nlri.into_iter().map(|p| (p, nh)));
             }
         }
         // eBGP loop prevention (§9.1.2): a path through our own AS is unusable.

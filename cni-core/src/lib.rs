@@ -5,8 +5,10 @@
 //! - [`skel`]: the plugin skeleton: `CNI_*` environment + stdin -> [`skel::Plugin`] -> stdout.
 //! - [`delegate`]: running another plugin (IPAM) found in `CNI_PATH`.
 //! - [`netns`], [`netlink`], [`sysctl`], [`masq`]: the kernel side.
-//! - [`veth`], [`check`]: a pod's veth torn down, and its CHECK, as every veth plugin
-//!   does them.
+//! - [`attach`]: the veth plugins' transaction (ADD with its undo, best-effort DEL and
+//!   GC, CHECK, STATUS); a datapath supplies only its particular steps.
+//! - [`veth`], [`check`]: the pieces of a pod's veth pair and of its CHECK the
+//!   datapaths' steps share.
 //! - [`node`]: the node side of the multi-node datapaths (objects toward remote nodes,
 //!   the reconciler, the [`node::NodeSide`] trait).
 
@@ -16,6 +18,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod attach;
 pub mod check;
 #[allow(unsafe_code)] // pre_exec: see its SAFETY note
 pub mod delegate;

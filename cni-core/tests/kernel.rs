@@ -3,7 +3,6 @@
 //! them in a guard, so tests run in parallel and never touch the host's network.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use cni_core::netlink::{self, BridgeSpec, MacAddr, Netlink, RouteSpec};
 use cni_core::netns::NetNs;
@@ -11,57 +10,29 @@ use cni_core::spec::config::Attachment;
 use cni_core::spec::names::{ContainerId, IfName, NetworkName};
 use cni_core::{macspoof, masq, sysctl};
 use ipnetwork::IpNetwork;
+use testkit::Netns;
 
-/// A throwaway named netns, deleted on drop (also when the test fails).
+/// A namespace of the test's own (the test kit's fixture: deleted on drop, also when
+/// the test fails) and our handle on it.
 struct TestNs {
-    name: String,
+    kit: Netns,
     ns: NetNs,
 }
 
 impl TestNs {
     fn new(tag: &str) -> TestNs {
-        let name = format!("cnicore-{tag}-{}", std::process::id());
-        // A leftover from a crashed run with a recycled pid.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = NetNs::open(&PathBuf::from(format!("/var/run/netns/{name}"))).unwrap();
-        TestNs { name, ns }
+        let kit = Netns::named(&format!("cnicore-{tag}-{}", std::process::id()));
+        let ns = NetNs::open(&kit.path()).unwrap();
+        TestNs { ns, kit }
     }
 
     /// Runs a command inside the namespace and returns its stdout.
     fn exec(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?} in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.kit.exec(args)
     }
 
     fn nl(&self) -> Netlink {
         Netlink::connect_in(&self.ns).unwrap()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
     }
 }
 
@@ -359,10 +330,9 @@ fn addresses_and_routes() {
 
 /// Whether this kernel has CONFIG_BRIDGE_VLAN_FILTERING (some CI kernels do not).
 fn kernel_has_vlan_filtering(ns: &TestNs) -> bool {
-    Command::new("ip")
-        .args([
-            "-n",
-            &ns.name,
+    ns.kit
+        .try_exec(&[
+            "ip",
             "link",
             "add",
             "name",
@@ -372,10 +342,7 @@ fn kernel_has_vlan_filtering(ns: &TestNs) -> bool {
             "vlan_filtering",
             "1",
         ])
-        .output()
-        .unwrap()
-        .status
-        .success()
+        .is_ok()
 }
 
 #[test]
@@ -457,16 +424,13 @@ fn bridge_port_hairpin_and_vlan() {
 
 /// `nft -j list table <family> <table>` rules, as (comment, whole rule JSON).
 fn nft_rules(ns: &TestNs, family: &str, table: &str) -> Vec<(String, String)> {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &ns.name, "nft", "-j", "list", "table", family, table,
-        ])
-        .output()
-        .unwrap();
-    if !out.status.success() {
+    let Ok(out) = ns
+        .kit
+        .try_exec(&["nft", "-j", "list", "table", family, table])
+    else {
         return Vec::new(); // no table
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["nftables"]
         .as_array()
         .unwrap()
@@ -627,23 +591,11 @@ fn macspoof_drops_spoofed_frames() {
     })
     .unwrap();
     let ping = |ns: &TestNs| {
-        Command::new("ip")
-            // Three tries: on a busy machine the first ARP round trip after a MAC change
-            // can miss a one-second window. Success = any reply.
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "ping",
-                "-c3",
-                "-i0.3",
-                "-W1",
-                "10.55.0.1",
-            ])
-            .output()
-            .unwrap()
-            .status
-            .success()
+        // Three tries: on a busy machine the first ARP round trip after a MAC change can
+        // miss a one-second window. Success = any reply.
+        ns.kit
+            .try_exec(&["ping", "-c3", "-i0.3", "-W1", "10.55.0.1"])
+            .is_ok()
     };
     host.ns
         .run(|| macspoof::add(&n, &ab, "vethb", mb).unwrap())

@@ -213,6 +213,17 @@ pub struct RunArgs {
         value_parser = parse_duration_or_zero
     )]
     pub block_release_grace: Duration,
+    /// How long the blocks of a node whose lease expired stay its own (nobody else can
+    /// claim them: its pods may still use their addresses) before they go back to the
+    /// pool; it takes them back if it registers again within it. 0: until
+    /// `ipamd remove-node`.
+    #[arg(
+        long,
+        env = "IPAMD_EXPIRED_NODE_GRACE",
+        default_value = "24h",
+        value_parser = parse_duration_or_zero
+    )]
+    pub expired_node_grace: Duration,
     /// Full resync of the other nodes (and GC, usage metrics) period.
     #[arg(long, env = "IPAMD_RESYNC", default_value = "60s", value_parser = parse_duration)]
     pub resync: Duration,
@@ -467,6 +478,7 @@ mod tests {
                 assert_eq!(r.pools.len(), 2);
                 assert_eq!(r.lease_ttl, Duration::from_secs(30));
                 assert_eq!(r.block_release_grace, Duration::from_secs(600));
+                assert_eq!(r.expired_node_grace, Duration::from_secs(24 * 3600));
                 assert_eq!(r.listen, "127.0.0.1:9645".parse().unwrap());
                 assert_eq!(r.datapath.kind, DatapathKind::None);
                 assert_eq!(r.datapath.vxlan_port, 8472);

@@ -107,6 +107,7 @@ pub async fn run_with_handler<H: PeerHandler>(
     tasks.spawn(crate::lease::expire_loop(
         store.clone(),
         renew_interval(args.lease_ttl),
+        args.expired_node_grace,
         metrics.clone(),
         stop.clone(),
     ));

@@ -6,7 +6,6 @@ use std::net::IpAddr;
 
 use super::{Link, Netlink, RouteSpec};
 use crate::spec::error::CniError;
-use crate::spec::fields::{field, validate_link_name};
 
 /// How the underlay is chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,36 +16,6 @@ pub enum UnderlaySelect {
     Address(IpAddr),
     /// The interface of the default route (IPv4 first, then IPv6).
     DefaultRoute,
-}
-
-impl UnderlaySelect {
-    /// From the fields `underlayInterface` or `underlayAddress` (at most one), else
-    /// [`UnderlaySelect::DefaultRoute`]. Errors are `InvalidConfig` (7) naming the field.
-    pub fn from_conf(raw: &serde_json::Value) -> Result<UnderlaySelect, CniError> {
-        match (
-            field::<String>(raw, "underlayInterface")?,
-            field::<String>(raw, "underlayAddress")?,
-        ) {
-            (Some(_), Some(_)) => Err(CniError::invalid_config(
-                "underlayInterface and underlayAddress are both set: choose one",
-            )),
-            (Some(i), None) => {
-                validate_link_name("underlayInterface", &i)?;
-                Ok(UnderlaySelect::Interface(i))
-            }
-            (None, Some(a)) => a
-                .trim()
-                .parse::<IpAddr>()
-                .map(UnderlaySelect::Address)
-                .map_err(|_| {
-                    CniError::invalid_config(format!(
-                        "underlayAddress {a:?} is not an IP address: write one of this node's \
-                     addresses, e.g. \"192.0.2.10\""
-                    ))
-                }),
-            (None, None) => Ok(UnderlaySelect::DefaultRoute),
-        }
-    }
 }
 
 /// The chosen underlay.

@@ -1,7 +1,7 @@
 //! Pods of a multi-node test: a netns attached by a datapath plugin that runs inside
 //! its node's namespace, as a runtime on that node would run it. The plugin is started
 //! through a small wrapper script (`ip netns exec <node> <plugin>`), so the harness's
-//! [`Invocation`](crate::runner::Invocation) (clean env, stdin, timeout) is reused as is.
+//! [`Invocation`](cni_runtime::Invocation) (clean env, stdin, timeout) is reused as is.
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::bins::CniPath;
 use crate::fixture::{with_prev, Pod};
 use crate::result;
-use crate::runner::{Invocation, Outcome};
+use cni_runtime::{Invocation, Outcome};
 
 use super::topology::NodeNs;
 

@@ -21,7 +21,7 @@ use cni_core::netlink::{Netlink, Underlay};
 use ipam::cluster::Pool;
 use ipnetwork::IpNetwork;
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -93,6 +93,18 @@ fn router_id(b: &BgpArgs, next_hop: IpAddr, underlay: &Underlay) -> Result<Ipv4A
         })
 }
 
+/// Where the speaker listens: `--bgp-listen`, except that the unspecified IPv4 address
+/// (the default) becomes `[::]` (which takes IPv4 too) on a node whose underlay address
+/// is IPv6: its peers (an IPv6-only mesh, a router) connect over IPv6.
+fn listen_address(flag: SocketAddr, next_hop: IpAddr) -> SocketAddr {
+    match flag.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() && next_hop.is_ipv6() => {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), flag.port())
+        }
+        _ => flag,
+    }
+}
+
 fn speaker_config(
     args: &RunArgs,
     next_hop: IpAddr,
@@ -102,7 +114,7 @@ fn speaker_config(
     let b = &args.bgp;
     let mut cfg = SpeakerConfig::new(router_id(b, next_hop, underlay)?);
     cfg.local_as = b.local_as;
-    cfg.listen = b.bgp_listen;
+    cfg.listen = listen_address(b.bgp_listen, next_hop);
     cfg.timers = Timers {
         hold_time: HoldTime::new(b.bgp_hold_time)
             .ok_or_else(|| Error::Usage("--bgp-hold-time: 0 or at least 3".into()))?,
@@ -143,6 +155,16 @@ pub async fn start(
     underlay: Underlay,
     metrics: Arc<Metrics>,
 ) -> Result<(Bgp, handler::BgpHandler), Error> {
+    crate::families::check_underlay(&args.datapath, &args.pools, &underlay, None)?;
+    if let Some(pool) = crate::families::ipv4_via_ipv6(&args.datapath, &args.pools, &underlay) {
+        tracing::info!(
+            %pool, underlay = %underlay.name,
+            "BGP: no IPv4 underlay address: IPv4 blocks go out with this node's IPv6 address \
+             as next hop (RFC 8950 extended next hop) to the peers that negotiate it \
+             (BIRD: `extended next hop on` in the ipv4 channel; FRR: `neighbor X capability \
+             extended-nexthop`); learned IPv4 routes are installed via inet6"
+        );
+    }
     let next_hop = args.underlay_ip.unwrap_or(underlay.addr);
     let other_next_hop = other_family_address(next_hop, &underlay);
     let own = OwnBlocks::default();
@@ -210,6 +232,24 @@ fn other_family_address(next_hop: IpAddr, underlay: &Underlay) -> Option<IpAddr>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_node_listens_on_ipv6_by_default() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            listen_address(sa("0.0.0.0:179"), ip("fd00::1")),
+            sa("[::]:179")
+        );
+        assert_eq!(
+            listen_address(sa("0.0.0.0:179"), ip("10.0.0.1")),
+            sa("0.0.0.0:179")
+        );
+        assert_eq!(
+            listen_address(sa("10.0.0.1:1179"), ip("fd00::1")),
+            sa("10.0.0.1:1179")
+        );
+    }
 
     #[test]
     fn import_filter_keeps_to_the_pool_and_off_our_blocks() {
