@@ -20,6 +20,8 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// Private modules: what is not re-exported here says so (`pub(crate)`).
+#![warn(unreachable_pub)]
 
 mod allocator;
 pub mod cluster;
