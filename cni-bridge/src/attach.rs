@@ -47,7 +47,7 @@ pub(crate) async fn links(
 
     // The veth: host end `vethXXXXXXXX`, peer born in the pod as CNI_IFNAME.
     let mtu = mtu.unwrap_or(if br.mtu > 0 { br.mtu } else { 1500 });
-    let host_veth = create_veth(host, ctx.pod, ctx.ns, ctx.ifname, cfg.mac, mtu, made).await?;
+    let host_veth = create_veth(host, ctx.ns, ctx.ifname, cfg.mac, mtu, made).await?;
     let (pod_link, pod_mac) = ctx.pod_end(cfg.mac).await?;
 
     // The host end, on the bridge.
@@ -79,7 +79,6 @@ pub(crate) async fn links(
 
 async fn create_veth(
     host: &Netlink,
-    pod: &Netlink,
     ns: &NetNs,
     ifname: &str,
     mac: Option<MacAddr>,
@@ -94,17 +93,16 @@ async fn create_veth(
         rb.veth = Some(name.clone());
         match host.create_veth(&name, ifname, ns, Some(mtu), mac).await {
             Ok(link) => return Ok(link),
+            // Another ADD took the name first (`ifname` was checked free in the pod).
+            Err(e) if e.is_exists() => {
+                debug!(name, "host veth name taken, trying another");
+                rb.veth = None;
+                last_err = Some(CniError::from(e));
+            }
             Err(e) => {
-                // Another ADD may have taken the name first.
-                if host.link_by_name(&name).await?.is_some()
-                    && pod.link_by_name(ifname).await?.is_none()
-                {
-                    debug!(name, "host veth name taken, trying another");
-                    rb.veth = None;
-                    last_err = Some(e);
-                    continue;
-                }
-                return Err(e.context(format!("creating veth {name} <-> {ifname}")));
+                return Err(e
+                    .context(format!("creating veth {name} <-> {ifname}"))
+                    .into());
             }
         }
     }

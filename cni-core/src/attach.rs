@@ -384,8 +384,8 @@ impl BestEffort {
     }
 
     /// A step whose failure counts.
-    pub fn step(&mut self, r: Result<(), CniError>) {
-        if let Err(e) = r {
+    pub fn step<E: Into<CniError>>(&mut self, r: Result<(), E>) {
+        if let Err(e) = r.map_err(Into::into) {
             warn!(error = %e, "{} step failed", self.command);
             self.first.get_or_insert(e);
         }
@@ -393,8 +393,8 @@ impl BestEffort {
 
     /// Removing what an option made: done whatever the configuration says now (it may
     /// have changed since ADD); a failure counts only when the option is `on`.
-    pub fn cleanup(&mut self, r: Result<(), CniError>, on: bool, what: &str) {
-        match r {
+    pub fn cleanup<E: Into<CniError>>(&mut self, r: Result<(), E>, on: bool, what: &str) {
+        match r.map_err(Into::into) {
             Err(e) if on => self.step(Err(e.context(what))),
             Err(e) => debug!(error = %e, "{what} (option off) failed"),
             Ok(()) => {}
@@ -521,7 +521,7 @@ mod tests {
     #[test]
     fn best_effort_runs_every_step_and_answers_the_first_failure() {
         let mut steps = BestEffort::new(Command::Del);
-        steps.step(Ok(()));
+        steps.step(Ok::<(), CniError>(()));
         steps.step(Err(CniError::internal("first")));
         steps.cleanup(Err(CniError::internal("off")), false, "option off");
         steps.step(Err(CniError::internal("second")));

@@ -194,7 +194,7 @@ fn vxlan_create_adopt_recreate() {
 
         // A bad underlay is refused, naming the device.
         let e = nl.ensure_vxlan(&spec("vx3", 999_999)).await.unwrap_err();
-        assert!(e.msg.contains("vx3"), "{}", e.msg);
+        assert!(e.to_string().contains("vx3"), "{}", e.to_string());
     })
     .unwrap();
 }
@@ -286,9 +286,9 @@ fn neigh_replace_list_delete() {
             .await
             .unwrap_err();
         assert!(
-            e.msg.contains("10.244.1.0") && e.msg.contains("#999999"),
+            e.to_string().contains("10.244.1.0") && e.to_string().contains("#999999"),
             "{}",
-            e.msg
+            e.to_string()
         );
     })
     .unwrap();
@@ -369,9 +369,9 @@ fn fdb_replace_list_delete() {
             .await
             .unwrap_err();
         assert!(
-            e.msg.contains("02:00:00:00:01:01") && e.msg.contains("#999999"),
+            e.to_string().contains("02:00:00:00:01:01") && e.to_string().contains("#999999"),
             "{}",
-            e.msg
+            e.to_string()
         );
     })
     .unwrap();

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use cni_core::netlink::{Netlink, Underlay};
 use cni_core::node::peer::underlay_backend;
 use cni_core::node::{NodeSide, Object, Peer};
-use cni_core::CniError;
+use cni_core::{CniError, KernelError};
 
 /// host-gw: routes only, no device of its own.
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ impl NodeSide for HostGw {
         underlay_backend(&self.underlay)
     }
 
-    async fn ensure(&mut self, _nl: &Netlink, _me: &Peer) -> Result<bool, CniError> {
+    async fn ensure(&mut self, _nl: &Netlink, _me: &Peer) -> Result<bool, KernelError> {
         // Nothing to create: the underlay interface is the operator's.
         Ok(false)
     }

@@ -7,7 +7,7 @@ use cni_bridge::Bridge;
 use cni_core::attach::{Ctx, Links, Made, Shared, VethDatapath, VethPlugin};
 use cni_core::netlink::{Netlink, UnderlaySelect};
 use cni_core::spec::config::NetConf;
-use cni_core::{CniError, CniResult};
+use cni_core::{CniError, CniResult, KernelError};
 use ipnetwork::IpNetwork;
 use tracing::debug;
 
@@ -114,7 +114,7 @@ async fn pod_mtu(
         return Ok(m);
     }
     let device = node.device_name();
-    let context = |e: CniError| e.context("finding the underlay for the pod MTU (or set mtu)");
+    let context = |e: KernelError| e.context("finding the underlay for the pod MTU (or set mtu)");
     if let Some(l) = host.link_by_name(&device).await.map_err(context)? {
         if l.kind.as_deref() == Some("vxlan") {
             debug!(device = %device, mtu = l.mtu, "pod MTU from the VXLAN device");

@@ -49,9 +49,10 @@ pub(crate) async fn run(mut args: RunArgs) -> Result<(), Error> {
                 mtu: dp.mtu,
                 direct_routing: dp.direct_routing,
             };
-            let mtu = opts.mtu_for(&underlay)?;
+            let mtu = opts.mtu_for(&underlay).map_err(Error::datapath)?;
             crate::families::check_underlay(&dp, &args.pools, &underlay, Some(mtu))?;
-            let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay.clone(), &opts)?;
+            let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay.clone(), &opts)
+                .map_err(Error::datapath)?;
             serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Bgp => {

@@ -13,7 +13,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{errno, nl_err, request_ack, Netlink};
-use crate::spec::error::CniError;
+use crate::kernel_error::KernelError;
 
 /// A route as we program and read it. `None` fields are left to the kernel on add and
 /// ignored when matching.
@@ -219,7 +219,7 @@ impl Netlink {
     }
 
     /// Adds a route; an identical existing route is not an error.
-    pub async fn add_route(&self, route: &RouteSpec) -> Result<(), CniError> {
+    pub async fn add_route(&self, route: &RouteSpec) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("route.add");
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         match self.send_route(route, Op::Add, flags).await {
@@ -230,30 +230,31 @@ impl Netlink {
                 if existing.iter().any(|r| route.matches(r)) {
                     Ok(())
                 } else {
-                    Err(CniError::internal(format!(
-                        "adding route to {}: a different route to {} exists",
-                        route.dst, route.dst
-                    )))
+                    Err(KernelError::other(
+                        format!("adding route to {}", route.dst),
+                        format!("a different route to {} exists", route.dst),
+                    )
+                    .with_errno(nix::errno::Errno::EEXIST))
                 }
             }
             Err(e) => Err(nl_err(
                 format!("adding route to {}", describe_route(route)),
-                &e,
+                e,
             )),
         }
     }
 
     /// Adds or replaces (NLM_F_REPLACE) a route.
-    pub async fn replace_route(&self, route: &RouteSpec) -> Result<(), CniError> {
+    pub async fn replace_route(&self, route: &RouteSpec) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("route.add");
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
         self.send_route(route, Op::Add, flags)
             .await
-            .map_err(|e| nl_err(format!("replacing route to {}", describe_route(route)), &e))
+            .map_err(|e| nl_err(format!("replacing route to {}", describe_route(route)), e))
     }
 
     /// Deletes a route; already absent is not an error.
-    pub async fn del_route(&self, route: &RouteSpec) -> Result<(), CniError> {
+    pub async fn del_route(&self, route: &RouteSpec) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("route.del");
         match self
             .send_route(route, Op::Del, NLM_F_REQUEST | NLM_F_ACK)
@@ -264,14 +265,18 @@ impl Netlink {
             Err(e) if matches!(errno(&e), Some(libc::ESRCH) | Some(libc::ENODEV)) => Ok(()),
             Err(e) => Err(nl_err(
                 format!("deleting route to {}", describe_route(route)),
-                &e,
+                e,
             )),
         }
     }
 
     /// Routes of one family (`v6 == false` for IPv4) in `table` (`None` = main),
     /// unicast only.
-    pub async fn routes(&self, v6: bool, table: Option<u32>) -> Result<Vec<RouteSpec>, CniError> {
+    pub async fn routes(
+        &self,
+        v6: bool,
+        table: Option<u32>,
+    ) -> Result<Vec<RouteSpec>, KernelError> {
         let _timing = crate::timing::phase("route.dump");
         let mut req = RouteMessage::default();
         req.header.address_family = if v6 {
@@ -287,7 +292,7 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|e| nl_err(format!("listing routes of table {want}"), &e))?;
+            .map_err(|e| nl_err(format!("listing routes of table {want}"), e))?;
         Ok(msgs
             .iter()
             .filter(|m| {

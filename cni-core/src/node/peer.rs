@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::Object;
+use crate::kernel_error::KernelError;
 use crate::netlink::{MacAddr, Netlink, Underlay};
 use crate::spec::error::CniError;
 
@@ -152,7 +153,7 @@ pub trait NodeSide: Send + 'static {
         &mut self,
         nl: &Netlink,
         me: &Peer,
-    ) -> impl Future<Output = Result<bool, CniError>> + Send;
+    ) -> impl Future<Output = Result<bool, KernelError>> + Send;
 
     /// The underlay interface now has another address (or other subnets): use `underlay`
     /// from now on; the next [`NodeSide::ensure`] applies it (e.g. the VXLAN device's

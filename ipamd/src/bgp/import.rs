@@ -235,7 +235,7 @@ impl Importer {
             let routes = match self.nl.routes(v6, None).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e.msg, "cannot read the routes to withdraw");
+                    tracing::warn!(error = %e, "cannot read the routes to withdraw");
                     continue;
                 }
             };
@@ -248,7 +248,7 @@ impl Importer {
                         tracing::info!(prefix = %r.dst, "BGP: withdrawn route removed (during the startup)")
                     }
                     Err(e) => {
-                        tracing::warn!(prefix = %r.dst, error = %e.msg, "BGP: cannot remove a withdrawn route")
+                        tracing::warn!(prefix = %r.dst, error = %e, "BGP: cannot remove a withdrawn route")
                     }
                 }
             }
@@ -382,7 +382,7 @@ impl Importer {
             }
             match self.nl.routes(v6, None).await {
                 Ok(r) => routes.extend(r.into_iter().filter(|r| r.protocol != Some(RTPROT_IPAMD))),
-                Err(e) => tracing::warn!(error = %e.msg, "cannot read the routes to BGP next hops"),
+                Err(e) => tracing::warn!(error = %e, "cannot read the routes to BGP next hops"),
             }
         }
         for nh in off_link {
