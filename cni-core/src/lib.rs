@@ -12,6 +12,11 @@
 //!   datapaths' steps share.
 //! - [`node`]: the node side of the multi-node datapaths (objects toward remote nodes,
 //!   the reconciler, the [`node::NodeSide`] trait).
+//! - [`hash`]: the one stable hash (names of rules, veths, VTEP MACs, store entries).
+//!
+//! `nft` (the nftables primitives under [`masq`] and [`macspoof`]) and the kernel
+//! error's module are private; the other modules are the namespaces the datapath
+//! crates, `ipam`, `ipamd` and the tests import from.
 
 // Product code never panics on bad input (see README): tests may.
 #![cfg_attr(
@@ -34,7 +39,7 @@ pub mod netlink;
 #[allow(unsafe_code)] // the NS_GET_NSTYPE ioctl: see its SAFETY note
 pub mod netns;
 #[allow(unsafe_code)] // libnftnl FFI: see the SAFETY notes
-pub mod nft;
+mod nft;
 pub mod node;
 pub mod skel;
 pub mod spec;
