@@ -12,6 +12,12 @@
 //! A plugin built on this one (`cni-vxlan`) reads [`config::BridgeFields`] with its own
 //! defaults and wraps [`Bridge`] in its own datapath.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 mod attach;
 mod check;
 pub mod config;

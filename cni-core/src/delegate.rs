@@ -29,13 +29,6 @@ pub fn expected_parent() -> Option<i32> {
     std::env::var(PARENT_PID_ENV).ok()?.trim().parse().ok()
 }
 
-/// Whether this process's parent is still the one that started it (always true without
-/// [`PARENT_PID_ENV`]). After the parent died the process has been re-parented (to
-/// init or a subreaper), whose pid cannot be the dead parent's.
-pub fn parent_is_alive() -> bool {
-    expected_parent().is_none_or(|p| nix::unistd::getppid().as_raw() == p)
-}
-
 /// Makes the child of `cmd` die with this process: `SIGKILL` on the death of the
 /// forking thread, armed before `exec`; if the parent is already gone by then, the
 /// child exits before `exec`.

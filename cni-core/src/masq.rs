@@ -11,7 +11,7 @@
 //! pool-mode IPAM, so pods on other nodes see the pod's own address too).
 //!
 //! The tag is the rule comment `cni-masq net=<hash> att=<hash> src=<pod ip/prefix>`
-//! (see [`crate::nft::Tag`]); [`list`] reads the addresses back from it.
+//! (see `nft::Tag`); [`list`] reads the addresses back from it.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -80,6 +80,5 @@ fn ensure_configures_tunl0_or_says_to_load_ipip() {
 }
 
 fn nix_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }

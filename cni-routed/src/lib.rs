@@ -14,6 +14,12 @@
 //! - [`pod`]: the names and addresses both ends agree on.
 //! - [`node`]: host-gw routes toward other nodes, and the shared `directRouting` rule.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 mod attach;
 mod check;
 pub mod config;

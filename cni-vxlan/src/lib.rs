@@ -15,6 +15,12 @@
 //!   MTU and checks.
 //! - [`node`]: the VXLAN device and what is programmed toward each peer.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod config;
 pub mod node;
 pub mod pod;

@@ -15,6 +15,14 @@
 //! - `resolv`: `resolvConf` to the result's `dns`.
 //! - `error`: [`IpamError`] and its CNI codes.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+// Private modules: what is not re-exported here says so (`pub(crate)`).
+#![warn(unreachable_pub)]
+
 mod allocator;
 pub mod cluster;
 mod config;

@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, PeerSample};
 use crate::run::run_with_handler;
 
 /// The daemon with the datapath of `args`.
-pub async fn run(mut args: RunArgs) -> Result<(), Error> {
+pub(crate) async fn run(mut args: RunArgs) -> Result<(), Error> {
     let dp = args.datapath.clone();
     crate::families::check_pools(&dp, &args.pools)?;
     let metrics = Arc::new(Metrics::new());
@@ -111,7 +111,7 @@ async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
 /// at most, finds its record gone and registers again within about a second of that:
 /// 3 s covers it with room, and delays a real removal (`remove-node`, a dead node)
 /// by no more than that.
-pub const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+pub(crate) const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn serve<D: NodeSide>(
     args: RunArgs,

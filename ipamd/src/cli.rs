@@ -290,7 +290,7 @@ pub struct BgpPeerArg {
 }
 
 /// `ADDR,AS[,PASSWORD]`; the password may itself contain commas.
-pub fn parse_bgp_peer(s: &str) -> Result<BgpPeerArg, String> {
+pub(crate) fn parse_bgp_peer(s: &str) -> Result<BgpPeerArg, String> {
     let mut it = s.splitn(3, ',');
     let address = it
         .next()
@@ -366,7 +366,7 @@ pub struct BenchArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-pub fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
+pub(crate) fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
     if let Some(n) = name.filter(|n| !n.is_empty()) {
         return Ok(n.to_string());
     }
@@ -377,7 +377,7 @@ pub fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
 }
 
 /// As [`parse_duration`], and `0` (any unit) for zero: "disabled".
-pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     parse_duration(s).or_else(|e| {
         let t = s.trim();
         let split = t
@@ -394,7 +394,7 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
 }
 
 /// `30s`, `2500ms`, `5m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')

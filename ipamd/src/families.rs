@@ -18,14 +18,14 @@ use crate::error::Error;
 
 /// The smallest MTU IPv6 works with (RFC 8200 §5); the kernel turns IPv6 off on a link
 /// with a smaller one.
-pub const IPV6_MIN_MTU: u32 = 1280;
+pub(crate) const IPV6_MIN_MTU: u32 = 1280;
 
 fn has(pools: &[IpNetwork], v6: bool) -> Option<&IpNetwork> {
     pools.iter().find(|p| p.is_ipv6() == v6)
 }
 
 /// What can be told from the flags alone (before the underlay is looked up).
-pub fn check_pools(dp: &DatapathArgs, pools: &[IpNetwork]) -> Result<(), Error> {
+pub(crate) fn check_pools(dp: &DatapathArgs, pools: &[IpNetwork]) -> Result<(), Error> {
     if dp.kind == DatapathKind::Ipip && has(pools, false).is_none() {
         if let Some(p) = has(pools, true) {
             return Err(Error::Usage(format!(
@@ -41,7 +41,11 @@ pub fn check_pools(dp: &DatapathArgs, pools: &[IpNetwork]) -> Result<(), Error> 
 
 /// ipip with a dual-stack pool carries IPv6 through `sit0`: the `sit` module must be
 /// there (`has_sit`: this namespace has `sit0`).
-pub fn check_ipip_sit(dp: &DatapathArgs, pools: &[IpNetwork], has_sit: bool) -> Result<(), Error> {
+pub(crate) fn check_ipip_sit(
+    dp: &DatapathArgs,
+    pools: &[IpNetwork],
+    has_sit: bool,
+) -> Result<(), Error> {
     match has(pools, true) {
         Some(p) if dp.kind == DatapathKind::Ipip && !has_sit => Err(Error::Usage(format!(
             "--datapath ipip carries the IPv6 pool {p} through sit0 (IPv6-in-IPv4), and this \
@@ -55,7 +59,7 @@ pub fn check_ipip_sit(dp: &DatapathArgs, pools: &[IpNetwork], has_sit: bool) -> 
 
 /// What needs the underlay: its families and MTU. `tunnel_mtu` is the MTU of the
 /// datapath's device (vxlan: configured or derived from the underlay).
-pub fn check_underlay(
+pub(crate) fn check_underlay(
     dp: &DatapathArgs,
     pools: &[IpNetwork],
     underlay: &Underlay,
@@ -141,7 +145,7 @@ pub fn check_underlay(
 /// blocks go out with the node's IPv6 address as next hop (RFC 8950 extended next hop)
 /// and learned ones are installed `via inet6`. Allowed: a peer that does not negotiate
 /// the capability gets no IPv4 blocks (the speaker WARNs per peer); the pool it is.
-pub fn ipv4_via_ipv6(
+pub(crate) fn ipv4_via_ipv6(
     dp: &DatapathArgs,
     pools: &[IpNetwork],
     underlay: &Underlay,

@@ -22,15 +22,15 @@ use tokio::sync::{oneshot, watch};
 use crate::metrics::Metrics;
 
 /// A JSON document made at request time (`/bgp/peers`: the BGP speaker's peers).
-pub type JsonSnapshot = Arc<dyn Fn() -> serde_json::Result<String> + Send + Sync>;
+pub(crate) type JsonSnapshot = Arc<dyn Fn() -> serde_json::Result<String> + Send + Sync>;
 
 const MAX_HEAD: usize = 8 * 1024;
 
 /// Connections open at once on the metrics/health port.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// How long a connection may take to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connections still reading their request head, oldest first: closing one is sending
 /// on (or dropping) its channel.
@@ -48,7 +48,7 @@ impl Waiting {
 }
 
 /// Refuses a non-loopback address unless `any` (`--listen-any`).
-pub fn check_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
+pub(crate) fn check_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
     if addr.ip().is_loopback() || any {
         Ok(())
     } else {
@@ -60,7 +60,7 @@ pub fn check_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
 }
 
 /// Serves until `stop` turns true; `/bgp/peers` from `bgp_peers` (`None`: 404).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     bgp_peers: Option<JsonSnapshot>,

@@ -23,6 +23,14 @@
 //! - `inspect`: `nodes`, `blocks`, `usage`, `pod`, `release`.
 //! - `bench`: timing of `cni-ipam` ADDs with and without a block claim.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+// Private modules: what is not re-exported here says so (`pub(crate)`).
+#![warn(unreachable_pub)]
+
 mod backends;
 mod bench;
 mod bgp;

@@ -1,3 +1,9 @@
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use clap::Parser;
 use ipamd::Cli;
 use std::io::IsTerminal;

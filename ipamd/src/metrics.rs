@@ -18,12 +18,12 @@ type PeerLabel = [(&'static str, String); 1];
 type FamilyLabel = [(&'static str, &'static str); 1];
 
 /// One family's address usage in this node's blocks: (family label, allocated, free).
-pub type Usage = Vec<(&'static str, u128, u128)>;
+pub(crate) type Usage = Vec<(&'static str, u128, u128)>;
 type UsageSnapshot = Box<dyn Fn() -> Option<Usage> + Send + Sync>;
 
 /// One BGP peer as the `bgp_*` families show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerSample {
+pub(crate) struct PeerSample {
     pub peer: IpAddr,
     /// The session is Established.
     pub up: bool,
@@ -33,7 +33,7 @@ pub struct PeerSample {
 type PeerSnapshot = Box<dyn Fn() -> Vec<PeerSample> + Send + Sync>;
 
 /// Every metric, plus the two health bits `/healthz` reads.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     nodes_known: Gauge,
     blocks_owned: Gauge,
@@ -69,7 +69,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("ipamd");
         let m = Metrics {
             nodes_known: Gauge::default(),
@@ -196,7 +196,10 @@ impl Metrics {
     }
 
     /// Where the per-peer `bgp_*` gauges are read from whenever metrics are rendered.
-    pub fn read_bgp_peers_with(&self, peers: impl Fn() -> Vec<PeerSample> + Send + Sync + 'static) {
+    pub(crate) fn read_bgp_peers_with(
+        &self,
+        peers: impl Fn() -> Vec<PeerSample> + Send + Sync + 'static,
+    ) {
         let _ = self.bgp_peers.set(Box::new(peers));
     }
 
@@ -222,37 +225,37 @@ impl Metrics {
     }
 
     /// One reconciliation's requests, and the objects installed after it.
-    pub fn datapath_applied(&self, done: &cni_core::node::Applied, installed: usize) {
+    pub(crate) fn datapath_applied(&self, done: &cni_core::node::Applied, installed: usize) {
         self.dp_requests.inc_by(done.requests() as u64);
         self.dp_failed.inc_by(done.failed as u64);
         self.dp_objects.set(to_i64(installed as u128));
     }
 
-    pub fn datapath_resynced(&self) {
+    pub(crate) fn datapath_resynced(&self) {
         self.dp_resyncs.inc();
     }
 
-    pub fn datapath_repaired(&self) {
+    pub(crate) fn datapath_repaired(&self) {
         self.dp_repairs.inc();
     }
 
-    pub fn datapath_error(&self) {
+    pub(crate) fn datapath_error(&self) {
         self.dp_errors.inc();
     }
 
-    pub fn set_peers_refused(&self, n: usize) {
+    pub(crate) fn set_peers_refused(&self, n: usize) {
         self.dp_refused.set(to_i64(n as u128));
     }
 
-    pub fn set_nodes_known(&self, n: usize) {
+    pub(crate) fn set_nodes_known(&self, n: usize) {
         self.nodes_known.set(to_i64(n as u128));
     }
 
-    pub fn set_blocks_owned(&self, n: usize) {
+    pub(crate) fn set_blocks_owned(&self, n: usize) {
         self.blocks_owned.set(to_i64(n as u128));
     }
 
-    pub fn set_addresses(&self, family: &'static str, allocated: u128, free: u128) {
+    pub(crate) fn set_addresses(&self, family: &'static str, allocated: u128, free: u128) {
         self.addresses_allocated
             .get_or_create(&[("family", family)])
             .set(to_i64(allocated));
@@ -261,48 +264,51 @@ impl Metrics {
             .set(to_i64(free));
     }
 
-    pub fn renew_failure(&self) {
+    pub(crate) fn renew_failure(&self) {
         self.renew_failures.inc();
     }
 
-    pub fn store_error(&self) {
+    pub(crate) fn store_error(&self) {
         self.store_errors.inc();
     }
 
-    pub fn event(&self, kind: &'static str) {
+    pub(crate) fn event(&self, kind: &'static str) {
         self.events.get_or_create(&[("kind", kind)]).inc();
     }
 
-    pub fn gc_released(&self, n: usize) {
+    pub(crate) fn gc_released(&self, n: usize) {
         self.gc_released.inc_by(n as u64);
     }
 
-    pub fn block_released(&self) {
+    pub(crate) fn block_released(&self) {
         self.blocks_released.inc();
     }
 
-    pub fn set_registered(&self, v: bool) {
+    pub(crate) fn set_registered(&self, v: bool) {
         self.registered.store(v, Ordering::Relaxed);
     }
 
-    pub fn set_renew_ok(&self, v: bool) {
+    pub(crate) fn set_renew_ok(&self, v: bool) {
         self.renew_ok.store(v, Ordering::Relaxed);
     }
 
     /// Registered, and the last renewal succeeded.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.registered.load(Ordering::Relaxed) && self.renew_ok.load(Ordering::Relaxed)
     }
 
     /// Where the address gauges are read from whenever metrics are rendered (the
     /// node-local store: current when read, whatever the resync period); `None` from
     /// `usage` leaves them as they were.
-    pub fn read_usage_with(&self, usage: impl Fn() -> Option<Usage> + Send + Sync + 'static) {
+    pub(crate) fn read_usage_with(
+        &self,
+        usage: impl Fn() -> Option<Usage> + Send + Sync + 'static,
+    ) {
         let _ = self.usage.set(Box::new(usage));
     }
 
     /// Refreshes the address gauges (file reads: call it off the async threads).
-    pub fn refresh_usage(&self) {
+    pub(crate) fn refresh_usage(&self) {
         let Some(usage) = self.usage.get() else {
             return;
         };
@@ -312,7 +318,7 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn render(&self) -> Result<String, std::fmt::Error> {
         self.refresh_bgp_peers();
         let mut out = String::new();
         encode(&mut out, &self.registry)?;

@@ -30,7 +30,7 @@ const EVENT_QUEUE: usize = 1024;
 
 /// The daemon, handing remote node changes to `handler`; `metrics` (the handler may
 /// hold them too) and `bgp_peers` (`GET /bgp/peers`) are served on `--listen`.
-pub async fn run_with_handler<H: PeerHandler>(
+pub(crate) async fn run_with_handler<H: PeerHandler>(
     args: RunArgs,
     mut handler: H,
     metrics: Arc<Metrics>,

@@ -119,11 +119,6 @@ impl Peer {
             })
             .min()
     }
-
-    /// The VTEP MAC the node publishes, if any and well-formed.
-    pub fn vtep_mac(&self) -> Option<MacAddr> {
-        self.backend.get(VTEP_MAC_KEY)?.parse().ok()
-    }
 }
 
 /// A stable VTEP MAC for `node` on VNI `vni`: the same on every restart and reboot with

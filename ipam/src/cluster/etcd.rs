@@ -46,7 +46,7 @@ use super::{
 use crate::error::IpamError;
 
 /// Deadline of one etcd request (connect included).
-pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many times a claim retries after losing a compare-and-swap race.
 const CLAIM_ATTEMPTS: usize = 64;
 

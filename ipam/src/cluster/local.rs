@@ -369,7 +369,7 @@ pub(crate) struct BlockLayout {
 impl BlockLayout {
     /// The usable addresses of `block` as a range; its `gateway` (never allocated) is
     /// set only with [`BlockLayout::reserve_gateway`].
-    pub fn range(&self, block: IpNetwork) -> Result<Range, IpamError> {
+    pub(crate) fn range(&self, block: IpNetwork) -> Result<Range, IpamError> {
         let bits: u8 = if block.is_ipv4() { 32 } else { 128 };
         if block.prefix() > bits - 2 || block.ip() != block.network() {
             return Err(IpamError::config(format!(
@@ -390,7 +390,7 @@ impl BlockLayout {
     /// The gateway of the addresses of the block containing `addr` (an allocated
     /// address carries its block's prefix length): network + 1, or `None` without
     /// [`BlockLayout::reserve_gateway`].
-    pub fn gateway(&self, addr: IpNetwork) -> Option<IpAddr> {
+    pub(crate) fn gateway(&self, addr: IpNetwork) -> Option<IpAddr> {
         self.reserve_gateway
             .then(|| from_u128(ip_to_u128(addr.network()) + 1, addr.ip()))
     }

@@ -23,9 +23,9 @@ use crate::events::{PeerEvent, PeerHandler};
 
 /// The backend key under which a node publishes its AS: the nodes that publish it are
 /// the mesh.
-pub const BGP_AS_KEY: &str = "bgpAs";
+pub(crate) const BGP_AS_KEY: &str = "bgpAs";
 
-pub struct BgpHandler {
+pub(crate) struct BgpHandler {
     speaker: Speaker,
     /// This node's underlay address: the next hop of the blocks of its family.
     next_hop: IpAddr,
@@ -48,7 +48,7 @@ pub struct BgpHandler {
 }
 
 impl BgpHandler {
-    pub fn new(
+    pub(crate) fn new(
         speaker: Speaker,
         next_hop: IpAddr,
         other_next_hop: Option<IpAddr>,

@@ -48,7 +48,7 @@ const STARTUP_BATCH: Duration = Duration::from_secs(1);
 /// Learned prefixes and their next hops, per peer.
 type Learned = BTreeMap<IpAddr, BTreeMap<IpNetwork, IpAddr>>;
 
-pub struct Importer {
+pub(crate) struct Importer {
     nl: Netlink,
     underlay: Underlay,
     rec: Reconciler,
@@ -124,7 +124,7 @@ fn resolve(routes: &[RouteSpec], ip: IpAddr) -> Option<IpAddr> {
 impl Importer {
     /// `startup`: how long at most the routes from before a restart wait for the peers
     /// to announce them again.
-    pub fn new(
+    pub(crate) fn new(
         nl: Netlink,
         underlay: Underlay,
         metrics: Arc<Metrics>,
@@ -150,7 +150,7 @@ impl Importer {
     /// Follows the kernel's notifications about protocol-97 routes (in the namespace of
     /// the calling thread: the daemon's), to put a deleted or changed route back at
     /// once. Without this the importer repairs only on resync ticks.
-    pub fn watch_kernel(mut self) -> Importer {
+    pub(crate) fn watch_kernel(mut self) -> Importer {
         match KernelWatch::start(Interest::default()) {
             Ok(w) => self.kernel = Some(w),
             Err(e) => tracing::warn!(error = %e,
@@ -280,7 +280,7 @@ impl Importer {
     }
 
     /// Runs until the speaker's event channel closes or `stop` turns true.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<RouteEvent>,
         every: Duration,

@@ -12,9 +12,9 @@
 //! The import filter refuses a prefix outside the pool (unless
 //! `--bgp-accept-outside-pool`) and any that overlaps this node's own blocks.
 
-pub mod handler;
-pub mod import;
-pub mod status;
+pub(crate) mod handler;
+pub(crate) mod import;
+pub(crate) mod status;
 
 use bgp::{HoldTime, ImportFilter, PeerConfig, Speaker, SpeakerConfig, Timers};
 use cni_core::netlink::{Netlink, Underlay};
@@ -30,10 +30,10 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 
 /// This node's blocks, as the handler last saw them (read by the import filter).
-pub type OwnBlocks = Arc<RwLock<BTreeSet<IpNetwork>>>;
+pub(crate) type OwnBlocks = Arc<RwLock<BTreeSet<IpNetwork>>>;
 
 /// Whether a prefix learned from a peer may be installed.
-pub fn accept(
+pub(crate) fn accept(
     pool: &Pool,
     outside_ok: bool,
     own: &BTreeSet<IpNetwork>,
@@ -138,7 +138,7 @@ fn speaker_config(
 
 /// The BGP datapath, started: the speaker and the importer of its routes, until
 /// [`Bgp::stop`].
-pub struct Bgp {
+pub(crate) struct Bgp {
     /// Its peers are what `/metrics` and `/bgp/peers` show.
     pub speaker: Speaker,
     importer: tokio::task::JoinHandle<()>,
@@ -149,7 +149,7 @@ pub struct Bgp {
 /// Starts the BGP speaker and the importer of its routes; returns them and the
 /// [`handler::BgpHandler`] the daemon hands its peer events to. `args.underlay_ip` is
 /// set (the next hop).
-pub async fn start(
+pub(crate) async fn start(
     args: &RunArgs,
     nl: Netlink,
     underlay: Underlay,
@@ -204,7 +204,7 @@ pub async fn start(
 
 impl Bgp {
     /// Stops the importer, then the speaker (after the daemon's loops ended).
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         // The importer stops first: the sessions' ends must not take our kernel routes,
         // which stay, as with the other datapaths (a restart reprograms nothing).
         let _ = self.stop_importer.send(true);
