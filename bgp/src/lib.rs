@@ -7,6 +7,7 @@ mod md5;
 mod peer;
 mod session;
 mod speaker;
+mod task;
 mod types;
 pub mod wire;
 

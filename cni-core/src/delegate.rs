@@ -218,13 +218,14 @@ fn write_or_hand_off(
     mut pipe: std::process::ChildStdin,
     data: &[u8],
 ) -> Option<std::thread::JoinHandle<()>> {
-    use std::os::fd::AsRawFd;
-    let fd = pipe.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(&pipe, FcntlArg::F_GETFL).map(OFlag::from_bits_retain);
+    let nonblocking = match flags {
+        Ok(f) => fcntl(&pipe, FcntlArg::F_SETFL(f | OFlag::O_NONBLOCK)).is_ok(),
+        Err(_) => false,
+    };
     let mut done = 0;
-    // SAFETY: as above.
-    if flags >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } >= 0 {
+    if let (true, Ok(flags)) = (nonblocking, flags) {
         while done < data.len() {
             match pipe.write(&data[done..]) {
                 Ok(0) => break,
@@ -233,8 +234,8 @@ fn write_or_hand_off(
                 Err(_) => break,
             }
         }
-        // SAFETY: as above: back to blocking for the thread, if one is needed.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+        // Back to blocking for the thread, if one is needed.
+        let _ = fcntl(&pipe, FcntlArg::F_SETFL(flags));
     }
     if done >= data.len() {
         return None; // dropping the pipe closes it: the delegate sees EOF

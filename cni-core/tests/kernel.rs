@@ -50,11 +50,23 @@ fn att(id: &str, ifname: &str) -> Attachment {
 #[test]
 fn netns_open_rejects_non_netns() {
     let e = NetNs::open(&PathBuf::from("/nonexistent/netns")).unwrap_err();
-    assert!(e.msg.contains("/nonexistent/netns"), "{}", e.msg);
+    assert!(
+        e.to_string().contains("/nonexistent/netns"),
+        "{}",
+        e.to_string()
+    );
     let e = NetNs::open(&PathBuf::from("/proc/self/ns/mnt")).unwrap_err();
-    assert!(e.msg.contains("/proc/self/ns/mnt"), "{}", e.msg);
+    assert!(
+        e.to_string().contains("/proc/self/ns/mnt"),
+        "{}",
+        e.to_string()
+    );
     let e = NetNs::open(&PathBuf::from("/proc/self/status")).unwrap_err();
-    assert!(e.msg.contains("/proc/self/status"), "{}", e.msg);
+    assert!(
+        e.to_string().contains("/proc/self/status"),
+        "{}",
+        e.to_string()
+    );
     NetNs::current().unwrap();
 }
 
@@ -80,7 +92,7 @@ fn netns_run_enters_and_returns() {
         "1"
     );
     let e = sysctl::get("net.ipv4.conf.nosuchdev.rp_filter").unwrap_err();
-    assert!(e.msg.contains("nosuchdev"), "{}", e.msg);
+    assert!(e.to_string().contains("nosuchdev"), "{}", e.to_string());
 }
 
 #[test]
@@ -121,9 +133,9 @@ fn veth_peer_born_in_netns() {
             .await
             .unwrap_err();
         assert!(
-            e.msg.contains("vethtest0") && e.msg.contains("exists"),
+            e.to_string().contains("vethtest0") && e.to_string().contains("exists"),
             "{}",
-            e.msg
+            e.to_string()
         );
 
         nl.set_up(v.index).await.unwrap();
@@ -197,9 +209,9 @@ fn bridge_create_race() {
             .await
             .unwrap_err();
         assert!(
-            e.msg.contains("notabr0") && e.msg.contains("veth"),
+            e.to_string().contains("notabr0") && e.to_string().contains("veth"),
             "{}",
-            e.msg
+            e.to_string()
         );
     })
     .unwrap();
@@ -367,9 +379,9 @@ fn bridge_port_hairpin_and_vlan() {
                 .await
                 .unwrap_err();
             assert!(
-                e.msg.contains("vlan_filtering") && e.msg.contains("cnibr9"),
+                e.to_string().contains("vlan_filtering") && e.to_string().contains("cnibr9"),
                 "{}",
-                e.msg
+                e.to_string()
             );
         }
         let br = nl.ensure_bridge(&spec).await.unwrap();
@@ -391,7 +403,7 @@ fn bridge_port_hairpin_and_vlan() {
             nl.set_port_vlan(v.index, 100).await.unwrap();
         } else {
             let e = nl.set_port_vlan(v.index, 100).await.unwrap_err();
-            assert!(e.msg.contains("VLAN 100"), "{}", e.msg);
+            assert!(e.to_string().contains("VLAN 100"), "{}", e.to_string());
         }
     })
     .unwrap();
@@ -637,20 +649,115 @@ fn errors_name_the_link() {
     netlink::block_on(async {
         let nl = a.nl();
         let e = nl.set_mtu(999_999, 1400).await.unwrap_err();
-        assert!(e.msg.contains("#999999"), "{}", e.msg);
+        assert!(e.to_string().contains("#999999"), "{}", e.to_string());
         let v = nl
             .create_veth("vethname0", "eth0", &pod.ns, None, None)
             .await
             .unwrap();
         let e = nl.set_mtu(v.index, 70_000).await.unwrap_err();
         assert!(
-            e.msg.contains("vethname0") && e.msg.contains("70000"),
+            e.to_string().contains("vethname0") && e.to_string().contains("70000"),
             "{}",
-            e.msg
+            e.to_string()
         );
         // Not a bridge port.
         let e = nl.set_hairpin(v.index, true).await.unwrap_err();
-        assert!(e.msg.contains("vethname0"), "{}", e.msg);
+        assert!(e.to_string().contains("vethname0"), "{}", e.to_string());
     })
     .unwrap();
+}
+
+/// Kernel errors keep the kernel's errno and name the operation: an EEXIST answers
+/// `is_exists()`, an ENODEV/ENOENT `is_not_found()`, and the CNI error made of it at the
+/// plugin boundary keeps today's code and starts with the operation.
+#[test]
+fn kernel_errors_keep_errno_and_op() {
+    use cni_core::{CniError, KernelErrorKind};
+    use nix::errno::Errno;
+
+    let host = TestNs::new("kerr-h");
+    let pod = TestNs::new("kerr-p");
+    netlink::block_on(async {
+        let nl = host.nl();
+        nl.create_veth("kerrdup0", "eth0", &pod.ns, None, None)
+            .await
+            .unwrap();
+        // The same host name again: the kernel's EEXIST, no lookup needed to tell.
+        let e = nl
+            .create_veth("kerrdup0", "eth1", &pod.ns, None, None)
+            .await
+            .unwrap_err();
+        assert!(e.is_exists() && !e.is_not_found(), "{e}");
+        assert_eq!(e.errno(), Some(Errno::EEXIST));
+        assert_eq!(e.kind(), KernelErrorKind::Kernel);
+        assert!(e.op().starts_with("creating veth kerrdup0"), "{}", e.op());
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the rtnetlink error is kept"
+        );
+        let op = e.op().to_string();
+        let c = CniError::from(e);
+        assert_eq!(c.code, 999);
+        assert_eq!(c.msg, format!("{op}: File exists (os error 17)"));
+
+        // A link that is not there: ENODEV.
+        let e = nl.set_up(999_999).await.unwrap_err();
+        assert!(e.is_not_found() && !e.is_exists(), "{e}");
+        assert_eq!(e.errno(), Some(Errno::ENODEV));
+        assert_eq!(e.op(), "setting link #999999 up");
+
+        // A neighbour entry on a device that is not there, deleted: already gone.
+        nl.del_neigh(999_999, "10.78.0.9".parse().unwrap())
+            .await
+            .unwrap();
+        // An FDB entry on a device that is no VXLAN device: the kernel's refusal kept.
+        let lo = nl.link_by_name("lo").await.unwrap().unwrap();
+        let e = nl
+            .replace_fdb(
+                lo.index,
+                MacAddr([2, 0, 0, 0, 0, 9]),
+                "10.78.0.9".parse().unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.errno().is_some(), "{e}");
+        assert!(e.op().contains("FDB entry 02:00:00:00:00:09"), "{}", e.op());
+
+        // A different route to a destination that has one: EEXIST, with the reason.
+        let v = nl.link_by_name("kerrdup0").await.unwrap().unwrap();
+        nl.set_up(v.index).await.unwrap();
+        nl.add_address(v.index, net("10.78.0.1/24")).await.unwrap();
+        let mut r = RouteSpec::new(net("10.79.0.0/24"));
+        r.gw = Some("10.78.0.2".parse().unwrap());
+        nl.add_route(&r).await.unwrap();
+        r.gw = Some("10.78.0.3".parse().unwrap());
+        let e = nl.add_route(&r).await.unwrap_err();
+        assert!(e.is_exists(), "{e}");
+        assert!(e.to_string().contains("a different route"), "{e}");
+    })
+    .unwrap();
+
+    // Files: a namespace or sysctl that is not there is ENOENT, code 5 at the boundary.
+    let e = NetNs::open(&PathBuf::from("/nonexistent/kerr-netns")).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert_eq!(e.kind(), KernelErrorKind::File);
+    assert_eq!(CniError::from(e).code, 5);
+    let e = host
+        .ns
+        .run(|| sysctl::get("net.ipv4.conf.kerrnosuchdev.rp_filter"))
+        .unwrap()
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    let c = CniError::from(e);
+    assert_eq!(c.code, 5);
+    assert!(
+        c.msg
+            .starts_with("reading sysctl net.ipv4.conf.kerrnosuchdev.rp_filter"),
+        "{}",
+        c.msg
+    );
+    // Not a network namespace: refused before the kernel is asked, code 7.
+    let e = NetNs::open(&PathBuf::from("/proc/self/ns/mnt")).unwrap_err();
+    assert_eq!(e.errno(), None);
+    assert_eq!(CniError::from(e).code, 7);
 }

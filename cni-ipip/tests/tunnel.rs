@@ -40,8 +40,8 @@ fn ensure_configures_tunl0_or_says_to_load_ipip() {
         match ipip.ensure(&nl, &me("10.9.0.64/26")).await {
             Err(e) => {
                 assert!(!has_ipip, "ipip is loaded but ensure failed: {e}");
-                assert!(e.msg.contains("ipip"), "{e}");
-                assert!(e.msg.contains(TUNNEL), "{e}");
+                assert!(e.to_string().contains("ipip"), "{e}");
+                assert!(e.to_string().contains(TUNNEL), "{e}");
             }
             Ok(recreated) => {
                 assert!(!recreated);

@@ -129,7 +129,7 @@ pub enum Link {
     /// A symlink and its target (raw bytes: checked by the caller).
     Target(Vec<u8>),
     /// Something else (a regular file, a directory): never written by the store.
-    NotALink,
+    Other,
 }
 
 /// `readlink(2)` of `path`.
@@ -137,7 +137,7 @@ pub fn read_symlink(path: &Path) -> Result<Link, IpamError> {
     match fs::read_link(path) {
         Ok(t) => Ok(Link::Target(t.as_os_str().as_bytes().to_vec())),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Link::Missing),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Link::NotALink),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Link::Other),
         Err(e) => Err(IpamError::io("readlink", path, e)),
     }
 }

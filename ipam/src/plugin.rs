@@ -99,17 +99,9 @@ pub fn build_result(
     )
 }
 
-/// The ADD result of cluster mode: addresses with their block's prefix, no gateway.
-pub fn build_cluster_result(
-    routes: &[RouteConf],
-    ips: &[IpNetwork],
-    dns: cni_core::spec::result::Dns,
-) -> CniResult {
-    build_cluster_result_in(BlockLayout::default(), routes, ips, dns)
-}
-
-/// [`build_cluster_result`] for blocks laid out by `layout`: with `reserveGateway`
-/// every address carries its block's first host address as `gateway`.
+/// The ADD result of cluster mode for blocks laid out by `layout`: addresses with their
+/// block's prefix; with `reserveGateway` every address carries its block's first host
+/// address as `gateway`, else none.
 pub fn build_cluster_result_in(
     layout: BlockLayout,
     routes: &[RouteConf],
@@ -374,7 +366,7 @@ mod tests {
             "10.1.0.70/26".parse().unwrap(),
             "fd00::45/122".parse().unwrap(),
         ];
-        let r = build_cluster_result(&[], &ips, Default::default());
+        let r = build_cluster_result_in(BlockLayout::default(), &[], &ips, Default::default());
         assert!(r.ips.iter().all(|i| i.gateway.is_none()));
         let l = BlockLayout {
             reserve_gateway: true,

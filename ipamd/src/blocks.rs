@@ -34,7 +34,7 @@ impl FirstBlocks {
         self.done.load(Ordering::Relaxed)
     }
 
-    /// Forget that the blocks were claimed (the node's record expired and was freed).
+    /// Forget that the blocks were checked (the node's record expired: check again).
     pub fn reset(&self) {
         self.done.store(false, Ordering::Relaxed);
     }
@@ -59,10 +59,12 @@ impl FirstBlocks {
         for b in local::adopt_owned(&self.local, store, &self.node).await? {
             tracing::info!(node = %self.node, block = %b, "owned block added to the cache");
         }
-        // Cached blocks freed meanwhile (the lease lapsed): take them back. One another
-        // node took meanwhile is dropped from the cache, so this node never allocates
-        // from it again; the pods that hold addresses in it keep them until deleted
-        // (logged with their count: the operator should recreate them).
+        // Cached blocks the store no longer lists as ours: take them back. A lapsed lease
+        // alone never frees them (they stay bound to this node's name), so this happens
+        // only after `ipamd remove-node` or the expired-node grace. One another node took
+        // meanwhile is dropped from the cache, so this node never allocates from it
+        // again; the pods that hold addresses in it keep them until deleted (logged with
+        // their count: the operator should recreate them).
         for b in local::reclaim_cached(&self.local, store, &self.node).await? {
             let holders = self
                 .local
@@ -75,9 +77,10 @@ impl FirstBlocks {
                 .unwrap_or(0);
             local::uncache_block(&self.local, b)?;
             tracing::error!(node = %self.node, block = %b, pods = holders,
-                "a block of this node was taken by another node while its lease was lapsed: \
-                 this node no longer allocates from it; its pods keep their addresses until \
-                 deleted (recreate them)");
+                "a block of this node was taken by another node after it was freed (node \
+                 removed, or expired for longer than the expired-node grace): this node no \
+                 longer allocates from it; its pods keep their addresses until deleted \
+                 (recreate them)");
         }
         let before = local::cached_blocks(&self.local)?;
         let blocks = local::ensure_block(&self.local, store, &self.node, &self.pool, None).await?;

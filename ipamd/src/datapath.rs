@@ -242,7 +242,7 @@ impl<D: NodeSide> DatapathHandler<D> {
                 Some(o)
             }
             Err(e) => {
-                let why = e.to_string();
+                let why = e.msg;
                 if self.refused.get(&peer.name) != Some(&why) {
                     tracing::error!(node = %peer.name, reason = %why, "node refused: nothing programmed toward it");
                 }

@@ -90,7 +90,7 @@ mod tests {
             ("unknown", None),
         ] {
             let key = AllocKey::new(id, "eth0");
-            s.allocate_with(&key, &sets, &[], &ipam::store::AllocMeta { netns: ns })
+            s.allocate_with(&key, &sets, &[], &ipam::AllocMeta { netns: ns })
                 .unwrap();
         }
         // Within the grace period nothing goes.

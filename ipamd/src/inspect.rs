@@ -78,10 +78,13 @@ struct NodeRow<'a> {
     lease_left_secs: u64,
 }
 
-/// `remove-node`: the record and its blocks go at once; peers see a removal.
+/// `remove-node`: the record and its blocks go at once (also a node whose lease expired
+/// that still holds blocks); peers see a removal.
 pub async fn remove_node(args: &RemoveNodeArgs, out: &mut dyn Write) -> Result<(), Error> {
     let store = connect(&args.store.store).await?;
-    if store.node(&args.name).await?.is_none() {
+    if store.node(&args.name).await?.is_none()
+        && !store.expired_holders().await?.contains_key(&args.name)
+    {
         return Err(Error::Usage(format!(
             "node {:?} is not in the cluster store (see `ipamd nodes`)",
             args.name
@@ -127,8 +130,12 @@ struct BlockRow {
     owner: String,
 }
 
+/// `blocks`: every owned block; those of a node whose lease expired show as
+/// `NAME (expired)` (still its own, see `ipam::cluster`).
 pub async fn blocks(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let nodes = connect(&args.store).await?.nodes().await?;
+    let store = connect(&args.store).await?;
+    let nodes = store.nodes().await?;
+    let expired = store.expired_holders().await?;
     let mut rows: Vec<BlockRow> = nodes
         .iter()
         .flat_map(|n| {
@@ -137,6 +144,12 @@ pub async fn blocks(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> 
                 owner: n.info.name.clone(),
             })
         })
+        .chain(expired.iter().flat_map(|(name, blocks)| {
+            blocks.iter().map(move |b| BlockRow {
+                block: *b,
+                owner: format!("{name} (expired)"),
+            })
+        }))
         .collect();
     rows.sort_by_key(|r| (r.block.is_ipv6(), r.block.ip()));
     if args.json {

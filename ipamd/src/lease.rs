@@ -1,7 +1,9 @@
 //! Registration and the lease: register at start, renew every ttl/3 (counted from the
-//! start of each renewal, so a slow one does not delay the next), register again
-//! when the record is gone (it expired while this node could not renew), and claim a
-//! first block again when that happened (an expired node's blocks were freed).
+//! start of each renewal, so a slow one does not delay the next), and register again
+//! when the record is gone (it expired while this node could not renew). The blocks of
+//! an expired node stay its own in the store (see `ipam::cluster`), so registering
+//! again finds them there; the node-local cache is checked against the store anyway
+//! ([`crate::blocks::FirstBlocks`]).
 //!
 //! A failed renewal is retried after a short back-off ([`RETRY_MIN`] doubling up to
 //! [`RETRY_MAX`]) until it succeeds or the store says the record is gone, so a store
@@ -249,11 +251,15 @@ impl Lease {
     }
 }
 
-/// Removes, every `every`, the nodes whose lease expired (their blocks become free).
-/// Every daemon does it; the store's compare-and-swap makes that safe.
+/// Every `every`, cleans up after nodes whose lease expired: one holding no block is
+/// removed; one holding blocks keeps them (bound to its name: nobody else can claim
+/// them) until it registers again, or for `grace` (zero: until `ipamd remove-node`),
+/// after which they go back to the pool. Every daemon does it; the store's
+/// compare-and-swap makes that safe.
 pub async fn expire_loop(
     store: Arc<ClusterStore>,
     every: Duration,
+    grace: Duration,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -264,10 +270,11 @@ pub async fn expire_loop(
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
-        match store.expire().await {
+        match store.expire(grace).await {
             Ok(gone) => {
                 for name in gone {
-                    tracing::info!(node = %name, "lease expired: node removed, its blocks freed");
+                    tracing::info!(node = %name, ?grace,
+                        "node expired for longer than the expired-node grace: removed, its blocks freed");
                 }
             }
             Err(e) => {

@@ -39,10 +39,6 @@ impl PeerSet {
         self.peers.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
-
     /// One change from the watch.
     pub fn apply(&mut self, ev: NodeEvent) -> Option<PeerEvent> {
         match ev {
@@ -245,7 +241,7 @@ mod tests {
             Some(PeerEvent::Removed(_))
         ));
         assert_eq!(s.apply(NodeEvent::Removed("a".into())), None);
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
     }
 
     #[test]

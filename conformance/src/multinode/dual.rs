@@ -73,6 +73,9 @@ pub struct DualSpec {
     pub nodes: usize,
     pub pods_per_node: usize,
     pub mtu: u32,
+    /// `ipamd --direct-routing` (vxlan): a block of a family the peer has an on-link
+    /// underlay address of gets a plain route via it, the others go through VXLAN.
+    pub direct_routing: bool,
 }
 
 /// A node's IPv6 underlay address: `fdaa:<b>:<c>::<10+i>` for the IPv4 subnet
@@ -280,7 +283,11 @@ impl DualCluster {
             network: network.clone(),
             datapath: spec.datapath.ipamd_arg().to_string(),
             resync: "2s".into(),
-            extra: vec![],
+            extra: if spec.direct_routing {
+                vec!["--direct-routing".into()]
+            } else {
+                vec![]
+            },
         };
         let mut c = DualCluster {
             pods: Vec::new(),
@@ -497,7 +504,22 @@ impl DualCluster {
         let mut want = BTreeSet::new();
         let underlay_v6 = self.spec.underlay.over_v6();
         for p in peers.iter().filter(|p| p.name != name) {
+            // directRouting: every node is on the one subnet, so a block goes direct
+            // when the peer has an underlay address of its family.
+            let direct = |v6: bool| {
+                let u = if v6 { p.underlay6 } else { p.underlay4 };
+                u.filter(|_| self.spec.direct_routing)
+            };
             for (v6, b) in &p.blocks {
+                if let Some(u) = direct(*v6) {
+                    want.insert(Entry::Route {
+                        dst: b.clone(),
+                        via: Some(u.to_string()),
+                        dev: "eth0".into(),
+                        onlink: false,
+                    });
+                    continue;
+                }
                 let (via, dev, onlink) = match self.spec.datapath {
                     Datapath::Vxlan => {
                         let vtep = if *v6 { p.vtep6 } else { p.vtep4 };
@@ -508,7 +530,12 @@ impl DualCluster {
                     Datapath::Ipip if *v6 => (p.underlay4.map(|u| format!("::{u}")), "sit0", true),
                     Datapath::Ipip => (p.underlay4.map(|u| u.to_string()), "tunl0", true),
                     _ => {
-                        let u = if *v6 { p.underlay6 } else { p.underlay4 };
+                        // bgp on an IPv6-only underlay: IPv4 blocks via inet6 (RFC 8950).
+                        let u = if *v6 {
+                            p.underlay6
+                        } else {
+                            p.underlay4.or(p.underlay6)
+                        };
                         (u.map(|u| u.to_string()), "eth0", false)
                     }
                 };
@@ -519,9 +546,12 @@ impl DualCluster {
                     onlink,
                 });
             }
-            if self.vxlan() {
+            let tunnelled = p.blocks.iter().any(|(v6, _)| direct(*v6).is_none());
+            if self.vxlan() && (tunnelled || !self.spec.direct_routing) {
                 let mac = p.mac.clone().unwrap_or_default();
-                for vtep in [p.vtep4, p.vtep6].iter().flatten() {
+                let vteps = [(false, p.vtep4), (true, p.vtep6)];
+                let vteps = vteps.iter().filter(|(v6, _)| direct(*v6).is_none());
+                for vtep in vteps.filter_map(|(_, v)| v.as_ref()) {
                     want.insert(Entry::Neigh {
                         ip: vtep.to_string(),
                         mac: mac.clone(),

@@ -126,7 +126,12 @@ pub fn routes_of(ns: &str, v6: bool) -> BTreeSet<Entry> {
         .flatten()
         .map(|r| Entry::Route {
             dst: r["dst"].as_str().unwrap_or("").to_string(),
-            via: r["gateway"].as_str().map(String::from),
+            // `via inet6 ADDR` (an IPv4 route with an IPv6 gateway, RFC 8950) has no
+            // "gateway" in iproute2's JSON but "via": {"family", "host"}.
+            via: r["gateway"]
+                .as_str()
+                .or_else(|| r["via"]["host"].as_str())
+                .map(String::from),
             dev: r["dev"].as_str().unwrap_or("").to_string(),
             onlink: r["flags"]
                 .as_array()
