@@ -191,25 +191,8 @@ pub const FRR_AS: u32 = 65100;
 /// FRR's configuration: an eBGP neighbour for each of `clients` (the nodes' underlay
 /// addresses), test timers, graceful restart with forwarding kept.
 pub fn frr_config(router_id: Ipv4Addr, clients: &[Ipv4Addr]) -> String {
-    let mut c = format!(
-        "frr defaults datacenter\n\
-         hostname tor\n\
-         router bgp {FRR_AS}\n\
-          bgp router-id {router_id}\n\
-          no bgp ebgp-requires-policy\n\
-          no bgp network import-check\n\
-          bgp graceful-restart\n\
-          bgp graceful-restart preserve-fw-state\n\
-          bgp graceful-restart restart-time {GR_TIME}\n"
-    );
-    for ip in clients {
-        c.push_str(&format!(
-            " neighbor {ip} remote-as {AS}\n \
-             neighbor {ip} timers 1 {HOLD_TIME}\n \
-             neighbor {ip} timers connect 1\n"
-        ));
-    }
-    c
+    let clients: Vec<IpAddr> = clients.iter().copied().map(IpAddr::V4).collect();
+    frr_neighbours(router_id, &clients)
 }
 
 /// FRR's configuration for dual-stack and IPv6-only clusters: as [`frr_config`], with
@@ -218,24 +201,7 @@ pub fn frr_config(router_id: Ipv4Addr, clients: &[Ipv4Addr]) -> String {
 /// IPv6 session carrying both too, IPv4 prefixes with IPv6 next hops (RFC 8950:
 /// `capability extended-nexthop`).
 pub fn frr_config_dual_stack(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
-    let mut c = format!(
-        "frr defaults datacenter\n\
-         hostname tor\n\
-         router bgp {FRR_AS}\n\
-          bgp router-id {router_id}\n\
-          no bgp ebgp-requires-policy\n\
-          no bgp network import-check\n\
-          bgp graceful-restart\n\
-          bgp graceful-restart preserve-fw-state\n\
-          bgp graceful-restart restart-time {GR_TIME}\n"
-    );
-    for ip in clients {
-        c.push_str(&format!(
-            " neighbor {ip} remote-as {AS}\n \
-             neighbor {ip} timers 1 {HOLD_TIME}\n \
-             neighbor {ip} timers connect 1\n"
-        ));
-    }
+    let mut c = frr_neighbours(router_id, clients);
     for ip in clients.iter().filter(|ip| ip.is_ipv6()) {
         c.push_str(&format!(" neighbor {ip} capability extended-nexthop\n"));
     }
@@ -248,6 +214,30 @@ pub fn frr_config_dual_stack(router_id: Ipv4Addr, clients: &[IpAddr]) -> String 
         c.push_str(&format!("  neighbor {ip} activate\n"));
     }
     c.push_str(" exit-address-family\n");
+    c
+}
+
+/// The `router bgp` section both configurations start with: the router, graceful
+/// restart, and an eBGP neighbour with test timers for each of `clients`.
+fn frr_neighbours(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
+    let mut c = format!(
+        "frr defaults datacenter\n\
+         hostname tor\n\
+         router bgp {FRR_AS}\n\
+          bgp router-id {router_id}\n\
+          no bgp ebgp-requires-policy\n\
+          no bgp network import-check\n\
+          bgp graceful-restart\n\
+          bgp graceful-restart preserve-fw-state\n\
+          bgp graceful-restart restart-time {GR_TIME}\n"
+    );
+    for ip in clients {
+        c.push_str(&format!(
+            " neighbor {ip} remote-as {AS}\n \
+             neighbor {ip} timers 1 {HOLD_TIME}\n \
+             neighbor {ip} timers connect 1\n"
+        ));
+    }
     c
 }
 
