@@ -760,4 +760,59 @@ fn kernel_errors_keep_errno_and_op() {
     let e = NetNs::open(&PathBuf::from("/proc/self/ns/mnt")).unwrap_err();
     assert_eq!(e.errno(), None);
     assert_eq!(CniError::from(e).code, 7);
+
+/// A bridge we create keeps its MAC when ports come and go (the kernel would otherwise
+/// give it the lowest port MAC, and every pod's ARP entry for the gateway would go
+/// wrong when a pod with a lower veth MAC is added); recreated, it gets the same MAC.
+#[test]
+fn bridge_mac_is_fixed_at_creation() {
+    let a = TestNs::new("brmac");
+    let spec = BridgeSpec {
+        name: "cnibrmac0".into(),
+        ..Default::default()
+    };
+    netlink::block_on(async {
+        let nl = a.nl();
+        let mac = nl.ensure_bridge(&spec).await.unwrap().mac.unwrap();
+        for (i, port_mac) in ["02:00:00:00:00:01", "00:00:00:00:00:01"]
+            .iter()
+            .enumerate()
+        {
+            let port = format!("brmacp{i}");
+            a.exec(&[
+                "ip",
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("brmacq{i}"),
+            ]);
+            a.exec(&["ip", "link", "set", &port, "address", port_mac]);
+            a.exec(&["ip", "link", "set", &port, "master", "cnibrmac0", "up"]);
+            let now = nl.link_by_name("cnibrmac0").await.unwrap().unwrap().mac;
+            assert_eq!(
+                now,
+                Some(mac),
+                "bridge MAC changed when a port with {port_mac} joined"
+            );
+        }
+        a.exec(&["ip", "link", "del", "cnibrmac0"]);
+        let again = nl.ensure_bridge(&spec).await.unwrap().mac;
+        assert_eq!(again, Some(mac), "a recreated bridge got another MAC");
+        // A MAC asked for is used.
+        let want: MacAddr = "02:42:00:00:00:07".parse().unwrap();
+        let asked = nl
+            .ensure_bridge(&BridgeSpec {
+                name: "cnibrmac1".into(),
+                mac: Some(want),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(asked.mac, Some(want));
+    })
+    .unwrap();
 }

@@ -22,6 +22,7 @@
 //! address is gone (nothing answers it any more), and waiting for its keep-alive to
 //! notice would cost the lease.
 
+use cni_core::node::peer::{UNDERLAY_V4_KEY, UNDERLAY_V6_KEY};
 use ipam::cluster::{ClusterStore, NodeInfo, NodeRecord, StoreUrl};
 use ipam::IpamError;
 use std::net::IpAddr;
@@ -179,10 +180,19 @@ impl Lease {
                     continue;
                 }
                 let addr = updates.as_mut().map(|u| *u.borrow_and_update());
-                if addr.is_some() && addr != self.info.underlay_ip {
+                if let Some(new) = addr.filter(|a| Some(*a) != self.info.underlay_ip) {
                     tracing::info!(node = %self.info.name, old = ?self.info.underlay_ip,
-                        new = ?addr, "republishing this node with its new underlay address");
-                    self.info.underlay_ip = addr;
+                        new = %new, "republishing this node with its new underlay address");
+                    self.info.underlay_ip = Some(new);
+                    // The per-family address the datapath published beside it too.
+                    let key = if new.is_ipv6() {
+                        UNDERLAY_V6_KEY
+                    } else {
+                        UNDERLAY_V4_KEY
+                    };
+                    if let Some(v) = self.info.backend.get_mut(key) {
+                        *v = new.to_string();
+                    }
                     self.reconnect().await;
                     // Registering an existing node rewrites its record on its lease.
                     failures = 0;

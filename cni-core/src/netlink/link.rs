@@ -77,6 +77,13 @@ pub struct BridgeSpec {
     pub vlan_filtering: bool,
 }
 
+/// The MAC of a bridge created without one: locally administered, unicast, stable for
+/// its name.
+fn bridge_mac_for(name: &str) -> MacAddr {
+    let h = crate::nft::stable_hash(&["bridge", name]).to_be_bytes();
+    MacAddr([(h[0] & 0xfe) | 0x02, h[1], h[2], h[3], h[4], h[5]])
+}
+
 impl Netlink {
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, KernelError> {
         let _timing = crate::timing::phase("link.get");
@@ -133,9 +140,14 @@ impl Netlink {
                 if let Some(mtu) = spec.mtu {
                     b = b.mtu(mtu);
                 }
-                if let Some(mac) = spec.mac {
-                    b = b.address(mac.0.to_vec());
-                }
+                // Always created with a MAC: a bridge without one takes the lowest MAC
+                // of its ports, so it changes when a pod with a lower veth MAC comes or
+                // the lowest one goes, and every pod's ARP entry for the gateway is
+                // wrong until it is revalidated (seconds to minutes without traffic:
+                // kubernetes#30783, flannel#1381). A MAC given at creation is fixed;
+                // derived from the name, a recreated bridge gets the same one.
+                let mac = spec.mac.unwrap_or_else(|| bridge_mac_for(name));
+                b = b.address(mac.0.to_vec());
                 match self.handle.link().add(b.build()).execute().await {
                     Ok(()) => {}
                     // Another plugin instance created it between our lookup and add.
