@@ -11,7 +11,13 @@ use rtnetlink::{
     LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
 };
 
-use super::{describe, errno, nl_err, MacAddr, Netlink};
+use netlink_packet_core::{NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use super::{describe, errno, nl_err, request_echo, MacAddr, Netlink};
+
+/// The flags of a link creation (as `rtnetlink`'s `LinkAddRequest` sets them).
+const NEW_LINK_FLAGS: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 use crate::netns::NetNs;
 use crate::spec::error::CniError;
 
@@ -122,8 +128,15 @@ impl Netlink {
     /// refuses a same-named link of another kind, applies MTU/promisc/vlan filtering,
     /// and brings it up.
     pub async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<Link, CniError> {
+        Ok(self.ensure_bridge_created(spec).await?.0)
+    }
+
+    /// [`Netlink::ensure_bridge`], and whether this call created the bridge (an ADD that
+    /// did undoes it on failure): one lookup where a lookup before the call took two.
+    pub async fn ensure_bridge_created(&self, spec: &BridgeSpec) -> Result<(Link, bool), CniError> {
         let _timing = crate::timing::phase("bridge.ensure");
         let name = spec.name.as_str();
+        let mut created = false;
         let existing = match self.link_by_name(name).await? {
             Some(l) => l,
             None => {
@@ -137,7 +150,7 @@ impl Netlink {
                     b = b.address(mac.0.to_vec());
                 }
                 match self.handle.link().add(b.build()).execute().await {
-                    Ok(()) => {}
+                    Ok(()) => created = true,
                     // Another plugin instance created it between our lookup and add.
                     Err(e) if errno(&e) == Some(libc::EEXIST) => {}
                     Err(e) => return Err(nl_err(format!("creating bridge {name}"), &e)),
@@ -191,11 +204,12 @@ impl Netlink {
             changed = true;
         }
         if !changed {
-            return Ok(existing);
+            return Ok((existing, created));
         }
-        self.link_by_index(index).await?.ok_or_else(|| {
+        let link = self.link_by_index(index).await?.ok_or_else(|| {
             CniError::internal(format!("bridge {name} vanished while being configured"))
-        })
+        })?;
+        Ok((link, created))
     }
 
     /// Creates a veth pair `host_name` <-> `peer_name` whose peer is born inside
@@ -227,16 +241,26 @@ impl Netlink {
         let msg = host
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
-        self.handle.link().add(msg).execute().await.map_err(|e| {
-            CniError::internal(format!(
-                "creating veth {host_name} (peer {peer_name} in {}): {}",
-                peer_ns.path().display(),
-                describe(&e)
-            ))
-        })?;
-        self.link_by_name(host_name).await?.ok_or_else(|| {
-            CniError::internal(format!("veth {host_name} vanished right after creation"))
-        })
+        // One request: the kernel echoes the host end it created (index, MAC), so no
+        // lookup follows (older kernels do not echo: looked up then).
+        let req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+        let echoed = request_echo(&self.handle, req, NEW_LINK_FLAGS)
+            .await
+            .map_err(|e| {
+                CniError::internal(format!(
+                    "creating veth {host_name} (peer {peer_name} in {}): {}",
+                    peer_ns.path().display(),
+                    describe(&e)
+                ))
+            })?;
+        match echoed {
+            Some(RouteNetlinkMessage::NewLink(m)) if m.header.index != 0 => {
+                Ok(Link::from_message(&m))
+            }
+            _ => self.link_by_name(host_name).await?.ok_or_else(|| {
+                CniError::internal(format!("veth {host_name} vanished right after creation"))
+            }),
+        }
     }
 
     /// Deletes a link; a link that is already gone is not an error.
