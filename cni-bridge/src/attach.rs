@@ -130,10 +130,9 @@ async fn prepare(
     rb: &mut Rollback,
 ) -> Result<Links, CniError> {
     let ifname = target.ifname.as_str();
-    // Whether this ADD may be the one creating the bridge (undone with it on failure).
-    let existed = host.link_by_name(&cfg.bridge).await?.is_some();
-    let br = host
-        .ensure_bridge(&BridgeSpec {
+    // Whether this ADD created the bridge (undone with it on failure).
+    let (br, created) = host
+        .ensure_bridge_created(&BridgeSpec {
             name: cfg.bridge.clone(),
             mtu: cfg.mtu,
             mac: None,
@@ -142,7 +141,7 @@ async fn prepare(
         })
         .await
         .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
-    if !existed {
+    if created {
         rb.bridge = Some(br.index);
     }
 
