@@ -1,8 +1,8 @@
 //! Links this crate's plugin binary as a position-dependent executable (`-no-pie`). A CNI
 //! plugin is a short-lived process exec'd once per ADD/DEL/CHECK; as a PIE the loader
 //! first applies ~8,600 relative relocations and copies the pages they touch, about a
-//! fifth of the process start (measured, README § Performance: start CPU −20 %, page
-//! faults 137 → 102). The price is a fixed load address for the executable itself (the
+//! tenth to a fifth of the process start (README § Performance: start CPU −15 % median,
+//! page faults 141 → 103). The price is a fixed load address for the executable itself (the
 //! libraries, stack and heap stay randomised).
 fn main() {
     println!("cargo:rustc-link-arg-bins=-no-pie");
