@@ -29,10 +29,9 @@ pub(crate) async fn links(
     made: &mut Made,
 ) -> Result<Links, CniError> {
     let host = ctx.host;
-    // Whether this ADD may be the one creating the bridge (undone with it on failure).
-    let existed = host.link_by_name(&cfg.bridge).await?.is_some();
-    let br = host
-        .ensure_bridge(&BridgeSpec {
+    // Whether this ADD created the bridge (undone with it on failure).
+    let (br, created) = host
+        .ensure_bridge_created(&BridgeSpec {
             name: cfg.bridge.clone(),
             mtu,
             mac: None,
@@ -41,7 +40,7 @@ pub(crate) async fn links(
         })
         .await
         .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
-    if !existed {
+    if created {
         made.master = Some(br.clone());
     }
 

@@ -760,6 +760,7 @@ fn kernel_errors_keep_errno_and_op() {
     let e = NetNs::open(&PathBuf::from("/proc/self/ns/mnt")).unwrap_err();
     assert_eq!(e.errno(), None);
     assert_eq!(CniError::from(e).code, 7);
+}
 
 /// A bridge we create keeps its MAC when ports come and go (the kernel would otherwise
 /// give it the lowest port MAC, and every pod's ARP entry for the gateway would go

@@ -43,7 +43,7 @@ use crate::metrics::Metrics;
 
 /// How long after a full repair caused by a device or underlay change the kernel is
 /// checked once more (see the module docs).
-pub const VERIFY_AFTER: Duration = Duration::from_millis(500);
+pub(crate) const VERIFY_AFTER: Duration = Duration::from_millis(500);
 
 /// A [`PeerHandler`] that programs the kernel through a [`NodeSide`].
 pub(crate) struct DatapathHandler<D: NodeSide> {

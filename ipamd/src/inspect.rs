@@ -95,7 +95,7 @@ pub(crate) async fn remove_node(args: &RemoveNodeArgs, out: &mut dyn Write) -> R
 }
 
 pub(crate) async fn nodes(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let mut nodes = connect(&args.store).await?.nodes().await?;
+    let mut nodes = connect(&args.store).await?.nodes_live_expiry().await?;
     nodes.sort_by(|a, b| a.info.name.cmp(&b.info.name));
     let now = now_secs();
     if args.json {

@@ -11,8 +11,14 @@ use rtnetlink::{
     LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
 };
 
-use super::{errno, nl_err, MacAddr, Netlink};
+use netlink_packet_core::{NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use super::{errno, nl_err, request_echo, MacAddr, Netlink};
 use crate::kernel_error::KernelError;
+
+/// The flags of a link creation (as `rtnetlink`'s `LinkAddRequest` sets them).
+const NEW_LINK_FLAGS: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 use crate::netns::NetNs;
 
 /// What the kernel says about a link.
@@ -80,7 +86,7 @@ pub struct BridgeSpec {
 /// The MAC of a bridge created without one: locally administered, unicast, stable for
 /// its name.
 fn bridge_mac_for(name: &str) -> MacAddr {
-    let h = crate::nft::stable_hash(&["bridge", name]).to_be_bytes();
+    let h = crate::hash::stable_hash(&["bridge", name]).to_be_bytes();
     MacAddr([(h[0] & 0xfe) | 0x02, h[1], h[2], h[3], h[4], h[5]])
 }
 
@@ -129,8 +135,18 @@ impl Netlink {
     /// refuses a same-named link of another kind, applies MTU/promisc/vlan filtering,
     /// and brings it up.
     pub async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<Link, KernelError> {
+        Ok(self.ensure_bridge_created(spec).await?.0)
+    }
+
+    /// [`Netlink::ensure_bridge`], and whether this call created the bridge (an ADD that
+    /// did undoes it on failure): one lookup where a lookup before the call took two.
+    pub async fn ensure_bridge_created(
+        &self,
+        spec: &BridgeSpec,
+    ) -> Result<(Link, bool), KernelError> {
         let _timing = crate::timing::phase("bridge.ensure");
         let name = spec.name.as_str();
+        let mut created = false;
         let existing = match self.link_by_name(name).await? {
             Some(l) => l,
             None => {
@@ -149,7 +165,7 @@ impl Netlink {
                 let mac = spec.mac.unwrap_or_else(|| bridge_mac_for(name));
                 b = b.address(mac.0.to_vec());
                 match self.handle.link().add(b.build()).execute().await {
-                    Ok(()) => {}
+                    Ok(()) => created = true,
                     // Another plugin instance created it between our lookup and add.
                     Err(e) if errno(&e) == Some(libc::EEXIST) => {}
                     Err(e) => return Err(nl_err(format!("creating bridge {name}"), e)),
@@ -209,14 +225,15 @@ impl Netlink {
             changed = true;
         }
         if !changed {
-            return Ok(existing);
+            return Ok((existing, created));
         }
-        self.link_by_index(index).await?.ok_or_else(|| {
+        let link = self.link_by_index(index).await?.ok_or_else(|| {
             KernelError::other(
                 format!("configuring bridge {name}"),
                 "it vanished while being configured",
             )
-        })
+        })?;
+        Ok((link, created))
     }
 
     /// Creates a veth pair `host_name` <-> `peer_name` whose peer is born inside
@@ -248,21 +265,31 @@ impl Netlink {
         let msg = host
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
-        self.handle.link().add(msg).execute().await.map_err(|e| {
-            nl_err(
-                format!(
-                    "creating veth {host_name} (peer {peer_name} in {})",
-                    peer_ns.path().display()
-                ),
-                e,
-            )
-        })?;
-        self.link_by_name(host_name).await?.ok_or_else(|| {
-            KernelError::other(
-                format!("creating veth {host_name}"),
-                "it vanished right after creation",
-            )
-        })
+        // One request: the kernel echoes the host end it created (index, MAC), so no
+        // lookup follows (older kernels do not echo: looked up then).
+        let req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+        let echoed = request_echo(&self.handle, req, NEW_LINK_FLAGS)
+            .await
+            .map_err(|e| {
+                nl_err(
+                    format!(
+                        "creating veth {host_name} (peer {peer_name} in {})",
+                        peer_ns.path().display()
+                    ),
+                    e,
+                )
+            })?;
+        match echoed {
+            Some(RouteNetlinkMessage::NewLink(m)) if m.header.index != 0 => {
+                Ok(Link::from_message(&m))
+            }
+            _ => self.link_by_name(host_name).await?.ok_or_else(|| {
+                KernelError::other(
+                    format!("creating veth {host_name}"),
+                    "it vanished right after creation",
+                )
+            }),
+        }
     }
 
     /// Deletes a link; a link that is already gone is not an error.

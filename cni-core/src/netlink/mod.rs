@@ -92,6 +92,33 @@ pub(crate) fn nl_err(what: impl Into<String>, e: rtnetlink::Error) -> KernelErro
     KernelError::netlink(what, e)
 }
 
+/// Sends one request flagged `NLM_F_ECHO` and waits for its ACK (or error); returns
+/// the object the kernel echoed back (e.g. the link a `RTM_NEWLINK` created, with its
+/// index and MAC), so no lookup has to follow. `None` when the kernel does not echo that
+/// request (before Linux 6.3 for `RTM_NEWLINK`): the caller looks the object up.
+pub(crate) async fn request_echo(
+    handle: &rtnetlink::Handle,
+    mut msg: netlink_packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+    flags: u16,
+) -> Result<Option<netlink_packet_route::RouteNetlinkMessage>, rtnetlink::Error> {
+    use futures::StreamExt;
+    use netlink_packet_core::NetlinkPayload;
+    msg.header.flags = flags | netlink_packet_core::NLM_F_ECHO;
+    let mut handle = handle.clone();
+    let mut resp = handle.request(msg)?;
+    let mut echoed = None;
+    while let Some(m) = resp.next().await {
+        match m.payload {
+            NetlinkPayload::Error(err) if err.code.is_some() => {
+                return Err(rtnetlink::Error::NetlinkError(err));
+            }
+            NetlinkPayload::InnerMessage(inner) => echoed = Some(inner),
+            _ => {}
+        }
+    }
+    Ok(echoed)
+}
+
 /// Sends one request and waits for its ACK (or error).
 pub(crate) async fn request_ack(
     handle: &rtnetlink::Handle,
