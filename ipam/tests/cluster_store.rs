@@ -528,7 +528,7 @@ fn etcd_renewal_is_a_keep_alive_only() {
         }
         let before = s.node("k").await.unwrap().unwrap();
         let mut w = s.watch().await.unwrap();
-        // Renew k for 3 s (past half its TTL: the record's own expiry says "dying").
+        // Renew k for 3 s (past half its TTL: the record is not rewritten).
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(3) {
             s.renew("k", Duration::from_secs(4)).await.unwrap();
@@ -556,15 +556,15 @@ fn etcd_renewal_is_a_keep_alive_only() {
         let k = live.iter().find(|r| r.info.name == "k").unwrap();
         assert!(k.lease_expiry >= now + 2, "{} < {now} + 2", k.lease_expiry);
         assert!(k.lease_expiry > before.lease_expiry, "lease not renewed");
-        // k stops renewing: 11 while its lease runs out, then it is gone.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        let e = s.claim_block("l", &p, false, None).await.unwrap_err();
-        assert_eq!(e.code(), 11, "{e}");
-        assert!(e.to_string().contains("node k"), "{e}");
+        // k stops renewing: its record goes with its lease, its block stays its own (no
+        // other node gets it while k's pods may hold its addresses).
         let deadline = Instant::now() + Duration::from_secs(8);
         while s.node("k").await.unwrap().is_some() {
             assert!(Instant::now() < deadline, "k outlived its lease");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let e = s.claim_block("l", &p, false, None).await.unwrap_err();
+        assert_eq!(e.code(), 102, "k's block was handed to l: {e}");
+        assert!(e.to_string().contains("k (1)"), "{e}");
     });
 }
