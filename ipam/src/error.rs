@@ -40,8 +40,8 @@ pub enum IpamError {
     /// (CNI code 11).
     #[error("cluster store unavailable: {0}")]
     StoreUnavailable(String),
-    /// No block can be claimed now, but space is about to be freed (a node's lease is
-    /// running out): try again later (CNI code 11).
+    /// No block could be claimed now (every attempt lost a race with other nodes'
+    /// claims): try again later (CNI code 11).
     #[error("{0}")]
     TryAgain(String),
     /// The cluster pool has no free block, or the node holds `maxBlocksPerNode` blocks
