@@ -2,39 +2,17 @@
 //! inside network namespaces of its own (named from the test and the pid) and removes
 //! them in a guard, so tests run in parallel and never touch the host's network.
 
+mod common;
+
 use std::path::PathBuf;
 
-use cni_core::netlink::{self, BridgeSpec, MacAddr, Netlink, RouteSpec};
+use cni_core::netlink::{self, BridgeSpec, MacAddr, RouteSpec};
 use cni_core::netns::NetNs;
 use cni_core::spec::config::Attachment;
 use cni_core::spec::names::{ContainerId, IfName, NetworkName};
 use cni_core::{macspoof, masq, sysctl};
+use common::TestNs;
 use ipnetwork::IpNetwork;
-use testkit::Netns;
-
-/// A namespace of the test's own (the test kit's fixture: deleted on drop, also when
-/// the test fails) and our handle on it.
-struct TestNs {
-    kit: Netns,
-    ns: NetNs,
-}
-
-impl TestNs {
-    fn new(tag: &str) -> TestNs {
-        let kit = Netns::named(&format!("cnicore-{tag}-{}", std::process::id()));
-        let ns = NetNs::open(&kit.path()).unwrap();
-        TestNs { ns, kit }
-    }
-
-    /// Runs a command inside the namespace and returns its stdout.
-    fn exec(&self, args: &[&str]) -> String {
-        self.kit.exec(args)
-    }
-
-    fn nl(&self) -> Netlink {
-        Netlink::connect_in(&self.ns).unwrap()
-    }
-}
 
 fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()

@@ -3,28 +3,16 @@
 //! its last rule, also while other plugins add rules at the same time (and so does the
 //! `cni_macspoof` table).
 
+mod common;
+
 use cni_core::masq;
-use cni_core::netns::NetNs;
 use cni_core::spec::config::{Attachment, NetConf};
 use cni_core::spec::names::{ContainerId, IfName, NetworkName};
+use common::TestNs;
 use ipnetwork::IpNetwork;
 use serde_json::json;
-use testkit::Netns;
-
-/// A namespace of the test's own (the test kit's fixture: deleted on drop, also when
-/// the test fails) and our handle on it.
-struct TestNs {
-    kit: Netns,
-    ns: NetNs,
-}
 
 impl TestNs {
-    fn new(tag: &str) -> TestNs {
-        let kit = Netns::named(&format!("cnimasq-{tag}-{}", std::process::id()));
-        let ns = NetNs::open(&kit.path()).unwrap();
-        TestNs { ns, kit }
-    }
-
     /// `nft list table <family> cni_masq` inside; `None` when there is no such table.
     fn table(&self, family: &str) -> Option<String> {
         self.kit

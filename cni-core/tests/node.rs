@@ -2,40 +2,19 @@
 //! and the reconciler. Every test works in a network namespace of its own (named from
 //! the test and the pid), removed by a guard, with an underlay veth pair inside it.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use cni_core::netlink::neigh::{FdbEntry, NeighEntry};
 use cni_core::netlink::{self, Link, MacAddr, Netlink, VxlanSpec};
-use cni_core::netns::NetNs;
 use cni_core::node::{Applied, Object, Reconciler};
+use common::TestNs;
 use ipnetwork::IpNetwork;
-use testkit::Netns;
-
-/// A namespace of the test's own (the test kit's fixture: deleted on drop, also when
-/// the test fails) and our handle on it.
-struct TestNs {
-    kit: Netns,
-    ns: NetNs,
-}
 
 impl TestNs {
-    fn new(tag: &str) -> TestNs {
-        let kit = Netns::named(&format!("cninode-{tag}-{}", std::process::id()));
-        let ns = NetNs::open(&kit.path()).unwrap();
-        TestNs { ns, kit }
-    }
-
-    /// Runs a command inside the namespace and returns its stdout.
-    fn exec(&self, args: &[&str]) -> String {
-        self.kit.exec(args)
-    }
-
-    fn nl(&self) -> Netlink {
-        Netlink::connect_in(&self.ns).unwrap()
-    }
-
     /// An underlay inside the namespace: veth `under0` (192.168.77.1/24, up) with its
     /// peer `under1` (up). Returns the index of `under0`.
     fn underlay(&self) -> u32 {
