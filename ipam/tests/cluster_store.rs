@@ -504,3 +504,67 @@ fn etcd_identity_is_created_once() {
         assert_ne!(other.identity().await.unwrap(), a);
     });
 }
+
+/// etcd: a renewal is a lease keep-alive only. The record is not rewritten (no watch
+/// event, `leaseExpiry` in the record unchanged), yet a node that keeps renewing past
+/// half its TTL still counts as alive on an exhausted pool (102, liveness read from the
+/// lease), `nodes_live_expiry` shows its renewed lease, and once it stops renewing the
+/// pool answers 11 and its lease expires.
+#[test]
+fn etcd_renewal_is_a_keep_alive_only() {
+    let b = Backend::Etcd(Etcd::start());
+    rt().block_on(async {
+        let s = connect(&b.url("renew")).await;
+        let p = pool("10.72.0.0/24", 26); // 4 blocks
+        s.register(&info("k"), Duration::from_secs(4))
+            .await
+            .unwrap();
+        s.claim_block("k", &p, false, None).await.unwrap();
+        s.register(&info("l"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            s.claim_block("l", &p, false, None).await.unwrap();
+        }
+        let before = s.node("k").await.unwrap().unwrap();
+        let mut w = s.watch().await.unwrap();
+        // Renew k for 3 s (past half its TTL: the record is not rewritten).
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            s.renew("k", Duration::from_secs(4)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        s.renew("k", Duration::from_secs(4)).await.unwrap();
+        assert_eq!(
+            s.node("k").await.unwrap().unwrap(),
+            before,
+            "record rewritten"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), w.next())
+                .await
+                .is_err(),
+            "a renewal produced a watch event"
+        );
+        let e = s.claim_block("l", &p, false, None).await.unwrap_err();
+        assert_eq!(e.code(), 102, "k renews: not dying: {e}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let live = s.nodes_live_expiry().await.unwrap();
+        let k = live.iter().find(|r| r.info.name == "k").unwrap();
+        assert!(k.lease_expiry >= now + 2, "{} < {now} + 2", k.lease_expiry);
+        assert!(k.lease_expiry > before.lease_expiry, "lease not renewed");
+        // k stops renewing: its record goes with its lease, its block stays its own (no
+        // other node gets it while k's pods may hold its addresses).
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while s.node("k").await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "k outlived its lease");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let e = s.claim_block("l", &p, false, None).await.unwrap_err();
+        assert_eq!(e.code(), 102, "k's block was handed to l: {e}");
+        assert!(e.to_string().contains("k (1)"), "{e}");
+    });
+}

@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 
 /// Makes sure this node holds (in the cluster store and in its node-local block cache)
 /// at least one block per family of the pool, so the first pod does not wait.
-pub struct FirstBlocks {
+pub(crate) struct FirstBlocks {
     pub node: String,
     pub pool: Pool,
     /// The node-local store of the network (`<data dir>/<network>`), where the block
@@ -21,7 +21,7 @@ pub struct FirstBlocks {
 }
 
 impl FirstBlocks {
-    pub fn new(node: String, pool: Pool, local: Store) -> FirstBlocks {
+    pub(crate) fn new(node: String, pool: Pool, local: Store) -> FirstBlocks {
         FirstBlocks {
             node,
             pool,
@@ -30,18 +30,18 @@ impl FirstBlocks {
         }
     }
 
-    pub fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.done.load(Ordering::Relaxed)
     }
 
     /// Forget that the blocks were checked (the node's record expired: check again).
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.done.store(false, Ordering::Relaxed);
     }
 
     /// Reconciles the cache with the cluster store, then claims what is missing. Errors
     /// are logged and counted; the lease loop calls again until it is done.
-    pub async fn ensure(&self, store: &ClusterStore, metrics: &Metrics) {
+    pub(crate) async fn ensure(&self, store: &ClusterStore, metrics: &Metrics) {
         match self.try_ensure(store).await {
             Ok(blocks) => {
                 metrics.set_blocks_owned(blocks.len());
@@ -94,7 +94,7 @@ impl FirstBlocks {
 /// Addresses allocated and left in `blocks`, per family: (family, allocated, free).
 /// Reads the whole node-local store (run it on a timer, not per request).
 /// With `reserve_gateway` the first host address of each block counts as not usable.
-pub fn usage(
+pub(crate) fn usage(
     store: &Store,
     blocks: &[IpNetwork],
     reserve_gateway: bool,
@@ -123,14 +123,14 @@ pub fn usage(
 /// The addresses of a block pods can get (see `ipam::cluster::local`: not the IPv4
 /// network and broadcast addresses, not the IPv6 subnet-router anycast address, and not
 /// the first host address with `reserve_gateway`: 61 of a /26).
-pub fn usable(b: &IpNetwork, reserve_gateway: bool) -> u128 {
+pub(crate) fn usable(b: &IpNetwork, reserve_gateway: bool) -> u128 {
     size(b)
         .saturating_sub(if b.is_ipv6() { 1 } else { 2 })
         .saturating_sub(u128::from(reserve_gateway))
 }
 
 /// The number of addresses in a block.
-pub fn size(b: &IpNetwork) -> u128 {
+pub(crate) fn size(b: &IpNetwork) -> u128 {
     let total: u32 = if b.is_ipv6() { 128 } else { 32 };
     let host_bits = total.saturating_sub(u32::from(b.prefix()));
     1u128.checked_shl(host_bits).unwrap_or(u128::MAX)

@@ -65,7 +65,7 @@ pub struct StoreArgs {
     #[arg(
         long,
         env = "IPAMD_STORE",
-        default_value = ipam::config::DEFAULT_CLUSTER_STORE
+        default_value = ipam::DEFAULT_CLUSTER_STORE
     )]
     pub store: String,
     /// Machine-readable output.
@@ -131,7 +131,7 @@ pub struct LocalArgs {
     /// The network: the node-local store is <data-dir>/<network>.
     #[arg(long, env = "IPAMD_NETWORK")]
     pub network: String,
-    #[arg(long, env = "IPAMD_DATA_DIR", default_value = ipam::config::DEFAULT_DATA_DIR)]
+    #[arg(long, env = "IPAMD_DATA_DIR", default_value = ipam::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// The network's `ipam.reserveGateway` is on: the first host address of every block
     /// is never a pod's, so capacity counts one address less per block (implied by
@@ -175,7 +175,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "IPAMD_STORE",
-        default_value = ipam::config::DEFAULT_CLUSTER_STORE
+        default_value = ipam::DEFAULT_CLUSTER_STORE
     )]
     pub store: String,
     /// A cluster pool CIDR; repeat (or comma-separate) for IPv4 + IPv6.
@@ -290,7 +290,7 @@ pub struct BgpPeerArg {
 }
 
 /// `ADDR,AS[,PASSWORD]`; the password may itself contain commas.
-pub fn parse_bgp_peer(s: &str) -> Result<BgpPeerArg, String> {
+pub(crate) fn parse_bgp_peer(s: &str) -> Result<BgpPeerArg, String> {
     let mut it = s.splitn(3, ',');
     let address = it
         .next()
@@ -366,7 +366,7 @@ pub struct BenchArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-pub fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
+pub(crate) fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
     if let Some(n) = name.filter(|n| !n.is_empty()) {
         return Ok(n.to_string());
     }
@@ -377,7 +377,7 @@ pub fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
 }
 
 /// As [`parse_duration`], and `0` (any unit) for zero: "disabled".
-pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     parse_duration(s).or_else(|e| {
         let t = s.trim();
         let split = t
@@ -394,7 +394,7 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
 }
 
 /// `30s`, `2500ms`, `5m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')

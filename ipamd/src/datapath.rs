@@ -43,10 +43,10 @@ use crate::metrics::Metrics;
 
 /// How long after a full repair caused by a device or underlay change the kernel is
 /// checked once more (see the module docs).
-pub const VERIFY_AFTER: Duration = Duration::from_millis(500);
+pub(crate) const VERIFY_AFTER: Duration = Duration::from_millis(500);
 
 /// A [`PeerHandler`] that programs the kernel through a [`NodeSide`].
-pub struct DatapathHandler<D: NodeSide> {
+pub(crate) struct DatapathHandler<D: NodeSide> {
     side: D,
     nl: Netlink,
     rec: Reconciler,
@@ -76,7 +76,7 @@ pub struct DatapathHandler<D: NodeSide> {
 }
 
 /// A node record as the datapath sees it.
-pub fn peer_of(rec: &NodeRecord) -> Peer {
+pub(crate) fn peer_of(rec: &NodeRecord) -> Peer {
     Peer {
         name: rec.info.name.clone(),
         underlay: rec.info.underlay_ip,
@@ -87,7 +87,7 @@ pub fn peer_of(rec: &NodeRecord) -> Peer {
 
 impl<D: NodeSide> DatapathHandler<D> {
     /// `nl` must be a connection in the node's namespace (opened on the daemon's runtime).
-    pub fn new(side: D, nl: Netlink, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(side: D, nl: Netlink, metrics: Arc<Metrics>) -> Self {
         DatapathHandler {
             side,
             rec: Reconciler::new(nl.clone()),
@@ -112,7 +112,7 @@ impl<D: NodeSide> DatapathHandler<D> {
     /// daemon's) and the underlay `underlay` (whose address this node publishes). A node
     /// removed from the store stays programmed for `removal_grace` (0: removed at once)
     /// unless it comes back. Without this the handler repairs only on resync ticks.
-    pub fn watch_kernel(mut self, underlay: Underlay, removal_grace: Duration) -> Self {
+    pub(crate) fn watch_kernel(mut self, underlay: Underlay, removal_grace: Duration) -> Self {
         let interest = Interest {
             devices: self.side.devices(),
             underlay: Some(underlay.index),
@@ -259,7 +259,7 @@ impl<D: NodeSide> DatapathHandler<D> {
                 Some(o)
             }
             Err(e) => {
-                let why = e.to_string();
+                let why = e.msg;
                 if self.refused.get(&peer.name) != Some(&why) {
                     tracing::error!(node = %peer.name, reason = %why, "node refused: nothing programmed toward it");
                 }

@@ -35,12 +35,12 @@ use crate::blocks::FirstBlocks;
 use crate::metrics::Metrics;
 
 /// First retry after a failed renewal.
-pub const RETRY_MIN: Duration = Duration::from_millis(200);
+pub(crate) const RETRY_MIN: Duration = Duration::from_millis(200);
 /// Longest wait between retries of a failed renewal.
-pub const RETRY_MAX: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Everything the lease loop needs.
-pub struct Lease {
+pub(crate) struct Lease {
     pub store: Arc<ClusterStore>,
     pub info: NodeInfo,
     pub ttl: Duration,
@@ -53,7 +53,7 @@ pub struct Lease {
 }
 
 /// How often the lease is renewed: a third of its TTL (at least 100 ms).
-pub fn renew_interval(ttl: Duration) -> Duration {
+pub(crate) fn renew_interval(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(100))
 }
 
@@ -70,7 +70,7 @@ async fn changed(updates: &mut Option<watch::Receiver<IpAddr>>) -> bool {
 }
 
 /// The wait before the next retry after `failures` failed renewals in a row.
-pub fn retry_delay(failures: u32) -> Duration {
+pub(crate) fn retry_delay(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(8);
     (RETRY_MIN * 2u32.pow(exp)).min(RETRY_MAX)
 }
@@ -78,7 +78,7 @@ pub fn retry_delay(failures: u32) -> Duration {
 impl Lease {
     /// Registers, retrying every second until it succeeds or `stop` turns true
     /// (`None` then). Then claims the first blocks (best effort: retried by [`Lease::run`]).
-    pub async fn start(&self, stop: &mut watch::Receiver<bool>) -> Option<NodeRecord> {
+    pub(crate) async fn start(&self, stop: &mut watch::Receiver<bool>) -> Option<NodeRecord> {
         loop {
             match self.register().await {
                 Ok(rec) => return Some(rec),
@@ -132,7 +132,7 @@ impl Lease {
 
     /// Renews until `stop` turns true. The lease is left to run out on its own after
     /// that (see the README: a restart within the TTL keeps the node's blocks).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let every = renew_interval(self.ttl);
         let mut next = Instant::now() + every;
         let mut failures: u32 = 0;
@@ -266,7 +266,7 @@ impl Lease {
 /// them) until it registers again, or for `grace` (zero: until `ipamd remove-node`),
 /// after which they go back to the pool. Every daemon does it; the store's
 /// compare-and-swap makes that safe.
-pub async fn expire_loop(
+pub(crate) async fn expire_loop(
     store: Arc<ClusterStore>,
     every: Duration,
     grace: Duration,

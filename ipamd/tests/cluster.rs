@@ -387,7 +387,7 @@ fn scenario(store: &str) {
             ("live", Some(live)),
             ("unrecorded", None),
         ] {
-            let meta = ipam::store::AllocMeta { netns };
+            let meta = ipam::AllocMeta { netns };
             s.allocate_with(&ipam::AllocKey::new(id, "eth0"), &sets, &[], &meta)
                 .unwrap();
         }

@@ -15,12 +15,12 @@
 //! [`ClusterStore::expire`] (`ipamd --expired-node-grace`, 24 h by default, like
 //! flannel's subnet leases; 0: never).
 
-pub mod etcd;
-pub mod file;
+mod etcd;
+mod file;
 pub mod local;
-pub mod node;
-pub mod pool;
-pub mod url;
+mod node;
+mod pool;
+mod url;
 
 pub use node::{NodeEvent, NodeInfo, NodeRecord};
 pub use pool::Pool;
@@ -225,7 +225,9 @@ impl ClusterStore {
     /// gets `IpamError::NotFound` and must register again.
     ///
     /// etcd: one keep-alive of the node's lease (which renews it by the TTL it was
-    /// granted with), then the record's `leaseExpiry` is updated.
+    /// granted with); the record is not rewritten (no raft write, no watch event), so
+    /// its `leaseExpiry` is that of its last write: [`ClusterStore::nodes_live_expiry`]
+    /// reads the leases.
     pub async fn renew(&self, node: &str, ttl: Duration) -> Result<(), IpamError> {
         match self {
             ClusterStore::File(s) => {
@@ -241,6 +243,16 @@ impl ClusterStore {
         match self {
             ClusterStore::File(s) => blocking(s, |s| Ok(s.live()?.into_values().collect())).await,
             ClusterStore::Etcd(s) => Ok(s.snapshot().await?.records().into_values().collect()),
+        }
+    }
+
+    /// Every live node record, its `leaseExpiry` read from the store's lease (etcd: one
+    /// lease time-to-live request per node, renewals do not rewrite the records). For an
+    /// operator's listing, not for a loop.
+    pub async fn nodes_live_expiry(&self) -> Result<Vec<NodeRecord>, IpamError> {
+        match self {
+            ClusterStore::File(_) => self.nodes().await,
+            ClusterStore::Etcd(s) => Ok(s.records_live_expiry().await?.into_values().collect()),
         }
     }
 
