@@ -1,8 +1,8 @@
-//! One configured peer: the task that drives its state machine through connection
-//! attempts and sessions, and what it keeps between sessions (the routes learned from
-//! it, its status).
+//! One configured peer: what it keeps between sessions (the routes learned from it, its
+//! status, what its OPEN negotiated) and its connection attempts (Idle, Connect,
+//! Active). `task.rs` runs them and the sessions of `session.rs` in turn.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,11 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::config::{ImportFilter, PeerConfig, Timers};
-use crate::fsm::{self, Action, Backoff, Cause, Input, State};
-use crate::session::{self, our_open, Exports, Negotiated, Outcome, Start};
+use crate::config::{HoldTime, ImportFilter, PeerConfig, Timers};
+use crate::fsm::{self, Action, Cause, Input, State};
 use crate::types::{PeerStatus, RouteEvent, RouteEventKind};
-use crate::wire::{Family, GracefulRestart, Notification, Open, Update};
+use crate::wire::{Family, GracefulRestart, Notification, Update};
 
 /// What every session of the speaker shares.
 #[derive(Debug)]
@@ -31,16 +30,20 @@ pub(crate) struct Local {
     pub(crate) forwarding_survives_restart: bool,
 }
 
-impl Local {
-    pub(crate) fn open(&self) -> Open {
-        our_open(
-            self.local_as,
-            self.router_id,
-            self.timers.hold_time,
-            self.timers.graceful_restart,
-            self.forwarding_survives_restart,
-        )
-    }
+/// The routes we announce: prefix -> next hop.
+pub(crate) type Exports = BTreeMap<IpNetwork, IpAddr>;
+
+/// What the peer told us in its OPEN that the session keeps using.
+pub(crate) struct Negotiated {
+    pub(crate) families: Vec<Family>,
+    pub(crate) hold: HoldTime,
+    pub(crate) router_id: Ipv4Addr,
+    pub(crate) graceful_restart: Option<GracefulRestart>,
+    /// Both sides announced the N bit (RFC 8538).
+    pub(crate) both_n: bool,
+    /// The peer accepts IPv4 unicast NLRI with an IPv6 next hop (RFC 8950; we always
+    /// announce that we do): our IPv4 blocks with an IPv6 next hop may go to it.
+    pub(crate) extended_next_hop: bool,
 }
 
 /// Messages from the speaker to a peer task.
@@ -296,8 +299,8 @@ impl PeerCtx {
             );
         }
         if let Some(mp) = a.mp_reach {
-            if let Some(nh) = mp.next_hops.first() {
-                reach.extend(mp.nlri.into_iter().map(|p| (p, *nh)));
+            if let Some(nh) = mp.next_hop() {
+                reach.extend(mp.nlri.into_iter().map(|p| (p, nh)));
             }
         }
         // eBGP loop prevention (§9.1.2): a path through our own AS is unusable.
@@ -343,7 +346,7 @@ impl PeerCtx {
     /// After a session: keep the routes as stale during the peer's graceful restart
     /// (RFC 4724 §4.2, RFC 8538) for the families it preserves, drop everything else.
     /// `established`: how it ended, if it had reached Established.
-    fn on_session_down(&mut self, established: Option<Cause>) {
+    pub(crate) fn on_session_down(&mut self, established: Option<Cause>) {
         {
             let mut s = self.status.lock();
             s.established_at = None;
@@ -392,7 +395,7 @@ impl PeerCtx {
         self.update_received();
     }
 
-    fn peer_down(&mut self) {
+    pub(crate) fn peer_down(&mut self) {
         self.rib_in.clear();
         self.fresh = 0;
         self.gr_deadline = None;
@@ -495,7 +498,7 @@ async fn wait(
 }
 
 /// Idle -> Connect <-> Active until a connection exists (RFC 4271 §8.2.2).
-async fn connection(
+pub(crate) async fn connection(
     ctx: &mut PeerCtx,
     control: &mut mpsc::Receiver<Control>,
     backoff: Duration,
@@ -536,7 +539,8 @@ async fn connection(
 /// A peer with a TCP MD5 key that does not come up: when the namespace's MD5 failure
 /// counters (`TcpExtTCPMD5Failure`: wrong signature, `TcpExtTCPMD5NotFound`: none) count
 /// up meanwhile, the operator is told (they are per namespace, not per peer).
-struct Md5Watch {
+#[derive(Default)]
+pub(crate) struct Md5Watch {
     last: Option<(u64, u64)>,
     told: Option<Instant>,
 }
@@ -570,53 +574,4 @@ impl Md5Watch {
             ));
         }
     }
-}
-
-/// The task of one peer, until it is removed.
-pub(crate) async fn run(mut ctx: PeerCtx, mut control: mpsc::Receiver<Control>) {
-    let t = ctx.local.timers;
-    let mut backoff = Backoff::new(t.connect_retry, t.max_backoff);
-    let mut md5 = Md5Watch {
-        last: None,
-        told: None,
-    };
-    let mut next: Option<Start> = None;
-    loop {
-        let start = match next.take() {
-            Some(c) => c,
-            None => {
-                let delay = backoff.next_delay();
-                match connection(&mut ctx, &mut control, delay, &mut md5).await {
-                    Some((stream, outgoing)) => {
-                        if let Ok(peer) = stream.peer_addr() {
-                            debug!(peer = %ctx.cfg.address, %peer, outgoing, "connected");
-                        }
-                        Start::new(stream, outgoing, &ctx)
-                    }
-                    None => break,
-                }
-            }
-        };
-        match session::run(start, &mut ctx, &mut control).await {
-            Outcome::Closed { established } => {
-                if established.is_some() {
-                    backoff.reset();
-                }
-                ctx.on_session_down(established);
-            }
-            Outcome::Switch {
-                established,
-                next: n,
-            } => {
-                ctx.on_session_down(established);
-                next = Some(n);
-            }
-            Outcome::Shutdown => {
-                ctx.on_session_down(None);
-                break;
-            }
-        }
-    }
-    ctx.set_state(State::Idle);
-    ctx.peer_down();
 }

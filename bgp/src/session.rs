@@ -17,18 +17,15 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::HoldTime;
 use crate::fsm::{self, Action, Cause, Input, State};
-use crate::peer::{Control, PeerCtx};
+use crate::peer::{Control, Exports, Local, Negotiated, PeerCtx};
 use crate::wire::{
-    AsSegment, Capability, Codec, DecodeError, Family, GracefulRestart, Header, Message, MpReach,
-    Notification, Open, OpenError, Origin, PathAttributes, Update, HEADER_LEN,
+    AsSegment, Capability, Codec, DecodeError, ExtendedNextHop, Family, GracefulRestart, Header,
+    Message, MpReach, Notification, Open, OpenError, Origin, PathAttributes, Update, HEADER_LEN,
 };
-
-/// The routes we announce: prefix -> next hop.
-pub(crate) type Exports = BTreeMap<IpNetwork, IpAddr>;
 
 /// How a session ended.
 pub(crate) enum Outcome {
@@ -72,16 +69,6 @@ type Incoming = Result<(Header, Vec<u8>), ReadError>;
 enum ReadError {
     Io(io::Error),
     Decode(DecodeError),
-}
-
-/// What the peer told us in its OPEN that the session keeps using.
-pub(crate) struct Negotiated {
-    pub(crate) families: Vec<Family>,
-    pub(crate) hold: HoldTime,
-    pub(crate) router_id: Ipv4Addr,
-    pub(crate) graceful_restart: Option<GracefulRestart>,
-    /// Both sides announced the N bit (RFC 8538).
-    pub(crate) both_n: bool,
 }
 
 /// Ends the reader task with the session.
@@ -246,7 +233,7 @@ pub(crate) async fn run(
         open,
     } = start;
     if !open_sent {
-        if let Err(e) = conn.send(&Message::Open(ctx.local.open())).await {
+        if let Err(e) = conn.send(&Message::Open(local_open(&ctx.local))).await {
             ctx.set_error(format!("sending OPEN: {e}"));
             return Outcome::Closed { established: None };
         }
@@ -324,7 +311,7 @@ impl Session<'_> {
             Event::Read(Read::Msg(msg)) => match msg {
                 Message::Open(open) => match check_open(&open, ctx) {
                     Ok(neg) => {
-                        self.conn.codec.four_octet_as = open.four_octet_as();
+                        self.conn.codec = codec_of(&open);
                         payload.open = Some(neg);
                         Input::Open
                     }
@@ -360,7 +347,7 @@ impl Session<'_> {
                         fsm::second_wins(self.outgoing, ctx.local.router_id, open.router_id);
                     let graceful_restart = open.graceful_restart().is_some();
                     if let Some(s) = self.second.as_mut() {
-                        s.conn.codec.four_octet_as = open.four_octet_as();
+                        s.conn.codec = codec_of(&open);
                         s.open = Some(open);
                     }
                     Input::SecondOpen {
@@ -471,7 +458,7 @@ impl Session<'_> {
                     };
                     let mut conn = Conn::new(stream, write_timeout(self.ctx));
                     if *send_open {
-                        let _ = conn.send(&Message::Open(self.ctx.local.open())).await;
+                        let _ = conn.send(&Message::Open(local_open(&self.ctx.local))).await;
                     }
                     debug!(peer = %self.ctx.cfg.address, state = %self.state, "second connection: waiting for its OPEN");
                     // One at a time: the newer replaces an older one that said nothing.
@@ -569,7 +556,7 @@ impl Session<'_> {
         };
         info!(peer = %self.ctx.cfg.address, hold = neg.hold.secs(), router_id = %neg.router_id,
               graceful_restart = neg.graceful_restart.is_some(), notification_gr = neg.both_n,
-              "BGP session established");
+              extended_next_hop = neg.extended_next_hop, "BGP session established");
         self.ctx.on_established(neg);
         let families = self.families();
         let now: Arc<Exports> = self.ctx.exports.borrow_and_update().clone();
@@ -590,7 +577,22 @@ impl Session<'_> {
         families: &[Family],
     ) -> io::Result<()> {
         let ebgp = self.ctx.cfg.remote_as != self.ctx.local.local_as;
-        send_changes(&mut self.conn, before, after, families, ebgp, self.ctx).await
+        let extended_next_hop = self.neg.as_ref().is_some_and(|n| n.extended_next_hop);
+        let to = Audience {
+            families,
+            ebgp,
+            extended_next_hop,
+        };
+        send_changes(&mut self.conn, before, after, &to, self.ctx).await
+    }
+}
+
+/// What the peer's OPEN changes in the encoding (we announce both capabilities, so the
+/// peer's announcement decides).
+fn codec_of(open: &Open) -> Codec {
+    Codec {
+        four_octet_as: open.four_octet_as(),
+        extended_next_hop: open.extended_next_hop(ExtendedNextHop::IPV4_OVER_IPV6),
     }
 }
 
@@ -626,50 +628,98 @@ fn check_open(open: &Open, ctx: &PeerCtx) -> Result<Negotiated, OpenError> {
         router_id: open.router_id,
         graceful_restart,
         both_n,
+        extended_next_hop: open.extended_next_hop(ExtendedNextHop::IPV4_OVER_IPV6),
     })
 }
 
-/// Sends what changed between `before` and `after`, for the given families: our own
-/// routes only (the exports), as originated by this AS.
+/// Who our UPDATEs go to: what the session negotiated.
+struct Audience<'a> {
+    families: &'a [Family],
+    ebgp: bool,
+    extended_next_hop: bool,
+}
+
+impl Audience<'_> {
+    /// Whether the route can be sent to this peer: its family was negotiated, and a
+    /// next hop of the other family only as RFC 8950 allows (IPv4 via IPv6, negotiated).
+    fn carries(&self, p: &IpNetwork, nh: &IpAddr) -> bool {
+        self.families.contains(&family_of(p))
+            && (p.is_ipv4() == nh.is_ipv4()
+                || (p.is_ipv4() && nh.is_ipv6() && self.extended_next_hop))
+    }
+}
+
+fn family_of(p: &IpNetwork) -> Family {
+    match p {
+        IpNetwork::V4(_) => Family::IPV4_UNICAST,
+        IpNetwork::V6(_) => Family::IPV6_UNICAST,
+    }
+}
+
+/// Sends what changed between `before` and `after`, of the routes this peer can
+/// carry ([`Audience::carries`]): our own routes only (the exports), as originated by
+/// this AS. An IPv4 route with an IPv6 next hop the peer cannot take is left out, with
+/// a WARN when it is new.
 async fn send_changes(
     conn: &mut Conn,
     before: &Exports,
     after: &Exports,
-    families: &[Family],
-    ebgp: bool,
+    to: &Audience<'_>,
     ctx: &PeerCtx,
 ) -> io::Result<()> {
-    let family_of = |p: &IpNetwork| match p {
-        IpNetwork::V4(_) => Family::IPV4_UNICAST,
-        IpNetwork::V6(_) => Family::IPV6_UNICAST,
+    let sendable = |m: &Exports| -> Exports {
+        m.iter()
+            .filter(|(p, nh)| to.carries(p, nh))
+            .map(|(p, nh)| (*p, *nh))
+            .collect()
     };
+    let refused: Vec<String> = after
+        .iter()
+        .filter(|(p, nh)| {
+            p.is_ipv4() && nh.is_ipv6() && before.get(p) != Some(nh) && !to.carries(p, nh)
+        })
+        .map(|(p, nh)| format!("{p} via {nh}"))
+        .collect();
+    if !refused.is_empty() && to.families.contains(&Family::IPV4_UNICAST) {
+        warn!(
+            peer = %ctx.cfg.address,
+            routes = %refused.join(", "),
+            "BGP: not announcing IPv4 routes with an IPv6 next hop: the peer did not \
+             negotiate the extended next hop capability (RFC 8950; BIRD: `extended next \
+             hop on` in its ipv4 channel, FRR: `neighbor X capability extended-nexthop`), \
+             or give this node an IPv4 underlay address"
+        );
+    }
+    let (before, after) = (sendable(before), sendable(after));
     let mut withdrawn: BTreeMap<Family, Vec<IpNetwork>> = BTreeMap::new();
     for p in before.keys().filter(|p| !after.contains_key(p)) {
         withdrawn.entry(family_of(p)).or_default().push(*p);
     }
-    let mut announced: BTreeMap<IpAddr, Vec<IpNetwork>> = BTreeMap::new();
+    let mut announced: BTreeMap<(Family, IpAddr), Vec<IpNetwork>> = BTreeMap::new();
     for (p, nh) in after.iter().filter(|(p, nh)| before.get(p) != Some(nh)) {
-        announced.entry(*nh).or_default().push(*p);
+        announced.entry((family_of(p), *nh)).or_default().push(*p);
     }
     let mut updates = Vec::new();
-    for (f, prefixes) in withdrawn.iter().filter(|(f, _)| families.contains(f)) {
+    for (f, prefixes) in &withdrawn {
         updates.extend(Update::pack_withdraw(*f, prefixes, conn.codec));
     }
-    for (nh, prefixes) in &announced {
+    for ((family, nh), prefixes) in &announced {
+        let base = base_attributes(to.ebgp, ctx.local.local_as);
         let attrs = match nh {
-            IpAddr::V4(v4) if families.contains(&Family::IPV4_UNICAST) => PathAttributes {
+            IpAddr::V4(v4) => PathAttributes {
                 next_hop: Some(*v4),
-                ..base_attributes(ebgp, ctx.local.local_as)
+                ..base
             },
-            IpAddr::V6(_) if families.contains(&Family::IPV6_UNICAST) => PathAttributes {
+            // IPv6 NLRI, or IPv4 NLRI with an IPv6 next hop (RFC 8950 §4: in
+            // MP_REACH_NLRI of AFI 1, SAFI 1).
+            IpAddr::V6(_) => PathAttributes {
                 mp_reach: Some(MpReach {
-                    family: Family::IPV6_UNICAST,
+                    family: *family,
                     next_hops: vec![*nh],
                     nlri: vec![],
                 }),
-                ..base_attributes(ebgp, ctx.local.local_as)
+                ..base
             },
-            _ => continue,
         };
         updates.extend(Update::pack_announce(&attrs, prefixes, conn.codec));
     }
@@ -684,11 +734,7 @@ async fn send_changes(
     if !buf.is_empty() {
         conn.send_raw(&buf).await?;
     }
-    let count = after
-        .keys()
-        .filter(|p| families.contains(&family_of(p)))
-        .count();
-    ctx.set_sent(count);
+    ctx.set_sent(after.len());
     Ok(())
 }
 
@@ -711,6 +757,17 @@ fn base_attributes(ebgp: bool, local_as: u32) -> PathAttributes {
 }
 
 /// Our OPEN.
+/// Our OPEN, as every session of the speaker sends it.
+fn local_open(local: &Local) -> Open {
+    our_open(
+        local.local_as,
+        local.router_id,
+        local.timers.hold_time,
+        local.timers.graceful_restart,
+        local.forwarding_survives_restart,
+    )
+}
+
 pub(crate) fn our_open(
     local_as: u32,
     router_id: Ipv4Addr,
@@ -721,6 +778,9 @@ pub(crate) fn our_open(
     let mut capabilities = vec![
         Capability::Multiprotocol(Family::IPV4_UNICAST),
         Capability::Multiprotocol(Family::IPV6_UNICAST),
+        // We install IPv4 routes with an IPv6 next hop (`via inet6`): tell the peer it
+        // may send them (RFC 8950 §3).
+        Capability::ExtendedNextHop(vec![ExtendedNextHop::IPV4_OVER_IPV6]),
         Capability::RouteRefresh,
         Capability::FourOctetAs(local_as),
     ];

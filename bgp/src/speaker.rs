@@ -14,8 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::{ImportFilter, PeerConfig, SpeakerConfig};
-use crate::peer::{self, Control, Local, PeerCtx, StatusCell};
-use crate::session::Exports;
+use crate::peer::{Control, Exports, Local, PeerCtx, StatusCell};
 use crate::types::{PeerStatus, RouteEvent};
 use crate::wire::Notification;
 
@@ -29,7 +28,7 @@ pub enum Error {
     UnknownPeer(IpAddr),
     #[error("TCP MD5 key for {0}: {1}")]
     Password(IpAddr, #[source] io::Error),
-    #[error("next hop {next_hop} is not of the family of {prefix}")]
+    #[error("next hop {next_hop} is not of the family of {prefix} (an IPv6 prefix needs an IPv6 next hop)")]
     FamilyMismatch { prefix: IpNetwork, next_hop: IpAddr },
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -149,7 +148,7 @@ impl Speaker {
             inner.events.clone(),
             inner.import.clone(),
         );
-        let task = tokio::spawn(peer::run(ctx, control_rx));
+        let task = tokio::spawn(crate::task::run(ctx, control_rx));
         debug!(peer = %address, "peer added");
         peers.insert(
             address,
@@ -175,9 +174,10 @@ impl Speaker {
     }
 
     /// Announces `prefix` (host bits are cleared) with `next_hop` to every peer, or
-    /// changes its next hop.
+    /// changes its next hop. An IPv4 prefix may have an IPv6 next hop: it goes to the
+    /// peers that negotiated the extended next hop capability (RFC 8950) only.
     pub fn announce(&self, prefix: IpNetwork, next_hop: IpAddr) -> Result<(), Error> {
-        if prefix.is_ipv4() != next_hop.is_ipv4() {
+        if prefix.is_ipv6() && next_hop.is_ipv4() {
             return Err(Error::FamilyMismatch { prefix, next_hop });
         }
         let prefix = normalize(prefix);

@@ -15,43 +15,9 @@ use std::time::{Duration, Instant};
 use bgp::{PeerConfig, RouteEventKind, Speaker, SpeakerConfig, State};
 use common::*;
 use ipnetwork::IpNetwork;
+use testkit::Netns;
 
 const SEC: Duration = Duration::from_secs(1);
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn must(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        let _ = sh(&["ip", "netns", "del", &name]); // a leftover of a killed run
-        must(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        must(&["ip", "-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.0]);
-    }
-}
 
 /// BIRD, killed on drop.
 struct Bird {
@@ -75,7 +41,7 @@ impl Bird {
         std::fs::write(&conf, config).unwrap();
         let log = File::create(dir.path().join("bird.log")).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "bird", "-f", "-c"])
+            .args(["netns", "exec", ns.name(), "bird", "-f", "-c"])
             .arg(&conf)
             .arg("-s")
             .arg(&socket)
@@ -144,26 +110,34 @@ impl Lab {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let ours = Netns::new(format!("bgpt-o-{id}"));
-        let bird_ns = Netns::new(format!("bgpt-b-{id}"));
-        must(&[
-            "ip", "-n", &ours.0, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-            "netns", &bird_ns.0,
+        let ours = Netns::named(&format!("bgpt-o-{id}"));
+        let bird_ns = Netns::named(&format!("bgpt-b-{id}"));
+        ours.ip(&[
+            "link",
+            "add",
+            "veth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth1",
+            "netns",
+            bird_ns.name(),
         ]);
         for (ns, dev, v4, v6) in [
             (&ours, "veth0", "10.0.0.1/24", "2001:db8:ff::1/64"),
             (&bird_ns, "veth1", "10.0.0.2/24", "2001:db8:ff::2/64"),
         ] {
-            must(&["ip", "-n", &ns.0, "addr", "add", v4, "dev", dev]);
-            must(&["ip", "-n", &ns.0, "addr", "add", v6, "dev", dev, "nodad"]);
-            must(&["ip", "-n", &ns.0, "link", "set", dev, "up"]);
+            ns.ip(&["addr", "add", v4, "dev", dev]);
+            ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]);
+            ns.ip(&["link", "set", dev, "up"]);
         }
         Lab { ours, bird_ns }
     }
 
     /// Runs `f` on a runtime whose sockets live in our namespace.
     fn run<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
-        let path = format!("/run/netns/{}", self.ours.0);
+        let path = self.ours.path();
         std::thread::spawn(move || {
             let ns = File::open(&path).unwrap();
             nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
@@ -368,7 +342,7 @@ fn bench_learn_10k_prefixes_from_bird() {
             .args([
                 "netns",
                 "exec",
-                &lab.bird_ns.0,
+                lab.bird_ns.name(),
                 "tcpdump",
                 "-U",
                 "-i",

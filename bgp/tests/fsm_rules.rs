@@ -233,13 +233,11 @@ async fn the_restart_window_holds_while_waiting_for_an_open_and_does_not_spin() 
 
 /// CPU time of this process (every thread) so far.
 fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) }, 0);
-    let t = |tv: libc::timeval| {
-        Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
-    };
-    t(ru.ru_utime) + t(ru.ru_stime)
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::time::TimeValLike;
+    let ru = getrusage(UsageWho::RUSAGE_SELF).unwrap();
+    let t = |tv: nix::sys::time::TimeVal| Duration::from_micros(tv.num_microseconds() as u64);
+    t(ru.user_time()) + t(ru.system_time())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,7 +46,9 @@ async fn two_speakers_exchange_and_withdraw_routes() {
     a.announce(net("2001:db8:1::/122"), ip("2001:db8::1"))
         .unwrap();
     b.announce(net("10.2.0.0/26"), ip("192.0.2.2")).unwrap();
-    assert!(a.announce(net("10.3.0.0/26"), ip("2001:db8::1")).is_err());
+    assert!(a
+        .announce(net("2001:db8:3::/122"), ip("192.0.2.1"))
+        .is_err());
 
     wait_event(&mut b_rx, 10 * SEC, learned("10.1.0.0/26", "192.0.2.1")).await;
     wait_event(
@@ -56,6 +58,12 @@ async fn two_speakers_exchange_and_withdraw_routes() {
     )
     .await;
     wait_event(&mut a_rx, 5 * SEC, learned("10.2.0.0/26", "192.0.2.2")).await;
+    // RFC 8950: both speakers announce the extended next hop capability, so an IPv4
+    // block may have an IPv6 next hop.
+    a.announce(net("10.3.0.0/26"), ip("2001:db8::3")).unwrap();
+    wait_event(&mut b_rx, 5 * SEC, learned("10.3.0.0/26", "2001:db8::3")).await;
+    assert!(a.withdraw(net("10.3.0.0/26")));
+    wait_event(&mut b_rx, 5 * SEC, withdrawn("10.3.0.0/26")).await;
 
     // Announced after Established, then withdrawn.
     a.announce(net("10.1.0.64/26"), ip("192.0.2.1")).unwrap();

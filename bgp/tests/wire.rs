@@ -15,9 +15,16 @@ fn net4(s: &str) -> Ipv4Network {
 }
 const C4: Codec = Codec {
     four_octet_as: true,
+    extended_next_hop: false,
 };
 const C2: Codec = Codec {
     four_octet_as: false,
+    extended_next_hop: false,
+};
+/// A session that negotiated RFC 8950 (IPv4 NLRI, IPv6 next hop).
+const C4X: Codec = Codec {
+    four_octet_as: true,
+    extended_next_hop: true,
 };
 
 fn open() -> Open {
@@ -583,4 +590,131 @@ fn random_and_mutated_input_never_panics() {
         decoded > 1000,
         "the mutations should not all be rejected: {decoded}"
     );
+}
+
+/// RFC 8950: the capability (code 5, <NLRI AFI, NLRI SAFI (2 octets), next hop AFI>)
+/// round-trips with its exact bytes, and the accessor finds the tuple.
+#[test]
+fn extended_next_hop_capability_round_trips() {
+    let mut o = open();
+    let tuples = vec![
+        ExtendedNextHop::IPV4_OVER_IPV6,
+        ExtendedNextHop {
+            nlri: Family::new(1, 128),
+            next_hop_afi: 2,
+        },
+    ];
+    o.capabilities
+        .insert(2, Capability::ExtendedNextHop(tuples.clone()));
+    let bytes = Message::Open(o.clone()).encode(C4);
+    let cap = [5u8, 12, 0, 1, 0, 1, 0, 2, 0, 1, 0, 128, 0, 2];
+    assert!(
+        bytes.windows(cap.len()).any(|w| w == cap),
+        "capability 5 not on the wire as RFC 8950 §3 lays it out: {bytes:?}"
+    );
+    round_trip(Message::Open(o.clone()), C4);
+    assert!(o.extended_next_hop(ExtendedNextHop::IPV4_OVER_IPV6));
+    assert!(!open().extended_next_hop(ExtendedNextHop::IPV4_OVER_IPV6));
+    assert!(!o.extended_next_hop(ExtendedNextHop {
+        nlri: Family::IPV6_UNICAST,
+        next_hop_afi: 1,
+    }));
+}
+
+/// A capability 5 whose length is not a multiple of 6 (or empty) is an OPEN Message
+/// Error, not a silently shortened list.
+#[test]
+fn malformed_extended_next_hop_capability_is_an_open_error() {
+    for value in [&[0u8, 1, 0, 1, 0][..], &[], &[0, 1, 0, 1, 0, 2, 0]] {
+        let mut o = open();
+        o.capabilities = vec![
+            Capability::FourOctetAs(4_200_000_001),
+            Capability::Unknown {
+                code: 5,
+                value: value.to_vec(),
+            },
+        ];
+        let n = Message::decode(&Message::Open(o).encode(C4), C4)
+            .unwrap_err()
+            .notification();
+        assert_eq!((n.code, n.subcode), (2, 0), "value {value:?}");
+    }
+}
+
+fn v4_via_v6(next_hops: &[&str]) -> Update {
+    Update {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(vec![]),
+            local_pref: Some(100),
+            mp_reach: Some(MpReach {
+                family: Family::IPV4_UNICAST,
+                next_hops: next_hops.iter().map(|a| a.parse().unwrap()).collect(),
+                nlri: vec![net("10.244.1.0/26"), net("10.244.2.64/26")],
+            }),
+            ..PathAttributes::default()
+        },
+        ..Update::default()
+    }
+}
+
+/// IPv4 NLRI in MP_REACH_NLRI (AFI 1, SAFI 1) with a 16-octet global or a 32-octet
+/// global + link-local IPv6 next hop, as RFC 8950 §3 encodes it; the next hop used is
+/// the global one, or the link-local one next to a `::` global.
+#[test]
+fn ipv4_nlri_with_ipv6_next_hop_round_trips() {
+    for hops in [
+        &["2001:db8::2"][..],
+        &["2001:db8::2", "fe80::2"],
+        &["::", "fe80::2"],
+    ] {
+        let u = v4_via_v6(hops);
+        let bytes = Message::Update(u.clone()).encode(C4X);
+        // AFI 1, SAFI 1, next hop length 16 or 32.
+        let head = [0u8, 1, 1, (16 * hops.len()) as u8];
+        assert!(bytes.windows(4).any(|w| w == head), "{hops:?}: {bytes:?}");
+        assert_eq!(Message::decode(&bytes, C4X), Ok(Message::Update(u.clone())));
+        let want: IpAddr = if hops[0] == "::" { hops[1] } else { hops[0] }
+            .parse()
+            .unwrap();
+        assert_eq!(
+            u.attributes.mp_reach.as_ref().unwrap().next_hop(),
+            Some(want)
+        );
+    }
+}
+
+/// Without the capability negotiated, an IPv4 MP_REACH_NLRI with an IPv6 next hop is an
+/// UPDATE Message Error (Optional Attribute Error, with the attribute); with it, a next
+/// hop of a wrong length or only unspecified addresses is the same error.
+#[test]
+fn ipv4_nlri_with_ipv6_next_hop_needs_the_capability() {
+    let bytes = Message::Update(v4_via_v6(&["2001:db8::2"])).encode(C4X);
+    let n = Message::decode(&bytes, C4).unwrap_err().notification();
+    assert_eq!((n.code, n.subcode), (3, 9));
+    assert_eq!(n.data[..2], [0x80, 14], "data: the MP_REACH_NLRI attribute");
+    let mp = |nh: &[u8]| {
+        let mut v = vec![0, 1, 1, nh.len() as u8];
+        v.extend_from_slice(nh);
+        v.push(0);
+        v.extend_from_slice(&[24, 10, 1, 2]);
+        let mut a = vec![0x80, 14, v.len() as u8];
+        a.extend_from_slice(&v);
+        update(&attrs(&[&ORIGIN_IGP, &EMPTY_PATH, &a]), &[])
+    };
+    let mut gua = vec![0x20, 0x01, 0x0d, 0xb8];
+    gua.extend_from_slice(&[0; 11]);
+    gua.push(2);
+    assert!(Message::decode(&mp(&gua), C4X).is_ok());
+    let verdict_x = |b: &[u8]| {
+        let n = Message::decode(b, C4X).unwrap_err().notification();
+        (n.code, n.subcode)
+    };
+    assert_eq!(verdict_x(&mp(&gua[..12])), (3, 9)); // 12 octets
+    assert_eq!(verdict_x(&mp(&[0; 16])), (3, 9)); // ::
+    assert_eq!(verdict_x(&mp(&[0; 32])), (3, 9)); // :: and ::
+    assert_eq!(
+        verdict_x(&mp(&[gua.clone(), gua.clone(), gua].concat())),
+        (3, 9)
+    ); // 48
 }

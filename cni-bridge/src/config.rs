@@ -1,14 +1,59 @@
-//! The plugin's own configuration, parsed and validated once per invocation.
+//! The plugin's own configuration, parsed and validated once per invocation: the
+//! operator's fields as typed [`BridgeFields`] (reference `bridge` names), then
+//! [`BridgeConfig`] with the rules between fields. A plugin built on this one reads the
+//! same [`BridgeFields`], sets its own defaults on them and builds the config with
+//! [`BridgeConfig::from_fields`].
 
 use std::str::FromStr;
 
 use cni_core::netlink::MacAddr;
 use cni_core::spec::config::NetConf;
-use cni_core::spec::fields::{self, field, flag, validate_link_name};
+use cni_core::spec::fields::{self, LinkName, Mtu};
 use cni_core::CniError;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 /// Bridge used when `bridge` is not set.
 pub const DEFAULT_BRIDGE: &str = "cni0";
+
+/// The operator's fields, typed and checked one by one as they are read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BridgeFields {
+    /// `bridge`; absent: [`DEFAULT_BRIDGE`].
+    pub bridge: Option<LinkName>,
+    /// `isGateway`; absent is false (kept apart from `false` for derived plugins).
+    pub is_gateway: Option<bool>,
+    /// `isDefaultGateway`; absent is false.
+    pub is_default_gateway: Option<bool>,
+    pub force_address: bool,
+    pub ip_masq: bool,
+    pub mtu: Mtu,
+    pub hairpin_mode: bool,
+    pub promisc_mode: bool,
+    /// `vlan`: 1..=4094; 0 or absent is none.
+    #[serde(deserialize_with = "vlan")]
+    pub vlan: Option<u16>,
+    #[serde(rename = "enabledad")]
+    pub enable_dad: bool,
+    #[serde(rename = "macspoofchk")]
+    pub macspoofchk: bool,
+}
+
+fn vlan<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    match i64::deserialize(d)? {
+        0 => Ok(None),
+        v => u16::try_from(v)
+            .ok()
+            .filter(|v| (1..=4094).contains(v))
+            .map(Some)
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "{v} is invalid: use a VLAN id between 1 and 4094, or 0 / omit it for none"
+                ))
+            }),
+    }
+}
 
 /// The validated configuration of one invocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,53 +89,27 @@ pub struct BridgeConfig {
 impl BridgeConfig {
     /// Validates the plugin fields of `conf`. Every problem is `InvalidConfig` (7).
     pub fn from_conf(conf: &NetConf) -> Result<BridgeConfig, CniError> {
+        BridgeConfig::from_fields(fields::parse(&conf.raw)?, conf)
+    }
+
+    /// The configuration from already-read fields (a derived plugin's defaults set) and
+    /// what `conf` says about IPAM and the requested MAC.
+    pub fn from_fields(f: BridgeFields, conf: &NetConf) -> Result<BridgeConfig, CniError> {
         // `"ipam": {"type": ""}` means layer 2 only, as in the reference plugin.
         let ipam = conf
             .ipam
             .as_ref()
             .map(|i| i.plugin_type.clone())
             .filter(|t| !t.is_empty());
-        BridgeConfig::from_parts(&conf.raw, ipam, conf.requested_mac())
+        BridgeConfig::build(f, ipam, conf.requested_mac())
     }
 
-    /// The testable core of [`BridgeConfig::from_conf`].
-    pub fn from_parts(
-        raw: &serde_json::Value,
+    /// The testable core of [`BridgeConfig::from_fields`]: the rules between fields.
+    fn build(
+        f: BridgeFields,
         ipam: Option<String>,
         mac: Option<&str>,
     ) -> Result<BridgeConfig, CniError> {
-        fields::object(raw)?;
-        let r = RawConfig {
-            bridge: field(raw, "bridge")?,
-            is_gateway: flag(raw, "isGateway")?,
-            is_default_gateway: flag(raw, "isDefaultGateway")?,
-            force_address: flag(raw, "forceAddress")?,
-            ip_masq: flag(raw, "ipMasq")?,
-            mtu: field(raw, "mtu")?,
-            hairpin_mode: flag(raw, "hairpinMode")?,
-            promisc_mode: flag(raw, "promiscMode")?,
-            vlan: field(raw, "vlan")?,
-            enable_dad: flag(raw, "enabledad")?,
-            macspoofchk: flag(raw, "macspoofchk")?,
-        };
-
-        let bridge = match r.bridge {
-            None => DEFAULT_BRIDGE.to_string(),
-            Some(b) => {
-                validate_link_name("bridge", &b)?;
-                b
-            }
-        };
-        let mtu = fields::mtu(r.mtu, "the bridge")?;
-        let vlan = match r.vlan {
-            None | Some(0) => None,
-            Some(v) if (1..=4094).contains(&v) => u16::try_from(v).ok(),
-            Some(v) => {
-                return Err(CniError::invalid_config(format!(
-                    "vlan {v} is invalid: use a VLAN id between 1 and 4094, or 0 / omit it for none"
-                )))
-            }
-        };
         let mac = match mac {
             None => None,
             Some(s) => Some(MacAddr::from_str(s).map_err(|e| {
@@ -103,44 +122,30 @@ impl BridgeConfig {
         if let Some(t) = &ipam {
             fields::validate_ipam_type(t)?;
         }
-
-        if r.hairpin_mode && r.promisc_mode {
+        if f.hairpin_mode && f.promisc_mode {
             return Err(CniError::invalid_config(
                 "hairpinMode and promiscMode cannot both be true: choose one",
             ));
         }
-
+        let is_default_gateway = f.is_default_gateway.unwrap_or(false);
         Ok(BridgeConfig {
-            bridge,
-            is_gateway: r.is_gateway || r.is_default_gateway,
-            is_default_gateway: r.is_default_gateway,
-            force_address: r.force_address,
-            ip_masq: r.ip_masq,
-            mtu,
-            hairpin_mode: r.hairpin_mode,
-            promisc_mode: r.promisc_mode,
-            vlan,
-            enable_dad: r.enable_dad,
-            macspoofchk: r.macspoofchk,
+            bridge: f
+                .bridge
+                .map_or_else(|| DEFAULT_BRIDGE.to_string(), LinkName::into_string),
+            is_gateway: f.is_gateway.unwrap_or(false) || is_default_gateway,
+            is_default_gateway,
+            force_address: f.force_address,
+            ip_masq: f.ip_masq,
+            mtu: f.mtu.0,
+            hairpin_mode: f.hairpin_mode,
+            promisc_mode: f.promisc_mode,
+            vlan: f.vlan,
+            enable_dad: f.enable_dad,
+            macspoofchk: f.macspoofchk,
             mac,
             ipam,
         })
     }
-}
-
-/// The operator's fields, typed but not yet validated (reference `bridge` names).
-struct RawConfig {
-    bridge: Option<String>,
-    is_gateway: bool,
-    is_default_gateway: bool,
-    force_address: bool,
-    ip_masq: bool,
-    mtu: Option<u32>,
-    hairpin_mode: bool,
-    promisc_mode: bool,
-    vlan: Option<i64>,
-    enable_dad: bool,
-    macspoofchk: bool,
 }
 
 #[cfg(test)]
@@ -149,7 +154,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<BridgeConfig, CniError> {
-        BridgeConfig::from_parts(&v, Some("host-local".into()), None)
+        BridgeConfig::build(fields::parse(&v)?, Some("host-local".into()), None)
     }
 
     #[test]
@@ -191,25 +196,31 @@ mod tests {
 
     #[test]
     fn bad_values_are_code_7() {
-        for v in [
-            json!({"vlan": 4095}),
-            json!({"vlan": -1}),
-            json!({"mtu": 20}),
-            json!({"mtu": "big"}),
-            json!({"isGateway": "yes"}),
-            json!({"bridge": "a-name-longer-than-15"}),
-            json!({"bridge": ""}),
-            json!({"bridge": "a b"}),
-            json!({"hairpinMode": true, "promiscMode": true}),
+        for (v, word) in [
+            (json!({"vlan": 4095}), "vlan: 4095"),
+            (json!({"vlan": -1}), "vlan: -1"),
+            (json!({"vlan": "x"}), "vlan: "),
+            (json!({"mtu": 20}), "mtu: 20"),
+            (json!({"mtu": "big"}), "mtu: "),
+            (json!({"isGateway": "yes"}), "isGateway: "),
+            (json!({"enabledad": 1}), "enabledad: "),
+            (json!({"bridge": "a-name-longer-than-15"}), "bridge: "),
+            (json!({"bridge": ""}), "bridge: "),
+            (json!({"bridge": "a b"}), "bridge: "),
+            (
+                json!({"hairpinMode": true, "promiscMode": true}),
+                "choose one",
+            ),
         ] {
             let e = parse(v.clone()).unwrap_err();
             assert_eq!(e.code, 7, "{v}: {e}");
+            assert!(e.msg.contains(word), "{v}: {e} does not name {word}");
         }
     }
 
     #[test]
     fn no_ipam_is_layer2() {
-        let c = BridgeConfig::from_parts(&json!({}), None, None).unwrap();
+        let c = BridgeConfig::build(BridgeFields::default(), None, None).unwrap();
         assert_eq!(c.ipam, None);
     }
 }

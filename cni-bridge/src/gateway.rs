@@ -111,9 +111,10 @@ pub async fn ensure_on_bridge(
                 .map_err(|e| e.context(format!("removing {a} from bridge {bridge}")))?;
         }
     }
-    nl.add_address(index, gw)
+    Ok(nl
+        .add_address(index, gw)
         .await
-        .map_err(|e| e.context(format!("adding gateway {gw} to bridge {bridge}")))
+        .map_err(|e| e.context(format!("adding gateway {gw} to bridge {bridge}")))?)
 }
 
 #[cfg(test)]

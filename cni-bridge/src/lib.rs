@@ -2,41 +2,97 @@
 //! bridge, optional masquerade and MAC spoof check. Behaves like the reference `bridge`
 //! plugin (see README.md for every option).
 //!
+//! The transaction (ADD and its undo, DEL, CHECK, GC, STATUS) is `cni_core::attach`'s;
+//! this crate supplies the bridge's steps as [`Bridge`].
+//!
 //! - [`config`]: the plugin's configuration, parsed once.
-//! - [`attach`] (ADD), [`detach`] (DEL), [`check`] (CHECK), [`gc`] (GC, STATUS).
-//!   Each also has a `*_with` form driven by an already-built [`config::BridgeConfig`],
-//!   so a plugin built on this one sets its own defaults and calls in.
+//! - [`gateway`]: which address the pod routes through, and that address on the bridge.
+//! - `attach` (ADD's links and addresses), `check` (CHECK of the links).
+//!
+//! A plugin built on this one (`cni-vxlan`) reads [`config::BridgeFields`] with its own
+//! defaults and wraps [`Bridge`] in its own datapath.
 
-pub mod attach;
-pub mod check;
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod attach;
+mod check;
 pub mod config;
-pub mod detach;
 pub mod gateway;
-pub mod gc;
 
-use cni_core::skel::{Call, Plugin, Target};
-use cni_core::{CniError, CniResult};
+use cni_core::attach::{Ctx, Links, Made, Shared, VethDatapath, VethPlugin};
+use cni_core::spec::config::NetConf;
+use cni_core::spec::result::CniResult;
+use cni_core::CniError;
+use ipnetwork::IpNetwork;
+
+pub use attach::POD_IFACE;
+use config::BridgeConfig;
 
 /// The `cni-bridge` plugin.
 pub struct BridgePlugin;
 
-impl Plugin for BridgePlugin {
-    fn add(&self, call: &Call, target: &Target) -> Result<CniResult, CniError> {
-        attach::add(call, target)
+impl VethPlugin for BridgePlugin {
+    type Datapath = Bridge;
+    fn datapath(&self, conf: &NetConf) -> Result<Bridge, CniError> {
+        Ok(Bridge::new(BridgeConfig::from_conf(conf)?))
     }
-    fn del(&self, call: &Call, target: &Target) -> Result<(), CniError> {
-        detach::del(call, target)
+}
+
+/// The bridge's steps of the veth transaction, for one configuration.
+#[derive(Clone, Debug)]
+pub struct Bridge {
+    cfg: BridgeConfig,
+}
+
+impl Bridge {
+    pub fn new(cfg: BridgeConfig) -> Bridge {
+        Bridge { cfg }
     }
-    fn check(&self, call: &Call, target: &Target) -> Result<(), CniError> {
-        check::check(call, target)
+    pub fn config(&self) -> &BridgeConfig {
+        &self.cfg
     }
-    fn gc(&self, call: &Call) -> Result<(), CniError> {
-        gc::gc(call)
+}
+
+impl VethDatapath for Bridge {
+    /// The pod's (and a new bridge's) MTU; `None`: the bridge's.
+    type Prepared = Option<u32>;
+
+    fn shared(&self) -> Shared<'_> {
+        Shared {
+            ipam: self.cfg.ipam.as_deref(),
+            ip_masq: self.cfg.ip_masq,
+            macspoofchk: Some(self.cfg.macspoofchk),
+        }
     }
-    fn status(&self, call: &Call) -> Result<(), CniError> {
-        gc::status(call)
+    async fn prepare(&self, _ctx: &Ctx<'_>) -> Result<Option<u32>, CniError> {
+        Ok(self.cfg.mtu)
     }
-    fn configures_netns(&self) -> bool {
-        true
+    async fn links(
+        &self,
+        ctx: &Ctx<'_>,
+        mtu: Option<u32>,
+        made: &mut Made,
+    ) -> Result<Links, CniError> {
+        attach::links(&self.cfg, ctx, mtu, made).await
+    }
+    async fn configure(
+        &self,
+        ctx: &Ctx<'_>,
+        links: &Links,
+        result: &mut CniResult,
+    ) -> Result<(), CniError> {
+        attach::configure(&self.cfg, ctx, links, result).await
+    }
+    async fn check(
+        &self,
+        ctx: &Ctx<'_>,
+        prev: &CniResult,
+        ips: &[IpNetwork],
+    ) -> Result<(), CniError> {
+        check::links(&self.cfg, ctx, prev, ips).await
     }
 }

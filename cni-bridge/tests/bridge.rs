@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{result_ip, sh, World};
+use common::{result_ip, World};
 use serde_json::{json, Value};
+use testkit::{sh, try_sh};
 
 #[test]
 fn add_check_del_roundtrip() {
@@ -36,7 +37,7 @@ fn add_check_del_roundtrip() {
     // Real outcomes.
     let (_, addrs) = w.in_pod(p, &["-o", "addr", "show", "dev", "eth0"]);
     assert!(addrs.contains(&ip), "pod lacks {ip}: {addrs}");
-    let (_, br_addrs) = sh(&["ip", "-o", "addr", "show", "dev", &w.bridge]);
+    let br_addrs = try_sh("ip", &["-o", "addr", "show", "dev", &w.bridge]).unwrap_or_default();
     assert!(
         br_addrs.contains(&format!("{}/24", w.gw())),
         "bridge lacks gateway: {br_addrs}"
@@ -65,7 +66,7 @@ fn add_check_del_roundtrip() {
     assert!(o.ok, "DEL: {} {}", o.raw, o.stderr);
     assert!(w.ports().is_empty(), "veth left: {:?}", w.ports());
     assert!(
-        !sh(&["ip", "link", "show", &host_veth]).0,
+        try_sh("ip", &["link", "show", &host_veth]).is_err(),
         "host veth still exists"
     );
     assert!(
@@ -84,8 +85,7 @@ fn del_after_netns_is_gone() {
     let conf = w.conf(json!({}));
     w.add_ok(&conf, p);
     assert_eq!(w.reservations().len(), 1);
-    let (ok, out) = sh(&["ip", "netns", "del", &w.pods[p].ns]);
-    assert!(ok, "{out}");
+    w.pods[p].netns.delete();
     let o = w.run("DEL", &conf, p);
     assert!(o.ok, "DEL without netns: {} {}", o.raw, o.stderr);
     assert!(w.reservations().is_empty());
@@ -114,9 +114,9 @@ fn failure_after_ipam_undoes_everything() {
     let p = w.pod();
     // The bridge already has another address of the pod subnet: without forceAddress the
     // gateway cannot be set, which happens after IPAM allocated.
-    assert!(sh(&["ip", "link", "add", &w.bridge, "type", "bridge"]).0);
+    sh("ip", &["link", "add", &w.bridge, "type", "bridge"]);
     let other = format!("10.251.{}.200/24", w.net);
-    assert!(sh(&["ip", "addr", "add", &other, "dev", &w.bridge]).0);
+    sh("ip", &["addr", "add", &other, "dev", &w.bridge]);
     let conf = w.conf(json!({"ipMasq": true, "macspoofchk": true}));
     let o = w.run("ADD", &conf, p);
     assert!(!o.ok, "ADD should fail: {}", o.raw);
@@ -141,7 +141,7 @@ fn failure_after_ipam_undoes_everything() {
     // With forceAddress the gateway replaces the old address.
     let conf = w.conf(json!({"forceAddress": true}));
     w.add_ok(&conf, p);
-    let (_, br_addrs) = sh(&["ip", "-o", "addr", "show", "dev", &w.bridge]);
+    let br_addrs = try_sh("ip", &["-o", "addr", "show", "dev", &w.bridge]).unwrap_or_default();
     assert!(br_addrs.contains(&format!("{}/24", w.gw())), "{br_addrs}");
     assert!(!br_addrs.contains(&other), "{br_addrs}");
 }
@@ -228,7 +228,12 @@ fn bridge_name_taken_by_non_bridge() {
     let mut w = World::new("nbr", 5);
     let p = w.pod();
     let peer = format!("{}p", w.bridge);
-    assert!(sh(&["ip", "link", "add", &w.bridge, "type", "veth", "peer", "name", &peer]).0);
+    sh(
+        "ip",
+        &[
+            "link", "add", &w.bridge, "type", "veth", "peer", "name", &peer,
+        ],
+    );
     let conf = w.conf(json!({}));
     let o = w.run("ADD", &conf, p);
     assert!(!o.ok, "ADD on a non-bridge should fail: {}", o.raw);
@@ -239,7 +244,7 @@ fn bridge_name_taken_by_non_bridge() {
     );
     assert!(w.reservations().is_empty(), "{:?}", w.reservations());
     assert!(!w.in_pod(p, &["link", "show", "eth0"]).0);
-    let (_, all) = sh(&["ip", "-o", "link", "show", "type", "veth"]);
+    let all = try_sh("ip", &["-o", "link", "show", "type", "veth"]).unwrap_or_default();
     assert_eq!(
         all.lines()
             .filter(|l| l.contains(&format!("master {}", w.bridge)))
@@ -287,7 +292,7 @@ fn default_gateway_mac_and_mtu() {
     let (_, link) = w.in_pod(p, &["link", "show", "eth0"]);
     assert!(link.contains(mac) && link.contains("mtu 1400"), "{link}");
     let host_veth = res["interfaces"][1]["name"].as_str().unwrap().to_string();
-    let (_, hl) = sh(&["ip", "-d", "link", "show", &host_veth]);
+    let hl = try_sh("ip", &["-d", "link", "show", &host_veth]).unwrap_or_default();
     assert!(hl.contains("mtu 1400"), "{hl}");
     assert!(hl.contains("hairpin on"), "{hl}");
     let (_, routes) = w.in_pod(p, &["route", "show"]);
@@ -301,7 +306,7 @@ fn default_gateway_mac_and_mtu() {
     );
     let rs = res["routes"].as_array().unwrap();
     assert!(rs.iter().any(|r| r["dst"] == "0.0.0.0/0"), "{res}");
-    assert_eq!(sh(&["sysctl", "-n", "net.ipv4.ip_forward"]).1.trim(), "1");
+    assert_eq!(sh("sysctl", &["-n", "net.ipv4.ip_forward"]).trim(), "1");
 
     // CHECK sees the routes; deleting the default route makes it fail.
     let mut check_conf = conf.clone();
@@ -356,7 +361,7 @@ fn masquerade_and_macspoof_rules_follow_the_attachment() {
     let ip = result_ip(&res);
     let ip = ip.split('/').next().unwrap().to_string();
     let host_veth = res["interfaces"][1]["name"].as_str().unwrap().to_string();
-    let (_, rules) = sh(&["nft", "list", "ruleset"]);
+    let rules = try_sh("nft", &["list", "ruleset"]).unwrap_or_default();
     assert!(rules.contains(&ip), "no masquerade rule for {ip}: {rules}");
     assert!(
         rules.contains(&host_veth),
@@ -376,7 +381,7 @@ fn masquerade_and_macspoof_rules_follow_the_attachment() {
     });
     let o = w.run_env(&gc_conf, &[("CNI_COMMAND", "GC".to_string())]);
     assert!(o.ok, "GC: {} {}", o.raw, o.stderr);
-    let (_, rules) = sh(&["nft", "list", "ruleset"]);
+    let rules = try_sh("nft", &["list", "ruleset"]).unwrap_or_default();
     assert!(!rules.contains(&ip), "GC left the masquerade rule: {rules}");
     assert!(
         !rules.contains(&host_veth),
@@ -387,10 +392,10 @@ fn masquerade_and_macspoof_rules_follow_the_attachment() {
     assert!(w.run("DEL", &conf, p).ok);
     let res = w.add_ok(&conf, p);
     let ip = result_ip(&res).split('/').next().unwrap().to_string();
-    assert!(sh(&["nft", "list", "ruleset"]).1.contains(&ip));
+    assert!(sh("nft", &["list", "ruleset"]).contains(&ip));
     let o = w.run("DEL", &conf, p);
     assert!(o.ok, "DEL: {} {}", o.raw, o.stderr);
-    let (_, rules) = sh(&["nft", "list", "ruleset"]);
+    let rules = try_sh("nft", &["list", "ruleset"]).unwrap_or_default();
     assert!(
         !rules.contains(&ip),
         "DEL left the masquerade rule: {rules}"
@@ -436,7 +441,7 @@ fn layer2_only_without_ipam() {
         m.remove("ipam");
     }
     let res = w.add_ok(&conf, p);
-    let (_, br) = sh(&["ip", "link", "show", &w.bridge]);
+    let br = try_sh("ip", &["link", "show", &w.bridge]).unwrap_or_default();
     assert!(br.contains("PROMISC"), "{br}");
     let mut check = conf.clone();
     check["prevResult"] = res.clone();
@@ -488,16 +493,10 @@ fn dual_stack_in_a_node_netns() {
     let (_, a) = w.in_pod(p, &["-6", "-o", "addr", "show", "dev", "eth0"]);
     assert!(a.contains(&v6addr), "{a}");
     assert!(!a.contains("tentative"), "DAD should be off: {a}");
-    let dad = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &w.pods[p].ns,
-        "sysctl",
-        "-n",
-        "net.ipv6.conf.eth0.accept_dad",
-    ]);
-    assert_eq!(dad.1.trim(), "0");
+    let dad = w.pods[p]
+        .netns
+        .exec(&["sysctl", "-n", "net.ipv6.conf.eth0.accept_dad"]);
+    assert_eq!(dad.trim(), "0");
     // Both gateways on the bridge, both default routes in the pod, forwarding in the node.
     let (_, br) = w.host_ip(&["-o", "addr", "show", "dev", &w.bridge]);
     assert!(
@@ -595,17 +594,10 @@ fn vlan_ports_are_isolated() {
     let ip = |r: &Value| result_ip(r).split('/').next().unwrap().to_string();
     assert!(w.ping_from(a, &ip(&rb)), "same VLAN should reach");
     assert!(
-        !sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &w.pods[a].ns,
-            "ping",
-            "-c1",
-            "-W1",
-            &ip(&rc)
-        ])
-        .0,
+        w.pods[a]
+            .netns
+            .try_exec(&["ping", "-c1", "-W1", &ip(&rc)])
+            .is_err(),
         "other VLAN reached"
     );
     for p in [a, b] {

@@ -29,13 +29,6 @@ pub fn expected_parent() -> Option<i32> {
     std::env::var(PARENT_PID_ENV).ok()?.trim().parse().ok()
 }
 
-/// Whether this process's parent is still the one that started it (always true without
-/// [`PARENT_PID_ENV`]). After the parent died the process has been re-parented (to
-/// init or a subreaper), whose pid cannot be the dead parent's.
-pub fn parent_is_alive() -> bool {
-    expected_parent().is_none_or(|p| nix::unistd::getppid().as_raw() == p)
-}
-
 /// Makes the child of `cmd` die with this process: `SIGKILL` on the death of the
 /// forking thread, armed before `exec`; if the parent is already gone by then, the
 /// child exits before `exec`.
@@ -218,13 +211,14 @@ fn write_or_hand_off(
     mut pipe: std::process::ChildStdin,
     data: &[u8],
 ) -> Option<std::thread::JoinHandle<()>> {
-    use std::os::fd::AsRawFd;
-    let fd = pipe.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(&pipe, FcntlArg::F_GETFL).map(OFlag::from_bits_retain);
+    let nonblocking = match flags {
+        Ok(f) => fcntl(&pipe, FcntlArg::F_SETFL(f | OFlag::O_NONBLOCK)).is_ok(),
+        Err(_) => false,
+    };
     let mut done = 0;
-    // SAFETY: as above.
-    if flags >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } >= 0 {
+    if let (true, Ok(flags)) = (nonblocking, flags) {
         while done < data.len() {
             match pipe.write(&data[done..]) {
                 Ok(0) => break,
@@ -233,8 +227,8 @@ fn write_or_hand_off(
                 Err(_) => break,
             }
         }
-        // SAFETY: as above: back to blocking for the thread, if one is needed.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+        // Back to blocking for the thread, if one is needed.
+        let _ = fcntl(&pipe, FcntlArg::F_SETFL(flags));
     }
     if done >= data.len() {
         return None; // dropping the pipe closes it: the delegate sees EOF

@@ -12,10 +12,10 @@ use std::ffi::CString;
 use nftnl::expr::InterfaceName;
 use nftnl::{nft_expr, ChainType, Hook, ProtoFamily};
 
+use crate::kernel_error::KernelError;
 use crate::netlink::MacAddr;
 use crate::nft::{self, NftChain, Tag};
 use crate::spec::config::Attachment;
-use crate::spec::error::CniError;
 use crate::spec::names::NetworkName;
 
 const KIND: &str = "cni-macspoof";
@@ -36,13 +36,16 @@ pub fn add(
     att: &Attachment,
     host_veth: &str,
     mac: MacAddr,
-) -> Result<(), CniError> {
-    let tag = Tag::new(network, att);
+) -> Result<(), KernelError> {
+    let tag = Tag::new(
+        network.as_str(),
+        att.container_id.as_str(),
+        att.ifname.as_str(),
+    );
     let comment = tag.comment(KIND, &format!("dev={host_veth} mac={mac}"));
     let what = || format!("mac spoof check for {host_veth} ({mac}) in network {network}");
-    let dev = CString::new(host_veth).map_err(|_| {
-        CniError::invalid_config(format!("{}: interface name contains NUL", what()))
-    })?;
+    let dev = CString::new(host_veth)
+        .map_err(|_| KernelError::invalid(what(), "the interface name contains NUL"))?;
     let rules = nft::list_rules(&CHAIN)?;
     if rules
         .iter()
@@ -72,8 +75,12 @@ fn is_ours(r: &nft::ListedRule, pred: impl Fn(Tag) -> bool) -> bool {
 }
 
 /// Removes the rules of (`network`, `att`). Nothing to remove is not an error.
-pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
-    let tag = Tag::new(network, att);
+pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), KernelError> {
+    let tag = Tag::new(
+        network.as_str(),
+        att.container_id.as_str(),
+        att.ifname.as_str(),
+    );
     let removed = nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag)).map_err(|e| {
         e.context(format!(
             "removing mac spoof check of {} in network {network}",
@@ -85,9 +92,12 @@ pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
 }
 
 /// Removes the rules of `network` whose attachment is not in `keep`.
-pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), CniError> {
-    let net = nft::net_hash(network);
-    let keep: HashSet<u64> = keep.iter().map(|a| nft::att_hash(network, a)).collect();
+pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), KernelError> {
+    let net = nft::net_hash(network.as_str());
+    let keep: HashSet<u64> = keep
+        .iter()
+        .map(|a| nft::att_hash(network.as_str(), a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
     let removed = nft::delete_rules(&CHAIN, |r| {
         is_ours(r, |t| t.net == net && !keep.contains(&t.att))
     })
@@ -101,8 +111,15 @@ pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), CniError> {
 }
 
 /// The (host veth, MAC) pairs checked for (`network`, `att`), read back from the kernel.
-pub fn list(network: &NetworkName, att: &Attachment) -> Result<Vec<(String, MacAddr)>, CniError> {
-    let tag = Tag::new(network, att);
+pub fn list(
+    network: &NetworkName,
+    att: &Attachment,
+) -> Result<Vec<(String, MacAddr)>, KernelError> {
+    let tag = Tag::new(
+        network.as_str(),
+        att.container_id.as_str(),
+        att.ifname.as_str(),
+    );
     let mut out = Vec::new();
     for r in nft::list_rules(&CHAIN)? {
         let Some((t, detail)) = r.comment.as_deref().and_then(|c| Tag::parse(KIND, c)) else {

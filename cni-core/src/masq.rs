@@ -11,7 +11,7 @@
 //! pool-mode IPAM, so pods on other nodes see the pod's own address too).
 //!
 //! The tag is the rule comment `cni-masq net=<hash> att=<hash> src=<pod ip/prefix>`
-//! (see [`crate::nft::Tag`]); [`list`] reads the addresses back from it.
+//! (see `nft::Tag`); [`list`] reads the addresses back from it.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -19,9 +19,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnetwork::IpNetwork;
 use nftnl::{expr, nft_expr, ChainType, Hook, ProtoFamily, Rule};
 
+use crate::kernel_error::KernelError;
 use crate::nft::{self, NftChain, Tag};
 use crate::spec::config::{Attachment, NetConf};
-use crate::spec::error::CniError;
 use crate::spec::names::NetworkName;
 
 const KIND: &str = "cni-masq";
@@ -95,10 +95,15 @@ pub fn add(
     att: &Attachment,
     pod: IpNetwork,
     pod_nets: &[IpNetwork],
-) -> Result<(), CniError> {
+) -> Result<(), KernelError> {
     let _timing = crate::timing::phase("masq.add");
     let ch = chain(pod.is_ipv6());
-    let comment = Tag::new(network, att).comment(KIND, &format!("src={pod}"));
+    let comment = Tag::new(
+        network.as_str(),
+        att.container_id.as_str(),
+        att.ifname.as_str(),
+    )
+    .comment(KIND, &format!("src={pod}"));
     if nft::list_rules(&ch)?
         .iter()
         .any(|r| r.comment.as_deref() == Some(comment.as_str()))
@@ -158,9 +163,13 @@ fn build(rule: &mut Rule<'_>, pod: IpNetwork, keep: &[IpNetwork]) {
 
 /// Removes every rule of (`network`, `att`), whatever the address. Nothing to remove is
 /// not an error; nor is a missing table.
-pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), CniError> {
+pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), KernelError> {
     let _timing = crate::timing::phase("masq.del");
-    let want = Tag::new(network, att);
+    let want = Tag::new(
+        network.as_str(),
+        att.container_id.as_str(),
+        att.ifname.as_str(),
+    );
     for v6 in CHAINS {
         let removed = nft::delete_rules(&chain(v6), |r| {
             tag_of(r.comment.as_deref()).is_some_and(|(t, _)| t == want)
@@ -182,9 +191,12 @@ fn drop_table_if_empty(v6: bool, removed: usize) {
 }
 
 /// Removes the rules of `network` whose attachment is not in `keep`.
-pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), CniError> {
-    let net = nft::net_hash(network);
-    let keep: HashSet<u64> = keep.iter().map(|a| nft::att_hash(network, a)).collect();
+pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), KernelError> {
+    let net = nft::net_hash(network.as_str());
+    let keep: HashSet<u64> = keep
+        .iter()
+        .map(|a| nft::att_hash(network.as_str(), a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
     for v6 in CHAINS {
         let removed = nft::delete_rules(&chain(v6), |r| {
             tag_of(r.comment.as_deref())
@@ -201,8 +213,12 @@ pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), CniError> {
 }
 
 /// The source addresses masqueraded for (`network`, `att`), for CHECK and tests.
-pub fn list(network: &NetworkName, att: &Attachment) -> Result<Vec<IpNetwork>, CniError> {
-    let want = Tag::new(network, att);
+pub fn list(network: &NetworkName, att: &Attachment) -> Result<Vec<IpNetwork>, KernelError> {
+    let want = Tag::new(
+        network.as_str(),
+        att.container_id.as_str(),
+        att.ifname.as_str(),
+    );
     let mut out = Vec::new();
     for v6 in CHAINS {
         for r in nft::list_rules(&chain(v6))? {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 
-use crate::spec::error::CniError;
+use crate::kernel_error::{KernelError, Kind};
 
 /// `NSFS_MAGIC` from `linux/magic.h`: the file system of namespace files.
 const NSFS_MAGIC: i64 = 0x6e73_6673;
@@ -24,27 +24,33 @@ pub struct NetNs {
 impl NetNs {
     /// Opens the netns at `path` (e.g. `/var/run/netns/x` or `/proc/<pid>/ns/net`).
     /// A missing path or a file that is not a network namespace is an error that names it.
-    pub fn open(path: &Path) -> Result<NetNs, CniError> {
+    pub fn open(path: &Path) -> Result<NetNs, KernelError> {
         let _timing = crate::timing::phase("netns.open");
-        let file = File::open(path)
-            .map_err(|e| CniError::io(format!("opening netns {}: {e}", path.display())))?;
-        let fs = nix::sys::statfs::fstatfs(&file)
-            .map_err(|e| CniError::io(format!("statfs on netns {}: {e}", path.display())))?;
+        let file = File::open(path).map_err(|e| {
+            KernelError::io(Kind::File, format!("opening netns {}", path.display()), e)
+        })?;
+        let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| {
+            KernelError::io(
+                Kind::File,
+                format!("statfs on netns {}", path.display()),
+                e.into(),
+            )
+        })?;
         #[allow(clippy::unnecessary_cast)] // the magic's type differs between libcs
         if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
-            return Err(CniError::invalid_config(format!(
-                "{} is not a network namespace (not on nsfs)",
-                path.display()
-            )));
+            return Err(KernelError::invalid(
+                format!("opening netns {}", path.display()),
+                "not a network namespace (not on nsfs)",
+            ));
         }
         // nsfs also holds mount, pid, ... namespaces: ask the kernel which kind this is.
         // SAFETY: the ioctl takes no argument and the fd is valid for the call.
         let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
         if kind >= 0 && kind != libc::CLONE_NEWNET {
-            return Err(CniError::invalid_config(format!(
-                "{} is a namespace but not a network namespace",
-                path.display()
-            )));
+            return Err(KernelError::invalid(
+                format!("opening netns {}", path.display()),
+                "a namespace, but not a network namespace",
+            ));
         }
         Ok(NetNs {
             file,
@@ -53,7 +59,7 @@ impl NetNs {
     }
 
     /// The calling thread's current network namespace.
-    pub fn current() -> Result<NetNs, CniError> {
+    pub fn current() -> Result<NetNs, KernelError> {
         // thread-self, not self: setns() acts per thread, and the process's main thread
         // may sit in another namespace than the caller.
         NetNs::open(Path::new("/proc/thread-self/ns/net"))
@@ -61,16 +67,21 @@ impl NetNs {
 
     /// The namespace's identity: device and inode of its nsfs file, the same whatever
     /// path (bind mount, `/proc/<pid>/ns/net`, symlink) names it.
-    pub fn id(&self) -> Result<(u64, u64), CniError> {
-        let st = nix::sys::stat::fstat(&self.file)
-            .map_err(|e| CniError::io(format!("fstat on netns {}: {e}", self.path.display())))?;
+    pub fn id(&self) -> Result<(u64, u64), KernelError> {
+        let st = nix::sys::stat::fstat(&self.file).map_err(|e| {
+            KernelError::io(
+                Kind::File,
+                format!("fstat on netns {}", self.path.display()),
+                e.into(),
+            )
+        })?;
         #[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // types differ per libc
         Ok((st.st_dev as u64, st.st_ino as u64))
     }
 
     /// True when this is the network namespace the calling thread runs in: the one the
     /// plugin itself (the "host" side) lives in.
-    pub fn is_current(&self) -> Result<bool, CniError> {
+    pub fn is_current(&self) -> Result<bool, KernelError> {
         Ok(self.id()? == NetNs::current()?.id()?)
     }
 
@@ -84,11 +95,11 @@ impl NetNs {
 
     /// Enters this namespace on the calling thread, runs `f`, and returns to the
     /// namespace the thread was in. Sockets opened inside stay bound to this namespace.
-    pub fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, CniError> {
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, KernelError> {
         // Open the way back before leaving: afterwards /proc/thread-self names the target.
         let origin = NetNs::current()?;
         setns(&self.file, CloneFlags::CLONE_NEWNET).map_err(|e| {
-            CniError::internal(format!("entering netns {}: {e}", self.path.display()))
+            KernelError::from_errno(format!("entering netns {}", self.path.display()), e)
         })?;
         // The guard returns even when `f` unwinds, so the thread never stays behind.
         let guard = Restore {
@@ -107,13 +118,13 @@ struct Restore<'a> {
 }
 
 impl Restore<'_> {
-    fn finish(mut self) -> Result<(), CniError> {
+    fn finish(mut self) -> Result<(), KernelError> {
         self.restored = true;
         setns(&self.origin.file, CloneFlags::CLONE_NEWNET).map_err(|e| {
-            CniError::internal(format!(
-                "returning to netns {}: {e}",
-                self.origin.path.display()
-            ))
+            KernelError::from_errno(
+                format!("returning to netns {}", self.origin.path.display()),
+                e,
+            )
         })
     }
 }

@@ -5,7 +5,8 @@
 //! Tag format, in the rule comment: `<kind> net=<16 hex> att=<16 hex> <detail>`, where
 //! `net` hashes the network name and `att` hashes (network, container id, ifname). A
 //! hash rather than the names keeps the comment under libnftnl's 128-byte limit whatever
-//! the length of the ids.
+//! the length of the ids. The names come in as plain strings: this module knows nftables,
+//! not the CNI types (its callers, [`crate::masq`] and [`crate::macspoof`], do).
 //!
 //! A feature's table goes when its last rule does ([`delete_table_if_empty`]), so a node
 //! without pods keeps no empty `cni_masq` table around.
@@ -17,9 +18,7 @@ use std::os::raw::{c_char, c_void};
 use nftnl::nftnl_sys::{self as sys, libc};
 use nftnl::{Batch, Chain, ChainType, Hook, MsgType, Policy, ProtoFamily, Rule, Table};
 
-use crate::spec::config::Attachment;
-use crate::spec::error::CniError;
-use crate::spec::names::NetworkName;
+use crate::kernel_error::{KernelError, Kind};
 
 /// Where a feature keeps its rules: one table with one base chain.
 #[derive(Clone, Copy, Debug)]
@@ -55,24 +54,6 @@ fn family_name(f: ProtoFamily) -> &'static str {
     }
 }
 
-/// FNV-1a 64: stable across builds and Rust versions (unlike `DefaultHasher`), so rules
-/// written by one plugin version are found by the next.
-pub fn stable_hash(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            // A separator that cannot occur in names, so ("ab","c") != ("a","bc").
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        for b in p.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
 /// The identity of a tagged rule: its network and its attachment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tag {
@@ -81,10 +62,11 @@ pub struct Tag {
 }
 
 impl Tag {
-    pub fn new(network: &NetworkName, att: &Attachment) -> Tag {
+    /// The tag of the attachment (`container_id`, `ifname`) to `network`.
+    pub fn new(network: &str, container_id: &str, ifname: &str) -> Tag {
         Tag {
             net: net_hash(network),
-            att: att_hash(network, att),
+            att: att_hash(network, container_id, ifname),
         }
     }
 
@@ -108,16 +90,14 @@ impl Tag {
     }
 }
 
-pub fn net_hash(network: &NetworkName) -> u64 {
-    stable_hash(&[network.as_str()])
+/// The `net=` hash of `network`.
+pub fn net_hash(network: &str) -> u64 {
+    crate::hash::stable_hash(&[network])
 }
 
-pub fn att_hash(network: &NetworkName, att: &Attachment) -> u64 {
-    stable_hash(&[
-        network.as_str(),
-        att.container_id.as_str(),
-        att.ifname.as_str(),
-    ])
+/// The `att=` hash of the attachment (`container_id`, `ifname`) to `network`.
+pub fn att_hash(network: &str, container_id: &str, ifname: &str) -> u64 {
+    crate::hash::stable_hash(&[network, container_id, ifname])
 }
 
 /// A rule as dumped from the kernel.
@@ -128,8 +108,8 @@ pub struct ListedRule {
     pub comment: Option<String>,
 }
 
-fn io_err(what: &str, e: io::Error) -> CniError {
-    CniError::internal(format!("{what}: {e}"))
+fn io_err(what: &str, e: io::Error) -> KernelError {
+    KernelError::io(Kind::Kernel, what, e)
 }
 
 /// Netlink receive buffer; libmnl wants it aligned like `nlmsghdr`, hence `u64`s.
@@ -166,7 +146,7 @@ fn send_batch(batch: Batch) -> io::Result<()> {
 }
 
 /// Dumps the rules of `chain`. A missing table or chain is an empty list.
-pub fn list_rules(chain: &NftChain) -> Result<Vec<ListedRule>, CniError> {
+pub fn list_rules(chain: &NftChain) -> Result<Vec<ListedRule>, KernelError> {
     let what = format!("listing {}", chain.describe());
     let mut tries = 0;
     loop {
@@ -278,10 +258,9 @@ pub fn add_rule(
     chain: &NftChain,
     comment: &str,
     build: impl FnOnce(&mut Rule<'_>),
-) -> Result<(), CniError> {
+) -> Result<(), KernelError> {
     let what = format!("adding rule {comment:?} to {}", chain.describe());
-    let c_comment =
-        CString::new(comment).map_err(|e| CniError::internal(format!("{what}: {e}")))?;
+    let c_comment = CString::new(comment).map_err(|e| KernelError::other(&what, e.to_string()))?;
     let table = Table::new(chain.table, chain.family);
     let mut base = Chain::new(chain.chain, &table);
     base.set_type(chain.chain_type);
@@ -289,7 +268,7 @@ pub fn add_rule(
     base.set_policy(Policy::Accept);
     let mut rule = Rule::new(&base);
     rule.set_comment(c_comment.as_c_str())
-        .map_err(|e| CniError::internal(format!("{what}: {e}")))?;
+        .map_err(|e| KernelError::other(&what, e.to_string()))?;
     build(&mut rule);
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
@@ -303,7 +282,7 @@ pub fn add_rule(
 pub fn delete_rules(
     chain: &NftChain,
     select: impl Fn(&ListedRule) -> bool,
-) -> Result<usize, CniError> {
+) -> Result<usize, KernelError> {
     let what = format!("deleting rules from {}", chain.describe());
     // A concurrent DEL may remove a rule between our dump and our delete (ENOENT aborts
     // the whole transaction): dump again and retry.
@@ -412,7 +391,7 @@ unsafe impl nftnl::NlMsg for NonRecursiveDel<'_> {
 /// aborted) if a rule is in the chain at commit time. An ADD that commits after us
 /// recreates table and chain in its own batch (its adds are create-if-missing).
 /// Returns whether the table was removed; "in use" and "already gone" are `Ok(false)`.
-pub fn delete_table_if_empty(chain: &NftChain) -> Result<bool, CniError> {
+pub fn delete_table_if_empty(chain: &NftChain) -> Result<bool, KernelError> {
     let mut batch = Batch::new();
     batch.add(
         &NonRecursiveDel {
@@ -472,12 +451,6 @@ mod tests {
         assert_eq!(Tag::parse("cni-masq", &c), Some((t, "src=10.0.0.2/24")));
         assert_eq!(Tag::parse("cni-macspoof", &c), None);
         assert_eq!(Tag::parse("cni-masq", "cni-masq net=zz att=1 x"), None);
-    }
-
-    #[test]
-    fn hash_is_stable_and_separated() {
-        assert_eq!(stable_hash(&["a"]), 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(stable_hash(&["ab", "c"]), stable_hash(&["a", "bc"]));
     }
 
     #[test]

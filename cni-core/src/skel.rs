@@ -456,11 +456,10 @@ fn dispatch(
     let conf = NetConf::parse(stdin)?;
     *version = conf.cni_version;
     set_error_version(conf.cni_version);
-    let log_file = conf
-        .raw_str("logFile")
-        .filter(|f| !f.is_empty())
-        .map(Path::new);
-    crate::logging::init(log_file, conf.raw_str("logLevel"));
+    crate::logging::init(
+        conf.log_file.as_deref().map(Path::new),
+        conf.log_level.as_deref(),
+    );
 
     if !plugin.versions().contains(&conf.cni_version) {
         return Err(CniError::incompatible_version(format!(

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::spec::error::CniError;
+use crate::kernel_error::{KernelError, Kind};
 
 /// Per-interface sysctl trees: `<prefix>.<ifname>.<leaf>`.
 const IFACE_PREFIXES: [&str; 4] = [
@@ -16,11 +16,12 @@ const IFACE_PREFIXES: [&str; 4] = [
 /// the per-interface trees only the first and the last dots are separators
 /// (`net.ipv4.conf.eth0.100.rp_filter` -> `net/ipv4/conf/eth0.100/rp_filter`). A key that
 /// already uses `/` is taken as a path as is.
-fn path_of(key: &str) -> Result<PathBuf, CniError> {
+fn path_of(key: &str) -> Result<PathBuf, KernelError> {
     if key.is_empty() || key.contains("..") || key.starts_with(['.', '/']) {
-        return Err(CniError::invalid_config(format!(
-            "invalid sysctl key {key:?}"
-        )));
+        return Err(KernelError::invalid(
+            format!("invalid sysctl key {key:?}"),
+            "",
+        ));
     }
     let rel = if key.contains('/') {
         key.to_string()
@@ -41,27 +42,33 @@ fn path_of(key: &str) -> Result<PathBuf, CniError> {
 
 /// Sets `key` (dotted, e.g. `net.ipv4.ip_forward`, or an interface key such as
 /// `net.ipv6.conf.eth0.accept_dad`) to `value`.
-pub fn set(key: &str, value: &str) -> Result<(), CniError> {
+pub fn set(key: &str, value: &str) -> Result<(), KernelError> {
     let _timing = crate::timing::phase("sysctl.set");
     let path = path_of(key)?;
     std::fs::write(&path, value).map_err(|e| {
-        CniError::io(format!(
-            "setting sysctl {key} ({}) to {value:?}: {e}",
-            path.display()
-        ))
+        KernelError::io(
+            Kind::File,
+            format!("setting sysctl {key} ({}) to {value:?}", path.display()),
+            e,
+        )
     })
 }
 
 /// Reads `key`, without the trailing newline.
-pub fn get(key: &str) -> Result<String, CniError> {
+pub fn get(key: &str) -> Result<String, KernelError> {
     let path = path_of(key)?;
-    let s = std::fs::read_to_string(&path)
-        .map_err(|e| CniError::io(format!("reading sysctl {key} ({}): {e}", path.display())))?;
+    let s = std::fs::read_to_string(&path).map_err(|e| {
+        KernelError::io(
+            Kind::File,
+            format!("reading sysctl {key} ({})", path.display()),
+            e,
+        )
+    })?;
     Ok(s.trim_end_matches('\n').to_string())
 }
 
 /// Turns on IP forwarding for the families asked for (writes only when not already on).
-pub fn enable_forwarding(v4: bool, v6: bool) -> Result<(), CniError> {
+pub fn enable_forwarding(v4: bool, v6: bool) -> Result<(), KernelError> {
     let keys = [
         (v4, "net.ipv4.ip_forward"),
         (v6, "net.ipv6.conf.all.forwarding"),

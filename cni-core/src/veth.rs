@@ -38,9 +38,10 @@ pub async fn address_and_up(
             .await
             .map_err(|e| e.context(format!("adding {} to {ifname}", ip.address)))?;
     }
-    pod.set_up(index)
+    Ok(pod
+        .set_up(index)
         .await
-        .map_err(|e| e.context(format!("setting {ifname} up")))
+        .map_err(|e| e.context(format!("setting {ifname} up")))?)
 }
 
 /// Adds the result's `routes` in the pod through the pod end `oif`, each via `gw(route)`.
@@ -144,5 +145,6 @@ pub fn del_in_netns(path: &Path, ifname: &str) -> Result<(), CniError> {
     };
     // Returns once the interface (and its host end) is gone; the kernel's last wait
     // (an RCU barrier of ~15 ms) finishes in a detached child.
-    delete_link_detached(&ns, ifname).map(|_| ())
+    delete_link_detached(&ns, ifname)?;
+    Ok(())
 }

@@ -3,7 +3,6 @@
 //! them in a guard, so tests run in parallel and never touch the host's network.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use cni_core::netlink::{self, BridgeSpec, MacAddr, Netlink, RouteSpec};
 use cni_core::netns::NetNs;
@@ -11,57 +10,29 @@ use cni_core::spec::config::Attachment;
 use cni_core::spec::names::{ContainerId, IfName, NetworkName};
 use cni_core::{macspoof, masq, sysctl};
 use ipnetwork::IpNetwork;
+use testkit::Netns;
 
-/// A throwaway named netns, deleted on drop (also when the test fails).
+/// A namespace of the test's own (the test kit's fixture: deleted on drop, also when
+/// the test fails) and our handle on it.
 struct TestNs {
-    name: String,
+    kit: Netns,
     ns: NetNs,
 }
 
 impl TestNs {
     fn new(tag: &str) -> TestNs {
-        let name = format!("cnicore-{tag}-{}", std::process::id());
-        // A leftover from a crashed run with a recycled pid.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = NetNs::open(&PathBuf::from(format!("/var/run/netns/{name}"))).unwrap();
-        TestNs { name, ns }
+        let kit = Netns::named(&format!("cnicore-{tag}-{}", std::process::id()));
+        let ns = NetNs::open(&kit.path()).unwrap();
+        TestNs { ns, kit }
     }
 
     /// Runs a command inside the namespace and returns its stdout.
     fn exec(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?} in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.kit.exec(args)
     }
 
     fn nl(&self) -> Netlink {
         Netlink::connect_in(&self.ns).unwrap()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
     }
 }
 
@@ -79,11 +50,23 @@ fn att(id: &str, ifname: &str) -> Attachment {
 #[test]
 fn netns_open_rejects_non_netns() {
     let e = NetNs::open(&PathBuf::from("/nonexistent/netns")).unwrap_err();
-    assert!(e.msg.contains("/nonexistent/netns"), "{}", e.msg);
+    assert!(
+        e.to_string().contains("/nonexistent/netns"),
+        "{}",
+        e.to_string()
+    );
     let e = NetNs::open(&PathBuf::from("/proc/self/ns/mnt")).unwrap_err();
-    assert!(e.msg.contains("/proc/self/ns/mnt"), "{}", e.msg);
+    assert!(
+        e.to_string().contains("/proc/self/ns/mnt"),
+        "{}",
+        e.to_string()
+    );
     let e = NetNs::open(&PathBuf::from("/proc/self/status")).unwrap_err();
-    assert!(e.msg.contains("/proc/self/status"), "{}", e.msg);
+    assert!(
+        e.to_string().contains("/proc/self/status"),
+        "{}",
+        e.to_string()
+    );
     NetNs::current().unwrap();
 }
 
@@ -109,7 +92,7 @@ fn netns_run_enters_and_returns() {
         "1"
     );
     let e = sysctl::get("net.ipv4.conf.nosuchdev.rp_filter").unwrap_err();
-    assert!(e.msg.contains("nosuchdev"), "{}", e.msg);
+    assert!(e.to_string().contains("nosuchdev"), "{}", e.to_string());
 }
 
 #[test]
@@ -150,9 +133,9 @@ fn veth_peer_born_in_netns() {
             .await
             .unwrap_err();
         assert!(
-            e.msg.contains("vethtest0") && e.msg.contains("exists"),
+            e.to_string().contains("vethtest0") && e.to_string().contains("exists"),
             "{}",
-            e.msg
+            e.to_string()
         );
 
         nl.set_up(v.index).await.unwrap();
@@ -226,9 +209,9 @@ fn bridge_create_race() {
             .await
             .unwrap_err();
         assert!(
-            e.msg.contains("notabr0") && e.msg.contains("veth"),
+            e.to_string().contains("notabr0") && e.to_string().contains("veth"),
             "{}",
-            e.msg
+            e.to_string()
         );
     })
     .unwrap();
@@ -359,10 +342,9 @@ fn addresses_and_routes() {
 
 /// Whether this kernel has CONFIG_BRIDGE_VLAN_FILTERING (some CI kernels do not).
 fn kernel_has_vlan_filtering(ns: &TestNs) -> bool {
-    Command::new("ip")
-        .args([
-            "-n",
-            &ns.name,
+    ns.kit
+        .try_exec(&[
+            "ip",
             "link",
             "add",
             "name",
@@ -372,10 +354,7 @@ fn kernel_has_vlan_filtering(ns: &TestNs) -> bool {
             "vlan_filtering",
             "1",
         ])
-        .output()
-        .unwrap()
-        .status
-        .success()
+        .is_ok()
 }
 
 #[test]
@@ -400,9 +379,9 @@ fn bridge_port_hairpin_and_vlan() {
                 .await
                 .unwrap_err();
             assert!(
-                e.msg.contains("vlan_filtering") && e.msg.contains("cnibr9"),
+                e.to_string().contains("vlan_filtering") && e.to_string().contains("cnibr9"),
                 "{}",
-                e.msg
+                e.to_string()
             );
         }
         let br = nl.ensure_bridge(&spec).await.unwrap();
@@ -424,7 +403,7 @@ fn bridge_port_hairpin_and_vlan() {
             nl.set_port_vlan(v.index, 100).await.unwrap();
         } else {
             let e = nl.set_port_vlan(v.index, 100).await.unwrap_err();
-            assert!(e.msg.contains("VLAN 100"), "{}", e.msg);
+            assert!(e.to_string().contains("VLAN 100"), "{}", e.to_string());
         }
     })
     .unwrap();
@@ -457,16 +436,13 @@ fn bridge_port_hairpin_and_vlan() {
 
 /// `nft -j list table <family> <table>` rules, as (comment, whole rule JSON).
 fn nft_rules(ns: &TestNs, family: &str, table: &str) -> Vec<(String, String)> {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &ns.name, "nft", "-j", "list", "table", family, table,
-        ])
-        .output()
-        .unwrap();
-    if !out.status.success() {
+    let Ok(out) = ns
+        .kit
+        .try_exec(&["nft", "-j", "list", "table", family, table])
+    else {
         return Vec::new(); // no table
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["nftables"]
         .as_array()
         .unwrap()
@@ -627,23 +603,11 @@ fn macspoof_drops_spoofed_frames() {
     })
     .unwrap();
     let ping = |ns: &TestNs| {
-        Command::new("ip")
-            // Three tries: on a busy machine the first ARP round trip after a MAC change
-            // can miss a one-second window. Success = any reply.
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "ping",
-                "-c3",
-                "-i0.3",
-                "-W1",
-                "10.55.0.1",
-            ])
-            .output()
-            .unwrap()
-            .status
-            .success()
+        // Three tries: on a busy machine the first ARP round trip after a MAC change can
+        // miss a one-second window. Success = any reply.
+        ns.kit
+            .try_exec(&["ping", "-c3", "-i0.3", "-W1", "10.55.0.1"])
+            .is_ok()
     };
     host.ns
         .run(|| macspoof::add(&n, &ab, "vethb", mb).unwrap())
@@ -685,20 +649,171 @@ fn errors_name_the_link() {
     netlink::block_on(async {
         let nl = a.nl();
         let e = nl.set_mtu(999_999, 1400).await.unwrap_err();
-        assert!(e.msg.contains("#999999"), "{}", e.msg);
+        assert!(e.to_string().contains("#999999"), "{}", e.to_string());
         let v = nl
             .create_veth("vethname0", "eth0", &pod.ns, None, None)
             .await
             .unwrap();
         let e = nl.set_mtu(v.index, 70_000).await.unwrap_err();
         assert!(
-            e.msg.contains("vethname0") && e.msg.contains("70000"),
+            e.to_string().contains("vethname0") && e.to_string().contains("70000"),
             "{}",
-            e.msg
+            e.to_string()
         );
         // Not a bridge port.
         let e = nl.set_hairpin(v.index, true).await.unwrap_err();
-        assert!(e.msg.contains("vethname0"), "{}", e.msg);
+        assert!(e.to_string().contains("vethname0"), "{}", e.to_string());
+    })
+    .unwrap();
+}
+
+/// Kernel errors keep the kernel's errno and name the operation: an EEXIST answers
+/// `is_exists()`, an ENODEV/ENOENT `is_not_found()`, and the CNI error made of it at the
+/// plugin boundary keeps today's code and starts with the operation.
+#[test]
+fn kernel_errors_keep_errno_and_op() {
+    use cni_core::{CniError, KernelErrorKind};
+    use nix::errno::Errno;
+
+    let host = TestNs::new("kerr-h");
+    let pod = TestNs::new("kerr-p");
+    netlink::block_on(async {
+        let nl = host.nl();
+        nl.create_veth("kerrdup0", "eth0", &pod.ns, None, None)
+            .await
+            .unwrap();
+        // The same host name again: the kernel's EEXIST, no lookup needed to tell.
+        let e = nl
+            .create_veth("kerrdup0", "eth1", &pod.ns, None, None)
+            .await
+            .unwrap_err();
+        assert!(e.is_exists() && !e.is_not_found(), "{e}");
+        assert_eq!(e.errno(), Some(Errno::EEXIST));
+        assert_eq!(e.kind(), KernelErrorKind::Kernel);
+        assert!(e.op().starts_with("creating veth kerrdup0"), "{}", e.op());
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the rtnetlink error is kept"
+        );
+        let op = e.op().to_string();
+        let c = CniError::from(e);
+        assert_eq!(c.code, 999);
+        assert_eq!(c.msg, format!("{op}: File exists (os error 17)"));
+
+        // A link that is not there: ENODEV.
+        let e = nl.set_up(999_999).await.unwrap_err();
+        assert!(e.is_not_found() && !e.is_exists(), "{e}");
+        assert_eq!(e.errno(), Some(Errno::ENODEV));
+        assert_eq!(e.op(), "setting link #999999 up");
+
+        // A neighbour entry on a device that is not there, deleted: already gone.
+        nl.del_neigh(999_999, "10.78.0.9".parse().unwrap())
+            .await
+            .unwrap();
+        // An FDB entry on a device that is no VXLAN device: the kernel's refusal kept.
+        let lo = nl.link_by_name("lo").await.unwrap().unwrap();
+        let e = nl
+            .replace_fdb(
+                lo.index,
+                MacAddr([2, 0, 0, 0, 0, 9]),
+                "10.78.0.9".parse().unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.errno().is_some(), "{e}");
+        assert!(e.op().contains("FDB entry 02:00:00:00:00:09"), "{}", e.op());
+
+        // A different route to a destination that has one: EEXIST, with the reason.
+        let v = nl.link_by_name("kerrdup0").await.unwrap().unwrap();
+        nl.set_up(v.index).await.unwrap();
+        nl.add_address(v.index, net("10.78.0.1/24")).await.unwrap();
+        let mut r = RouteSpec::new(net("10.79.0.0/24"));
+        r.gw = Some("10.78.0.2".parse().unwrap());
+        nl.add_route(&r).await.unwrap();
+        r.gw = Some("10.78.0.3".parse().unwrap());
+        let e = nl.add_route(&r).await.unwrap_err();
+        assert!(e.is_exists(), "{e}");
+        assert!(e.to_string().contains("a different route"), "{e}");
+    })
+    .unwrap();
+
+    // Files: a namespace or sysctl that is not there is ENOENT, code 5 at the boundary.
+    let e = NetNs::open(&PathBuf::from("/nonexistent/kerr-netns")).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert_eq!(e.kind(), KernelErrorKind::File);
+    assert_eq!(CniError::from(e).code, 5);
+    let e = host
+        .ns
+        .run(|| sysctl::get("net.ipv4.conf.kerrnosuchdev.rp_filter"))
+        .unwrap()
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    let c = CniError::from(e);
+    assert_eq!(c.code, 5);
+    assert!(
+        c.msg
+            .starts_with("reading sysctl net.ipv4.conf.kerrnosuchdev.rp_filter"),
+        "{}",
+        c.msg
+    );
+    // Not a network namespace: refused before the kernel is asked, code 7.
+    let e = NetNs::open(&PathBuf::from("/proc/self/ns/mnt")).unwrap_err();
+    assert_eq!(e.errno(), None);
+    assert_eq!(CniError::from(e).code, 7);
+}
+
+/// A bridge we create keeps its MAC when ports come and go (the kernel would otherwise
+/// give it the lowest port MAC, and every pod's ARP entry for the gateway would go
+/// wrong when a pod with a lower veth MAC is added); recreated, it gets the same MAC.
+#[test]
+fn bridge_mac_is_fixed_at_creation() {
+    let a = TestNs::new("brmac");
+    let spec = BridgeSpec {
+        name: "cnibrmac0".into(),
+        ..Default::default()
+    };
+    netlink::block_on(async {
+        let nl = a.nl();
+        let mac = nl.ensure_bridge(&spec).await.unwrap().mac.unwrap();
+        for (i, port_mac) in ["02:00:00:00:00:01", "00:00:00:00:00:01"]
+            .iter()
+            .enumerate()
+        {
+            let port = format!("brmacp{i}");
+            a.exec(&[
+                "ip",
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("brmacq{i}"),
+            ]);
+            a.exec(&["ip", "link", "set", &port, "address", port_mac]);
+            a.exec(&["ip", "link", "set", &port, "master", "cnibrmac0", "up"]);
+            let now = nl.link_by_name("cnibrmac0").await.unwrap().unwrap().mac;
+            assert_eq!(
+                now,
+                Some(mac),
+                "bridge MAC changed when a port with {port_mac} joined"
+            );
+        }
+        a.exec(&["ip", "link", "del", "cnibrmac0"]);
+        let again = nl.ensure_bridge(&spec).await.unwrap().mac;
+        assert_eq!(again, Some(mac), "a recreated bridge got another MAC");
+        // A MAC asked for is used.
+        let want: MacAddr = "02:42:00:00:00:07".parse().unwrap();
+        let asked = nl
+            .ensure_bridge(&BridgeSpec {
+                name: "cnibrmac1".into(),
+                mac: Some(want),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(asked.mac, Some(want));
     })
     .unwrap();
 }

@@ -3,53 +3,33 @@
 //! its last rule, also while other plugins add rules at the same time (and so does the
 //! `cni_macspoof` table).
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use cni_core::masq;
 use cni_core::netns::NetNs;
 use cni_core::spec::config::{Attachment, NetConf};
 use cni_core::spec::names::{ContainerId, IfName, NetworkName};
 use ipnetwork::IpNetwork;
 use serde_json::json;
+use testkit::Netns;
 
-/// A throwaway named netns, deleted on drop (also when the test fails).
+/// A namespace of the test's own (the test kit's fixture: deleted on drop, also when
+/// the test fails) and our handle on it.
 struct TestNs {
-    name: String,
+    kit: Netns,
     ns: NetNs,
 }
 
 impl TestNs {
     fn new(tag: &str) -> TestNs {
-        let name = format!("cnimasq-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip netns add {name}");
-        let ns = NetNs::open(&PathBuf::from(format!("/var/run/netns/{name}"))).unwrap();
-        TestNs { name, ns }
+        let kit = Netns::named(&format!("cnimasq-{tag}-{}", std::process::id()));
+        let ns = NetNs::open(&kit.path()).unwrap();
+        TestNs { ns, kit }
     }
 
     /// `nft list table <family> cni_masq` inside; `None` when there is no such table.
     fn table(&self, family: &str) -> Option<String> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "list", "table", family])
-            .arg("cni_masq")
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        self.kit
+            .try_exec(&["nft", "list", "table", family, "cni_masq"])
+            .ok()
     }
 }
 
@@ -222,13 +202,9 @@ fn macspoof_table_goes_with_its_last_rule() {
     let (a, b) = (att("ctr-a"), att("ctr-b"));
     let mac: cni_core::netlink::MacAddr = "02:00:00:00:00:0a".parse().unwrap();
     let table = || {
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name, "nft", "list", "table", "bridge"])
-            .arg("cni_macspoof")
-            .output()
-            .unwrap()
-            .status
-            .success()
+        ns.kit
+            .try_exec(&["nft", "list", "table", "bridge", "cni_macspoof"])
+            .is_ok()
     };
     ns.ns
         .run(|| {

@@ -5,6 +5,12 @@
 //!
 //! - [`node`]: [`node::Ipip`], the node side.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod node;
 
 use cni_routed::{Datapath, RoutedPlugin};

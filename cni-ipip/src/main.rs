@@ -1,5 +1,11 @@
 //! `cni-ipip`: the CNI binary.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 fn main() -> std::process::ExitCode {
     cni_core::timing::mark("main");
     // `cni-ipam` is linked in: an IPAM of that type runs in-process (cni_core::inproc).

@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use cni_core::netlink::{Netlink, Underlay};
 use cni_core::node::{NodeSide, Object, Peer};
-use cni_core::CniError;
+use cni_core::{CniError, KernelError};
 use cni_routed::node::peer_address;
 use ipnetwork::IpNetwork;
 use tracing::{debug, info};
@@ -64,12 +64,16 @@ impl Ipip {
     }
 
     /// `sit0` up with the tunnel MTU; whether its index changed (module reloaded).
-    async fn ensure_sit(&mut self, nl: &Netlink) -> Result<bool, CniError> {
+    async fn ensure_sit(&mut self, nl: &Netlink) -> Result<bool, KernelError> {
         let link = nl.link_by_name(SIT).await?.ok_or_else(|| {
-            CniError::internal(format!(
-                "there is no {SIT}: this kernel has no sit module loaded, which carries the \
-                 IPv6 pool over IPIP: load it (modprobe sit), or choose the vxlan datapath"
-            ))
+            KernelError::other(
+                format!("setting up {SIT}"),
+                format!(
+                    "there is no {SIT}: this kernel has no sit module loaded, which carries \
+                     the IPv6 pool over IPIP: load it (modprobe sit), or choose the vxlan \
+                     datapath"
+                ),
+            )
         })?;
         if link.mtu != self.mtu {
             nl.set_mtu(link.index, self.mtu).await?;
@@ -92,12 +96,15 @@ impl NodeSide for Ipip {
         self.underlay = underlay;
     }
 
-    async fn ensure(&mut self, nl: &Netlink, me: &Peer) -> Result<bool, CniError> {
+    async fn ensure(&mut self, nl: &Netlink, me: &Peer) -> Result<bool, KernelError> {
         let link = nl.link_by_name(TUNNEL).await?.ok_or_else(|| {
-            CniError::internal(format!(
-                "there is no {TUNNEL}: this kernel has no ipip module loaded: load it \
-                 (modprobe ipip), or choose the vxlan datapath"
-            ))
+            KernelError::other(
+                format!("setting up {TUNNEL}"),
+                format!(
+                    "there is no {TUNNEL}: this kernel has no ipip module loaded: load it \
+                     (modprobe ipip), or choose the vxlan datapath"
+                ),
+            )
         })?;
         let idx = link.index;
         if link.mtu != self.mtu {

@@ -4,26 +4,10 @@
 //! stale one) and brings it up, and a second ensure sends nothing. Where it has none
 //! (this project's CI kernel), ensure fails saying to load the module.
 
-use std::process::Command;
-
 use cni_core::netlink::{block_on, Netlink, Underlay};
 use cni_core::netns::NetNs;
 use cni_core::node::{NodeSide, Peer};
 use cni_ipip::node::{Ipip, TUNNEL};
-
-struct NsGuard(String);
-
-impl Drop for NsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn me(block: &str) -> Peer {
     Peer {
@@ -40,10 +24,8 @@ fn ensure_configures_tunl0_or_says_to_load_ipip() {
         eprintln!("skipped: needs root (network namespaces)");
         return;
     }
-    let name = format!("ipipt{}", std::process::id());
-    ip(&["netns", "add", &name]);
-    let _g = NsGuard(name.clone());
-    let ns = NetNs::open(std::path::Path::new(&format!("/run/netns/{name}"))).unwrap();
+    let kit = testkit::Netns::named(&format!("ipipt{}", std::process::id()));
+    let ns = NetNs::open(&kit.path()).unwrap();
     let underlay = Underlay {
         index: 1,
         name: "lo".into(),
@@ -58,8 +40,8 @@ fn ensure_configures_tunl0_or_says_to_load_ipip() {
         match ipip.ensure(&nl, &me("10.9.0.64/26")).await {
             Err(e) => {
                 assert!(!has_ipip, "ipip is loaded but ensure failed: {e}");
-                assert!(e.msg.contains("ipip"), "{e}");
-                assert!(e.msg.contains(TUNNEL), "{e}");
+                assert!(e.to_string().contains("ipip"), "{e}");
+                assert!(e.to_string().contains(TUNNEL), "{e}");
             }
             Ok(recreated) => {
                 assert!(!recreated);
@@ -94,10 +76,9 @@ fn ensure_configures_tunl0_or_says_to_load_ipip() {
         println!("RESULT no ipip: refused as expected");
     }
     // The namespace's tunl0 (if any) is shown for the log.
-    let _ = ip(&["-n", &name, "addr"]);
+    print!("{}", kit.ip(&["addr"]));
 }
 
 fn nix_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }

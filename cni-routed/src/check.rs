@@ -1,62 +1,28 @@
-//! CHECK: the attachment described by `prevResult` is still in place: the veth (both
-//! ends), the pod's addresses, gateway and routes, the host routes, masquerade.
+//! CHECK's part particular to the routed veth (the rest is `cni_core::attach::check`):
+//! the veth (both ends), the pod's addresses, gateway and routes, the host routes.
 
 use std::net::IpAddr;
-use std::path::Path;
 
+use cni_core::attach::Ctx;
 use cni_core::check::{self, failed};
-use cni_core::netlink::{block_on, Netlink, RouteSpec};
-use cni_core::netns::NetNs;
-use cni_core::skel::{Call, Command, Target};
+use cni_core::netlink::RouteSpec;
 use cni_core::spec::result::CniResult;
-use cni_core::{delegate, CniError};
+use cni_core::CniError;
 use ipnetwork::IpNetwork;
 
-use crate::config::RoutedConfig;
 use crate::pod::{self, GATEWAY_V4};
-use crate::Datapath;
 
-pub fn check(dp: &Datapath, call: &Call, target: &Target) -> Result<(), CniError> {
-    let cfg = RoutedConfig::from_conf(dp, &call.conf)?;
-    let prev = call
-        .conf
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
-    let netns = target
-        .netns
-        .as_deref()
-        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for CHECK"))?;
-
-    delegate::run(&cfg.ipam, Command::Check, &call.stdin, &call.env)
-        .map_err(|e| e.context(format!("IPAM {}", cfg.ipam)))?;
-
-    let ips = check::pod_ips(prev, target.ifname.as_str(), netns)?;
-    let veth = pod::host_veth_name(
-        &call.conf.name,
-        target.container_id.as_str(),
-        target.ifname.as_str(),
-    );
-    let ns = NetNs::open(netns)?;
-    block_on(check_links(prev, &ips, &veth, target, &ns, netns)).and_then(|r| r)?;
-
-    if cfg.ip_masq {
-        check::masq_present(&call.conf.name, &target.attachment(), &ips)?;
-    }
-    Ok(())
-}
-
-async fn check_links(
+pub(crate) async fn links(
+    ctx: &Ctx<'_>,
     prev: &CniResult,
     ips: &[IpNetwork],
-    veth: &str,
-    target: &Target,
-    ns: &NetNs,
-    netns: &Path,
 ) -> Result<(), CniError> {
-    let host = Netlink::connect()?;
-    let pod = Netlink::connect_in(ns)?;
-    let ifname = target.ifname.as_str();
+    let (host, pod, ifname, netns) = (ctx.host, ctx.pod, ctx.ifname, ctx.netns);
+    let veth = &pod::host_veth_name(
+        &ctx.call.conf.name,
+        ctx.target.container_id.as_str(),
+        ifname,
+    );
 
     let hv = host
         .link_by_name(veth)
@@ -65,7 +31,7 @@ async fn check_links(
     if !hv.up {
         return Err(failed(format!("host veth {veth} is down")));
     }
-    let link = check::pod_link(&pod, prev, ifname, netns).await?;
+    let link = check::pod_link(pod, prev, ifname, netns).await?;
 
     // The pod's addresses, and the host's route to each on the host end.
     let have = pod.addresses(link.index).await?;
@@ -104,5 +70,5 @@ async fn check_links(
             )));
         }
     }
-    check::routes_present(&pod, &prev.routes, netns).await
+    check::routes_present(pod, &prev.routes, netns).await
 }

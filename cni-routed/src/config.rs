@@ -2,10 +2,21 @@
 
 use cni_core::netlink::UnderlaySelect;
 use cni_core::spec::config::NetConf;
-use cni_core::spec::fields::{self, flag};
+use cni_core::spec::fields::{self, Mtu, UnderlayFields};
 use cni_core::CniError;
+use serde::Deserialize;
 
 use crate::Datapath;
+
+/// The operator's fields, typed and checked one by one as they are read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RoutedFields {
+    ip_masq: bool,
+    mtu: Mtu,
+    #[serde(flatten)]
+    underlay: UnderlayFields,
+}
 
 /// The validated configuration of one invocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,15 +42,13 @@ impl RoutedConfig {
     }
 
     /// The testable core of [`RoutedConfig::from_conf`].
-    pub fn from_parts(
+    fn from_parts(
         dp: &Datapath,
         raw: &serde_json::Value,
         ipam: Option<String>,
     ) -> Result<RoutedConfig, CniError> {
-        fields::object(raw)?;
-        let ip_masq = flag(raw, "ipMasq")?;
-        let mtu = fields::mtu(fields::field(raw, "mtu")?, "the underlay")?;
-        let underlay = UnderlaySelect::from_conf(raw)?;
+        let f: RoutedFields = fields::parse(raw)?;
+        let underlay = f.underlay.select()?;
         let ipam = match ipam {
             None => {
                 return Err(CniError::invalid_config(format!(
@@ -54,8 +63,8 @@ impl RoutedConfig {
             }
         };
         Ok(RoutedConfig {
-            ip_masq,
-            mtu,
+            ip_masq: f.ip_masq,
+            mtu: f.mtu.0,
             underlay,
             ipam,
         })

@@ -6,21 +6,35 @@
 //! fixed MAC, proxy ARP, and a /32 route to the pod. `cni-ipip` reuses all of it with
 //! another [`Datapath`] (its tunnel overhead); the node side differs per datapath.
 //!
+//! The transaction (ADD and its undo, DEL, CHECK, GC, STATUS) is `cni_core::attach`'s;
+//! this crate supplies the routed veth's steps as [`Routed`].
+//!
 //! - [`config`]: the plugin's configuration, parsed once.
-//! - [`attach`] (ADD), [`detach`] (DEL), [`check`] (CHECK), [`gc`] (GC, STATUS).
+//! - `attach` (ADD's links and addresses), `detach` (DEL's host side), `check`.
 //! - [`pod`]: the names and addresses both ends agree on.
 //! - [`node`]: host-gw routes toward other nodes, and the shared `directRouting` rule.
 
-pub mod attach;
-pub mod check;
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod attach;
+mod check;
 pub mod config;
-pub mod detach;
-pub mod gc;
+mod detach;
 pub mod node;
 pub mod pod;
 
-use cni_core::skel::{Call, Plugin, Target};
+use cni_core::attach::{Ctx, Links, Made, Shared, VethDatapath, VethPlugin};
+use cni_core::skel::{Call, Target};
+use cni_core::spec::config::NetConf;
 use cni_core::{CniError, CniResult};
+use ipnetwork::IpNetwork;
+
+pub use attach::Prepared;
+use config::RoutedConfig;
 
 /// What tells one routed datapath from another on the pod side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,23 +68,60 @@ impl RoutedPlugin {
     }
 }
 
-impl Plugin for RoutedPlugin {
-    fn add(&self, call: &Call, target: &Target) -> Result<CniResult, CniError> {
-        attach::add(&self.datapath, call, target)
+impl VethPlugin for RoutedPlugin {
+    type Datapath = Routed;
+    fn datapath(&self, conf: &NetConf) -> Result<Routed, CniError> {
+        Ok(Routed {
+            cfg: RoutedConfig::from_conf(&self.datapath, conf)?,
+            dp: self.datapath,
+        })
     }
-    fn del(&self, call: &Call, target: &Target) -> Result<(), CniError> {
-        detach::del(&self.datapath, call, target)
+}
+
+/// The routed veth's steps of the veth transaction, for one datapath and configuration.
+pub struct Routed {
+    dp: Datapath,
+    cfg: RoutedConfig,
+}
+
+impl VethDatapath for Routed {
+    type Prepared = Prepared;
+
+    fn shared(&self) -> Shared<'_> {
+        Shared {
+            ipam: Some(&self.cfg.ipam),
+            ip_masq: self.cfg.ip_masq,
+            macspoofchk: None,
+        }
     }
-    fn check(&self, call: &Call, target: &Target) -> Result<(), CniError> {
-        check::check(&self.datapath, call, target)
+    async fn prepare(&self, ctx: &Ctx<'_>) -> Result<Prepared, CniError> {
+        attach::prepare(&self.dp, &self.cfg, ctx).await
     }
-    fn gc(&self, call: &Call) -> Result<(), CniError> {
-        gc::gc(&self.datapath, call)
+    async fn links(
+        &self,
+        ctx: &Ctx<'_>,
+        prepared: Prepared,
+        made: &mut Made,
+    ) -> Result<Links, CniError> {
+        attach::links(ctx, prepared, made).await
     }
-    fn status(&self, call: &Call) -> Result<(), CniError> {
-        gc::status(&self.datapath, call)
+    async fn configure(
+        &self,
+        ctx: &Ctx<'_>,
+        links: &Links,
+        result: &mut CniResult,
+    ) -> Result<(), CniError> {
+        attach::configure(&self.dp, &self.cfg, ctx, links, result).await
     }
-    fn configures_netns(&self) -> bool {
-        true
+    async fn check(
+        &self,
+        ctx: &Ctx<'_>,
+        prev: &CniResult,
+        ips: &[IpNetwork],
+    ) -> Result<(), CniError> {
+        check::links(ctx, prev, ips).await
+    }
+    fn del_host_side(&self, call: &Call, target: &Target) -> Result<(), CniError> {
+        detach::host_side(call, target)
     }
 }

@@ -4,8 +4,9 @@
 //! (published as `underlayIPv6`/`underlayIPv4` besides the record's `underlayIp`, see
 //! [`underlay_backend`]). A node with a block of a family it has no on-link address of
 //! is refused as a whole (logged and counted by `ipamd`), never half programmed.
-//! [`direct_routes`] is also the `directRouting` rule of `cni-ipip` (plain routes to
-//! on-link nodes, encapsulation otherwise); `cni-vxlan` applies the same rule per family.
+//! The per-block rule is `cni_core::node::Peer::direct_route`, which `cni-ipip` and
+//! `cni-vxlan` also apply for `directRouting` (plain routes to on-link nodes,
+//! encapsulation otherwise).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -13,7 +14,7 @@ use std::net::IpAddr;
 use cni_core::netlink::{Netlink, Underlay};
 use cni_core::node::peer::underlay_backend;
 use cni_core::node::{NodeSide, Object, Peer};
-use cni_core::CniError;
+use cni_core::{CniError, KernelError};
 
 /// host-gw: routes only, no device of its own.
 #[derive(Clone, Debug)]
@@ -80,7 +81,7 @@ impl NodeSide for HostGw {
         underlay_backend(&self.underlay)
     }
 
-    async fn ensure(&mut self, _nl: &Netlink, _me: &Peer) -> Result<bool, CniError> {
+    async fn ensure(&mut self, _nl: &Netlink, _me: &Peer) -> Result<bool, KernelError> {
         // Nothing to create: the underlay interface is the operator's.
         Ok(false)
     }

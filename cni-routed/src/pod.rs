@@ -3,8 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use cni_core::hash::stable_hash;
 use cni_core::netlink::MacAddr;
-use cni_core::nft::stable_hash;
 use cni_core::spec::names::NetworkName;
 use cni_core::spec::result::{CniResult, Route};
 use cni_core::CniError;

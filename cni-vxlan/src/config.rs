@@ -16,12 +16,13 @@
 //! `"yes"` or `0` is refused with code 7, as `cni-bridge` types them); every other `cni-bridge` option
 //! (`ipMasq`, `hairpinMode`, `macspoofchk`, `vlan`, ...) means what it means there.
 
-use cni_bridge::config::BridgeConfig;
+use cni_bridge::config::{BridgeConfig, BridgeFields};
 use cni_core::netlink::{Underlay, UnderlaySelect};
 use cni_core::spec::config::NetConf;
-use cni_core::spec::fields::{self, field, flag, validate_link_name, MIN_MTU};
+use cni_core::spec::fields::{self, LinkName, UnderlayFields, MIN_MTU};
 use cni_core::CniError;
-use serde_json::Value;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 /// Bridge used when `bridge` is not set (not `cni0`: both plugins may share a node).
 pub const DEFAULT_BRIDGE: &str = "cni-vx0";
@@ -107,6 +108,42 @@ pub fn mtu_or_underlay(mtu: Option<u32>, underlay: &Underlay) -> Result<u32, Cni
     }
 }
 
+/// The operator's fields: `cni-bridge`'s, the underlay, and the node side's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct VxlanFields {
+    #[serde(flatten)]
+    bridge: BridgeFields,
+    #[serde(flatten)]
+    underlay: UnderlayFields,
+    #[serde(deserialize_with = "vni")]
+    vni: Option<u32>,
+    #[serde(deserialize_with = "port")]
+    port: Option<u16>,
+    device: Option<LinkName>,
+    direct_routing: bool,
+}
+
+fn vni<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = u64::deserialize(d)?;
+    match u32::try_from(v) {
+        Ok(v) if v <= MAX_VNI => Ok(Some(v)),
+        _ => Err(D::Error::custom(format!(
+            "{v} is out of range: use 0 to {MAX_VNI}"
+        ))),
+    }
+}
+
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let p = u64::deserialize(d)?;
+    match u16::try_from(p) {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(D::Error::custom(format!(
+            "{p} is not a UDP port: use 1 to 65535 (default {DEFAULT_PORT})"
+        ))),
+    }
+}
+
 /// The validated configuration of one invocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VxlanConfig {
@@ -123,81 +160,41 @@ pub struct VxlanConfig {
 impl VxlanConfig {
     /// Validates the plugin fields of `conf`. Every problem is `InvalidConfig` (7).
     pub fn from_conf(conf: &NetConf) -> Result<VxlanConfig, CniError> {
-        let ipam = conf
-            .ipam
-            .as_ref()
-            .map(|i| i.plugin_type.clone())
-            .filter(|t| !t.is_empty());
-        VxlanConfig::from_parts(&conf.raw, ipam, conf.requested_mac())
-    }
-
-    /// The testable core of [`VxlanConfig::from_conf`].
-    pub fn from_parts(
-        raw: &Value,
-        ipam: Option<String>,
-        mac: Option<&str>,
-    ) -> Result<VxlanConfig, CniError> {
-        let obj = fields::object(raw)?;
+        let mut f: VxlanFields = fields::parse(&conf.raw)?;
         // The bridge's config with this datapath's defaults: a gateway on the bridge
         // and the pods' default route through it are what routes to other nodes need.
-        let mut b = obj.clone();
-        for key in ["isGateway", "isDefaultGateway"] {
-            // Typed as cni-bridge reads it: "yes", 0, "false" are refused, not taken as on.
-            if !flag(raw, key)? && b.get(key).is_some_and(|v| !v.is_null()) {
+        for (key, on) in [
+            ("isGateway", &mut f.bridge.is_gateway),
+            ("isDefaultGateway", &mut f.bridge.is_default_gateway),
+        ] {
+            if *on == Some(false) {
                 return Err(CniError::invalid_config(format!(
                     "{key}: cni-vxlan always puts the node's gateway on the bridge and routes \
                      pods through it; remove \"{key}\": false"
                 )));
             }
-            b.insert(key.into(), Value::Bool(true));
+            *on = Some(true);
         }
-        if b.get("bridge").is_none_or(Value::is_null) {
-            b.insert("bridge".into(), Value::String(DEFAULT_BRIDGE.into()));
+        if f.bridge.bridge.is_none() {
+            f.bridge.bridge = Some(LinkName::parse(DEFAULT_BRIDGE).map_err(CniError::internal)?);
         }
-        let bridge = BridgeConfig::from_parts(&Value::Object(b), ipam, mac)?;
+        let bridge = BridgeConfig::from_fields(f.bridge, conf)?;
         if bridge.ipam.is_none() {
             return Err(CniError::invalid_config(
                 "ipam: cni-vxlan needs an IPAM plugin (e.g. cni-ipam in cluster mode with \
                  reserveGateway: true): pods are routed between nodes by their addresses",
             ));
         }
-
-        let underlay = UnderlaySelect::from_conf(raw)?;
-
-        let vni = match field::<u64>(raw, "vni")? {
-            None => DEFAULT_VNI,
-            Some(v) if v <= u64::from(MAX_VNI) => v as u32,
-            Some(v) => {
-                return Err(CniError::invalid_config(format!(
-                    "vni: {v} is out of range: use 0 to {MAX_VNI}"
-                )))
-            }
-        };
-        let port = match field::<u64>(raw, "port")? {
-            None => DEFAULT_PORT,
-            Some(p) if (1..=u64::from(u16::MAX)).contains(&p) => p as u16,
-            Some(p) => {
-                return Err(CniError::invalid_config(format!(
-                    "port: {p} is not a UDP port: use 1 to 65535 (default {DEFAULT_PORT})"
-                )))
-            }
-        };
-        let device = field::<String>(raw, "device")?;
-        if let Some(d) = &device {
-            validate_link_name("device", d)?;
-        }
-        let direct_routing = flag(raw, "directRouting")?;
         let node = VxlanOptions {
-            vni,
-            port,
-            device,
+            vni: f.vni.unwrap_or(DEFAULT_VNI),
+            port: f.port.unwrap_or(DEFAULT_PORT),
+            device: f.device.map(LinkName::into_string),
             mtu: bridge.mtu,
-            direct_routing,
+            direct_routing: f.direct_routing,
         };
-        validate_link_name("device", &node.device_name())?;
         Ok(VxlanConfig {
             bridge,
-            underlay,
+            underlay: f.underlay.select()?,
             node,
         })
     }
@@ -206,10 +203,21 @@ impl VxlanConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn parse(v: Value) -> Result<VxlanConfig, CniError> {
-        VxlanConfig::from_parts(&v, Some("cni-ipam".into()), None)
+    /// `v` with the common fields and, unless `v` says otherwise, `ipam.type` cni-ipam.
+    fn parse(mut v: Value) -> Result<VxlanConfig, CniError> {
+        for (k, x) in [
+            ("cniVersion", "1.0.0"),
+            ("name", "n"),
+            ("type", "cni-vxlan"),
+        ] {
+            v[k] = json!(x);
+        }
+        if v.get("ipam").is_none() {
+            v["ipam"] = json!({"type": "cni-ipam"});
+        }
+        VxlanConfig::from_conf(&NetConf::parse(v.to_string().as_bytes())?)
     }
 
     #[test]
@@ -285,15 +293,9 @@ mod tests {
             assert_eq!(e.code, 7, "{v}: {e}");
             assert!(e.msg.contains(word), "{v}: {e} does not name {word}");
         }
-        let e = VxlanConfig::from_parts(&json!({}), None, None).unwrap_err();
+        let e = parse(json!({"ipam": {}})).unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("ipam"), "{e}");
-        assert_eq!(
-            VxlanConfig::from_parts(&json!([]), None, None)
-                .unwrap_err()
-                .code,
-            7
-        );
     }
 
     #[test]

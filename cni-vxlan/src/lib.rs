@@ -11,36 +11,18 @@
 //! a permanent neighbour entry and a permanent FDB entry.
 //!
 //! - [`config`]: the configuration, parsed once (pod and node side).
-//! - [`pod`]: ADD, DEL, CHECK, GC, STATUS.
+//! - [`pod`]: the pod side, [`VxlanPlugin`]: `cni-bridge`'s steps with this datapath's
+//!   MTU and checks.
 //! - [`node`]: the VXLAN device and what is programmed toward each peer.
+
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod config;
 pub mod node;
 pub mod pod;
 
-use cni_core::skel::{Call, Plugin, Target};
-use cni_core::{CniError, CniResult};
-
-/// The `cni-vxlan` plugin.
-pub struct VxlanPlugin;
-
-impl Plugin for VxlanPlugin {
-    fn add(&self, call: &Call, target: &Target) -> Result<CniResult, CniError> {
-        pod::add(call, target)
-    }
-    fn del(&self, call: &Call, target: &Target) -> Result<(), CniError> {
-        pod::del(call, target)
-    }
-    fn check(&self, call: &Call, target: &Target) -> Result<(), CniError> {
-        pod::check(call, target)
-    }
-    fn gc(&self, call: &Call) -> Result<(), CniError> {
-        pod::gc(call)
-    }
-    fn status(&self, call: &Call) -> Result<(), CniError> {
-        pod::status(call)
-    }
-    fn configures_netns(&self) -> bool {
-        true
-    }
-}
+pub use pod::VxlanPlugin;

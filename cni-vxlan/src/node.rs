@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use cni_core::netlink::{MacAddr, Netlink, Underlay, VxlanSpec};
 use cni_core::node::peer::{underlay_backend, vtep_mac_for, VTEP_MAC_KEY};
 use cni_core::node::{NodeSide, Object, Peer};
-use cni_core::CniError;
+use cni_core::{CniError, KernelError};
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use tracing::{info, warn};
 
@@ -123,7 +123,7 @@ impl Vxlan {
         nl: &Netlink,
         index: u32,
         want: &[IpNetwork],
-    ) -> Result<(), CniError> {
+    ) -> Result<(), KernelError> {
         let dev = &self.device;
         let have = nl
             .addresses(index)
@@ -176,7 +176,7 @@ impl NodeSide for Vxlan {
         b
     }
 
-    async fn ensure(&mut self, nl: &Netlink, me: &Peer) -> Result<bool, CniError> {
+    async fn ensure(&mut self, nl: &Netlink, me: &Peer) -> Result<bool, KernelError> {
         let (link, created) = nl
             .ensure_vxlan(&self.spec())
             .await

@@ -1,30 +1,86 @@
-//! The pod side: `cni-bridge`'s ADD/DEL/CHECK/GC/STATUS driven with this datapath's
-//! configuration. Only ADD differs: it needs the pod MTU (from the underlay unless
-//! configured) and refuses an IPAM result without a gateway.
+//! The pod side: `cni-bridge`'s steps of the veth transaction with this datapath's
+//! configuration. Only ADD differs: it needs the pod MTU (from the VXLAN device or the
+//! underlay unless configured) and refuses an IPAM result without a gateway. DEL, CHECK,
+//! GC and STATUS need no underlay (they must work when the node is half gone).
 
-use cni_bridge::{attach, check as bcheck, detach, gc as bgc};
-use cni_core::netlink::{block_on, Netlink, Underlay};
-use cni_core::skel::{Call, Target};
-use cni_core::{CniError, CniResult};
+use cni_bridge::Bridge;
+use cni_core::attach::{Ctx, Links, Made, Shared, VethDatapath, VethPlugin};
+use cni_core::netlink::{Netlink, UnderlaySelect};
+use cni_core::spec::config::NetConf;
+use cni_core::{CniError, CniResult, KernelError};
+use ipnetwork::IpNetwork;
 use tracing::debug;
 
-use crate::config::{mtu_or_underlay, VxlanConfig};
+use crate::config::{mtu_or_underlay, VxlanConfig, VxlanOptions};
 
 /// What an operator reads when IPAM gives an IPv4 address without a gateway.
 pub const NEEDS_GATEWAY: &str =
     "cni-vxlan needs a gateway from IPAM: with cni-ipam cluster mode set ipam.reserveGateway: true";
 
-/// ADD: the bridge attachment with MTU = `mtu`, else the underlay's − 50.
-pub fn add(call: &Call, target: &Target) -> Result<CniResult, CniError> {
-    let cfg = VxlanConfig::from_conf(&call.conf)?;
-    let mut bridge = cfg.bridge.clone();
-    // Found before IPAM runs: a missing underlay fails the ADD with nothing to undo.
-    let mtu = pod_mtu(&cfg)?;
-    bridge.mtu = Some(mtu);
-    attach::add_with(call, target, &bridge, &|r: &CniResult| {
-        require_gateway(r)?;
-        require_ipv6_mtu(r, mtu)
-    })
+/// The `cni-vxlan` plugin.
+pub struct VxlanPlugin;
+
+impl VethPlugin for VxlanPlugin {
+    type Datapath = Vxlan;
+    fn datapath(&self, conf: &NetConf) -> Result<Vxlan, CniError> {
+        let VxlanConfig {
+            bridge,
+            underlay,
+            node,
+        } = VxlanConfig::from_conf(conf)?;
+        Ok(Vxlan {
+            bridge: Bridge::new(bridge),
+            underlay,
+            node,
+        })
+    }
+}
+
+/// The bridge's steps with this datapath's MTU and checks of IPAM's answer.
+pub struct Vxlan {
+    bridge: Bridge,
+    underlay: UnderlaySelect,
+    node: VxlanOptions,
+}
+
+impl VethDatapath for Vxlan {
+    type Prepared = Option<u32>;
+
+    fn shared(&self) -> Shared<'_> {
+        self.bridge.shared()
+    }
+    /// Found before IPAM runs: a missing underlay fails the ADD with nothing to undo.
+    async fn prepare(&self, ctx: &Ctx<'_>) -> Result<Option<u32>, CniError> {
+        pod_mtu(&self.node, &self.underlay, ctx.host)
+            .await
+            .map(Some)
+    }
+    async fn links(
+        &self,
+        ctx: &Ctx<'_>,
+        mtu: Option<u32>,
+        made: &mut Made,
+    ) -> Result<Links, CniError> {
+        self.bridge.links(ctx, mtu, made).await
+    }
+    async fn configure(
+        &self,
+        ctx: &Ctx<'_>,
+        links: &Links,
+        result: &mut CniResult,
+    ) -> Result<(), CniError> {
+        require_gateway(result)?;
+        require_ipv6_mtu(result, links.mtu)?;
+        self.bridge.configure(ctx, links, result).await
+    }
+    async fn check(
+        &self,
+        ctx: &Ctx<'_>,
+        prev: &CniResult,
+        ips: &[IpNetwork],
+    ) -> Result<(), CniError> {
+        self.bridge.check(ctx, prev, ips).await
+    }
 }
 
 /// The smallest MTU IPv6 works with (RFC 8200 §5): below it the kernel turns IPv6 off
@@ -49,33 +105,23 @@ pub fn require_ipv6_mtu(result: &CniResult, mtu: u32) -> Result<(), CniError> {
 /// `ipamd` has made it (so pods match the device whatever underlay family or `--mtu`
 /// the daemon chose), else the underlay's minus the VXLAN overhead of its family (50 on
 /// IPv4, 70 on IPv6).
-pub fn pod_mtu(cfg: &VxlanConfig) -> Result<u32, CniError> {
-    if let Some(m) = cfg.node.mtu {
+async fn pod_mtu(
+    node: &VxlanOptions,
+    underlay: &UnderlaySelect,
+    host: &Netlink,
+) -> Result<u32, CniError> {
+    if let Some(m) = node.mtu {
         return Ok(m);
     }
-    enum Found {
-        Device(u32),
-        Underlay(Underlay),
+    let device = node.device_name();
+    let context = |e: KernelError| e.context("finding the underlay for the pod MTU (or set mtu)");
+    if let Some(l) = host.link_by_name(&device).await.map_err(context)? {
+        if l.kind.as_deref() == Some("vxlan") {
+            debug!(device = %device, mtu = l.mtu, "pod MTU from the VXLAN device");
+            return Ok(l.mtu);
+        }
     }
-    let device = cfg.node.device_name();
-    let found = block_on(async {
-        let nl = Netlink::connect()?;
-        if let Some(l) = nl.link_by_name(&device).await? {
-            if l.kind.as_deref() == Some("vxlan") {
-                return Ok(Found::Device(l.mtu));
-            }
-        }
-        nl.underlay(&cfg.underlay).await.map(Found::Underlay)
-    })
-    .and_then(|r| r)
-    .map_err(|e| e.context("finding the underlay for the pod MTU (or set mtu)"))?;
-    let underlay = match found {
-        Found::Device(mtu) => {
-            debug!(device = %device, mtu, "pod MTU from the VXLAN device");
-            return Ok(mtu);
-        }
-        Found::Underlay(u) => u,
-    };
+    let underlay = host.underlay(underlay).await.map_err(context)?;
     let mtu = mtu_or_underlay(None, &underlay)?;
     debug!(underlay = %underlay.name, underlay_mtu = underlay.mtu, mtu, "pod MTU from the underlay");
     Ok(mtu)
@@ -96,23 +142,6 @@ pub fn require_gateway(result: &CniResult) -> Result<(), CniError> {
         ))),
         None => Ok(()),
     }
-}
-
-/// DEL: needs no underlay (it must work when the node is half gone).
-pub fn del(call: &Call, target: &Target) -> Result<(), CniError> {
-    detach::del_with(call, target, &VxlanConfig::from_conf(&call.conf)?.bridge)
-}
-
-pub fn check(call: &Call, target: &Target) -> Result<(), CniError> {
-    bcheck::check_with(call, target, &VxlanConfig::from_conf(&call.conf)?.bridge)
-}
-
-pub fn gc(call: &Call) -> Result<(), CniError> {
-    bgc::gc_with(call, &VxlanConfig::from_conf(&call.conf)?.bridge)
-}
-
-pub fn status(call: &Call) -> Result<(), CniError> {
-    bgc::status_with(call, &VxlanConfig::from_conf(&call.conf)?.bridge)
 }
 
 #[cfg(test)]

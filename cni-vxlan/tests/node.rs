@@ -3,8 +3,6 @@
 //! veth pair inside it. Checked with `ip -d link show` and `ip addr`, not with our code.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 
 use cni_core::netlink::{Netlink, UnderlaySelect};
 use cni_core::netns::NetNs;
@@ -13,24 +11,20 @@ use cni_core::node::{NodeSide, Peer};
 use cni_vxlan::config::VxlanOptions;
 use cni_vxlan::node::Vxlan;
 use serde_json::Value;
+use testkit::Netns;
 
-/// A throwaway named netns, deleted on drop (also when the test fails).
+/// A namespace of the test's own (the test kit's fixture: deleted on drop, also when
+/// the test fails) and our handle on it.
 struct TestNs {
-    name: String,
+    kit: Netns,
     ns: NetNs,
 }
 
 impl TestNs {
     fn new(tag: &str) -> TestNs {
-        let name = format!("cnivx-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip netns add {name}");
-        let ns = NetNs::open(&PathBuf::from(format!("/var/run/netns/{name}"))).unwrap();
-        let t = TestNs { name, ns };
+        let kit = Netns::named(&format!("cnivx-{tag}-{}", std::process::id()));
+        let ns = NetNs::open(&kit.path()).unwrap();
+        let t = TestNs { ns, kit };
         // The underlay: veth `under0` (192.168.78.1/24, MTU 1400) with its peer up.
         t.ip(&[
             "link", "add", "under0", "mtu", "1400", "type", "veth", "peer", "name", "under1",
@@ -43,18 +37,7 @@ impl TestNs {
 
     /// `ip ARGS` inside the namespace; panics on failure.
     fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?} in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.kit.ip(args)
     }
 
     fn link_json(&self, dev: &str) -> Value {
@@ -73,14 +56,6 @@ impl TestNs {
                     .collect()
             })
             .unwrap_or_default()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
     }
 }
 

@@ -128,9 +128,4 @@ impl BridgeConf {
     }
 }
 
-/// `cni.dev/valid-attachments` for a GC config: `(container id, ifname)` pairs.
-pub fn valid_attachments<'a>(atts: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
-    atts.into_iter()
-        .map(|(id, ifname)| json!({ "containerID": id, "ifname": ifname }))
-        .collect()
-}
+pub use cni_runtime::valid_attachments;

@@ -10,9 +10,9 @@ use crate::bins::CniPath;
 use crate::config::{BridgeConf, IpamConf};
 use crate::netns::{LinkGuard, Netns, NftGuard};
 use crate::result::{self, ParsedResult};
-use crate::runner::{Invocation, Outcome};
 use crate::subnet::Subnet;
 use crate::{inspect, names};
+use cni_runtime::{Invocation, Outcome};
 
 /// A pod: its netns, container id and interface name.
 #[derive(Debug)]

@@ -5,16 +5,17 @@
 //! the harness never trusts the code under test to judge itself, so it does not use
 //! `cni-core`'s conversion code to read results either.
 //!
-//! - [`names`]: unique, short names for netns, links and containers;
-//! - [`netns`]: network namespace fixtures and cleanup guards (links, nftables rules);
+//! - [`names`], [`sh`], [`netns::Netns`]: from the workspace's [`testkit`] (unique names,
+//!   running a tool, the network namespace fixture);
+//! - [`netns`]: cleanup guards (links, nftables rules);
 //! - [`bins`]: where our binaries and the reference plugins are, and a `CNI_PATH` with both;
-//! - [`runner`]: run a plugin (env + stdin), get its exit status, result or CNI error;
+//! - [`runner`]: run a plugin (env + stdin), get its exit status, result or CNI error
+//!   (the [`cni_runtime`] crate's, under the name the tests use);
 //! - [`config`]: config builders for `cni-bridge` / `bridge` and `cni-ipam` / `host-local`;
 //! - [`subnet`]: a private /24 per test that nothing else on the machine uses;
 //! - [`result`]: result-shape checks per spec version;
 //! - [`inspect`]: addresses, routes, pings, nftables rules;
 //! - [`fixture`]: [`fixture::TestNet`] and [`fixture::Pod`], which tie it all together;
-//! - [`runtime`]: the runtime side of the spec (conflists, chains, cache, GC, STATUS);
 //! - [`snapshot`]: host resources before/after, for leak checks;
 //! - [`multinode`]: nodes on an underlay running `ipamd`, pods of the datapath plugins, UML;
 //! - [`suite`]: the conformance cases and their report (`cni-conformance run`).
@@ -24,56 +25,30 @@ pub mod config;
 pub mod fixture;
 pub mod inspect;
 pub mod multinode;
-pub mod names;
 pub mod netns;
 pub mod result;
-pub mod runner;
-pub mod runtime;
 pub mod snapshot;
 pub mod subnet;
 pub mod suite;
 
-/// Every CNI spec version, oldest first (our own list: the harness does not depend on
-/// the code under test).
-pub const VERSIONS: [&str; 7] = [
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
+/// Every CNI spec version, oldest first (the runtime's own list: the harness does not
+/// depend on the code under test).
+pub use cni_runtime::VERSIONS;
+
+/// Running one plugin: [`cni_runtime`]'s runner.
+pub mod runner {
+    pub use cni_runtime::{ErrorObject, Invocation, Outcome, TIMEOUT};
+}
 
 /// True for the versions that have CHECK (0.4.0 and later).
 pub fn has_check(version: &str) -> bool {
-    !matches!(version, "0.1.0" | "0.2.0" | "0.3.0" | "0.3.1")
+    cni_runtime::Version::parse(version).is_some_and(cni_runtime::Version::has_check)
 }
 
 /// True for the versions that have GC and STATUS (1.1.0 and later).
 pub fn has_gc(version: &str) -> bool {
-    version == "1.1.0"
+    cni_runtime::Version::parse(version).is_some_and(cni_runtime::Version::has_gc_status)
 }
 
-/// Runs a command to completion and returns its stdout; panics with its stderr on failure.
-/// For test set-up and inspection only (`ip`, `nft`, ...).
-pub fn sh(prog: &str, args: &[&str]) -> String {
-    match try_sh(prog, args) {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// Like [`sh`] but returns the failure as an error.
-pub fn try_sh(prog: &str, args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new(prog)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{prog} {}` failed ({}): {}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        ))
-    }
-}
+/// Running a tool and unique names: the workspace's [`testkit`].
+pub use testkit::{names, sh, try_sh};

@@ -1,75 +1,9 @@
 //! Network namespace fixtures and cleanup guards. Every guard cleans up in `Drop`, so
-//! a failing (panicking) test leaves nothing behind.
+//! a failing (panicking) test leaves nothing behind. The namespace itself is the
+//! workspace's one fixture, [`testkit::Netns`].
 
-use std::path::PathBuf;
-
-use crate::{names, sh, try_sh};
-
-/// A named network namespace (`ip netns add`), deleted on drop.
-#[derive(Debug)]
-pub struct Netns {
-    name: String,
-    deleted: bool,
-}
-
-impl Netns {
-    /// Creates a fresh namespace named after `tag` (unique; see [`names::unique`]) with
-    /// its loopback up.
-    pub fn new(tag: &str) -> Netns {
-        let name = names::unique("ns", tag);
-        sh("ip", &["netns", "add", &name]);
-        let ns = Netns {
-            name,
-            deleted: false,
-        };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `/run/netns/<name>`: what `CNI_NETNS` gets.
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-
-    /// Runs a command inside the namespace (`ip netns exec`); panics on failure.
-    pub fn exec(&self, argv: &[&str]) -> String {
-        let mut args = vec!["netns", "exec", &self.name];
-        args.extend_from_slice(argv);
-        sh("ip", &args)
-    }
-
-    /// Like [`Netns::exec`] but returns the failure.
-    pub fn try_exec(&self, argv: &[&str]) -> Result<String, String> {
-        let mut args = vec!["netns", "exec", &self.name];
-        args.extend_from_slice(argv);
-        try_sh("ip", &args)
-    }
-
-    /// Deletes the namespace now (e.g. to test DEL with the netns gone). The pod's veth
-    /// goes with it.
-    pub fn delete(&mut self) {
-        if !self.deleted {
-            sh("ip", &["netns", "del", &self.name]);
-            self.deleted = true;
-        }
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.deleted
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if !self.deleted {
-            let _ = try_sh("ip", &["netns", "del", &self.name]);
-        }
-    }
-}
+use crate::try_sh;
+pub use testkit::Netns;
 
 /// Deletes a host link (a bridge the plugin under test created) on drop, if it exists.
 #[derive(Debug)]

@@ -1,5 +1,6 @@
-//! ADD results, read and checked against the shape of each spec version by the
-//! harness itself (not by `cni-core`, which is under test):
+//! ADD results, read with [`cni_runtime`]'s result structs and checked against the
+//! shape of each spec version by the harness itself (not by `cni-core`, which is under
+//! test):
 //! - 0.1.0 / 0.2.0: `ip4` / `ip6` objects (`ip`, `gateway`, `routes`), `dns`; no
 //!   `interfaces`, no `ips`;
 //! - 0.3.0 / 0.3.1 / 0.4.0: `interfaces`, `ips` whose entries carry `"version": "4"|"6"`
@@ -10,6 +11,7 @@
 
 use std::net::IpAddr;
 
+use cni_runtime::{AddResult, Version};
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 
@@ -59,44 +61,15 @@ impl ParsedResult {
     }
 }
 
-fn parse_net(v: &Value, what: &str) -> Result<IpNetwork, String> {
-    v.as_str()
-        .ok_or_else(|| format!("{what} is not a string: {v}"))?
-        .parse()
-        .map_err(|e| format!("{what} {v} is not an address/prefix: {e}"))
-}
-
-fn parse_ip(v: &Value, what: &str) -> Result<Option<IpAddr>, String> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|e| format!("{what} {s:?} is not an address: {e}")),
-        _ => Err(format!("{what} is not a string: {v}")),
+fn route(r: &cni_runtime::Route) -> ResultRoute {
+    ResultRoute {
+        dst: r.dst,
+        gw: r.gw,
     }
 }
 
-fn parse_routes(v: &Value) -> Result<Vec<ResultRoute>, String> {
-    let Some(arr) = v.as_array() else {
-        return if v.is_null() {
-            Ok(vec![])
-        } else {
-            Err(format!("routes not a list: {v}"))
-        };
-    };
-    arr.iter()
-        .map(|r| {
-            Ok(ResultRoute {
-                dst: parse_net(&r["dst"], "route dst")?,
-                gw: parse_ip(&r["gw"], "route gw")?,
-            })
-        })
-        .collect()
-}
-
-/// Parses `v` as an ADD result of `version`, failing on any deviation from that
-/// version's shape.
+/// Parses `v` as an ADD result of `version` (with [`cni_runtime`]'s structs, written from
+/// the spec), failing on any deviation from that version's shape.
 pub fn parse(v: &Value, version: &str) -> Result<ParsedResult, String> {
     let obj = v
         .as_object()
@@ -107,105 +80,88 @@ pub fn parse(v: &Value, version: &str) -> Result<ParsedResult, String> {
             "result cniVersion {got:?}, asked for {version:?}: {v}"
         ));
     }
-    let legacy = matches!(version, "0.1.0" | "0.2.0");
-    if legacy {
-        for k in ["interfaces", "ips"] {
-            if obj.contains_key(k) {
-                return Err(format!("{version} result must not have {k:?}: {v}"));
-            }
-        }
-        let mut ips = Vec::new();
-        let mut routes = Vec::new();
-        for (k, want_v4) in [("ip4", true), ("ip6", false)] {
-            let Some(ipc) = obj.get(k) else { continue };
-            let address = parse_net(&ipc["ip"], &format!("{k}.ip"))?;
-            if address.is_ipv4() != want_v4 {
-                return Err(format!("{k}.ip has the wrong family: {v}"));
-            }
-            ips.push(ResultIp {
-                address,
-                gateway: parse_ip(&ipc["gateway"], "gateway")?,
-                interface: None,
-            });
-            routes.extend(parse_routes(&ipc["routes"])?);
-        }
-        return Ok(ParsedResult {
-            cni_version: got.into(),
-            interfaces: vec![],
-            ips,
-            routes,
-        });
-    }
-    if obj.contains_key("ip4") || obj.contains_key("ip6") {
-        return Err(format!("{version} result must not have ip4/ip6: {v}"));
-    }
-    let interfaces = match obj.get("interfaces") {
-        None => vec![],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|i| {
-                Ok(ResultInterface {
-                    name: i["name"]
-                        .as_str()
-                        .ok_or(format!("interface without name: {i}"))?
-                        .into(),
-                    mac: i["mac"].as_str().map(String::from),
-                    sandbox: i["sandbox"].as_str().map(String::from),
-                })
-            })
-            .collect::<Result<_, String>>()?,
-        Some(x) => return Err(format!("interfaces is not a list: {x}")),
-    };
-    let with_version = !version.starts_with("1.");
-    let mut ips = Vec::new();
-    for ip in obj
-        .get("ips")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let address = parse_net(&ip["address"], "ips[].address")?;
-        match (with_version, ip.get("version").and_then(Value::as_str)) {
-            (true, Some(fam)) => {
-                let want = if address.is_ipv4() { "4" } else { "6" };
-                if fam != want {
-                    return Err(format!("ips[].version {fam:?} for {address}: {v}"));
-                }
-            }
-            (true, None) => return Err(format!("{version} ips[] entry without \"version\": {v}")),
-            (false, Some(_)) => {
+    let parsed = AddResult::from_json(v)?;
+    let legacy_keys = obj.contains_key("ip4") || obj.contains_key("ip6");
+    let current_keys = obj.contains_key("interfaces") || obj.contains_key("ips");
+    let r = match parsed {
+        AddResult::Legacy(l) => {
+            if current_keys {
                 return Err(format!(
-                    "{version} ips[] entry must not have \"version\": {v}"
-                ))
+                    "{version} result must not have interfaces/ips: {v}"
+                ));
             }
-            (false, None) => {}
+            let mut ips = Vec::new();
+            let mut routes = Vec::new();
+            for (k, ipc, want_v4) in [("ip4", &l.ip4, true), ("ip6", &l.ip6, false)] {
+                let Some(ipc) = ipc else { continue };
+                if ipc.ip.is_ipv4() != want_v4 {
+                    return Err(format!("{k}.ip has the wrong family: {v}"));
+                }
+                ips.push(ResultIp {
+                    address: ipc.ip,
+                    gateway: ipc.gateway,
+                    interface: None,
+                });
+                routes.extend(ipc.routes.iter().map(route));
+            }
+            ParsedResult {
+                cni_version: got.into(),
+                interfaces: vec![],
+                ips,
+                routes,
+            }
         }
-        let interface = match &ip["interface"] {
-            Value::Null => None,
-            x => {
-                let n = x
-                    .as_u64()
-                    .ok_or(format!("ips[].interface not an index: {x}"))?
-                    as usize;
-                if n >= interfaces.len() {
+        AddResult::Current(c) => {
+            if legacy_keys {
+                return Err(format!("{version} result must not have ip4/ip6: {v}"));
+            }
+            let with_version = Version::parse(version).is_some_and(Version::ips_have_version);
+            let mut ips = Vec::new();
+            for ip in &c.ips {
+                let address = ip.address;
+                match (with_version, ip.version.as_deref()) {
+                    (true, Some(fam)) => {
+                        let want = if address.is_ipv4() { "4" } else { "6" };
+                        if fam != want {
+                            return Err(format!("ips[].version {fam:?} for {address}: {v}"));
+                        }
+                    }
+                    (true, None) => {
+                        return Err(format!("{version} ips[] entry without \"version\": {v}"))
+                    }
+                    (false, Some(_)) => {
+                        return Err(format!(
+                            "{version} ips[] entry must not have \"version\": {v}"
+                        ))
+                    }
+                    (false, None) => {}
+                }
+                if let Some(n) = ip.interface.filter(|n| *n >= c.interfaces.len()) {
                     return Err(format!("ips[].interface {n} out of range: {v}"));
                 }
-                Some(n)
+                ips.push(ResultIp {
+                    address,
+                    gateway: ip.gateway,
+                    interface: ip.interface,
+                });
             }
-        };
-        ips.push(ResultIp {
-            address,
-            gateway: parse_ip(&ip["gateway"], "ips[].gateway")?,
-            interface,
-        });
-    }
-    let routes = parse_routes(obj.get("routes").unwrap_or(&Value::Null))?;
-    Ok(ParsedResult {
-        cni_version: got.into(),
-        interfaces,
-        ips,
-        routes,
-    })
+            ParsedResult {
+                cni_version: got.into(),
+                interfaces: c
+                    .interfaces
+                    .iter()
+                    .map(|i| ResultInterface {
+                        name: i.name.clone(),
+                        mac: i.mac.clone(),
+                        sandbox: i.sandbox.clone(),
+                    })
+                    .collect(),
+                ips,
+                routes: c.routes.iter().map(route).collect(),
+            }
+        }
+    };
+    Ok(r)
 }
 
 #[cfg(test)]

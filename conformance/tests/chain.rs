@@ -1,13 +1,13 @@
-//! Chaining through our runtime (`conformance::runtime`, the libcni-like side):
+//! Chaining through our runtime (`cni_runtime`, the libcni-like side):
 //! `cni-bridge` followed by the reference `tuning`, `bandwidth` and `portmap` in one
 //! conflist (cniVersion 1.0.0, the highest they all report): each accepts our
 //! `prevResult` and does its job (tuning's sysctl and MAC, bandwidth's tbf qdisc on the
 //! host veth, portmap's DNAT rules), CHECK passes, DEL in reverse removes it all. Also:
 //! version negotiation, capability args, the result cache, and the `cni-conformance` CLI.
 
+use cni_runtime::{CniConfig, NetworkConfigList, RtError, RuntimeConf};
 use conformance::bins;
 use conformance::fixture::TestNet;
-use conformance::runtime::{CniConfig, NetworkConfigList, RtError, RuntimeConf};
 use conformance::{inspect, sh, try_sh};
 use serde_json::{json, Value};
 
@@ -241,7 +241,7 @@ fn runtime_gc_and_status() {
     disabled.disable_gc = true;
     let valid = vec![(a.container_id.clone(), "eth0".to_string())];
     let mut nogc_cache = rt.clone();
-    nogc_cache.cache = conformance::runtime::ResultCache::new(tempfile::tempdir().unwrap().path());
+    nogc_cache.cache = cni_runtime::ResultCache::new(tempfile::tempdir().unwrap().path());
     nogc_cache.gc_network_list(&disabled, &valid).unwrap();
     assert!(
         rt.add_network_list(&list, &conf(&c)).is_err(),

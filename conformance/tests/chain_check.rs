@@ -3,9 +3,9 @@
 //! the result, which is not ours; our CHECK skips it (as the reference `bridge` does)
 //! and still fails when our own host veth is taken off the bridge.
 
+use cni_runtime::{CniConfig, NetworkConfigList, RtError, RuntimeConf};
 use conformance::bins;
 use conformance::fixture::TestNet;
-use conformance::runtime::{CniConfig, NetworkConfigList, RtError, RuntimeConf};
 use serde_json::{json, Value};
 
 /// DELs the attachment on drop (a failing test leaves no bandwidth state).

@@ -26,6 +26,7 @@ fn spec(datapath: Datapath, underlay: UnderlayKind, pool: PoolKind, mtu: u32) ->
         nodes: 3,
         pods_per_node: 2,
         mtu,
+        direct_routing: false,
     }
 }
 
@@ -54,6 +55,36 @@ fn vxlan_v6_underlay_v6_only() {
     dual::scenario(
         "mn6-vx6",
         spec(Datapath::Vxlan, UnderlayKind::V6, PoolKind::V6, 1500),
+    );
+}
+
+/// `directRouting` per family, vxlan, dual-stack pool on an IPv4-only underlay: every
+/// node holds exactly, per peer, a plain route `via <its IPv4> dev eth0` for its IPv4
+/// block and, for its IPv6 block, the VXLAN route via its IPv6 VTEP address with that
+/// neighbour and one FDB entry (no IPv4 VTEP neighbour); then the whole scenario (ping
+/// matrix on both families, TCP over IPv6, MTU probe, removal, silent restart).
+#[test]
+fn vxlan_direct_routing_per_family_v4_underlay() {
+    dual::scenario(
+        "mn6-vxdr4",
+        DualSpec {
+            direct_routing: true,
+            ..spec(Datapath::Vxlan, UnderlayKind::V4, PoolKind::Dual, 1500)
+        },
+    );
+}
+
+/// The other way round: an IPv6-only underlay, dual-stack pool, `directRouting`: IPv6
+/// blocks by plain routes via the peers' IPv6 addresses, IPv4 blocks through VXLAN over
+/// IPv6 (FDB dst the peer's IPv6 address); the whole scenario.
+#[test]
+fn vxlan_direct_routing_per_family_v6_underlay() {
+    dual::scenario(
+        "mn6-vxdr6",
+        DualSpec {
+            direct_routing: true,
+            ..spec(Datapath::Vxlan, UnderlayKind::V6, PoolKind::Dual, 1500)
+        },
     );
 }
 
@@ -293,6 +324,7 @@ fn bench_throughput_v6() {
         nodes: 2,
         pods_per_node: 1,
         mtu: 1500,
+        direct_routing: false,
     };
     let vx4 = DualCluster::up("bench6-vx4", two(Datapath::Vxlan, UnderlayKind::V4));
     let vx6 = DualCluster::up("bench6-vx6", two(Datapath::Vxlan, UnderlayKind::V6));

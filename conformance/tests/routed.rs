@@ -76,11 +76,30 @@ fn host_veth(res: &ParsedResult) -> String {
     host[0].name.clone()
 }
 
-/// The host veth name the plugins derive from (network, container id, ifname): `rt` +
-/// 48 bits of FNV-1a (`cni_core::nft::stable_hash`), as documented in `cni-routed`.
+/// The host veth name the plugins derive from (network, container id, ifname), as
+/// documented in `cni-routed`: `rt` + the low 48 bits of 64-bit FNV-1a over the three
+/// joined by a 0xff byte. Computed here from the FNV definition, not by the plugins' code.
 fn veth_name(net: &TestNet, pod: &Pod) -> String {
-    let h = cni_core::nft::stable_hash(&[&net.name, &pod.container_id, &pod.ifname]);
+    veth_name_of(&net.name, &pod.container_id, &pod.ifname)
+}
+
+fn veth_name_of(network: &str, container_id: &str, ifname: &str) -> String {
+    let joined = [
+        network.as_bytes(),
+        container_id.as_bytes(),
+        ifname.as_bytes(),
+    ]
+    .join(&0xff);
+    let h = joined.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     format!("rt{:012x}", h & 0xffff_ffff_ffff)
+}
+
+#[test]
+fn veth_names_known_values() {
+    // FNV-1a 64 of "net\xffcid\xffeth0" is 0x616e9ad5ebe57ab1.
+    assert_eq!(veth_name_of("net", "cid", "eth0"), "rt9ad5ebe57ab1");
 }
 
 /// The host's IPv4 or IPv6 routes to exactly `ip` (as a host prefix): their devices.

@@ -10,7 +10,7 @@ use crate::range::RangeSets;
 /// For each range set of `sets` (same order), the address requested in it, if any.
 /// An address outside every range, reserved (gateway, network, broadcast), or a second
 /// address for the same set is an error naming it.
-pub fn assign_requested(
+pub(crate) fn assign_requested(
     sets: &RangeSets,
     requested: &[IpAddr],
 ) -> Result<Vec<Option<IpAddr>>, IpamError> {

@@ -14,7 +14,7 @@ use crate::range::{Range, RangeSet, RangeSets};
 
 /// Seconds of lease `cni-ipam` gives a node it registers itself (see
 /// [`ClusterIpamConfig::node_ttl`]).
-pub const DEFAULT_NODE_TTL: u64 = 3600;
+pub(crate) const DEFAULT_NODE_TTL: u64 = 3600;
 
 /// The cluster store used when `ipam.store` is not set.
 pub const DEFAULT_CLUSTER_STORE: &str = "file:///var/lib/cni/cluster.json";
@@ -335,7 +335,7 @@ impl ClusterIpamConfig {
 }
 
 /// Parses `CNI_ARGS` `IP=a,b` (host-local's form).
-pub fn parse_cni_args_ips(value: &str) -> Result<Vec<IpAddr>, IpamError> {
+pub(crate) fn parse_cni_args_ips(value: &str) -> Result<Vec<IpAddr>, IpamError> {
     value
         .split(',')
         .map(str::trim)

@@ -28,12 +28,12 @@ use crate::error::IpamError;
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Mode of every directory the store creates (before the umask, which only tightens).
-pub const DIR_MODE: u32 = 0o755;
+pub(crate) const DIR_MODE: u32 = 0o755;
 /// Mode of every file the store creates (before the umask, which only tightens).
-pub const FILE_MODE: u32 = 0o644;
+pub(crate) const FILE_MODE: u32 = 0o644;
 
 /// `mkdir -p` with [`DIR_MODE`] for every directory it creates, whatever the umask.
-pub fn create_dir_all(dir: &Path) -> Result<(), IpamError> {
+pub(crate) fn create_dir_all(dir: &Path) -> Result<(), IpamError> {
     DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
@@ -45,7 +45,7 @@ pub fn create_dir_all(dir: &Path) -> Result<(), IpamError> {
 /// `.` or `..`, or whose existing part resolves through a symlink to anywhere else than
 /// where it is named (a `dataDir` symlinked to `/etc` must not make the store write
 /// there). The part that does not exist yet is created later by the store itself.
-pub fn check_state_path(field: &str, path: &Path) -> Result<(), IpamError> {
+pub(crate) fn check_state_path(field: &str, path: &Path) -> Result<(), IpamError> {
     let refuse = |why: String| {
         IpamError::config(format!(
             "{field}: {} {why}; name the real absolute directory",
@@ -92,18 +92,18 @@ pub fn check_state_path(field: &str, path: &Path) -> Result<(), IpamError> {
 }
 
 /// The longest symlink target this module writes (Linux: `PATH_MAX` minus the NUL).
-pub const MAX_TARGET: usize = 4095;
+pub(crate) const MAX_TARGET: usize = 4095;
 
 /// A name for a temp entry, unique in this process and across processes:
 /// `<prefix><pid>-<n>`.
-pub fn temp_name(prefix: &str) -> String {
+pub(crate) fn temp_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}{}-{n}", std::process::id())
 }
 
 /// Exclusive create of the symlink `path` -> `target`: `Ok(false)` when `path` exists
 /// (whatever it is). Not durable until the directory is synced.
-pub fn create_symlink(target: &str, path: &Path) -> Result<bool, IpamError> {
+pub(crate) fn create_symlink(target: &str, path: &Path) -> Result<bool, IpamError> {
     match std::os::unix::fs::symlink(target, path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
@@ -114,7 +114,7 @@ pub fn create_symlink(target: &str, path: &Path) -> Result<bool, IpamError> {
 /// Atomically replaces (or creates) the entry `path` with a symlink to `target`: the
 /// temp symlink `tmp` is created and renamed over `path`. Not durable until the directory
 /// is synced.
-pub fn replace_symlink(target: &str, path: &Path, tmp: &Path) -> Result<(), IpamError> {
+pub(crate) fn replace_symlink(target: &str, path: &Path, tmp: &Path) -> Result<(), IpamError> {
     std::os::unix::fs::symlink(target, tmp).map_err(|e| IpamError::io("symlink", tmp, e))?;
     fs::rename(tmp, path).map_err(|e| {
         let _ = fs::remove_file(tmp);
@@ -123,27 +123,27 @@ pub fn replace_symlink(target: &str, path: &Path, tmp: &Path) -> Result<(), Ipam
 }
 
 /// What an entry of the store directory turned out to be when read as a symlink.
-pub enum Link {
+pub(crate) enum Link {
     /// No such entry.
     Missing,
     /// A symlink and its target (raw bytes: checked by the caller).
     Target(Vec<u8>),
     /// Something else (a regular file, a directory): never written by the store.
-    NotALink,
+    Other,
 }
 
 /// `readlink(2)` of `path`.
-pub fn read_symlink(path: &Path) -> Result<Link, IpamError> {
+pub(crate) fn read_symlink(path: &Path) -> Result<Link, IpamError> {
     match fs::read_link(path) {
         Ok(t) => Ok(Link::Target(t.as_os_str().as_bytes().to_vec())),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Link::Missing),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Link::NotALink),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Link::Other),
         Err(e) => Err(IpamError::io("readlink", path, e)),
     }
 }
 
 /// fsync a directory.
-pub fn sync_dir(dir: &Path) -> Result<(), IpamError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), IpamError> {
     let _timing = cni_core::timing::phase("ipam.fsync-dir");
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -151,7 +151,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), IpamError> {
 }
 
 /// Reads a whole file; `Ok(None)` when it does not exist.
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, IpamError> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, IpamError> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -160,7 +160,7 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, IpamError> {
 }
 
 /// Removes a file; `Ok(false)` when it was already gone.
-pub fn remove_optional(path: &Path) -> Result<bool, IpamError> {
+pub(crate) fn remove_optional(path: &Path) -> Result<bool, IpamError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
@@ -172,7 +172,7 @@ pub fn remove_optional(path: &Path) -> Result<bool, IpamError> {
 /// file (`.<name>.tmp-<pid>-<n>`) is written and fsynced, renamed over `path`, and the
 /// directory fsynced. For stand-alone state files (the cluster file store, the block
 /// cache) that have no store `tmp/` directory of their own.
-pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), IpamError> {
+pub(crate) fn replace_file(path: &Path, data: &[u8]) -> Result<(), IpamError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -206,7 +206,7 @@ pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), IpamError> {
 
 /// Removes group and other write permission from a file or directory an older build
 /// created under a permissive umask (upgrade in place); a failure is only logged.
-pub fn tighten(file: &File, path: &Path) {
+pub(crate) fn tighten(file: &File, path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(md) = file.metadata() {
         let mode = md.permissions().mode() & 0o7777;
@@ -226,7 +226,7 @@ pub fn tighten(file: &File, path: &Path) {
 
 /// Takes an exclusive `flock(2)` on `path` (created if needed), blocking; retried on
 /// EINTR. Unlocked when the returned guard drops.
-pub fn lock_exclusive(path: &Path) -> Result<nix::fcntl::Flock<File>, IpamError> {
+pub(crate) fn lock_exclusive(path: &Path) -> Result<nix::fcntl::Flock<File>, IpamError> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

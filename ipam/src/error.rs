@@ -5,14 +5,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// CNI code of a store file that cannot be parsed (corrupt or truncated).
-pub const CODE_STORE_CORRUPT: u32 = 101;
+pub(crate) const CODE_STORE_CORRUPT: u32 = 101;
 /// CNI code of an exhausted range set.
-pub const CODE_RANGE_FULL: u32 = 102;
+pub(crate) const CODE_RANGE_FULL: u32 = 102;
 /// CNI code of a requested address that cannot be given (taken, reserved, out of range).
-pub const CODE_IP_UNAVAILABLE: u32 = 103;
+pub(crate) const CODE_IP_UNAVAILABLE: u32 = 103;
 /// CNI code 11, "try again later": the cluster store is down, or a lease about to
 /// expire will free space.
-pub const CODE_TRY_AGAIN: u32 = 11;
+pub(crate) const CODE_TRY_AGAIN: u32 = 11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {

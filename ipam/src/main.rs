@@ -1,5 +1,11 @@
 //! `cni-ipam`: a host-local compatible CNI IPAM plugin.
 
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 fn main() -> std::process::ExitCode {
     cni_core::timing::mark("main");
     cni_core::logging::init(None, None);

@@ -75,7 +75,7 @@ fn prepare(call: &Call) -> Result<Prepared, IpamError> {
 }
 
 /// Requested addresses: `runtimeConfig.ips`, `args.cni.ips`, then `CNI_ARGS` `IP=`.
-pub fn requested_ips(call: &Call) -> Result<Vec<IpAddr>, IpamError> {
+pub(crate) fn requested_ips(call: &Call) -> Result<Vec<IpAddr>, IpamError> {
     let mut out: Vec<IpAddr> = call.conf.requested_ips().iter().map(|r| r.ip).collect();
     if let Some(v) = call.env.args.get("IP") {
         out.extend(parse_cni_args_ips(v)?);
@@ -86,7 +86,7 @@ pub fn requested_ips(call: &Call) -> Result<Vec<IpAddr>, IpamError> {
 }
 
 /// The ADD result for `ips` allocated under `cfg`.
-pub fn build_result(
+pub(crate) fn build_result(
     cfg: &IpamConfig,
     ips: &[IpNetwork],
     dns: cni_core::spec::result::Dns,
@@ -99,18 +99,10 @@ pub fn build_result(
     )
 }
 
-/// The ADD result of cluster mode: addresses with their block's prefix, no gateway.
-pub fn build_cluster_result(
-    routes: &[RouteConf],
-    ips: &[IpNetwork],
-    dns: cni_core::spec::result::Dns,
-) -> CniResult {
-    build_cluster_result_in(BlockLayout::default(), routes, ips, dns)
-}
-
-/// [`build_cluster_result`] for blocks laid out by `layout`: with `reserveGateway`
-/// every address carries its block's first host address as `gateway`.
-pub fn build_cluster_result_in(
+/// The ADD result of cluster mode for blocks laid out by `layout`: addresses with their
+/// block's prefix; with `reserveGateway` every address carries its block's first host
+/// address as `gateway`, else none.
+pub(crate) fn build_cluster_result_in(
     layout: BlockLayout,
     routes: &[RouteConf],
     ips: &[IpNetwork],
@@ -374,7 +366,7 @@ mod tests {
             "10.1.0.70/26".parse().unwrap(),
             "fd00::45/122".parse().unwrap(),
         ];
-        let r = build_cluster_result(&[], &ips, Default::default());
+        let r = build_cluster_result_in(BlockLayout::default(), &[], &ips, Default::default());
         assert!(r.ips.iter().all(|i| i.gateway.is_none()));
         let l = BlockLayout {
             reserve_gateway: true,

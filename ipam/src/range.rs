@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::error::IpamError;
 
 /// `ip` as an integer (IPv4 in the low 32 bits).
-pub fn ip_to_u128(ip: IpAddr) -> u128 {
+pub(crate) fn ip_to_u128(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u128::from(u32::from(a)),
         IpAddr::V6(a) => u128::from(a),

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::error::IpamError;
 
 /// Reads `nameserver`, `domain`, `search` and `options` lines; `#`/`;` start comments.
-pub fn parse(text: &str) -> Dns {
+pub(crate) fn parse(text: &str) -> Dns {
     let mut dns = Dns::default();
     for line in text.lines() {
         let line = line.split(['#', ';']).next().unwrap_or_default();
@@ -26,7 +26,7 @@ pub fn parse(text: &str) -> Dns {
 }
 
 /// Reads and parses the file; a missing or unreadable file is an error naming it.
-pub fn load(path: &Path) -> Result<Dns, IpamError> {
+pub(crate) fn load(path: &Path) -> Result<Dns, IpamError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         IpamError::config(format!(
             "ipam.resolvConf: cannot read {}: {e}",

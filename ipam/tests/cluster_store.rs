@@ -57,7 +57,8 @@ async fn register_renew_expire(url: &str, etcd: bool) {
     assert!(s.node("b").await.unwrap().is_none(), "b outlived its lease");
     let e = s.renew("b", Duration::from_secs(2)).await.unwrap_err();
     assert!(matches!(e, ipam::IpamError::NotFound(_)), "{e}");
-    let expired = s.expire().await.unwrap();
+    // b held no block: its record goes (file store; etcd deleted it with the lease).
+    let expired = s.expire(Duration::ZERO).await.unwrap();
     if !etcd {
         assert_eq!(expired, vec!["b".to_string()]);
     }
@@ -133,8 +134,11 @@ async fn next_event(w: &mut ipam::cluster::NodeWatch, secs: u64) -> NodeEvent {
         .expect("watch ended")
 }
 
-/// A node that stops renewing: code 11 while it is dying, Removed on the watch, and
-/// its blocks become free.
+/// Issue 12: a node that stops renewing is Removed on the watch, but its blocks stay its
+/// own: another node never gets them (the pool is exhausted, code 102 naming the
+/// expired node and `remove-node`), the node takes them back when it registers again,
+/// and they go back to the pool only after the expired-node grace or an explicit
+/// removal.
 async fn watch_and_expiry(url: &str) {
     let s = connect(url).await;
     let p = pool("10.70.0.0/24", 26); // 4 blocks
@@ -157,12 +161,7 @@ async fn watch_and_expiry(url: &str) {
     for _ in 0..3 {
         s.claim_block("y", &p, false, None).await.unwrap();
     }
-    // x misses its renewals: the exhausted pool answers "try again later".
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let e = s.claim_block("y", &p, false, None).await.unwrap_err();
-    assert_eq!(e.code(), 11, "{e}");
-    assert!(e.to_string().contains("node x"), "{e}");
-    // y's Upserts, then x's removal.
+    // x misses its renewals: y's Upserts, then x's removal.
     let deadline = Instant::now() + Duration::from_secs(8);
     loop {
         assert!(Instant::now() < deadline, "x was never removed");
@@ -172,8 +171,83 @@ async fn watch_and_expiry(url: &str) {
             e => panic!("{e:?}"),
         }
     }
-    s.expire().await.unwrap();
+    assert!(s.node("x").await.unwrap().is_none());
+    // Expiry passes (grace 1 h) keep x's block; y cannot get it.
+    for _ in 0..2 {
+        assert!(s
+            .expire(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    assert_eq!(s.owner_of(bx).await.unwrap().as_deref(), Some("x"));
+    assert_eq!(
+        s.expired_holders().await.unwrap(),
+        [("x".to_string(), vec![bx])].into()
+    );
+    let e = s.claim_block("y", &p, false, None).await.unwrap_err();
+    assert_eq!(e.code(), 102, "{e}");
+    assert!(
+        e.to_string().contains("x (1)") && e.to_string().contains("remove-node"),
+        "{e}"
+    );
+    assert!(!s.claim_exact("y", bx).await.unwrap(), "y took x's block");
+    // x comes back: its block is listed again, and claiming it back is a no-op.
+    let back = s
+        .register(&info("x"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(back.blocks, vec![bx]);
+    assert!(s.claim_exact("x", bx).await.unwrap());
+    assert!(s.expired_holders().await.unwrap().is_empty());
+    s.expire(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(s.node("x").await.unwrap().unwrap().blocks, vec![bx]);
+    // It lapses again; with a 1 s grace the block is freed once the grace is over
+    // (counted from the expiry: file store; from the first pass that saw it: etcd).
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while s.node("x").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "x outlived its lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let freed = s.expire(Duration::from_secs(1)).await.unwrap();
+        if freed == vec!["x".to_string()] {
+            break;
+        }
+        assert!(freed.is_empty(), "{freed:?}");
+        assert!(
+            Instant::now() < deadline,
+            "x's block never freed after the grace"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(s.owner_of(bx).await.unwrap(), None);
     assert_eq!(s.claim_block("y", &p, false, None).await.unwrap(), bx);
+}
+
+/// An expired node that holds blocks is freed by an explicit removal at once.
+async fn removal_frees_an_expired_node(url: &str) {
+    let s = connect(url).await;
+    let p = pool("10.72.0.0/25", 26); // 2 blocks
+    s.register(&info("r"), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let br = s.claim_block("r", &p, false, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while s.node("r").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "r outlived its lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.expire(Duration::ZERO).await.unwrap();
+    assert_eq!(s.owner_of(br).await.unwrap().as_deref(), Some("r"));
+    s.remove_node("r").await.unwrap();
+    assert_eq!(s.owner_of(br).await.unwrap(), None);
+    assert!(s.expired_holders().await.unwrap().is_empty());
+    s.register(&info("q"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(s.claim_block("q", &p, false, None).await.unwrap(), br);
 }
 
 fn file_backend() -> (tempfile::TempDir, Backend) {
@@ -210,6 +284,18 @@ fn etcd_racing_claims() {
 fn file_watch_and_expiry() {
     let (_d, b) = file_backend();
     rt().block_on(watch_and_expiry(&b.url("")));
+}
+
+#[test]
+fn file_removal_frees_an_expired_node() {
+    let (_d, b) = file_backend();
+    rt().block_on(removal_frees_an_expired_node(&b.url("")));
+}
+
+#[test]
+fn etcd_removal_frees_an_expired_node() {
+    let b = Backend::Etcd(Etcd::start());
+    rt().block_on(removal_frees_an_expired_node(&b.url("rm")));
 }
 
 #[test]
@@ -265,9 +351,10 @@ fn etcd_down_is_code_11_and_watch_survives_a_restart() {
     });
 }
 
-/// etcd: re-registering with another TTL moves the record and its blocks to a new
-/// lease (the plugin may have registered the node with its long `nodeTtl` first), so
-/// the daemon's short TTL is what frees them when the node dies.
+/// etcd: re-registering with another TTL moves the record to a new lease (the plugin
+/// may have registered the node with its long `nodeTtl` first), so the daemon's short
+/// TTL is what takes the node out of the live view when it dies; its blocks stay its own
+/// until the expired-node grace ends.
 #[test]
 fn etcd_register_with_another_ttl_moves_blocks_to_the_new_lease() {
     let b = Backend::Etcd(Etcd::start());
@@ -291,6 +378,10 @@ fn etcd_register_with_another_ttl_moves_blocks_to_the_new_lease() {
             assert!(Instant::now() < deadline, "m outlived its 2 s lease");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        assert_ne!(s.claim_block("o", &p, false, None).await.unwrap(), blk);
+        s.expire(Duration::from_secs(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(s.expire(Duration::from_secs(1)).await.unwrap(), vec!["m"]);
         assert_eq!(s.claim_block("o", &p, false, None).await.unwrap(), blk);
     });
 }

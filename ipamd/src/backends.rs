@@ -1,7 +1,8 @@
 //! `ipamd run`: the datapath named by `--datapath`, built from the flags and the
-//! underlay, plugged into the daemon. Only composition: each datapath's logic lives in
-//! its crate (`cni_vxlan::node`, `cni_ipip::node`, `cni_routed::node`) or in
-//! [`crate::bgp`].
+//! underlay, plugged into the daemon ([`crate::run`]). Only composition, and the only
+//! place of it: each datapath's logic lives in its crate (`cni_vxlan::node`,
+//! `cni_ipip::node`, `cni_routed::node`) or in [`crate::bgp`]; what the metrics and
+//! `/bgp/peers` show of the BGP speaker is handed to them here as snapshot callbacks.
 
 use cni_core::netlink::{Netlink, Underlay, UnderlaySelect};
 use cni_core::node::NodeSide;
@@ -11,16 +12,17 @@ use crate::cli::{DatapathKind, RunArgs};
 use crate::datapath::DatapathHandler;
 use crate::error::Error;
 use crate::events::LogHandler;
-use crate::metrics::Metrics;
+use crate::http::JsonSnapshot;
+use crate::metrics::{Metrics, PeerSample};
 use crate::run::run_with_handler;
 
 /// The daemon with the datapath of `args`.
-pub async fn run(mut args: RunArgs) -> Result<(), Error> {
+pub(crate) async fn run(mut args: RunArgs) -> Result<(), Error> {
     let dp = args.datapath.clone();
     crate::families::check_pools(&dp, &args.pools)?;
     let metrics = Arc::new(Metrics::new());
     match dp.kind {
-        DatapathKind::None => run_with_handler(args, LogHandler, metrics).await,
+        DatapathKind::None => run_with_handler(args, LogHandler, metrics, None).await,
         DatapathKind::HostGw => {
             let (nl, underlay) = underlay(&mut args).await?;
             crate::families::check_underlay(&dp, &args.pools, &underlay, None)?;
@@ -47,14 +49,26 @@ pub async fn run(mut args: RunArgs) -> Result<(), Error> {
                 mtu: dp.mtu,
                 direct_routing: dp.direct_routing,
             };
-            let mtu = opts.mtu_for(&underlay)?;
+            let mtu = opts.mtu_for(&underlay).map_err(Error::datapath)?;
             crate::families::check_underlay(&dp, &args.pools, &underlay, Some(mtu))?;
-            let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay.clone(), &opts)?;
+            let side = cni_vxlan::node::Vxlan::new(args.node_name()?, underlay.clone(), &opts)
+                .map_err(Error::datapath)?;
             serve(args, side, underlay, nl, metrics).await
         }
         DatapathKind::Bgp => {
             let (nl, underlay) = underlay(&mut args).await?;
-            crate::bgp::run(args, nl, underlay, metrics).await
+            let (bgp, handler) = crate::bgp::start(&args, nl, underlay, metrics.clone()).await?;
+            let speaker = bgp.speaker.clone();
+            metrics.read_bgp_peers_with(move || {
+                let peers = speaker.peers();
+                peers.iter().map(peer_sample).collect()
+            });
+            let speaker = bgp.speaker.clone();
+            let peers: JsonSnapshot =
+                Arc::new(move || crate::bgp::status::to_json(&speaker.peers()));
+            let result = run_with_handler(args, handler, metrics, Some(peers)).await;
+            bgp.stop().await;
+            result
         }
     }
 }
@@ -97,7 +111,7 @@ async fn underlay(args: &mut RunArgs) -> Result<(Netlink, Underlay), Error> {
 /// at most, finds its record gone and registers again within about a second of that:
 /// 3 s covers it with room, and delays a real removal (`remove-node`, a dead node)
 /// by no more than that.
-pub const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+pub(crate) const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn serve<D: NodeSide>(
     args: RunArgs,
@@ -108,5 +122,14 @@ async fn serve<D: NodeSide>(
 ) -> Result<(), Error> {
     let handler =
         DatapathHandler::new(side, nl, metrics.clone()).watch_kernel(underlay, REMOVAL_GRACE);
-    run_with_handler(args, handler, metrics).await
+    run_with_handler(args, handler, metrics, None).await
+}
+
+fn peer_sample(p: &bgp::PeerStatus) -> PeerSample {
+    PeerSample {
+        peer: p.address,
+        up: p.state == bgp::State::Established,
+        prefixes_sent: p.prefixes_sent,
+        prefixes_received: p.prefixes_received,
+    }
 }

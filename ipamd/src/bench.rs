@@ -30,7 +30,7 @@ struct Series {
     samples: Vec<Duration>,
 }
 
-pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Error> {
+pub(crate) async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Error> {
     let pool = match args.pools.first() {
         Some(IpNetwork::V4(p)) if p.prefix() <= 20 => *p,
         _ => {

@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 
 /// Makes sure this node holds (in the cluster store and in its node-local block cache)
 /// at least one block per family of the pool, so the first pod does not wait.
-pub struct FirstBlocks {
+pub(crate) struct FirstBlocks {
     pub node: String,
     pub pool: Pool,
     /// The node-local store of the network (`<data dir>/<network>`), where the block
@@ -21,7 +21,7 @@ pub struct FirstBlocks {
 }
 
 impl FirstBlocks {
-    pub fn new(node: String, pool: Pool, local: Store) -> FirstBlocks {
+    pub(crate) fn new(node: String, pool: Pool, local: Store) -> FirstBlocks {
         FirstBlocks {
             node,
             pool,
@@ -30,18 +30,18 @@ impl FirstBlocks {
         }
     }
 
-    pub fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.done.load(Ordering::Relaxed)
     }
 
-    /// Forget that the blocks were claimed (the node's record expired and was freed).
-    pub fn reset(&self) {
+    /// Forget that the blocks were checked (the node's record expired: check again).
+    pub(crate) fn reset(&self) {
         self.done.store(false, Ordering::Relaxed);
     }
 
     /// Reconciles the cache with the cluster store, then claims what is missing. Errors
     /// are logged and counted; the lease loop calls again until it is done.
-    pub async fn ensure(&self, store: &ClusterStore, metrics: &Metrics) {
+    pub(crate) async fn ensure(&self, store: &ClusterStore, metrics: &Metrics) {
         match self.try_ensure(store).await {
             Ok(blocks) => {
                 metrics.set_blocks_owned(blocks.len());
@@ -59,10 +59,12 @@ impl FirstBlocks {
         for b in local::adopt_owned(&self.local, store, &self.node).await? {
             tracing::info!(node = %self.node, block = %b, "owned block added to the cache");
         }
-        // Cached blocks freed meanwhile (the lease lapsed): take them back. One another
-        // node took meanwhile is dropped from the cache, so this node never allocates
-        // from it again; the pods that hold addresses in it keep them until deleted
-        // (logged with their count: the operator should recreate them).
+        // Cached blocks the store no longer lists as ours: take them back. A lapsed lease
+        // alone never frees them (they stay bound to this node's name), so this happens
+        // only after `ipamd remove-node` or the expired-node grace. One another node took
+        // meanwhile is dropped from the cache, so this node never allocates from it
+        // again; the pods that hold addresses in it keep them until deleted (logged with
+        // their count: the operator should recreate them).
         for b in local::reclaim_cached(&self.local, store, &self.node).await? {
             let holders = self
                 .local
@@ -75,9 +77,10 @@ impl FirstBlocks {
                 .unwrap_or(0);
             local::uncache_block(&self.local, b)?;
             tracing::error!(node = %self.node, block = %b, pods = holders,
-                "a block of this node was taken by another node while its lease was lapsed: \
-                 this node no longer allocates from it; its pods keep their addresses until \
-                 deleted (recreate them)");
+                "a block of this node was taken by another node after it was freed (node \
+                 removed, or expired for longer than the expired-node grace): this node no \
+                 longer allocates from it; its pods keep their addresses until deleted \
+                 (recreate them)");
         }
         let before = local::cached_blocks(&self.local)?;
         let blocks = local::ensure_block(&self.local, store, &self.node, &self.pool, None).await?;
@@ -91,7 +94,7 @@ impl FirstBlocks {
 /// Addresses allocated and left in `blocks`, per family: (family, allocated, free).
 /// Reads the whole node-local store (run it on a timer, not per request).
 /// With `reserve_gateway` the first host address of each block counts as not usable.
-pub fn usage(
+pub(crate) fn usage(
     store: &Store,
     blocks: &[IpNetwork],
     reserve_gateway: bool,
@@ -120,14 +123,14 @@ pub fn usage(
 /// The addresses of a block pods can get (see `ipam::cluster::local`: not the IPv4
 /// network and broadcast addresses, not the IPv6 subnet-router anycast address, and not
 /// the first host address with `reserve_gateway`: 61 of a /26).
-pub fn usable(b: &IpNetwork, reserve_gateway: bool) -> u128 {
+pub(crate) fn usable(b: &IpNetwork, reserve_gateway: bool) -> u128 {
     size(b)
         .saturating_sub(if b.is_ipv6() { 1 } else { 2 })
         .saturating_sub(u128::from(reserve_gateway))
 }
 
 /// The number of addresses in a block.
-pub fn size(b: &IpNetwork) -> u128 {
+pub(crate) fn size(b: &IpNetwork) -> u128 {
     let total: u32 = if b.is_ipv6() { 128 } else { 32 };
     let host_bits = total.saturating_sub(u32::from(b.prefix()));
     1u128.checked_shl(host_bits).unwrap_or(u128::MAX)

@@ -65,7 +65,7 @@ pub struct StoreArgs {
     #[arg(
         long,
         env = "IPAMD_STORE",
-        default_value = ipam::config::DEFAULT_CLUSTER_STORE
+        default_value = ipam::DEFAULT_CLUSTER_STORE
     )]
     pub store: String,
     /// Machine-readable output.
@@ -131,7 +131,7 @@ pub struct LocalArgs {
     /// The network: the node-local store is <data-dir>/<network>.
     #[arg(long, env = "IPAMD_NETWORK")]
     pub network: String,
-    #[arg(long, env = "IPAMD_DATA_DIR", default_value = ipam::config::DEFAULT_DATA_DIR)]
+    #[arg(long, env = "IPAMD_DATA_DIR", default_value = ipam::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// The network's `ipam.reserveGateway` is on: the first host address of every block
     /// is never a pod's, so capacity counts one address less per block (implied by
@@ -175,7 +175,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "IPAMD_STORE",
-        default_value = ipam::config::DEFAULT_CLUSTER_STORE
+        default_value = ipam::DEFAULT_CLUSTER_STORE
     )]
     pub store: String,
     /// A cluster pool CIDR; repeat (or comma-separate) for IPv4 + IPv6.
@@ -213,6 +213,17 @@ pub struct RunArgs {
         value_parser = parse_duration_or_zero
     )]
     pub block_release_grace: Duration,
+    /// How long the blocks of a node whose lease expired stay its own (nobody else can
+    /// claim them: its pods may still use their addresses) before they go back to the
+    /// pool; it takes them back if it registers again within it. 0: until
+    /// `ipamd remove-node`.
+    #[arg(
+        long,
+        env = "IPAMD_EXPIRED_NODE_GRACE",
+        default_value = "24h",
+        value_parser = parse_duration_or_zero
+    )]
+    pub expired_node_grace: Duration,
     /// Full resync of the other nodes (and GC, usage metrics) period.
     #[arg(long, env = "IPAMD_RESYNC", default_value = "60s", value_parser = parse_duration)]
     pub resync: Duration,
@@ -279,7 +290,7 @@ pub struct BgpPeerArg {
 }
 
 /// `ADDR,AS[,PASSWORD]`; the password may itself contain commas.
-pub fn parse_bgp_peer(s: &str) -> Result<BgpPeerArg, String> {
+pub(crate) fn parse_bgp_peer(s: &str) -> Result<BgpPeerArg, String> {
     let mut it = s.splitn(3, ',');
     let address = it
         .next()
@@ -355,7 +366,7 @@ pub struct BenchArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-pub fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
+pub(crate) fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
     if let Some(n) = name.filter(|n| !n.is_empty()) {
         return Ok(n.to_string());
     }
@@ -366,7 +377,7 @@ pub fn node_name_or_hostname(name: Option<&str>) -> Result<String, Error> {
 }
 
 /// As [`parse_duration`], and `0` (any unit) for zero: "disabled".
-pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     parse_duration(s).or_else(|e| {
         let t = s.trim();
         let split = t
@@ -383,7 +394,7 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
 }
 
 /// `30s`, `2500ms`, `5m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -467,6 +478,7 @@ mod tests {
                 assert_eq!(r.pools.len(), 2);
                 assert_eq!(r.lease_ttl, Duration::from_secs(30));
                 assert_eq!(r.block_release_grace, Duration::from_secs(600));
+                assert_eq!(r.expired_node_grace, Duration::from_secs(24 * 3600));
                 assert_eq!(r.listen, "127.0.0.1:9645".parse().unwrap());
                 assert_eq!(r.datapath.kind, DatapathKind::None);
                 assert_eq!(r.datapath.vxlan_port, 8472);

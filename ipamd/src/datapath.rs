@@ -12,6 +12,13 @@
 //!   or a socket overrun, runs the full repair (devices, then a resync against a dump);
 //!   a new underlay address is applied to the devices and handed to the lease, which
 //!   republishes the node.
+//! - After a full repair caused by a device or underlay change (a device recreated, the
+//!   VXLAN `local` changed in place, the underlay's address moved), one more full
+//!   resync runs [`VERIFY_AFTER`] later: a dump compared with what is wanted, which
+//!   sends nothing when the kernel is right. Whatever the kernel or another agent did
+//!   to our entries while the device and the underlay settled, unnoticed or not (a
+//!   notification lost to an overrun, or sent for a device index we had not learned
+//!   yet), is put back then, not at the next `--resync` tick.
 //! - Every resync tick does the full repair too: the backstop, not the mechanism.
 //! - A node that leaves the store is kept programmed for a short grace
 //!   ([`DatapathHandler::watch_kernel`]'s `removal_grace`): a node whose lease lapsed in
@@ -34,8 +41,12 @@ use tokio::sync::watch;
 use crate::events::{PeerEvent, PeerHandler};
 use crate::metrics::Metrics;
 
+/// How long after a full repair caused by a device or underlay change the kernel is
+/// checked once more (see the module docs).
+pub(crate) const VERIFY_AFTER: Duration = Duration::from_millis(500);
+
 /// A [`PeerHandler`] that programs the kernel through a [`NodeSide`].
-pub struct DatapathHandler<D: NodeSide> {
+pub(crate) struct DatapathHandler<D: NodeSide> {
     side: D,
     nl: Netlink,
     rec: Reconciler,
@@ -60,10 +71,12 @@ pub struct DatapathHandler<D: NodeSide> {
     /// Nodes gone from the store, still programmed until the instant given.
     tombstones: BTreeMap<String, Instant>,
     removal_grace: Duration,
+    /// When to check the kernel once more after a device or underlay change.
+    verify_at: Option<Instant>,
 }
 
 /// A node record as the datapath sees it.
-pub fn peer_of(rec: &NodeRecord) -> Peer {
+pub(crate) fn peer_of(rec: &NodeRecord) -> Peer {
     Peer {
         name: rec.info.name.clone(),
         underlay: rec.info.underlay_ip,
@@ -74,7 +87,7 @@ pub fn peer_of(rec: &NodeRecord) -> Peer {
 
 impl<D: NodeSide> DatapathHandler<D> {
     /// `nl` must be a connection in the node's namespace (opened on the daemon's runtime).
-    pub fn new(side: D, nl: Netlink, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(side: D, nl: Netlink, metrics: Arc<Metrics>) -> Self {
         DatapathHandler {
             side,
             rec: Reconciler::new(nl.clone()),
@@ -91,6 +104,7 @@ impl<D: NodeSide> DatapathHandler<D> {
             underlay_rx: None,
             tombstones: BTreeMap::new(),
             removal_grace: Duration::ZERO,
+            verify_at: None,
         }
     }
 
@@ -98,7 +112,7 @@ impl<D: NodeSide> DatapathHandler<D> {
     /// daemon's) and the underlay `underlay` (whose address this node publishes). A node
     /// removed from the store stays programmed for `removal_grace` (0: removed at once)
     /// unless it comes back. Without this the handler repairs only on resync ticks.
-    pub fn watch_kernel(mut self, underlay: Underlay, removal_grace: Duration) -> Self {
+    pub(crate) fn watch_kernel(mut self, underlay: Underlay, removal_grace: Duration) -> Self {
         let interest = Interest {
             devices: self.side.devices(),
             underlay: Some(underlay.index),
@@ -151,6 +165,9 @@ impl<D: NodeSide> DatapathHandler<D> {
             self.full().await;
             tracing::debug!(reason = %why.join("; "), elapsed_ms = start.elapsed().as_millis() as u64,
                 "repaired after kernel notifications");
+            if underlay_moved || !ch.devices.is_empty() {
+                self.verify_at = Some(Instant::now() + VERIFY_AFTER);
+            }
             return;
         }
         if ch.objects.is_empty() {
@@ -242,7 +259,7 @@ impl<D: NodeSide> DatapathHandler<D> {
                 Some(o)
             }
             Err(e) => {
-                let why = e.to_string();
+                let why = e.msg;
                 if self.refused.get(&peer.name) != Some(&why) {
                     tracing::error!(node = %peer.name, reason = %why, "node refused: nothing programmed toward it");
                 }
@@ -419,7 +436,12 @@ impl<D: NodeSide> PeerHandler for DatapathHandler<D> {
     }
 
     async fn wake(&mut self) {
-        let deadline = self.tombstones.values().min().copied();
+        let deadline = self
+            .tombstones
+            .values()
+            .copied()
+            .chain(self.verify_at)
+            .min();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -451,6 +473,13 @@ impl<D: NodeSide> PeerHandler for DatapathHandler<D> {
 
     async fn on_wake(&mut self) {
         self.expire_tombstones().await;
+        if self.verify_at.is_some_and(|t| t <= Instant::now()) {
+            self.verify_at = None;
+            if self.synced {
+                // Logged ("datapath resync") only when it had to send something.
+                self.full().await;
+            }
+        }
         if let Some(c) = self.pending.take() {
             self.kernel_changed(c).await;
         }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 /// A change to the set of remote nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerEvent {
+pub(crate) enum PeerEvent {
     /// A node this daemon did not know appeared.
     Added(NodeRecord),
     /// A known node's record changed (underlay IP, backend data such as a VTEP MAC, or
@@ -35,7 +35,7 @@ pub enum PeerEvent {
 
 impl PeerEvent {
     /// The metric label of this kind of event.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             PeerEvent::Added(_) => "added",
             PeerEvent::Changed { .. } => "changed",
@@ -49,7 +49,7 @@ impl PeerEvent {
 /// What a datapath implements to follow the remote nodes. Events arrive one at a time,
 /// in order; a slow handler only delays later events (the channel in front of it is
 /// bounded, and a full resync repairs anything missed).
-pub trait PeerHandler: Send + 'static {
+pub(crate) trait PeerHandler: Send + 'static {
     fn handle(&mut self, event: PeerEvent) -> impl Future<Output = ()> + Send;
 
     /// What this node publishes for its peers in its record's `backend` map (e.g.
@@ -80,7 +80,7 @@ pub trait PeerHandler: Send + 'static {
 
 /// The handler of this issue: logs each event at `info`.
 #[derive(Debug, Default)]
-pub struct LogHandler;
+pub(crate) struct LogHandler;
 
 impl PeerHandler for LogHandler {
     async fn handle(&mut self, event: PeerEvent) {

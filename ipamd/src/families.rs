@@ -8,8 +8,7 @@
 //! | vxlan | over an IPv4 or IPv6 underlay | the same (device MTU ≥ 1280) |
 //! | host-gw | via the peers' IPv4 underlay addresses | via their IPv6 underlay addresses |
 //! | ipip | over an IPv4 underlay (`tunl0`) | dual-stack: through `sit0` (module `sit`) over the IPv4 underlay; IPv6-only pool refused |
-//!
-//! (`bgp` is checked by its own handler.)
+//! | bgp | next hop: the IPv4 underlay address; on an IPv6-only underlay the IPv6 one (RFC 8950 extended next hop, to peers that negotiate it) | next hop: the IPv6 underlay address (needs one: refused without) |
 
 use cni_core::netlink::Underlay;
 use ipnetwork::IpNetwork;
@@ -19,14 +18,14 @@ use crate::error::Error;
 
 /// The smallest MTU IPv6 works with (RFC 8200 §5); the kernel turns IPv6 off on a link
 /// with a smaller one.
-pub const IPV6_MIN_MTU: u32 = 1280;
+pub(crate) const IPV6_MIN_MTU: u32 = 1280;
 
 fn has(pools: &[IpNetwork], v6: bool) -> Option<&IpNetwork> {
     pools.iter().find(|p| p.is_ipv6() == v6)
 }
 
 /// What can be told from the flags alone (before the underlay is looked up).
-pub fn check_pools(dp: &DatapathArgs, pools: &[IpNetwork]) -> Result<(), Error> {
+pub(crate) fn check_pools(dp: &DatapathArgs, pools: &[IpNetwork]) -> Result<(), Error> {
     if dp.kind == DatapathKind::Ipip && has(pools, false).is_none() {
         if let Some(p) = has(pools, true) {
             return Err(Error::Usage(format!(
@@ -42,7 +41,11 @@ pub fn check_pools(dp: &DatapathArgs, pools: &[IpNetwork]) -> Result<(), Error> 
 
 /// ipip with a dual-stack pool carries IPv6 through `sit0`: the `sit` module must be
 /// there (`has_sit`: this namespace has `sit0`).
-pub fn check_ipip_sit(dp: &DatapathArgs, pools: &[IpNetwork], has_sit: bool) -> Result<(), Error> {
+pub(crate) fn check_ipip_sit(
+    dp: &DatapathArgs,
+    pools: &[IpNetwork],
+    has_sit: bool,
+) -> Result<(), Error> {
     match has(pools, true) {
         Some(p) if dp.kind == DatapathKind::Ipip && !has_sit => Err(Error::Usage(format!(
             "--datapath ipip carries the IPv6 pool {p} through sit0 (IPv6-in-IPv4), and this \
@@ -56,7 +59,7 @@ pub fn check_ipip_sit(dp: &DatapathArgs, pools: &[IpNetwork], has_sit: bool) -> 
 
 /// What needs the underlay: its families and MTU. `tunnel_mtu` is the MTU of the
 /// datapath's device (vxlan: configured or derived from the underlay).
-pub fn check_underlay(
+pub(crate) fn check_underlay(
     dp: &DatapathArgs,
     pools: &[IpNetwork],
     underlay: &Underlay,
@@ -116,9 +119,39 @@ pub fn check_underlay(
                 }
             }
         }
-        DatapathKind::None | DatapathKind::Bgp => {}
+        DatapathKind::Bgp => {
+            // IPv6 blocks need an IPv6 next hop: an IPv4 one would need IPv4-mapped next
+            // hops and a tunnel (RFC 4798), which plain routing has not.
+            if let (Some(p), None) = (has(pools, true), underlay.addr_of(true)) {
+                return Err(Error::Usage(format!(
+                    "--datapath bgp announces the IPv6 pool {p}'s blocks with this node's \
+                     IPv6 underlay address as next hop, and the underlay interface {} has \
+                     no global IPv6 address ({}): give {} one, use --datapath vxlan \
+                     (carries IPv6 pods over an IPv4 underlay), or remove the IPv6 pool",
+                    underlay.name,
+                    shown(underlay),
+                    underlay.name
+                )));
+            }
+            // An IPv4 pool on an IPv6-only underlay is carried: RFC 8950 (see
+            // `ipv4_via_ipv6`).
+        }
+        DatapathKind::None => {}
     }
     Ok(())
+}
+
+/// `--datapath bgp` with an IPv4 pool on an underlay with no IPv4 address: the IPv4
+/// blocks go out with the node's IPv6 address as next hop (RFC 8950 extended next hop)
+/// and learned ones are installed `via inet6`. Allowed: a peer that does not negotiate
+/// the capability gets no IPv4 blocks (the speaker WARNs per peer); the pool it is.
+pub(crate) fn ipv4_via_ipv6(
+    dp: &DatapathArgs,
+    pools: &[IpNetwork],
+    underlay: &Underlay,
+) -> Option<IpNetwork> {
+    let p = has(pools, false)?;
+    (dp.kind == DatapathKind::Bgp && underlay.addr_of(false).is_none()).then_some(*p)
 }
 
 fn shown(u: &Underlay) -> String {
@@ -226,6 +259,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("IPv4") && e.contains("10.0.0.0/16"), "{e}");
+    }
+
+    #[test]
+    fn bgp_needs_an_ipv6_underlay_for_ipv6_and_carries_ipv4_over_ipv6() {
+        let d = dp("bgp");
+        let dual = pools(&["10.0.0.0/16", "fd00::/64"]);
+        let v4_only = underlay(&["192.0.2.2/24", "fe80::1/64"], 1500);
+        let e = check_underlay(&d, &dual, &v4_only, None)
+            .unwrap_err()
+            .to_string();
+        for w in [
+            "IPv6 pool fd00::/64",
+            "eth0",
+            "global IPv6",
+            "--datapath vxlan",
+        ] {
+            assert!(e.contains(w), "{e} lacks {w}");
+        }
+        assert!(check_underlay(&d, &pools(&["10.0.0.0/16"]), &v4_only, None).is_ok());
+        assert_eq!(ipv4_via_ipv6(&d, &dual, &v4_only), None);
+        // IPv6-only underlay: IPv4 pools are allowed (RFC 8950), and said so.
+        let v6 = underlay(&["2001:db8::2/64", "fe80::1/64"], 1500);
+        assert!(check_underlay(&d, &dual, &v6, None).is_ok());
+        assert!(check_underlay(&d, &pools(&["10.0.0.0/16"]), &v6, None).is_ok());
+        assert_eq!(ipv4_via_ipv6(&d, &dual, &v6), Some(dual[0]));
+        assert_eq!(ipv4_via_ipv6(&dp("host-gw"), &dual, &v6), None);
     }
 
     #[test]

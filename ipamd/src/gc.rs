@@ -20,7 +20,7 @@ fn age(alloc: &Allocation, now: SystemTime) -> Option<Duration> {
 }
 
 /// Whether to keep a reservation. Pure, given what was observed about it.
-pub fn keep(
+pub(crate) fn keep(
     netns: Option<&Path>,
     netns_exists: bool,
     age: Option<Duration>,
@@ -35,7 +35,7 @@ pub fn keep(
 }
 
 /// One GC pass; returns what was released.
-pub fn collect(store: &Store, grace: Duration) -> Result<Vec<Allocation>, IpamError> {
+pub(crate) fn collect(store: &Store, grace: Duration) -> Result<Vec<Allocation>, IpamError> {
     let now = SystemTime::now();
     let report = store.retain(&|key| {
         // Called under the store lock; `get` reads only this attachment's file.
@@ -90,7 +90,7 @@ mod tests {
             ("unknown", None),
         ] {
             let key = AllocKey::new(id, "eth0");
-            s.allocate_with(&key, &sets, &[], &ipam::store::AllocMeta { netns: ns })
+            s.allocate_with(&key, &sets, &[], &ipam::AllocMeta { netns: ns })
                 .unwrap();
         }
         // Within the grace period nothing goes.

@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 responder for `GET /metrics`, `GET /healthz` and (BGP)
 //! `GET /bgp/peers`: one request per
-//! connection (`Connection: close`), header bytes capped, a read timeout.
+//! connection (`Connection: close`), header bytes capped, a read timeout. It knows the
+//! [`Metrics`] it renders and, for `/bgp/peers`, only a [`JsonSnapshot`] callback.
 //!
 //! Under a flood of connections (issue: ~3,000 idle ones starved the daemon of file
 //! descriptors and its lease lapsed) the port holds at most [`MAX_CONNECTIONS`] at a
@@ -20,13 +21,16 @@ use tokio::sync::{oneshot, watch};
 
 use crate::metrics::Metrics;
 
+/// A JSON document made at request time (`/bgp/peers`: the BGP speaker's peers).
+pub(crate) type JsonSnapshot = Arc<dyn Fn() -> serde_json::Result<String> + Send + Sync>;
+
 const MAX_HEAD: usize = 8 * 1024;
 
 /// Connections open at once on the metrics/health port.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// How long a connection may take to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connections still reading their request head, oldest first: closing one is sending
 /// on (or dropping) its channel.
@@ -44,7 +48,7 @@ impl Waiting {
 }
 
 /// Refuses a non-loopback address unless `any` (`--listen-any`).
-pub fn check_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
+pub(crate) fn check_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
     if addr.ip().is_loopback() || any {
         Ok(())
     } else {
@@ -55,8 +59,13 @@ pub fn check_listen(addr: SocketAddr, any: bool) -> Result<(), String> {
     }
 }
 
-/// Serves until `stop` turns true.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+/// Serves until `stop` turns true; `/bgp/peers` from `bgp_peers` (`None`: 404).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    bgp_peers: Option<JsonSnapshot>,
+    mut stop: watch::Receiver<bool>,
+) {
     let waiting = Arc::new(Mutex::new(Waiting::default()));
     let mut evicted: u64 = 0;
     loop {
@@ -81,9 +90,9 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch
                         w.queue.push_back((id, tx));
                         id
                     };
-                    let (m, w) = (metrics.clone(), waiting.clone());
+                    let (m, b, w) = (metrics.clone(), bgp_peers.clone(), waiting.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = respond(conn, &m, rx, id, &w).await {
+                        if let Err(e) = respond(conn, &m, b.as_ref(), rx, id, &w).await {
                             tracing::debug!(error = %e, "http connection");
                         }
                     });
@@ -100,6 +109,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch
 async fn respond(
     mut conn: TcpStream,
     metrics: &Arc<Metrics>,
+    bgp_peers: Option<&JsonSnapshot>,
     evict: oneshot::Receiver<()>,
     id: u64,
     waiting: &Mutex<Waiting>,
@@ -136,7 +146,7 @@ async fn respond(
         let m = metrics.clone();
         let _ = tokio::task::spawn_blocking(move || m.refresh_usage()).await;
     }
-    let (status, ctype, body) = route(method, path, metrics);
+    let (status, ctype, body) = route(method, path, metrics, bgp_peers);
     let resp = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -148,7 +158,12 @@ async fn respond(
     conn.shutdown().await
 }
 
-fn route(method: &str, path: &str, metrics: &Metrics) -> (&'static str, &'static str, String) {
+fn route(
+    method: &str,
+    path: &str,
+    metrics: &Metrics,
+    bgp_peers: Option<&JsonSnapshot>,
+) -> (&'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     if method != "GET" && method != "HEAD" {
         return ("405 Method Not Allowed", TEXT, "only GET\n".into());
@@ -173,8 +188,8 @@ fn route(method: &str, path: &str, metrics: &Metrics) -> (&'static str, &'static
                 )
             }
         }
-        "/bgp/peers" => match metrics.bgp_peers() {
-            Some(peers) => match crate::bgp::status::to_json(&peers) {
+        "/bgp/peers" => match bgp_peers {
+            Some(peers) => match peers() {
                 Ok(body) => ("200 OK", "application/json", body),
                 Err(_) => ("500 Internal Server Error", TEXT, "encode\n".into()),
             },
@@ -193,6 +208,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bgp_peers_from_the_snapshot() {
+        let m = Metrics::new();
+        let peers: JsonSnapshot = Arc::new(|| Ok("[]\n".to_string()));
+        assert_eq!(
+            route("GET", "/bgp/peers", &m, Some(&peers)),
+            ("200 OK", "application/json", "[]\n".to_string())
+        );
+    }
+
+    #[test]
     fn loopback_only_unless_told() {
         assert!(check_listen("127.0.0.1:9645".parse().unwrap(), false).is_ok());
         assert!(check_listen("[::1]:9645".parse().unwrap(), false).is_ok());
@@ -203,13 +228,14 @@ mod tests {
     #[test]
     fn routes() {
         let m = Metrics::new();
-        assert_eq!(route("GET", "/healthz", &m).0, "503 Service Unavailable");
+        let route = |method, path| route(method, path, &m, None).0;
+        assert_eq!(route("GET", "/healthz"), "503 Service Unavailable");
         m.set_registered(true);
         m.set_renew_ok(true);
-        assert_eq!(route("GET", "/healthz", &m).0, "200 OK");
-        assert_eq!(route("GET", "/metrics", &m).0, "200 OK");
-        assert_eq!(route("GET", "/nope", &m).0, "404 Not Found");
-        assert_eq!(route("GET", "/bgp/peers", &m).0, "404 Not Found");
-        assert_eq!(route("POST", "/metrics", &m).0, "405 Method Not Allowed");
+        assert_eq!(route("GET", "/healthz"), "200 OK");
+        assert_eq!(route("GET", "/metrics"), "200 OK");
+        assert_eq!(route("GET", "/nope"), "404 Not Found");
+        assert_eq!(route("GET", "/bgp/peers"), "404 Not Found");
+        assert_eq!(route("POST", "/metrics"), "405 Method Not Allowed");
     }
 }

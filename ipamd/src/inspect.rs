@@ -78,10 +78,13 @@ struct NodeRow<'a> {
     lease_left_secs: u64,
 }
 
-/// `remove-node`: the record and its blocks go at once; peers see a removal.
-pub async fn remove_node(args: &RemoveNodeArgs, out: &mut dyn Write) -> Result<(), Error> {
+/// `remove-node`: the record and its blocks go at once (also a node whose lease expired
+/// that still holds blocks); peers see a removal.
+pub(crate) async fn remove_node(args: &RemoveNodeArgs, out: &mut dyn Write) -> Result<(), Error> {
     let store = connect(&args.store.store).await?;
-    if store.node(&args.name).await?.is_none() {
+    if store.node(&args.name).await?.is_none()
+        && !store.expired_holders().await?.contains_key(&args.name)
+    {
         return Err(Error::Usage(format!(
             "node {:?} is not in the cluster store (see `ipamd nodes`)",
             args.name
@@ -91,7 +94,7 @@ pub async fn remove_node(args: &RemoveNodeArgs, out: &mut dyn Write) -> Result<(
     writeln!(out, "removed node {}", args.name).map_err(|e| Error::io("stdout", e))
 }
 
-pub async fn nodes(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {
+pub(crate) async fn nodes(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {
     let mut nodes = connect(&args.store).await?.nodes_live_expiry().await?;
     nodes.sort_by(|a, b| a.info.name.cmp(&b.info.name));
     let now = now_secs();
@@ -127,8 +130,12 @@ struct BlockRow {
     owner: String,
 }
 
-pub async fn blocks(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let nodes = connect(&args.store).await?.nodes().await?;
+/// `blocks`: every owned block; those of a node whose lease expired show as
+/// `NAME (expired)` (still its own, see `ipam::cluster`).
+pub(crate) async fn blocks(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let store = connect(&args.store).await?;
+    let nodes = store.nodes().await?;
+    let expired = store.expired_holders().await?;
     let mut rows: Vec<BlockRow> = nodes
         .iter()
         .flat_map(|n| {
@@ -137,6 +144,12 @@ pub async fn blocks(args: &StoreArgs, out: &mut dyn Write) -> Result<(), Error> 
                 owner: n.info.name.clone(),
             })
         })
+        .chain(expired.iter().flat_map(|(name, blocks)| {
+            blocks.iter().map(move |b| BlockRow {
+                block: *b,
+                owner: format!("{name} (expired)"),
+            })
+        }))
         .collect();
     rows.sort_by_key(|r| (r.block.is_ipv6(), r.block.ip()));
     if args.json {
@@ -159,7 +172,7 @@ struct UsageRow {
     used: Option<u128>,
 }
 
-pub async fn usage(args: &UsageArgs, out: &mut dyn Write) -> Result<(), Error> {
+pub(crate) async fn usage(args: &UsageArgs, out: &mut dyn Write) -> Result<(), Error> {
     let me = node_name_or_hostname(args.node_name.as_deref())?;
     let mut nodes = connect(&args.store.store).await?.nodes().await?;
     nodes.sort_by(|a, b| a.info.name.cmp(&b.info.name));
@@ -231,7 +244,7 @@ fn print_allocs(out: &mut dyn Write, allocs: &[Allocation], as_json: bool) -> Re
     table(out, &["CONTAINER", "IFNAME", "ADDRESSES"], &rows)
 }
 
-pub fn pod(args: &PodArgs, out: &mut dyn Write) -> Result<(), Error> {
+pub(crate) fn pod(args: &PodArgs, out: &mut dyn Write) -> Result<(), Error> {
     let store = Store::open(args.local.store_dir())?;
     let allocs = of_container(&store, args)?;
     if allocs.is_empty() {
@@ -245,7 +258,7 @@ pub fn pod(args: &PodArgs, out: &mut dyn Write) -> Result<(), Error> {
 }
 
 /// Releases under the store lock ([`Store::release`] takes it); prints what it released.
-pub fn release(args: &PodArgs, out: &mut dyn Write) -> Result<(), Error> {
+pub(crate) fn release(args: &PodArgs, out: &mut dyn Write) -> Result<(), Error> {
     let store = Store::open(args.local.store_dir())?;
     let mut released = Vec::new();
     for a in of_container(&store, args)? {

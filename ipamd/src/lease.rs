@@ -1,7 +1,9 @@
 //! Registration and the lease: register at start, renew every ttl/3 (counted from the
-//! start of each renewal, so a slow one does not delay the next), register again
-//! when the record is gone (it expired while this node could not renew), and claim a
-//! first block again when that happened (an expired node's blocks were freed).
+//! start of each renewal, so a slow one does not delay the next), and register again
+//! when the record is gone (it expired while this node could not renew). The blocks of
+//! an expired node stay its own in the store (see `ipam::cluster`), so registering
+//! again finds them there; the node-local cache is checked against the store anyway
+//! ([`crate::blocks::FirstBlocks`]).
 //!
 //! A failed renewal is retried after a short back-off ([`RETRY_MIN`] doubling up to
 //! [`RETRY_MAX`]) until it succeeds or the store says the record is gone, so a store
@@ -20,6 +22,7 @@
 //! address is gone (nothing answers it any more), and waiting for its keep-alive to
 //! notice would cost the lease.
 
+use cni_core::node::peer::{UNDERLAY_V4_KEY, UNDERLAY_V6_KEY};
 use ipam::cluster::{ClusterStore, NodeInfo, NodeRecord, StoreUrl};
 use ipam::IpamError;
 use std::net::IpAddr;
@@ -32,12 +35,12 @@ use crate::blocks::FirstBlocks;
 use crate::metrics::Metrics;
 
 /// First retry after a failed renewal.
-pub const RETRY_MIN: Duration = Duration::from_millis(200);
+pub(crate) const RETRY_MIN: Duration = Duration::from_millis(200);
 /// Longest wait between retries of a failed renewal.
-pub const RETRY_MAX: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Everything the lease loop needs.
-pub struct Lease {
+pub(crate) struct Lease {
     pub store: Arc<ClusterStore>,
     pub info: NodeInfo,
     pub ttl: Duration,
@@ -50,7 +53,7 @@ pub struct Lease {
 }
 
 /// How often the lease is renewed: a third of its TTL (at least 100 ms).
-pub fn renew_interval(ttl: Duration) -> Duration {
+pub(crate) fn renew_interval(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(100))
 }
 
@@ -67,7 +70,7 @@ async fn changed(updates: &mut Option<watch::Receiver<IpAddr>>) -> bool {
 }
 
 /// The wait before the next retry after `failures` failed renewals in a row.
-pub fn retry_delay(failures: u32) -> Duration {
+pub(crate) fn retry_delay(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(8);
     (RETRY_MIN * 2u32.pow(exp)).min(RETRY_MAX)
 }
@@ -75,7 +78,7 @@ pub fn retry_delay(failures: u32) -> Duration {
 impl Lease {
     /// Registers, retrying every second until it succeeds or `stop` turns true
     /// (`None` then). Then claims the first blocks (best effort: retried by [`Lease::run`]).
-    pub async fn start(&self, stop: &mut watch::Receiver<bool>) -> Option<NodeRecord> {
+    pub(crate) async fn start(&self, stop: &mut watch::Receiver<bool>) -> Option<NodeRecord> {
         loop {
             match self.register().await {
                 Ok(rec) => return Some(rec),
@@ -129,7 +132,7 @@ impl Lease {
 
     /// Renews until `stop` turns true. The lease is left to run out on its own after
     /// that (see the README: a restart within the TTL keeps the node's blocks).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let every = renew_interval(self.ttl);
         let mut next = Instant::now() + every;
         let mut failures: u32 = 0;
@@ -177,10 +180,19 @@ impl Lease {
                     continue;
                 }
                 let addr = updates.as_mut().map(|u| *u.borrow_and_update());
-                if addr.is_some() && addr != self.info.underlay_ip {
+                if let Some(new) = addr.filter(|a| Some(*a) != self.info.underlay_ip) {
                     tracing::info!(node = %self.info.name, old = ?self.info.underlay_ip,
-                        new = ?addr, "republishing this node with its new underlay address");
-                    self.info.underlay_ip = addr;
+                        new = %new, "republishing this node with its new underlay address");
+                    self.info.underlay_ip = Some(new);
+                    // The per-family address the datapath published beside it too.
+                    let key = if new.is_ipv6() {
+                        UNDERLAY_V6_KEY
+                    } else {
+                        UNDERLAY_V4_KEY
+                    };
+                    if let Some(v) = self.info.backend.get_mut(key) {
+                        *v = new.to_string();
+                    }
                     self.reconnect().await;
                     // Registering an existing node rewrites its record on its lease.
                     failures = 0;
@@ -249,11 +261,15 @@ impl Lease {
     }
 }
 
-/// Removes, every `every`, the nodes whose lease expired (their blocks become free).
-/// Every daemon does it; the store's compare-and-swap makes that safe.
-pub async fn expire_loop(
+/// Every `every`, cleans up after nodes whose lease expired: one holding no block is
+/// removed; one holding blocks keeps them (bound to its name: nobody else can claim
+/// them) until it registers again, or for `grace` (zero: until `ipamd remove-node`),
+/// after which they go back to the pool. Every daemon does it; the store's
+/// compare-and-swap makes that safe.
+pub(crate) async fn expire_loop(
     store: Arc<ClusterStore>,
     every: Duration,
+    grace: Duration,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -264,10 +280,11 @@ pub async fn expire_loop(
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
-        match store.expire().await {
+        match store.expire(grace).await {
             Ok(gone) => {
                 for name in gone {
-                    tracing::info!(node = %name, "lease expired: node removed, its blocks freed");
+                    tracing::info!(node = %name, ?grace,
+                        "node expired for longer than the expired-node grace: removed, its blocks freed");
                 }
             }
             Err(e) => {

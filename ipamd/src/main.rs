@@ -1,5 +1,11 @@
+// Product code never panics on bad input (see README): tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use clap::Parser;
-use ipamd::cli::{Cli, Command};
+use ipamd::Cli;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -24,20 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut out = std::io::stdout();
-    let result = rt.block_on(async {
-        match &cli.command {
-            Command::Run(a) => ipamd::backends::run(a.clone()).await,
-            Command::Nodes(a) => ipamd::inspect::nodes(a, &mut out).await,
-            Command::Blocks(a) => ipamd::inspect::blocks(a, &mut out).await,
-            Command::Usage(a) => ipamd::inspect::usage(a, &mut out).await,
-            Command::Pod(a) => ipamd::inspect::pod(a, &mut out),
-            Command::Release(a) => ipamd::inspect::release(a, &mut out),
-            Command::RemoveNode(a) => ipamd::inspect::remove_node(a, &mut out).await,
-            Command::Bench(a) => ipamd::bench::run(a, &mut out).await,
-            Command::BgpPeers(a) => ipamd::bgp::status::bgp_peers(a, &mut out).await,
-        }
-    });
+    let result = rt.block_on(ipamd::execute(&cli.command, &mut std::io::stdout()));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,10 +1,15 @@
 //! The daemon's Prometheus metrics (prometheus-client), rendered for `GET /metrics`.
+//!
+//! It knows no other part of the daemon: what is read at scrape time (address usage,
+//! BGP peers) comes from snapshot callbacks the composition hands it
+//! ([`Metrics::read_usage_with`], [`Metrics::read_bgp_peers_with`]).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
@@ -12,8 +17,23 @@ type Kind = [(&'static str, &'static str); 1];
 type PeerLabel = [(&'static str, String); 1];
 type FamilyLabel = [(&'static str, &'static str); 1];
 
+/// One family's address usage in this node's blocks: (family label, allocated, free).
+pub(crate) type Usage = Vec<(&'static str, u128, u128)>;
+type UsageSnapshot = Box<dyn Fn() -> Option<Usage> + Send + Sync>;
+
+/// One BGP peer as the `bgp_*` families show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PeerSample {
+    pub peer: IpAddr,
+    /// The session is Established.
+    pub up: bool,
+    pub prefixes_sent: usize,
+    pub prefixes_received: usize,
+}
+type PeerSnapshot = Box<dyn Fn() -> Vec<PeerSample> + Send + Sync>;
+
 /// Every metric, plus the two health bits `/healthz` reads.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     nodes_known: Gauge,
     blocks_owned: Gauge,
@@ -34,12 +54,12 @@ pub struct Metrics {
     bgp_up: Family<PeerLabel, Gauge>,
     bgp_sent: Family<PeerLabel, Gauge>,
     bgp_received: Family<PeerLabel, Gauge>,
-    /// The speaker whose peers the `bgp_*` families show (`--datapath bgp`).
-    bgp: OnceLock<bgp::Speaker>,
+    /// The peers the `bgp_*` families show (`--datapath bgp`).
+    bgp_peers: OnceLock<PeerSnapshot>,
     registered: AtomicBool,
     renew_ok: AtomicBool,
     /// Where the address gauges are read from at scrape time.
-    usage: OnceLock<(ipam::Store, bool)>,
+    usage: OnceLock<UsageSnapshot>,
 }
 
 impl Default for Metrics {
@@ -49,7 +69,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("ipamd");
         let m = Metrics {
             nodes_known: Gauge::default(),
@@ -72,7 +92,7 @@ impl Metrics {
             bgp_up: Family::default(),
             bgp_sent: Family::default(),
             bgp_received: Family::default(),
-            bgp: OnceLock::new(),
+            bgp_peers: OnceLock::new(),
             registered: AtomicBool::new(false),
             renew_ok: AtomicBool::new(false),
             registry: Registry::default(),
@@ -175,22 +195,26 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The speaker whose sessions `/metrics` and `/bgp/peers` show.
-    pub fn set_bgp(&self, speaker: bgp::Speaker) {
-        let _ = self.bgp.set(speaker);
+    /// Where the per-peer `bgp_*` gauges are read from whenever metrics are rendered.
+    pub(crate) fn read_bgp_peers_with(
+        &self,
+        peers: impl Fn() -> Vec<PeerSample> + Send + Sync + 'static,
+    ) {
+        let _ = self.bgp_peers.set(Box::new(peers));
     }
 
-    /// The BGP peers now (`None`: no speaker); refreshes the per-peer gauges, so a
-    /// removed peer's series disappear.
-    pub fn bgp_peers(&self) -> Option<Vec<bgp::PeerStatus>> {
-        let peers = self.bgp.get()?.peers();
+    /// Refreshes the per-peer gauges from the peers now, so a removed peer's series
+    /// disappear.
+    fn refresh_bgp_peers(&self) {
+        let Some(peers) = self.bgp_peers.get() else {
+            return;
+        };
         for f in [&self.bgp_up, &self.bgp_sent, &self.bgp_received] {
             f.clear();
         }
-        for p in &peers {
-            let label = [("peer", p.address.to_string())];
-            let up = i64::from(p.state == bgp::State::Established);
-            self.bgp_up.get_or_create(&label).set(up);
+        for p in peers() {
+            let label = [("peer", p.peer.to_string())];
+            self.bgp_up.get_or_create(&label).set(i64::from(p.up));
             self.bgp_sent
                 .get_or_create(&label)
                 .set(to_i64(p.prefixes_sent as u128));
@@ -198,41 +222,40 @@ impl Metrics {
                 .get_or_create(&label)
                 .set(to_i64(p.prefixes_received as u128));
         }
-        Some(peers)
     }
 
     /// One reconciliation's requests, and the objects installed after it.
-    pub fn datapath_applied(&self, done: &cni_core::node::Applied, installed: usize) {
+    pub(crate) fn datapath_applied(&self, done: &cni_core::node::Applied, installed: usize) {
         self.dp_requests.inc_by(done.requests() as u64);
         self.dp_failed.inc_by(done.failed as u64);
         self.dp_objects.set(to_i64(installed as u128));
     }
 
-    pub fn datapath_resynced(&self) {
+    pub(crate) fn datapath_resynced(&self) {
         self.dp_resyncs.inc();
     }
 
-    pub fn datapath_repaired(&self) {
+    pub(crate) fn datapath_repaired(&self) {
         self.dp_repairs.inc();
     }
 
-    pub fn datapath_error(&self) {
+    pub(crate) fn datapath_error(&self) {
         self.dp_errors.inc();
     }
 
-    pub fn set_peers_refused(&self, n: usize) {
+    pub(crate) fn set_peers_refused(&self, n: usize) {
         self.dp_refused.set(to_i64(n as u128));
     }
 
-    pub fn set_nodes_known(&self, n: usize) {
+    pub(crate) fn set_nodes_known(&self, n: usize) {
         self.nodes_known.set(to_i64(n as u128));
     }
 
-    pub fn set_blocks_owned(&self, n: usize) {
+    pub(crate) fn set_blocks_owned(&self, n: usize) {
         self.blocks_owned.set(to_i64(n as u128));
     }
 
-    pub fn set_addresses(&self, family: &'static str, allocated: u128, free: u128) {
+    pub(crate) fn set_addresses(&self, family: &'static str, allocated: u128, free: u128) {
         self.addresses_allocated
             .get_or_create(&[("family", family)])
             .set(to_i64(allocated));
@@ -241,72 +264,62 @@ impl Metrics {
             .set(to_i64(free));
     }
 
-    pub fn renew_failure(&self) {
+    pub(crate) fn renew_failure(&self) {
         self.renew_failures.inc();
     }
 
-    pub fn store_error(&self) {
+    pub(crate) fn store_error(&self) {
         self.store_errors.inc();
     }
 
-    pub fn event(&self, kind: &'static str) {
+    pub(crate) fn event(&self, kind: &'static str) {
         self.events.get_or_create(&[("kind", kind)]).inc();
     }
 
-    pub fn gc_released(&self, n: usize) {
+    pub(crate) fn gc_released(&self, n: usize) {
         self.gc_released.inc_by(n as u64);
     }
 
-    pub fn block_released(&self) {
+    pub(crate) fn block_released(&self) {
         self.blocks_released.inc();
     }
 
-    pub fn set_registered(&self, v: bool) {
+    pub(crate) fn set_registered(&self, v: bool) {
         self.registered.store(v, Ordering::Relaxed);
     }
 
-    pub fn set_renew_ok(&self, v: bool) {
+    pub(crate) fn set_renew_ok(&self, v: bool) {
         self.renew_ok.store(v, Ordering::Relaxed);
     }
 
     /// Registered, and the last renewal succeeded.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.registered.load(Ordering::Relaxed) && self.renew_ok.load(Ordering::Relaxed)
     }
 
-    /// Read the address gauges from this node-local store (its cached blocks and
-    /// allocations) whenever metrics are rendered: current when read, whatever the
-    /// resync period. `reserve_gateway`: see [`crate::blocks::usage`].
-    pub fn read_usage_from(&self, local: ipam::Store, reserve_gateway: bool) {
-        let _ = self.usage.set((local, reserve_gateway));
+    /// Where the address gauges are read from whenever metrics are rendered (the
+    /// node-local store: current when read, whatever the resync period); `None` from
+    /// `usage` leaves them as they were.
+    pub(crate) fn read_usage_with(
+        &self,
+        usage: impl Fn() -> Option<Usage> + Send + Sync + 'static,
+    ) {
+        let _ = self.usage.set(Box::new(usage));
     }
 
-    /// Refreshes the address gauges from the node-local store (file reads: call it off
-    /// the async threads).
-    pub fn refresh_usage(&self) {
-        let Some((local, reserve)) = self.usage.get() else {
+    /// Refreshes the address gauges (file reads: call it off the async threads).
+    pub(crate) fn refresh_usage(&self) {
+        let Some(usage) = self.usage.get() else {
             return;
         };
-        let blocks = match ipam::cluster::local::cached_blocks(local) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::debug!(error = %e, "metrics: cannot read the node-local block cache");
-                return;
-            }
-        };
-        match crate::blocks::usage(local, &blocks, *reserve) {
-            Ok(u) => {
-                for (family, used, free) in u {
-                    self.set_addresses(family, used, free);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "metrics: cannot read the node-local store"),
+        for (family, used, free) in usage().unwrap_or_default() {
+            self.set_addresses(family, used, free);
         }
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> Result<String, std::fmt::Error> {
-        let _ = self.bgp_peers();
+    pub(crate) fn render(&self) -> Result<String, std::fmt::Error> {
+        self.refresh_bgp_peers();
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
@@ -320,6 +333,27 @@ fn to_i64(n: u128) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_bgp_peers_of_the_snapshot() {
+        let m = Metrics::new();
+        m.read_bgp_peers_with(|| {
+            vec![PeerSample {
+                peer: "192.0.2.7".parse().unwrap(),
+                up: true,
+                prefixes_sent: 2,
+                prefixes_received: 5,
+            }]
+        });
+        let text = m.render().unwrap();
+        for line in [
+            "ipamd_bgp_session_up{peer=\"192.0.2.7\"} 1",
+            "ipamd_bgp_prefixes_sent{peer=\"192.0.2.7\"} 2",
+            "ipamd_bgp_prefixes_received{peer=\"192.0.2.7\"} 5",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
+    }
 
     #[test]
     fn renders_every_metric() {

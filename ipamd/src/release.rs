@@ -17,12 +17,12 @@ use crate::metrics::Metrics;
 
 /// Since when each cached block has been empty.
 #[derive(Debug, Default)]
-pub struct EmptyBlocks {
+pub(crate) struct EmptyBlocks {
     since: HashMap<IpNetwork, Instant>,
 }
 
 impl EmptyBlocks {
-    pub fn new() -> EmptyBlocks {
+    pub(crate) fn new() -> EmptyBlocks {
         EmptyBlocks::default()
     }
 
@@ -30,7 +30,7 @@ impl EmptyBlocks {
     /// it owns), in claim order, each with whether an allocation uses it. Returns the
     /// blocks to release: empty for longer than `grace`, newest first, never the last
     /// block of a family.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         now: Instant,
         blocks: &[(IpNetwork, bool)],
@@ -64,14 +64,14 @@ impl EmptyBlocks {
     }
 
     /// Forgets `block` (released, or found in use).
-    pub fn forget(&mut self, block: &IpNetwork) {
+    pub(crate) fn forget(&mut self, block: &IpNetwork) {
         self.since.remove(block);
     }
 }
 
 /// The cached blocks that `owned` lists, in cache (claim) order, each with whether an
 /// allocation of the node-local store uses it. Reads the whole store.
-pub fn observe_cache(
+pub(crate) fn observe_cache(
     store: &Store,
     owned: &[IpNetwork],
 ) -> Result<Vec<(IpNetwork, bool)>, IpamError> {
@@ -89,7 +89,7 @@ pub fn observe_cache(
 }
 
 /// Releases the `due` blocks that are still unused; returns how many were released.
-pub async fn release(
+pub(crate) async fn release(
     store: &Store,
     cluster: &ClusterStore,
     node: &str,

@@ -20,6 +20,7 @@ use crate::blocks::FirstBlocks;
 use crate::cli::RunArgs;
 use crate::error::Error;
 use crate::events::PeerHandler;
+use crate::http::JsonSnapshot;
 use crate::lease::{renew_interval, Lease};
 use crate::metrics::Metrics;
 use crate::release::EmptyBlocks;
@@ -27,13 +28,13 @@ use crate::release::EmptyBlocks;
 /// Queue depth between the watch and the handler.
 const EVENT_QUEUE: usize = 1024;
 
-/// The daemon, handing remote node changes to `handler`; `metrics` are served on
-/// `--listen` (the handler may hold them too). See [`crate::backends::run`] for the
-/// daemon with the datapath of the flags.
-pub async fn run_with_handler<H: PeerHandler>(
+/// The daemon, handing remote node changes to `handler`; `metrics` (the handler may
+/// hold them too) and `bgp_peers` (`GET /bgp/peers`) are served on `--listen`.
+pub(crate) async fn run_with_handler<H: PeerHandler>(
     args: RunArgs,
     mut handler: H,
     metrics: Arc<Metrics>,
+    bgp_peers: Option<JsonSnapshot>,
 ) -> Result<(), Error> {
     crate::http::check_listen(args.listen, args.listen_any).map_err(Error::Usage)?;
     raise_fd_limit();
@@ -43,7 +44,8 @@ pub async fn run_with_handler<H: PeerHandler>(
     let local = Store::open(args.local.store_dir())?;
     let reserve_gateway =
         args.local.reserve_gateway || matches!(args.datapath.kind, crate::cli::DatapathKind::Vxlan);
-    metrics.read_usage_from(local.clone(), reserve_gateway);
+    let usage_of = local.clone();
+    metrics.read_usage_with(move || usage(&usage_of, reserve_gateway));
 
     let (stop_tx, stop) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
@@ -62,7 +64,12 @@ pub async fn run_with_handler<H: PeerHandler>(
     let bound = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(listen = %bound, node = %node, store = %args.store, "ipamd starting");
     let mut tasks = JoinSet::new();
-    tasks.spawn(crate::http::serve(listener, metrics.clone(), stop.clone()));
+    tasks.spawn(crate::http::serve(
+        listener,
+        metrics.clone(),
+        bgp_peers,
+        stop.clone(),
+    ));
 
     let Some(store) = connect(&url, &metrics, &mut stop.clone()).await else {
         return finish(tasks, stopper).await;
@@ -100,6 +107,7 @@ pub async fn run_with_handler<H: PeerHandler>(
     tasks.spawn(crate::lease::expire_loop(
         store.clone(),
         renew_interval(args.lease_ttl),
+        args.expired_node_grace,
         metrics.clone(),
         stop.clone(),
     ));
@@ -129,6 +137,17 @@ fn raise_fd_limit() {
         Ok((soft, _)) => tracing::debug!(limit = soft, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
     }
+}
+
+/// The address usage of this node's cached blocks in the node-local store (`None`, and
+/// a DEBUG line, when it cannot be read).
+fn usage(local: &Store, reserve_gateway: bool) -> Option<crate::metrics::Usage> {
+    let blocks = ipam::cluster::local::cached_blocks(local)
+        .map_err(|e| tracing::debug!(error = %e, "metrics: cannot read the node-local block cache"))
+        .ok()?;
+    crate::blocks::usage(local, &blocks, reserve_gateway)
+        .map_err(|e| tracing::debug!(error = %e, "metrics: cannot read the node-local store"))
+        .ok()
 }
 
 /// Connects, retrying every second until it works or the daemon is stopped.

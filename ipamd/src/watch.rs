@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 
 /// What the handler has been told about the remote nodes. Pure: no I/O.
 #[derive(Debug)]
-pub struct PeerSet {
+pub(crate) struct PeerSet {
     me: String,
     /// This node's record as last reported.
     own: Option<NodeRecord>,
@@ -27,7 +27,7 @@ fn same(a: &NodeRecord, b: &NodeRecord) -> bool {
 }
 
 impl PeerSet {
-    pub fn new(me: impl Into<String>) -> PeerSet {
+    pub(crate) fn new(me: impl Into<String>) -> PeerSet {
         PeerSet {
             me: me.into(),
             own: None,
@@ -35,16 +35,12 @@ impl PeerSet {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.peers.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
-
     /// One change from the watch.
-    pub fn apply(&mut self, ev: NodeEvent) -> Option<PeerEvent> {
+    pub(crate) fn apply(&mut self, ev: NodeEvent) -> Option<PeerEvent> {
         match ev {
             NodeEvent::Upsert(rec) => self.upsert(rec),
             NodeEvent::Removed(name) => self.peers.remove(&name).map(PeerEvent::Removed),
@@ -68,7 +64,7 @@ impl PeerSet {
 
     /// A full listing: the events that bring the handler from what it knows to `all`,
     /// then a [`PeerEvent::Resync`] with the whole set.
-    pub fn resync(&mut self, all: Vec<NodeRecord>) -> Vec<PeerEvent> {
+    pub(crate) fn resync(&mut self, all: Vec<NodeRecord>) -> Vec<PeerEvent> {
         let mut out = Vec::new();
         let mut seen: BTreeMap<String, NodeRecord> = BTreeMap::new();
         for rec in all {
@@ -99,7 +95,7 @@ impl PeerSet {
 
 /// Runs until `stop` turns true: a full listing at start and every `resync`, the watch
 /// in between (re-opened after a pause when it ends or fails). Events go to `tx`.
-pub async fn run(
+pub(crate) async fn run(
     store: Arc<ClusterStore>,
     me: String,
     resync: Duration,
@@ -182,7 +178,7 @@ async fn send(
 
 /// Feeds every event of `rx` to `handler`, in order, until the channel closes; in
 /// between, the handler's own work ([`crate::events::PeerHandler::wake`]).
-pub async fn deliver<H: crate::events::PeerHandler>(
+pub(crate) async fn deliver<H: crate::events::PeerHandler>(
     mut rx: mpsc::Receiver<PeerEvent>,
     mut handler: H,
 ) {
@@ -245,7 +241,7 @@ mod tests {
             Some(PeerEvent::Removed(_))
         ));
         assert_eq!(s.apply(NodeEvent::Removed("a".into())), None);
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `ipamd run --datapath bgp` in network namespaces (root): a two-node iBGP mesh, and
 //! three nodes on two subnets behind a router running the real BIRD 2 as route
-//! reflector. Every namespace, daemon and BIRD is removed on drop (also on panic).
+//! reflector, and two nodes on an IPv6-only link whose IPv4 blocks BIRD reflects with
+//! IPv6 next hops (RFC 8950). Every namespace, daemon and BIRD is removed on drop (also
+//! on panic).
 
 mod common;
 mod routers;
@@ -779,4 +781,115 @@ fn bench_learn_and_install_10000_prefixes_from_bird() {
         t.as_secs_f64() * 1e3,
         o.as_secs_f64() / t.as_secs_f64()
     );
+}
+
+/// RFC 8950 with BIRD 2: two nodes on an IPv6-only link (no IPv4 address anywhere on
+/// it), a dual-stack pool, BIRD as route reflector with `extended next hop on` in its
+/// ipv4 channel. BIRD holds both nodes' IPv4 blocks with their IPv6 addresses as next
+/// hops, each node installs the other's `via inet6`, and IPv4 between the nodes' block
+/// addresses flows over the IPv6-only link.
+#[test]
+fn bird_reflects_ipv4_blocks_with_ipv6_next_hops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cluster.json");
+    let r = Node::bare("bgpxr-");
+    r.ip(&["link", "add", "br1", "type", "bridge"]);
+    r.ip(&["link", "set", "br1", "up"]);
+    r.ip(&["addr", "add", "fd00:116::254/64", "dev", "br1", "nodad"]);
+    let n1 = Node::bare("bgpxn1-");
+    let n2 = Node::bare("bgpxn2-");
+    for (n, addr, port) in [(&n1, "fd00:116::1/64", "r1"), (&n2, "fd00:116::2/64", "r2")] {
+        link(n, "eth0", addr, &r, port);
+        n.ip(&["addr", "change", addr, "dev", "eth0", "nodad"]);
+        r.ip(&["link", "set", port, "master", "br1"]);
+    }
+    let bird = Bird::start(
+        &r,
+        dir.path(),
+        "router id 192.0.2.254;\n\
+         protocol device { scan time 1; }\n\
+         template bgp node {\n\
+           local as 64512;\n\
+           rr client;\n\
+           direct;\n\
+           hold time 3; connect retry time 1; error wait time 1, 3;\n\
+           ipv4 { import all; export all; extended next hop on; };\n\
+           ipv6 { import all; export all; };\n\
+         }\n\
+         protocol bgp n1 from node { neighbor fd00:116::1 as 64512; }\n\
+         protocol bgp n2 from node { neighbor fd00:116::2 as 64512; }\n",
+    );
+    let flags = |ip: &str, id: &str| {
+        let mut f = bgp_flags(ip);
+        f.extend(
+            [
+                "--pool",
+                "fd10:244::/56",
+                "--bgp-listen",
+                "[::]:179",
+                "--bgp-router-id",
+                id,
+                "--bgp-no-mesh",
+                "--bgp-peer",
+                "fd00:116::254,64512",
+            ]
+            .map(String::from),
+        );
+        f
+    };
+    let d1 = start(
+        &n1,
+        "n1",
+        dir.path(),
+        &store,
+        &flags("fd00:116::1", "192.0.2.1"),
+    );
+    let d2 = start(
+        &n2,
+        "n2",
+        dir.path(),
+        &store,
+        &flags("fd00:116::2", "192.0.2.2"),
+    );
+    let b1 = block_of(&store, "n1", &d1);
+    let b2 = block_of(&store, "n2", &d2);
+    let logs = || {
+        format!(
+            "n1:\n{}\nn2:\n{}\nbird:\n{}",
+            d1.log(),
+            d2.log(),
+            bird.birdc(&["show", "protocols", "all"])
+        )
+    };
+    // BIRD holds each IPv4 block with the node's IPv6 address as next hop.
+    for (b, nh) in [(b1, "fd00:116::1"), (b2, "fd00:116::2")] {
+        wait_until(
+            30 * SEC,
+            || {
+                let t = bird.birdc(&["show", "route", "for", &b.to_string(), "all"]);
+                t.contains(&b.to_string()) && t.contains(nh)
+            },
+            || format!("{}\n{}", bird.birdc(&["show", "route", "all"]), logs()),
+        );
+    }
+    // Each node: the other's block via inet6 its address (iBGP through the reflector
+    // keeps the announcing node's next hop).
+    wait_route(&n1, b2, Some("inet6 fd00:116::2"), true, 30 * SEC, logs);
+    wait_route(&n2, b1, Some("inet6 fd00:116::1"), true, 30 * SEC, logs);
+    assert_eq!(routes97(&n1).lines().count(), 1, "{}", routes97(&n1));
+    // IPv4 traffic between the blocks over the IPv6-only link.
+    let host = |b: IpNetwork| match b {
+        IpNetwork::V4(n) => std::net::Ipv4Addr::from(u32::from(n.network()) + 1).to_string(),
+        IpNetwork::V6(_) => unreachable!(),
+    };
+    n1.ip(&["addr", "add", &format!("{}/32", host(b1)), "dev", "lo"]);
+    n2.ip(&["addr", "add", &format!("{}/32", host(b2)), "dev", "lo"]);
+    let (ok, out) = n1.exec(&["ping", "-c", "2", "-W", "2", "-I", &host(b1), &host(b2)]);
+    assert!(ok, "{out}\n{}", routes97(&n1));
+    // Deleted behind the daemon's back: put back via inet6 (kernel notification).
+    n1.ip(&["route", "del", &b2.to_string(), "proto", "97"]);
+    wait_route(&n1, b2, Some("inet6 fd00:116::2"), true, 5 * SEC, logs);
+    // n2 stops: its block leaves BIRD and n1.
+    drop(d2);
+    wait_route(&n1, b2, None, false, 6 * SEC, || d1.log());
 }

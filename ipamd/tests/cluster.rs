@@ -1,7 +1,8 @@
 //! Three `ipamd run` processes as three "nodes" on one machine, against the file store
 //! and against a real etcd on loopback: first blocks, no overlap, health, metrics, a
-//! node killed with SIGKILL disappearing from the others (its blocks freed), SIGTERM,
-//! and the CLI. Only loopback traffic.
+//! node killed with SIGKILL disappearing from the others (its blocks stay its own: a new
+//! node gets others, the node back gets exactly them, `remove-node` frees them),
+//! SIGTERM, and the CLI. Only loopback traffic.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -386,7 +387,7 @@ fn scenario(store: &str) {
             ("live", Some(live)),
             ("unrecorded", None),
         ] {
-            let meta = ipam::store::AllocMeta { netns };
+            let meta = ipam::AllocMeta { netns };
             s.allocate_with(&ipam::AllocKey::new(id, "eth0"), &sets, &[], &meta)
                 .unwrap();
         }
@@ -422,25 +423,34 @@ fn scenario(store: &str) {
             .lines()
             .any(|l| l.contains("node removed") && l.contains("n3"))
     });
-    // That is the event of n3 leaving the live view; its blocks are free once its record
-    // is gone (file store: the next expire pass of a node, every ttl/3; etcd: with the
-    // lease).
+    // That is the event of n3 leaving the live view. Its blocks stay its own (issue 12:
+    // its pods may still use them): expiry passes keep them, `blocks` lists them as
+    // expired, a new node gets others, n3 back takes exactly them, and only an explicit
+    // removal frees them.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = ipam::cluster::StoreUrl::parse(store).unwrap();
     let cluster = rt
         .block_on(ipam::cluster::ClusterStore::connect(&url))
         .unwrap();
-    wait_for("n3's blocks free", Duration::from_secs(5), || {
-        n3_blocks
-            .iter()
-            .all(|b| rt.block_on(cluster.owner_of(*b)).unwrap().is_none())
-    });
+    // Two expiry passes of the live nodes (every ttl/3) at least.
+    std::thread::sleep(Duration::from_secs(2));
+    for b in &n3_blocks {
+        assert_eq!(
+            rt.block_on(cluster.owner_of(*b)).unwrap().as_deref(),
+            Some("n3"),
+            "{b} of the expired n3 was freed"
+        );
+    }
     let (_, table, _) = cli(&["blocks", "--store", store]);
     for b in &n3_blocks {
-        assert!(!table.contains(&b.to_string()), "{b} still owned:\n{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(&b.to_string()) && l.contains("n3 (expired)")),
+            "{b} not listed as n3's (expired):\n{table}"
+        );
     }
     drop(n3);
-    // Its blocks are free: a new node gets them (blocks are claimed lowest first).
     let n4 = Daemon::start(dir.path(), store, "n4");
     // Healthy means registered: the first blocks are claimed right after, so wait for them.
     wait_for(
@@ -449,9 +459,25 @@ fn scenario(store: &str) {
         || n4.healthy() && blocks_of(&nodes_json(store), "n4").len() == 2,
     );
     let n4_blocks = blocks_of(&nodes_json(store), "n4");
-    let lowest_v4 = all.iter().filter(|b| b.is_ipv4()).min().unwrap();
-    if n3_blocks.contains(lowest_v4) {
-        assert!(n4_blocks.contains(lowest_v4), "{n4_blocks:?}");
+    for b in &n4_blocks {
+        assert!(!n3_blocks.contains(b), "n4 got {b} of the expired n3");
+    }
+    let n3 = Daemon::start(dir.path(), store, "n3");
+    wait_for("n3 back with its blocks", Duration::from_secs(15), || {
+        n3.healthy() && blocks_of(&nodes_json(store), "n3") == n3_blocks
+    });
+    assert!(!n3.log().contains("taken by another node"), "{}", n3.log());
+    // Removed explicitly (after it died again): its blocks are free at once.
+    kill(n3.pid(), Signal::SIGKILL).unwrap();
+    drop(n3);
+    let (ok, out, err) = cli(&["remove-node", "n3", "--store", store]);
+    assert!(ok && out.contains("removed node n3"), "{out}{err}");
+    for b in &n3_blocks {
+        assert_eq!(rt.block_on(cluster.owner_of(*b)).unwrap(), None, "{b}");
+    }
+    let (_, table, _) = cli(&["blocks", "--store", store]);
+    for b in &n3_blocks {
+        assert!(!table.contains(&b.to_string()), "{b} still owned:\n{table}");
     }
     let mut after: BTreeSet<_> = BTreeSet::new();
     for n in nodes_json(store) {

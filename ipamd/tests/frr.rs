@@ -2,7 +2,8 @@
 //! eBGP with a 4-octet AS and TCP MD5, withdraw, route refresh, extra connections from
 //! the router's address (without MD5: with it the kernel drops them), iBGP graceful restart both ways under `ip monitor`, a
 //! NOTIFICATION ending graceful restart at once, hold-timer expiry both ways with
-//! ipamd idle while the router is frozen, and an IPv6 session.
+//! ipamd idle while the router is frozen, an IPv6 session, and IPv4 blocks over an
+//! IPv6-only link with the extended next hop capability (RFC 8950).
 
 mod common;
 mod routers;
@@ -541,4 +542,137 @@ fn frr_dual_stack_ipv6_blocks_over_an_ipv4_session() {
             },
         );
     }
+}
+
+/// RFC 8950 with FRR: an IPv6-only underlay (no IPv4 address on the link) and a
+/// dual-stack pool over one IPv6 session with `capability extended-nexthop`. The node's
+/// IPv4 block reaches FRR with the node's IPv6 address as next hop (zebra installs it
+/// `via inet6`), FRR's IPv4 prefix is installed in the node `via inet6` FRR's address,
+/// and IPv4 traffic flows both ways over the IPv6-only link. Without the capability
+/// (FRR's side turned off: the session resets) the node no longer sends its IPv4 block
+/// and says why.
+#[test]
+fn frr_ipv4_blocks_over_an_ipv6_only_underlay_with_extended_next_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::bare("frrxn-");
+    let r = Node::bare("frrxr-");
+    link(&n, "eth0", "fd00:115::1/64", &r, "r1");
+    n.ip(&["addr", "change", "fd00:115::1/64", "dev", "eth0", "nodad"]);
+    r.ip(&["addr", "add", "fd00:115::254/64", "dev", "r1", "nodad"]);
+    r.ip(&["addr", "add", "10.244.200.1/32", "dev", "lo"]);
+    for ns in [&n, &r] {
+        let (ok, _) = ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        assert!(ok);
+    }
+    let frr = Frr::start(
+        &r,
+        dir.path(),
+        &format!(
+            "frr defaults datacenter\n\
+             hostname tor\n\
+             router bgp 65000\n\
+              bgp router-id 192.0.2.254\n\
+              no bgp ebgp-requires-policy\n\
+              no bgp network import-check\n\
+              neighbor fd00:115::1 remote-as 64512\n\
+              neighbor fd00:115::1 timers 1 3\n\
+              neighbor fd00:115::1 timers connect 1\n\
+              neighbor fd00:115::1 capability extended-nexthop\n\
+              address-family ipv4 unicast\n\
+               neighbor fd00:115::1 activate\n\
+               network {OFFERED}\n\
+              exit-address-family\n\
+              address-family ipv6 unicast\n\
+               neighbor fd00:115::1 activate\n\
+              exit-address-family\n"
+        ),
+    );
+    let store = dir.path().join("cluster.json");
+    let mut flags = bgp_flags("fd00:115::1");
+    flags.extend(
+        [
+            "--pool",
+            "fd10:244::/56",
+            "--bgp-listen",
+            "[::]:179",
+            "--bgp-no-mesh",
+            "--bgp-peer",
+            "fd00:115::254,65000",
+        ]
+        .map(String::from),
+    );
+    let d = start(&n, "n1", dir.path(), &store, &flags);
+    let logs = || format!("{}\nFRR:\n{}", d.log(), frr.log("bgpd"));
+    // FRR's IPv4 prefix, in the node via FRR's IPv6 address.
+    wait_route(
+        &n,
+        net(OFFERED),
+        Some("inet6 fd00:115::254"),
+        true,
+        30 * SEC,
+        logs,
+    );
+    let b4 = block_of(&store, "n1", &d);
+    // FRR has the node's IPv4 block with the node's IPv6 address as next hop.
+    let b4s = b4.to_string();
+    wait_until(
+        10 * SEC,
+        || {
+            frr.paths("ipv4", &b4s)
+                .iter()
+                .any(|p| p.to_string().contains("fd00:115::1"))
+        },
+        || format!("{}\n{}", frr.vtysh("show bgp ipv4 unicast"), logs()),
+    );
+    // zebra installed it via inet6 too: IPv4 traffic both ways over the IPv6-only link.
+    let host = match b4 {
+        IpNetwork::V4(b) => std::net::Ipv4Addr::from(u32::from(b.network()) + 1).to_string(),
+        IpNetwork::V6(_) => unreachable!(),
+    };
+    n.ip(&["addr", "add", &format!("{host}/32"), "dev", "lo"]);
+    wait_until(
+        10 * SEC,
+        || {
+            r.ip(&["-4", "route"]).contains(&format!("{b4s} nhid"))
+                || r.ip(&["-4", "route"])
+                    .contains(&format!("{b4s} via inet6 fd00:115::1"))
+        },
+        || r.ip(&["-4", "route"]),
+    );
+    let (ok, out) = n.exec(&["ping", "-c", "2", "-W", "2", "-I", &host, "10.244.200.1"]);
+    assert!(
+        ok,
+        "IPv4 over the IPv6-only link: {out}\n{}",
+        r.ip(&["-4", "route"])
+    );
+    assert!(d.log().contains("RFC 8950"), "{}", d.log());
+
+    // FRR stops offering the capability: the session resets, the node's IPv4 block is
+    // no longer sent to it (and the node says why); the IPv6 block still is.
+    frr.configure(
+        65000,
+        None,
+        &["no neighbor fd00:115::1 capability extended-nexthop"],
+    );
+    wait_until(
+        20 * SEC,
+        || {
+            frr.paths("ipv4", &b4s).is_empty()
+                && d.log().contains("did not negotiate the extended next hop")
+        },
+        || format!("{}\n{}", frr.vtysh("show bgp ipv4 unicast"), logs()),
+    );
+    let b6 = node_blocks(&store, "n1")
+        .into_iter()
+        .find(IpNetwork::is_ipv6)
+        .unwrap()
+        .to_string();
+    wait_until(
+        20 * SEC,
+        || !frr.paths("ipv6", &b6).is_empty(),
+        || format!("{}\n{}", frr.vtysh("show bgp ipv6 unicast"), logs()),
+    );
+    // FRR, for its part, sends no IPv4 route without the capability (it has no IPv4
+    // next hop on this link).
+    wait_route(&n, net(OFFERED), None, false, 5 * SEC, logs);
 }

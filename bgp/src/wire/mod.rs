@@ -7,7 +7,7 @@ mod open;
 mod update;
 
 pub use error::{DecodeError, HeaderError, OpenError, UpdateError};
-pub use open::{Capability, Family, GracefulRestart, Open, AS_TRANS};
+pub use open::{Capability, ExtendedNextHop, Family, GracefulRestart, Open, AS_TRANS};
 pub use update::{AsSegment, MpReach, MpUnreach, Origin, PathAttributes, RawAttribute, Update};
 
 /// Length of the fixed header: marker (16), length (2), type (1).
@@ -21,12 +21,18 @@ const MARKER: [u8; 16] = [0xff; 16];
 pub struct Codec {
     /// Both sides announced 4-octet AS numbers (RFC 6793): AS_PATH carries 4-byte ASNs.
     pub four_octet_as: bool,
+    /// Both sides announced the extended next hop capability for IPv4 unicast with IPv6
+    /// next hops (RFC 8950): an IPv4 MP_REACH_NLRI may carry a 16- or 32-octet next hop.
+    /// Without it such a next hop is an error (UPDATE Message Error, Optional Attribute
+    /// Error).
+    pub extended_next_hop: bool,
 }
 
 impl Default for Codec {
     fn default() -> Self {
         Codec {
             four_octet_as: true,
+            extended_next_hop: false,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! OPEN (RFC 4271 §4.2) with capabilities (RFC 5492): multiprotocol (RFC 4760), route
-//! refresh (RFC 2918), graceful restart (RFC 4724), 4-octet AS (RFC 6793).
+//! refresh (RFC 2918), extended next hop (RFC 8950), graceful restart (RFC 4724),
+//! 4-octet AS (RFC 6793).
 
 use std::net::Ipv4Addr;
 
@@ -37,13 +38,35 @@ pub struct GracefulRestart {
     pub families: Vec<(Family, bool)>,
 }
 
+/// One tuple of the extended next hop capability (RFC 8950 §3): NLRI of `nlri` may
+/// carry a next hop of address family `next_hop_afi` (the sender can receive them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExtendedNextHop {
+    pub nlri: Family,
+    pub next_hop_afi: u16,
+}
+
+impl ExtendedNextHop {
+    /// IPv4 unicast NLRI with an IPv6 next hop: what an IPv6-only underlay needs.
+    pub const IPV4_OVER_IPV6: ExtendedNextHop = ExtendedNextHop {
+        nlri: Family::IPV4_UNICAST,
+        next_hop_afi: 2,
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Capability {
     Multiprotocol(Family),
     RouteRefresh,
+    /// Code 5 (RFC 8950): the <NLRI AFI, NLRI SAFI, next hop AFI> tuples the sender
+    /// accepts.
+    ExtendedNextHop(Vec<ExtendedNextHop>),
     GracefulRestart(GracefulRestart),
     FourOctetAs(u32),
-    Unknown { code: u8, value: Vec<u8> },
+    Unknown {
+        code: u8,
+        value: Vec<u8>,
+    },
 }
 
 /// An OPEN message. `asn` is the real (possibly 4-octet) AS number: encoding puts
@@ -72,6 +95,12 @@ impl Open {
         self.capabilities
             .iter()
             .any(|c| matches!(c, Capability::RouteRefresh))
+    }
+    /// Whether the sender accepts next hops of `t.next_hop_afi` for NLRI of `t.nlri`.
+    pub fn extended_next_hop(&self, t: ExtendedNextHop) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::ExtendedNextHop(ts) if ts.contains(&t)))
     }
     pub fn graceful_restart(&self) -> Option<&GracefulRestart> {
         self.capabilities.iter().find_map(|c| match c {
@@ -176,6 +205,24 @@ fn decode_capability(code: u8, value: &[u8]) -> Result<Capability, OpenError> {
             _ => return Err(OpenError::Malformed),
         },
         2 if value.is_empty() => Capability::RouteRefresh,
+        // RFC 8950 §3: a list of 6-octet tuples (the NLRI SAFI takes two octets here).
+        5 => {
+            if value.is_empty() || value.len() % 6 != 0 {
+                return Err(OpenError::Malformed);
+            }
+            let tuples = value
+                .chunks_exact(6)
+                .map(|t| ExtendedNextHop {
+                    nlri: Family::new(
+                        u16::from_be_bytes([t[0], t[1]]),
+                        // A SAFI above 255 is no family this speaker knows: it never matches.
+                        u8::try_from(u16::from_be_bytes([t[2], t[3]])).unwrap_or(0),
+                    ),
+                    next_hop_afi: u16::from_be_bytes([t[4], t[5]]),
+                })
+                .collect();
+            Capability::ExtendedNextHop(tuples)
+        }
         64 => {
             let word = r.u16().ok_or(OpenError::Malformed)?;
             let mut families = Vec::new();
@@ -212,6 +259,15 @@ fn encode_capability(cap: &Capability) -> (u8, Vec<u8>) {
             (1, v)
         }
         Capability::RouteRefresh => (2, vec![]),
+        Capability::ExtendedNextHop(tuples) => {
+            let mut v = Vec::with_capacity(tuples.len() * 6);
+            for t in tuples {
+                v.extend_from_slice(&t.nlri.afi.to_be_bytes());
+                v.extend_from_slice(&u16::from(t.nlri.safi).to_be_bytes());
+                v.extend_from_slice(&t.next_hop_afi.to_be_bytes());
+            }
+            (5, v)
+        }
         Capability::GracefulRestart(gr) => {
             let word = (gr.restart_time & 0x0fff)
                 | if gr.restarting { 0x8000 } else { 0 }

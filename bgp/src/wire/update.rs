@@ -1,5 +1,6 @@
 //! UPDATE (RFC 4271 §4.3) with the attributes this speaker reads and writes, and
-//! MP_REACH_NLRI / MP_UNREACH_NLRI (RFC 4760) for IPv6 unicast.
+//! MP_REACH_NLRI / MP_UNREACH_NLRI (RFC 4760) for IPv6 unicast, and for IPv4 unicast
+//! with an IPv6 next hop (RFC 8950) when the session negotiated it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -36,13 +37,24 @@ pub struct AsSegment {
     pub asns: Vec<u32>,
 }
 
-/// MP_REACH_NLRI for IPv6 unicast (or IPv4 unicast sent the multiprotocol way).
+/// MP_REACH_NLRI for IPv6 unicast, or IPv4 unicast sent the multiprotocol way (with an
+/// IPv4 next hop, or an IPv6 one under RFC 8950).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MpReach {
     pub family: Family,
-    /// Global next hop, then optionally the link-local one (RFC 2545).
+    /// IPv6: the global next hop, then optionally the link-local one (RFC 2545 §3,
+    /// RFC 8950 §3: 16 or 32 octets). IPv4 with an IPv4 next hop: that one address.
     pub next_hops: Vec<IpAddr>,
     pub nlri: Vec<IpNetwork>,
+}
+
+impl MpReach {
+    /// The next hop to forward to: the global one, unless it is unspecified (`::`,
+    /// which a speaker with only a link-local address sends next to it), then the
+    /// link-local one. `None`: no usable address.
+    pub fn next_hop(&self) -> Option<IpAddr> {
+        self.next_hops.iter().find(|a| !a.is_unspecified()).copied()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,7 +421,7 @@ fn decode_attributes(buf: &[u8], codec: Codec) -> Result<PathAttributes, UpdateE
                 }
                 let nh_len = usize::from(m.u8().ok_or_else(err)?);
                 let nh = m.take(nh_len).ok_or_else(err)?;
-                let next_hops = decode_next_hops(nh, v6).ok_or_else(err)?;
+                let next_hops = decode_next_hops(nh, v6, codec).ok_or_else(err)?;
                 m.u8().ok_or_else(err)?; // reserved
                 let nlri = decode_prefixes(m.take(m.remaining()).unwrap_or_default(), v6)?;
                 attrs.mp_reach = Some(MpReach {
@@ -471,7 +483,10 @@ fn merge_as4_path(as_path: &[AsSegment], as4: Vec<AsSegment>) -> Vec<AsSegment> 
     out
 }
 
-fn decode_next_hops(nh: &[u8], v6: bool) -> Option<Vec<IpAddr>> {
+/// The next hop field of an MP_REACH_NLRI of IPv6 (`v6`) or IPv4 unicast: 16 or 32
+/// octets (global, link-local) of IPv6, or 4 of IPv4 for IPv4 NLRI, which takes IPv6
+/// ones too when the session negotiated the extended next hop (RFC 8950 §3).
+fn decode_next_hops(nh: &[u8], v6: bool, codec: Codec) -> Option<Vec<IpAddr>> {
     let addr = |c: &[u8]| -> Option<IpAddr> {
         Some(match c.len() {
             4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(c).ok()?)),
@@ -479,11 +494,16 @@ fn decode_next_hops(nh: &[u8], v6: bool) -> Option<Vec<IpAddr>> {
             _ => return None,
         })
     };
-    match (v6, nh.len()) {
-        (false, 4) | (true, 16) => Some(vec![addr(nh)?]),
-        (true, 32) => Some(vec![addr(&nh[..16])?, addr(&nh[16..])?]),
-        _ => None,
-    }
+    let ipv6_ok = v6 || codec.extended_next_hop;
+    let hops = match (v6, nh.len()) {
+        (false, 4) => vec![addr(nh)?],
+        (_, 16) if ipv6_ok => vec![addr(nh)?],
+        (_, 32) if ipv6_ok => vec![addr(&nh[..16])?, addr(&nh[16..])?],
+        _ => return None,
+    };
+    // A next hop nobody can forward to is a malformed attribute, not a route.
+    let usable = |a: &IpAddr| !a.is_unspecified() && !a.is_multicast() && !a.is_loopback();
+    hops.iter().any(usable).then_some(hops)
 }
 
 fn decode_as_path(value: &[u8], codec: Codec) -> Result<Vec<AsSegment>, UpdateError> {

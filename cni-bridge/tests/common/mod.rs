@@ -9,35 +9,19 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
+use testkit::{try_sh, Netns};
 
 pub const REF_CNI: &str = "/usr/lib/cni";
 
-/// Runs a command, returns (success, stdout + stderr).
-pub fn sh(args: &[&str]) -> (bool, String) {
-    match Command::new(args[0]).args(&args[1..]).output() {
-        Ok(o) => (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        ),
-        Err(e) => (false, e.to_string()),
-    }
-}
-
-/// Runs a command, returns (success, stdout only). For output that is parsed: `ip`
-/// writes notes about other namespaces on stderr (e.g. "Error: Peer netns reference is
-/// invalid." when a netns it resolves for `link-netns` is being deleted by another
-/// test), which must not be read as data.
-pub fn sh_stdout(args: &[&str]) -> (bool, String) {
-    match Command::new(args[0]).args(&args[1..]).output() {
-        Ok(o) => (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        ),
-        Err(e) => (false, e.to_string()),
+/// Runs `argv` (the test kit's [`try_sh`]): whether it succeeded, and its stdout, or
+/// the failure (its stderr and stdout). Stdout only on success: `ip` writes notes about
+/// other namespaces on stderr (e.g. "Error: Peer netns reference is invalid." when a
+/// netns it resolves for `link-netns` is being deleted by another test), which must not
+/// be read as data.
+fn run(argv: &[&str]) -> (bool, String) {
+    match try_sh(argv[0], &argv[1..]) {
+        Ok(out) => (true, out),
+        Err(e) => (false, e),
     }
 }
 
@@ -66,7 +50,9 @@ impl Outcome {
 }
 
 pub struct Pod {
+    /// The namespace's name.
     pub ns: String,
+    pub netns: Netns,
     pub container: String,
     pub ifname: String,
 }
@@ -93,6 +79,7 @@ pub struct World {
     /// When set, the plugin runs inside this "node" netns (bridge, forwarding and rules
     /// live there, not on the machine).
     pub node: Option<String>,
+    node_netns: Option<Netns>,
     /// The configuration DEL should use in Drop.
     pub last_conf: std::sync::Mutex<Option<Value>>,
 }
@@ -117,17 +104,16 @@ impl World {
             extra_path: None,
             extra_links: Vec::new(),
             node: None,
+            node_netns: None,
             last_conf: std::sync::Mutex::new(None),
         }
     }
 
     /// Runs the plugin (and host-side inspection) inside a fresh node netns.
     pub fn in_node(&mut self) {
-        let ns = format!("cbt-{}-{}-node", self.tag, std::process::id());
-        let (ok, out) = sh(&["ip", "netns", "add", &ns]);
-        assert!(ok, "ip netns add {ns}: {out}");
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        self.node = Some(ns);
+        let ns = Netns::named(&format!("cbt-{}-{}-node", self.tag, std::process::id()));
+        self.node = Some(ns.name().into());
+        self.node_netns = Some(ns);
     }
 
     /// `ip ...` on the host side (the node netns if any).
@@ -137,7 +123,7 @@ impl World {
             v.extend_from_slice(&["-n", n.as_str()]);
         }
         v.extend_from_slice(args);
-        sh(&v)
+        run(&v)
     }
 
     /// A command on the host side (inside the node netns if any).
@@ -147,18 +133,16 @@ impl World {
             v.extend_from_slice(&["ip", "netns", "exec", n.as_str()]);
         }
         v.extend_from_slice(args);
-        sh(&v)
+        run(&v)
     }
 
     /// Creates a pod netns; returns its index.
     pub fn pod(&mut self) -> usize {
         let i = self.pods.len();
-        let ns = format!("cbt-{}-{}-{}", self.tag, std::process::id(), i);
-        let (ok, out) = sh(&["ip", "netns", "add", &ns]);
-        assert!(ok, "ip netns add {ns}: {out}");
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let netns = Netns::named(&format!("cbt-{}-{}-{}", self.tag, std::process::id(), i));
         self.pods.push(Pod {
-            ns,
+            ns: netns.name().into(),
+            netns,
             container: format!("ctr-{}-{i}", self.tag),
             ifname: "eth0".into(),
         });
@@ -282,7 +266,7 @@ impl World {
         }
         out.push_str(&format!(
             "bridge fdb:\n{}\n",
-            sh(&["bridge", "fdb", "show", "br", &self.bridge]).1
+            run(&["bridge", "fdb", "show", "br", &self.bridge]).1
         ));
         for &p in pods {
             for args in [["-d", "link"], ["addr", "show"], ["neigh", "show"]] {
@@ -295,14 +279,15 @@ impl World {
         out
     }
 
-    /// Names of the links enslaved to the bridge (stdout only: see [`sh_stdout`]).
+    /// Names of the links enslaved to the bridge.
     pub fn ports(&self) -> Vec<String> {
         let mut v = vec!["ip"];
         if let Some(n) = &self.node {
             v.extend_from_slice(&["-n", n.as_str()]);
         }
         v.extend_from_slice(&["-o", "link", "show", "master", &self.bridge]);
-        let (_, out) = sh_stdout(&v);
+        // No bridge (yet, or any more): no ports.
+        let out = try_sh(v[0], &v[1..]).unwrap_or_default();
         out.lines()
             .filter_map(|l| l.split(':').nth(1))
             .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())
@@ -314,23 +299,16 @@ impl World {
     pub fn in_pod(&self, pod: usize, args: &[&str]) -> (bool, String) {
         let mut v = vec!["ip", "-n", self.pods[pod].ns.as_str()];
         v.extend_from_slice(args);
-        sh(&v)
+        run(&v)
     }
 
     /// Pings `addr` from inside the pod (a few tries: the first ARP may be slow).
     pub fn ping_from(&self, pod: usize, addr: &str) -> bool {
         (0..3).any(|_| {
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &self.pods[pod].ns,
-                "ping",
-                "-c1",
-                "-W1",
-                addr,
-            ])
-            .0
+            self.pods[pod]
+                .netns
+                .try_exec(&["ping", "-c1", "-W1", addr])
+                .is_ok()
         })
     }
 }
@@ -343,15 +321,10 @@ impl Drop for World {
                 let _ = self.run("DEL", &conf, i);
             }
         }
-        for p in &self.pods {
-            sh(&["ip", "netns", "del", &p.ns]);
-        }
+        // The pods' and the node's namespaces go with their `Netns` guards.
         self.host_ip(&["link", "del", &self.bridge]);
         for l in &self.extra_links {
             self.host_ip(&["link", "del", l]);
-        }
-        if let Some(n) = &self.node {
-            sh(&["ip", "netns", "del", n]);
         }
     }
 }

@@ -9,11 +9,11 @@ use netlink_packet_route::AddressFamily;
 use rtnetlink::AddressMessageBuilder;
 
 use super::{errno, nl_err, Netlink};
-use crate::spec::error::CniError;
+use crate::kernel_error::KernelError;
 
 impl Netlink {
     /// Adds `addr` to link `index`; already present is not an error.
-    pub async fn add_address(&self, index: u32, addr: IpNetwork) -> Result<(), CniError> {
+    pub async fn add_address(&self, index: u32, addr: IpNetwork) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("addr.add");
         match self
             .handle
@@ -26,13 +26,13 @@ impl Netlink {
             Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(nl_err(
                 format!("adding address {addr} to link {}", self.label(index).await),
-                &e,
+                e,
             )),
         }
     }
 
     /// Removes `addr` from link `index`; already absent is not an error.
-    pub async fn del_address(&self, index: u32, addr: IpNetwork) -> Result<(), CniError> {
+    pub async fn del_address(&self, index: u32, addr: IpNetwork) -> Result<(), KernelError> {
         let msg = match addr.ip() {
             IpAddr::V4(ip) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
                 .index(index)
@@ -52,13 +52,13 @@ impl Netlink {
                     "removing address {addr} from link {}",
                     self.label(index).await
                 ),
-                &e,
+                e,
             )),
         }
     }
 
     /// Addresses on link `index` (global and link scope, both families).
-    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNetwork>, CniError> {
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNetwork>, KernelError> {
         let _timing = crate::timing::phase("addr.dump");
         let msgs: Vec<_> = self
             .handle
@@ -68,7 +68,7 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|e| nl_err(format!("listing addresses of link #{index}"), &e))?;
+            .map_err(|e| nl_err(format!("listing addresses of link #{index}"), e))?;
         let mut out = Vec::new();
         for m in msgs {
             // The dump filter is applied in user space by rtnetlink; check it anyway.
@@ -94,10 +94,10 @@ impl Netlink {
             };
             if let Some(ip) = ip {
                 let net = IpNetwork::new(ip, m.header.prefix_len).map_err(|e| {
-                    CniError::internal(format!(
-                        "address {ip}/{} on link #{index}: {e}",
-                        m.header.prefix_len
-                    ))
+                    KernelError::other(
+                        format!("address {ip}/{} on link #{index}", m.header.prefix_len),
+                        e.to_string(),
+                    )
                 })?;
                 out.push(net);
             }

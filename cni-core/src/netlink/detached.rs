@@ -22,7 +22,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::num::NonZeroI32;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
@@ -36,8 +36,8 @@ use rtnetlink::constants::RTMGRP_LINK;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::kernel_error::{KernelError, Kind};
 use crate::netns::NetNs;
-use crate::spec::error::CniError;
 
 /// How long to wait for the kernel to announce the deletion before giving up.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -251,10 +251,10 @@ fn close_all_but(keep: &[RawFd]) {
 /// Deletes the link `ifname` in `ns` (and with it a veth peer in the caller's
 /// namespace), returning once the kernel has announced both are gone, while a detached
 /// child waits out the rest of the kernel's work. `Ok(false)`: there was no such link.
-pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, CniError> {
+pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, KernelError> {
     let _timing = crate::timing::phase("veth.delete-detached");
     let what = || format!("deleting {ifname} in {}", ns.path().display());
-    let io_err = |e: io::Error| CniError::internal(format!("{}: {e}", what()));
+    let io_err = |e: io::Error| KernelError::io(Kind::Kernel, what(), e);
 
     // Sockets in the pod namespace: queries, the child's request, link notifications.
     let (query, req, pod_mon) = ns
@@ -276,14 +276,8 @@ pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, CniError> 
         NLM_F_REQUEST | NLM_F_ACK,
         2,
     );
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io_err(io::Error::last_os_error()));
-    }
-    // SAFETY: freshly created descriptors, owned once.
     let (status_r, status_w) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err(io::Error::from(e)))?;
     let mut child_buf = vec![0u8; 4096];
 
     // SAFETY: the child only makes system calls on memory allocated before the fork.
@@ -328,11 +322,13 @@ pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, CniError> 
         }
         let now = Instant::now();
         if now.duration_since(start) > TIMEOUT {
-            return Err(CniError::internal(format!(
-                "{}: the kernel did not report the deletion within {}s",
+            return Err(KernelError::other(
                 what(),
-                TIMEOUT.as_secs()
-            )));
+                format!(
+                    "the kernel did not report the deletion within {}s",
+                    TIMEOUT.as_secs()
+                ),
+            ));
         }
         if pod_gone && now.duration_since(pod_gone_at) > PEER_GRACE {
             // The peer may be in yet another namespace: check it directly, then stop.
@@ -372,20 +368,19 @@ pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, CniError> 
                 // The kernel answered: the whole deletion is over (or failed).
                 return match i32::from_ne_bytes(code) {
                     0 | libc::ENODEV => Ok(true),
-                    e => Err(CniError::internal(format!(
-                        "{}: {}",
+                    e => Err(KernelError::from_errno(
                         what(),
-                        io::Error::from_raw_os_error(e)
-                    ))),
+                        nix::errno::Errno::from_raw(e),
+                    )),
                 };
             }
             // The child died without a word: see whether the link is gone.
             return match get_link(&query, &mut buf, 4, link.index, None).map_err(io_err)? {
                 None => Ok(true),
-                Some(_) => Err(CniError::internal(format!(
-                    "{}: the deleting process exited early",
-                    what()
-                ))),
+                Some(_) => Err(KernelError::other(
+                    what(),
+                    "the deleting process exited early",
+                )),
             };
         }
     }
@@ -393,7 +388,12 @@ pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, CniError> 
 
 /// Drains `mon`; whether an RTM_DELLINK for `index` was among the messages. When
 /// notifications were lost (ENOBUFS), asks `query` whether the link still exists.
-fn saw_dellink(mon: &Socket, buf: &mut [u8], index: u32, query: &Socket) -> Result<bool, CniError> {
+fn saw_dellink(
+    mon: &Socket,
+    buf: &mut [u8],
+    index: u32,
+    query: &Socket,
+) -> Result<bool, KernelError> {
     loop {
         match recv(mon, buf, libc::MSG_DONTWAIT) {
             Ok(n) => {
@@ -405,7 +405,9 @@ fn saw_dellink(mon: &Socket, buf: &mut [u8], index: u32, query: &Socket) -> Resu
             Err(_) => {
                 return get_link(query, buf, 5, index, None)
                     .map(|l| l.is_none())
-                    .map_err(|e| CniError::internal(format!("looking up link #{index}: {e}")))
+                    .map_err(|e| {
+                        KernelError::io(Kind::Kernel, format!("looking up link #{index}"), e)
+                    })
             }
         }
     }

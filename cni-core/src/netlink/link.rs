@@ -14,12 +14,12 @@ use rtnetlink::{
 use netlink_packet_core::{NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
 
-use super::{describe, errno, nl_err, request_echo, MacAddr, Netlink};
+use super::{errno, nl_err, request_echo, MacAddr, Netlink};
+use crate::kernel_error::KernelError;
 
 /// The flags of a link creation (as `rtnetlink`'s `LinkAddRequest` sets them).
 const NEW_LINK_FLAGS: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 use crate::netns::NetNs;
-use crate::spec::error::CniError;
 
 /// What the kernel says about a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,15 +83,22 @@ pub struct BridgeSpec {
     pub vlan_filtering: bool,
 }
 
+/// The MAC of a bridge created without one: locally administered, unicast, stable for
+/// its name.
+fn bridge_mac_for(name: &str) -> MacAddr {
+    let h = crate::hash::stable_hash(&["bridge", name]).to_be_bytes();
+    MacAddr([(h[0] & 0xfe) | 0x02, h[1], h[2], h[3], h[4], h[5]])
+}
+
 impl Netlink {
-    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, CniError> {
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, KernelError> {
         let _timing = crate::timing::phase("link.get");
         let req = self.handle.link().get().match_name(name.to_string());
         self.get_one(req, || format!("looking up link {name}"))
             .await
     }
 
-    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, CniError> {
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, KernelError> {
         let _timing = crate::timing::phase("link.get");
         let req = self.handle.link().get().match_index(index);
         self.get_one(req, || format!("looking up link #{index}"))
@@ -102,17 +109,17 @@ impl Netlink {
         &self,
         req: rtnetlink::LinkGetRequest,
         what: impl Fn() -> String,
-    ) -> Result<Option<Link>, CniError> {
+    ) -> Result<Option<Link>, KernelError> {
         match req.execute().try_next().await {
             Ok(Some(msg)) => Ok(Some(Link::from_message(&msg))),
             Ok(None) => Ok(None),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(nl_err(what(), &e)),
+            Err(e) => Err(nl_err(what(), e)),
         }
     }
 
     /// Every link in the namespace.
-    pub async fn links(&self) -> Result<Vec<Link>, CniError> {
+    pub async fn links(&self) -> Result<Vec<Link>, KernelError> {
         let _timing = crate::timing::phase("link.dump");
         self.handle
             .link()
@@ -121,19 +128,22 @@ impl Netlink {
             .map_ok(|m| Link::from_message(&m))
             .try_collect()
             .await
-            .map_err(|e| nl_err("listing links", &e))
+            .map_err(|e| nl_err("listing links", e))
     }
 
     /// Creates the bridge if missing (a concurrent creator winning the race is fine),
     /// refuses a same-named link of another kind, applies MTU/promisc/vlan filtering,
     /// and brings it up.
-    pub async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<Link, CniError> {
+    pub async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<Link, KernelError> {
         Ok(self.ensure_bridge_created(spec).await?.0)
     }
 
     /// [`Netlink::ensure_bridge`], and whether this call created the bridge (an ADD that
     /// did undoes it on failure): one lookup where a lookup before the call took two.
-    pub async fn ensure_bridge_created(&self, spec: &BridgeSpec) -> Result<(Link, bool), CniError> {
+    pub async fn ensure_bridge_created(
+        &self,
+        spec: &BridgeSpec,
+    ) -> Result<(Link, bool), KernelError> {
         let _timing = crate::timing::phase("bridge.ensure");
         let name = spec.name.as_str();
         let mut created = false;
@@ -146,25 +156,36 @@ impl Netlink {
                 if let Some(mtu) = spec.mtu {
                     b = b.mtu(mtu);
                 }
-                if let Some(mac) = spec.mac {
-                    b = b.address(mac.0.to_vec());
-                }
+                // Always created with a MAC: a bridge without one takes the lowest MAC
+                // of its ports, so it changes when a pod with a lower veth MAC comes or
+                // the lowest one goes, and every pod's ARP entry for the gateway is
+                // wrong until it is revalidated (seconds to minutes without traffic:
+                // kubernetes#30783, flannel#1381). A MAC given at creation is fixed;
+                // derived from the name, a recreated bridge gets the same one.
+                let mac = spec.mac.unwrap_or_else(|| bridge_mac_for(name));
+                b = b.address(mac.0.to_vec());
                 match self.handle.link().add(b.build()).execute().await {
                     Ok(()) => created = true,
                     // Another plugin instance created it between our lookup and add.
                     Err(e) if errno(&e) == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(nl_err(format!("creating bridge {name}"), &e)),
+                    Err(e) => return Err(nl_err(format!("creating bridge {name}"), e)),
                 }
                 self.link_by_name(name).await?.ok_or_else(|| {
-                    CniError::internal(format!("bridge {name} vanished right after creation"))
+                    KernelError::other(
+                        format!("creating bridge {name}"),
+                        "it vanished right after creation",
+                    )
                 })?
             }
         };
         if existing.kind.as_deref() != Some("bridge") {
-            return Err(CniError::invalid_config(format!(
-                "link {name} exists and is a {}, not a bridge",
-                existing.kind.as_deref().unwrap_or("device of unknown kind")
-            )));
+            return Err(KernelError::invalid(
+                format!("ensuring bridge {name}"),
+                format!(
+                    "link {name} exists and is a {}, not a bridge",
+                    existing.kind.as_deref().unwrap_or("device of unknown kind")
+                ),
+            ));
         }
         let index = existing.index;
         // Read back only what was changed here (an adopted bridge as it is is returned as
@@ -197,7 +218,7 @@ impl Netlink {
                 .set_port(msg)
                 .execute()
                 .await
-                .map_err(|e| nl_err(format!("enabling vlan_filtering on bridge {name}"), &e))?;
+                .map_err(|e| nl_err(format!("enabling vlan_filtering on bridge {name}"), e))?;
         }
         if !existing.up {
             self.set_up(index).await?;
@@ -207,7 +228,10 @@ impl Netlink {
             return Ok((existing, created));
         }
         let link = self.link_by_index(index).await?.ok_or_else(|| {
-            CniError::internal(format!("bridge {name} vanished while being configured"))
+            KernelError::other(
+                format!("configuring bridge {name}"),
+                "it vanished while being configured",
+            )
         })?;
         Ok((link, created))
     }
@@ -222,7 +246,7 @@ impl Netlink {
         peer_ns: &NetNs,
         mtu: Option<u32>,
         peer_mac: Option<MacAddr>,
-    ) -> Result<Link, CniError> {
+    ) -> Result<Link, KernelError> {
         let _timing = crate::timing::phase("veth.create");
         // The peer's own link message carries IFLA_NET_NS_FD: the kernel creates it
         // directly in `peer_ns`, so its name never has to be unique on the host.
@@ -247,31 +271,36 @@ impl Netlink {
         let echoed = request_echo(&self.handle, req, NEW_LINK_FLAGS)
             .await
             .map_err(|e| {
-                CniError::internal(format!(
-                    "creating veth {host_name} (peer {peer_name} in {}): {}",
-                    peer_ns.path().display(),
-                    describe(&e)
-                ))
+                nl_err(
+                    format!(
+                        "creating veth {host_name} (peer {peer_name} in {})",
+                        peer_ns.path().display()
+                    ),
+                    e,
+                )
             })?;
         match echoed {
             Some(RouteNetlinkMessage::NewLink(m)) if m.header.index != 0 => {
                 Ok(Link::from_message(&m))
             }
             _ => self.link_by_name(host_name).await?.ok_or_else(|| {
-                CniError::internal(format!("veth {host_name} vanished right after creation"))
+                KernelError::other(
+                    format!("creating veth {host_name}"),
+                    "it vanished right after creation",
+                )
             }),
         }
     }
 
     /// Deletes a link; a link that is already gone is not an error.
-    pub async fn delete_link(&self, index: u32) -> Result<(), CniError> {
+    pub async fn delete_link(&self, index: u32) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("link.delete");
         match self.handle.link().del(index).execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
             Err(e) => Err(nl_err(
                 format!("deleting link {}", self.label(index).await),
-                &e,
+                e,
             )),
         }
     }
@@ -289,14 +318,14 @@ impl Netlink {
         msg: LinkMessage,
         index: u32,
         what: impl FnOnce(&str) -> String,
-    ) -> Result<(), CniError> {
+    ) -> Result<(), KernelError> {
         match self.handle.link().set(msg).execute().await {
             Ok(()) => Ok(()),
-            Err(e) => Err(nl_err(what(&self.label(index).await), &e)),
+            Err(e) => Err(nl_err(what(&self.label(index).await), e)),
         }
     }
 
-    pub async fn set_up(&self, index: u32) -> Result<(), CniError> {
+    pub async fn set_up(&self, index: u32) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("link.up");
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.set_link(msg, index, |l| format!("setting link {l} up"))
@@ -304,19 +333,19 @@ impl Netlink {
     }
 
     /// Sets the link administratively down.
-    pub async fn set_down(&self, index: u32) -> Result<(), CniError> {
+    pub async fn set_down(&self, index: u32) -> Result<(), KernelError> {
         let msg = LinkUnspec::new_with_index(index).down().build();
         self.set_link(msg, index, |l| format!("setting link {l} down"))
             .await
     }
 
-    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), CniError> {
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), KernelError> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
         self.set_link(msg, index, |l| format!("setting MTU {mtu} on link {l}"))
             .await
     }
 
-    pub async fn set_mac(&self, index: u32, mac: MacAddr) -> Result<(), CniError> {
+    pub async fn set_mac(&self, index: u32, mac: MacAddr) -> Result<(), KernelError> {
         let msg = LinkUnspec::new_with_index(index)
             .address(mac.0.to_vec())
             .build();
@@ -324,21 +353,21 @@ impl Netlink {
             .await
     }
 
-    pub async fn set_master(&self, index: u32, master: u32) -> Result<(), CniError> {
+    pub async fn set_master(&self, index: u32, master: u32) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("port.master");
         let msg = LinkUnspec::new_with_index(index).controller(master).build();
         self.set_link(msg, index, |l| format!("enslaving link {l} to #{master}"))
             .await
     }
 
-    pub async fn set_promisc(&self, index: u32, on: bool) -> Result<(), CniError> {
+    pub async fn set_promisc(&self, index: u32, on: bool) -> Result<(), KernelError> {
         let msg = LinkUnspec::new_with_index(index).promiscuous(on).build();
         self.set_link(msg, index, |l| format!("setting promisc {on} on link {l}"))
             .await
     }
 
     /// Bridge port hairpin mode (`IFLA_BRPORT_MODE`) on an enslaved port.
-    pub async fn set_hairpin(&self, port_index: u32, on: bool) -> Result<(), CniError> {
+    pub async fn set_hairpin(&self, port_index: u32, on: bool) -> Result<(), KernelError> {
         // IFLA_INFO_SLAVE_DATA carries IFLA_BRPORT_MODE, as `ip link set type bridge_slave`.
         let msg = LinkBridgePort::new(port_index).hairpin(on).build();
         match self.handle.link().set_port(msg).execute().await {
@@ -347,18 +376,19 @@ impl Netlink {
                 let l = self.label(port_index).await;
                 Err(nl_err(
                     format!("setting hairpin {on} on bridge port {l}"),
-                    &e,
+                    e,
                 ))
             }
         }
     }
 
     /// Bridge port VLAN: `vid` as PVID and untagged on the port (bridge `vlan` option).
-    pub async fn set_port_vlan(&self, port_index: u32, vid: u16) -> Result<(), CniError> {
+    pub async fn set_port_vlan(&self, port_index: u32, vid: u16) -> Result<(), KernelError> {
         if vid == 0 || vid >= 4095 {
-            return Err(CniError::invalid_config(format!(
-                "invalid VLAN id {vid}: want 1..=4094"
-            )));
+            return Err(KernelError::invalid(
+                format!("invalid VLAN id {vid}"),
+                "want 1..=4094",
+            ));
         }
         // AF_BRIDGE RTM_SETLINK with IFLA_AF_SPEC/IFLA_BRIDGE_VLAN_INFO, as `bridge vlan add`.
         let msg = LinkBridgeVlan::new(port_index)

@@ -1,6 +1,7 @@
 //! Netlink primitives over `rtnetlink`: links, addresses, routes. One small file per
 //! object kind. Every call is async; plugins drive them on a current-thread runtime
-//! (see [`block_on`]).
+//! (see [`block_on`]). Failures are [`KernelError`]s that keep the kernel's errno and
+//! name the operation and its object.
 
 pub mod addr;
 pub mod detached;
@@ -18,6 +19,7 @@ pub use route::RouteSpec;
 pub use underlay::{Underlay, UnderlaySelect};
 pub use vxlan::VxlanSpec;
 
+use crate::kernel_error::{KernelError, Kind};
 use crate::netns::NetNs;
 use crate::spec::error::CniError;
 
@@ -30,21 +32,22 @@ pub struct Netlink {
 impl Netlink {
     /// Connects in the calling thread's namespace. Must run inside a tokio runtime
     /// (the connection task is spawned on it).
-    pub fn connect() -> Result<Netlink, CniError> {
+    pub fn connect() -> Result<Netlink, KernelError> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(CniError::internal(
-                "netlink connect: not inside a tokio runtime",
+            return Err(KernelError::other(
+                "netlink connect",
+                "not inside a tokio runtime",
             ));
         }
         let _timing = crate::timing::phase("netlink.connect");
         let (conn, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| CniError::internal(format!("opening a netlink socket: {e}")))?;
+            .map_err(|e| KernelError::io(Kind::Kernel, "opening a netlink socket", e))?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
 
     /// Connects inside `ns`: the socket stays bound to `ns` after the thread returns.
-    pub fn connect_in(ns: &NetNs) -> Result<Netlink, CniError> {
+    pub fn connect_in(ns: &NetNs) -> Result<Netlink, KernelError> {
         // A netlink socket belongs to the namespace it was created in, whatever thread
         // later uses it: create it inside, use it from anywhere.
         ns.run(Netlink::connect)?
@@ -57,7 +60,8 @@ impl Netlink {
 }
 
 /// Runs `fut` to completion on a fresh current-thread runtime (no thread pool: a plugin
-/// call lasts milliseconds).
+/// call lasts milliseconds). A plugin-side helper, hence a [`CniError`]: it starts a
+/// runtime, it asks the kernel nothing.
 pub fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, CniError> {
     // tokio panics when a runtime is started from within one: say so instead.
     if tokio::runtime::Handle::try_current().is_ok() {
@@ -83,17 +87,9 @@ pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-/// Renders a netlink error as `strerror` text when it carries an errno.
-pub(crate) fn describe(e: &rtnetlink::Error) -> String {
-    match errno(e) {
-        Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
-        None => e.to_string(),
-    }
-}
-
-/// `CniError::internal("<what>: <reason>")`.
-pub(crate) fn nl_err(what: impl std::fmt::Display, e: &rtnetlink::Error) -> CniError {
-    CniError::internal(format!("{what}: {}", describe(e)))
+/// The request `what` failed with `e`: a [`KernelError`] with its errno.
+pub(crate) fn nl_err(what: impl Into<String>, e: rtnetlink::Error) -> KernelError {
+    KernelError::netlink(what, e)
 }
 
 /// Sends one request flagged `NLM_F_ECHO` and waits for its ACK (or error); returns

@@ -15,7 +15,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::{errno, nl_err, request_ack, MacAddr, Netlink};
-use crate::spec::error::CniError;
+use crate::kernel_error::KernelError;
 
 /// A permanent neighbour entry as read from the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -148,33 +148,35 @@ fn already_gone(e: &rtnetlink::Error) -> bool {
 
 impl Netlink {
     /// Adds or replaces a permanent neighbour entry `ip -> mac` on `dev`.
-    pub async fn replace_neigh(&self, dev: u32, ip: IpAddr, mac: MacAddr) -> Result<(), CniError> {
+    pub async fn replace_neigh(
+        &self,
+        dev: u32,
+        ip: IpAddr,
+        mac: MacAddr,
+    ) -> Result<(), KernelError> {
         let msg = RouteNetlinkMessage::NewNeighbour(neigh_message(dev, ip, Some(mac)));
         request_ack(&self.handle, NetlinkMessage::from(msg), REPLACE)
             .await
             .map_err(|e| {
                 nl_err(
                     format!("replacing neighbour {ip} lladdr {mac} on link #{dev}"),
-                    &e,
+                    e,
                 )
             })
     }
 
     /// Deletes the neighbour entry for `ip` on `dev`; already absent is not an error.
-    pub async fn del_neigh(&self, dev: u32, ip: IpAddr) -> Result<(), CniError> {
+    pub async fn del_neigh(&self, dev: u32, ip: IpAddr) -> Result<(), KernelError> {
         let msg = RouteNetlinkMessage::DelNeighbour(neigh_message(dev, ip, None));
         match request_ack(&self.handle, NetlinkMessage::from(msg), DELETE).await {
             Ok(()) => Ok(()),
             Err(e) if already_gone(&e) => Ok(()),
-            Err(e) => Err(nl_err(
-                format!("deleting neighbour {ip} on link #{dev}"),
-                &e,
-            )),
+            Err(e) => Err(nl_err(format!("deleting neighbour {ip} on link #{dev}"), e)),
         }
     }
 
     /// Permanent neighbour entries on `dev`, IPv4 and IPv6.
-    pub async fn neighs(&self, dev: u32) -> Result<Vec<NeighEntry>, CniError> {
+    pub async fn neighs(&self, dev: u32) -> Result<Vec<NeighEntry>, KernelError> {
         let mut req = self.handle.neighbours().get();
         // AF_UNSPEC dumps ARP and NDISC alike; NDA_IFINDEX makes the kernel filter by
         // device (also without strict checking).
@@ -185,7 +187,7 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|e| nl_err(format!("listing neighbours of link #{dev}"), &e))?;
+            .map_err(|e| nl_err(format!("listing neighbours of link #{dev}"), e))?;
         Ok(msgs
             .iter()
             .filter(|m| {
@@ -203,35 +205,40 @@ impl Netlink {
     /// Adds or replaces the permanent FDB entry `mac -> dst` on the VXLAN device `dev`:
     /// `bridge fdb replace MAC dev DEV dst DST self permanent`. The entry's (first)
     /// remote is replaced, so a changed `dst` leaves no stale remote behind.
-    pub async fn replace_fdb(&self, dev: u32, mac: MacAddr, dst: IpAddr) -> Result<(), CniError> {
+    pub async fn replace_fdb(
+        &self,
+        dev: u32,
+        mac: MacAddr,
+        dst: IpAddr,
+    ) -> Result<(), KernelError> {
         let msg = RouteNetlinkMessage::NewNeighbour(fdb_message(dev, mac, dst));
         request_ack(&self.handle, NetlinkMessage::from(msg), REPLACE)
             .await
             .map_err(|e| {
                 nl_err(
                     format!("replacing FDB entry {mac} dst {dst} on link #{dev}"),
-                    &e,
+                    e,
                 )
             })
     }
 
     /// Deletes the remote `dst` of `mac` on the VXLAN device `dev` (the entry goes with
     /// its last remote); already absent is not an error.
-    pub async fn del_fdb(&self, dev: u32, mac: MacAddr, dst: IpAddr) -> Result<(), CniError> {
+    pub async fn del_fdb(&self, dev: u32, mac: MacAddr, dst: IpAddr) -> Result<(), KernelError> {
         let msg = RouteNetlinkMessage::DelNeighbour(fdb_message(dev, mac, dst));
         match request_ack(&self.handle, NetlinkMessage::from(msg), DELETE).await {
             Ok(()) => Ok(()),
             Err(e) if already_gone(&e) => Ok(()),
             Err(e) => Err(nl_err(
                 format!("deleting FDB entry {mac} dst {dst} on link #{dev}"),
-                &e,
+                e,
             )),
         }
     }
 
     /// Permanent FDB entries of the VXLAN device `dev` that have a remote (`dst`): one
     /// per (MAC, remote).
-    pub async fn fdbs(&self, dev: u32) -> Result<Vec<FdbEntry>, CniError> {
+    pub async fn fdbs(&self, dev: u32) -> Result<Vec<FdbEntry>, KernelError> {
         // Without strict checking the kernel ignores a device filter in an AF_BRIDGE
         // dump (it takes ndmsg for the legacy ifinfomsg): filter here.
         let msgs: Vec<NeighbourMessage> = self
@@ -242,7 +249,7 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|e| nl_err(format!("listing FDB entries of link #{dev}"), &e))?;
+            .map_err(|e| nl_err(format!("listing FDB entries of link #{dev}"), e))?;
         Ok(msgs
             .iter()
             .filter(|m| {

@@ -7,19 +7,22 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
-    RouteProtocol, RouteScope, RouteType,
+    RouteProtocol, RouteScope, RouteType, RouteVia,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{errno, nl_err, request_ack, Netlink};
-use crate::spec::error::CniError;
+use crate::kernel_error::KernelError;
 
 /// A route as we program and read it. `None` fields are left to the kernel on add and
 /// ignored when matching.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteSpec {
     pub dst: IpNetwork,
+    /// The gateway. Of the other family than `dst` (an IPv4 route via an IPv6 gateway,
+    /// `via inet6`, RFC 8950 / RFC 5549) it is sent and read as `RTA_VIA`, not
+    /// `RTA_GATEWAY`.
     pub gw: Option<IpAddr>,
     /// Output interface index.
     pub oif: Option<u32>,
@@ -121,8 +124,12 @@ fn route_message(r: &RouteSpec, op: Op) -> RouteMessage {
     a.push(RouteAttribute::Destination(RouteAddress::from(
         r.dst.network(),
     )));
-    if let Some(gw) = r.gw {
-        a.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+    match r.gw {
+        Some(gw) if gw.is_ipv4() != r.dst.is_ipv4() => {
+            a.push(RouteAttribute::Via(RouteVia::from(gw)));
+        }
+        Some(gw) => a.push(RouteAttribute::Gateway(RouteAddress::from(gw))),
+        None => {}
     }
     if let Some(oif) = r.oif {
         a.push(RouteAttribute::Oif(oif));
@@ -170,6 +177,8 @@ pub(crate) fn parse_route(msg: &RouteMessage) -> Option<RouteSpec> {
         match attr {
             RouteAttribute::Destination(a) => dst_ip = ip_of(a)?,
             RouteAttribute::Gateway(a) => r.gw = ip_of(a),
+            RouteAttribute::Via(RouteVia::Inet(a)) => r.gw = Some(IpAddr::V4(*a)),
+            RouteAttribute::Via(RouteVia::Inet6(a)) => r.gw = Some(IpAddr::V6(*a)),
             RouteAttribute::Oif(i) => r.oif = Some(*i),
             RouteAttribute::PrefSource(a) => r.src = ip_of(a),
             RouteAttribute::Priority(p) => r.metric = Some(*p),
@@ -210,7 +219,7 @@ impl Netlink {
     }
 
     /// Adds a route; an identical existing route is not an error.
-    pub async fn add_route(&self, route: &RouteSpec) -> Result<(), CniError> {
+    pub async fn add_route(&self, route: &RouteSpec) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("route.add");
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         match self.send_route(route, Op::Add, flags).await {
@@ -221,30 +230,31 @@ impl Netlink {
                 if existing.iter().any(|r| route.matches(r)) {
                     Ok(())
                 } else {
-                    Err(CniError::internal(format!(
-                        "adding route to {}: a different route to {} exists",
-                        route.dst, route.dst
-                    )))
+                    Err(KernelError::other(
+                        format!("adding route to {}", route.dst),
+                        format!("a different route to {} exists", route.dst),
+                    )
+                    .with_errno(nix::errno::Errno::EEXIST))
                 }
             }
             Err(e) => Err(nl_err(
                 format!("adding route to {}", describe_route(route)),
-                &e,
+                e,
             )),
         }
     }
 
     /// Adds or replaces (NLM_F_REPLACE) a route.
-    pub async fn replace_route(&self, route: &RouteSpec) -> Result<(), CniError> {
+    pub async fn replace_route(&self, route: &RouteSpec) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("route.add");
         let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
         self.send_route(route, Op::Add, flags)
             .await
-            .map_err(|e| nl_err(format!("replacing route to {}", describe_route(route)), &e))
+            .map_err(|e| nl_err(format!("replacing route to {}", describe_route(route)), e))
     }
 
     /// Deletes a route; already absent is not an error.
-    pub async fn del_route(&self, route: &RouteSpec) -> Result<(), CniError> {
+    pub async fn del_route(&self, route: &RouteSpec) -> Result<(), KernelError> {
         let _timing = crate::timing::phase("route.del");
         match self
             .send_route(route, Op::Del, NLM_F_REQUEST | NLM_F_ACK)
@@ -255,14 +265,18 @@ impl Netlink {
             Err(e) if matches!(errno(&e), Some(libc::ESRCH) | Some(libc::ENODEV)) => Ok(()),
             Err(e) => Err(nl_err(
                 format!("deleting route to {}", describe_route(route)),
-                &e,
+                e,
             )),
         }
     }
 
     /// Routes of one family (`v6 == false` for IPv4) in `table` (`None` = main),
     /// unicast only.
-    pub async fn routes(&self, v6: bool, table: Option<u32>) -> Result<Vec<RouteSpec>, CniError> {
+    pub async fn routes(
+        &self,
+        v6: bool,
+        table: Option<u32>,
+    ) -> Result<Vec<RouteSpec>, KernelError> {
         let _timing = crate::timing::phase("route.dump");
         let mut req = RouteMessage::default();
         req.header.address_family = if v6 {
@@ -278,7 +292,7 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|e| nl_err(format!("listing routes of table {want}"), &e))?;
+            .map_err(|e| nl_err(format!("listing routes of table {want}"), e))?;
         Ok(msgs
             .iter()
             .filter(|m| {
@@ -292,8 +306,10 @@ impl Netlink {
 
 fn describe_route(r: &RouteSpec) -> String {
     let mut s = r.dst.to_string();
-    if let Some(gw) = r.gw {
-        s.push_str(&format!(" via {gw}"));
+    match r.gw {
+        Some(gw) if gw.is_ipv6() && r.dst.is_ipv4() => s.push_str(&format!(" via inet6 {gw}")),
+        Some(gw) => s.push_str(&format!(" via {gw}")),
+        None => {}
     }
     if let Some(oif) = r.oif {
         s.push_str(&format!(" dev #{oif}"));
@@ -302,4 +318,38 @@ fn describe_route(r: &RouteSpec) -> String {
         s.push_str(&format!(" table {t}"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 route via an IPv6 gateway goes out as RTA_VIA (the kernel refuses an IPv6
+    /// RTA_GATEWAY in an IPv4 route) and is read back into the same spec.
+    #[test]
+    fn via_inet6_round_trips_through_rta_via() {
+        let mut r = RouteSpec::new("10.244.1.0/26".parse().unwrap());
+        r.gw = Some("fd00:89::2".parse().unwrap());
+        r.protocol = Some(97);
+        let msg = route_message(&r, Op::Add);
+        assert!(msg
+            .attributes
+            .iter()
+            .any(|a| *a == RouteAttribute::Via(RouteVia::Inet6("fd00:89::2".parse().unwrap()))));
+        assert!(!msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Gateway(_))));
+        let back = parse_route(&msg).unwrap();
+        assert!(r.matches(&back), "{back:?}");
+        assert_eq!(describe_route(&r), "10.244.1.0/26 via inet6 fd00:89::2");
+        // Same family: RTA_GATEWAY as before.
+        r.gw = Some("192.0.2.2".parse().unwrap());
+        let msg = route_message(&r, Op::Add);
+        assert!(msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Gateway(_))));
+        assert_eq!(parse_route(&msg).unwrap().gw, r.gw);
+    }
 }

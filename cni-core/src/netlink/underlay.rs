@@ -5,8 +5,7 @@ use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 
 use super::{Link, Netlink, RouteSpec};
-use crate::spec::error::CniError;
-use crate::spec::fields::{field, validate_link_name};
+use crate::kernel_error::KernelError;
 
 /// How the underlay is chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,36 +16,6 @@ pub enum UnderlaySelect {
     Address(IpAddr),
     /// The interface of the default route (IPv4 first, then IPv6).
     DefaultRoute,
-}
-
-impl UnderlaySelect {
-    /// From the fields `underlayInterface` or `underlayAddress` (at most one), else
-    /// [`UnderlaySelect::DefaultRoute`]. Errors are `InvalidConfig` (7) naming the field.
-    pub fn from_conf(raw: &serde_json::Value) -> Result<UnderlaySelect, CniError> {
-        match (
-            field::<String>(raw, "underlayInterface")?,
-            field::<String>(raw, "underlayAddress")?,
-        ) {
-            (Some(_), Some(_)) => Err(CniError::invalid_config(
-                "underlayInterface and underlayAddress are both set: choose one",
-            )),
-            (Some(i), None) => {
-                validate_link_name("underlayInterface", &i)?;
-                Ok(UnderlaySelect::Interface(i))
-            }
-            (None, Some(a)) => a
-                .trim()
-                .parse::<IpAddr>()
-                .map(UnderlaySelect::Address)
-                .map_err(|_| {
-                    CniError::invalid_config(format!(
-                        "underlayAddress {a:?} is not an IP address: write one of this node's \
-                     addresses, e.g. \"192.0.2.10\""
-                    ))
-                }),
-            (None, None) => Ok(UnderlaySelect::DefaultRoute),
-        }
-    }
 }
 
 /// The chosen underlay.
@@ -80,26 +49,36 @@ impl Underlay {
     }
 }
 
+/// The operation named in the underlay's errors.
+const OP: &str = "choosing the underlay";
+
 impl Netlink {
-    /// Finds the underlay. Errors say what to configure (code 7 when the configured
-    /// interface or address does not exist; 11 when there is no default route yet).
-    pub async fn underlay(&self, select: &UnderlaySelect) -> Result<Underlay, CniError> {
+    /// Finds the underlay. Errors say what to configure ([`crate::KernelErrorKind::Invalid`]
+    /// when the configured interface or address does not exist, `NotReady` when there is
+    /// no default route or no address yet).
+    pub async fn underlay(&self, select: &UnderlaySelect) -> Result<Underlay, KernelError> {
         match select {
             UnderlaySelect::Interface(name) => {
                 let link = self.link_by_name(name).await?.ok_or_else(|| {
-                    CniError::invalid_config(format!(
-                        "underlayInterface {name:?} does not exist on this node: set \
+                    KernelError::invalid(
+                        OP,
+                        format!(
+                            "underlayInterface {name:?} does not exist on this node: set \
                          underlayInterface to an existing interface, or remove it to use \
                          the default route's"
-                    ))
+                        ),
+                    )
                 })?;
                 let networks = self.addresses(link.index).await?;
                 // An interface still waiting for its address (DHCP) is worth a retry.
                 let addr = pick_address(&networks, false).ok_or_else(|| {
-                    CniError::try_again(format!(
-                        "underlayInterface {name} has no global address yet: give it one, \
+                    KernelError::not_ready(
+                        OP,
+                        format!(
+                            "underlayInterface {name} has no global address yet: give it one, \
                          or choose another interface"
-                    ))
+                        ),
+                    )
                 })?;
                 Ok(underlay_of(link, addr, networks))
             }
@@ -110,11 +89,14 @@ impl Netlink {
                         return Ok(underlay_of(link, *ip, networks));
                     }
                 }
-                Err(CniError::invalid_config(format!(
-                    "underlayAddress {ip} is not an address of any interface of this node: \
+                Err(KernelError::invalid(
+                    OP,
+                    format!(
+                        "underlayAddress {ip} is not an address of any interface of this node: \
                      set underlayAddress to one of this node's addresses, or remove it to \
                      use the default route's interface"
-                )))
+                    ),
+                ))
             }
             UnderlaySelect::DefaultRoute => {
                 let mut found = None;
@@ -125,28 +107,35 @@ impl Netlink {
                     }
                 }
                 let Some((Some(oif), src, v6)) = found else {
-                    return Err(CniError::try_again(
+                    return Err(KernelError::not_ready(
+                        OP,
                         "no default route with an output interface in the main table to \
                          choose the underlay from: configure underlayInterface (or \
                          underlayAddress), or add a default route",
                     ));
                 };
                 let link = self.link_by_index(oif).await?.ok_or_else(|| {
-                    CniError::try_again(format!(
-                        "the default route's interface #{oif} vanished: retry, or configure \
+                    KernelError::not_ready(
+                        OP,
+                        format!(
+                            "the default route's interface #{oif} vanished: retry, or configure \
                          underlayInterface"
-                    ))
+                        ),
+                    )
                 })?;
                 let networks = self.addresses(link.index).await?;
                 let addr = src
                     .filter(|s| networks.iter().any(|n| n.ip() == *s))
                     .or_else(|| pick_address(&networks, v6))
                     .ok_or_else(|| {
-                        CniError::try_again(format!(
-                            "{}, the default route's interface, has no global address: \
+                        KernelError::not_ready(
+                            OP,
+                            format!(
+                                "{}, the default route's interface, has no global address: \
                              give it one, or configure underlayInterface",
-                            link.name
-                        ))
+                                link.name
+                            ),
+                        )
                     })?;
                 Ok(underlay_of(link, addr, networks))
             }
@@ -159,7 +148,7 @@ impl Netlink {
     /// addresses and MTU; the address is `old`'s while the interface still holds it, else
     /// its first global address of the same family (then of any). `None` when the
     /// interface is gone or holds no global address (nothing to move to yet).
-    pub async fn underlay_now(&self, old: &Underlay) -> Result<Option<Underlay>, CniError> {
+    pub async fn underlay_now(&self, old: &Underlay) -> Result<Option<Underlay>, KernelError> {
         let Some(link) = self.link_by_index(old.index).await? else {
             return Ok(None);
         };

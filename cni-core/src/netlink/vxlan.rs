@@ -7,7 +7,7 @@ use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, L
 use rtnetlink::LinkVxlan;
 
 use super::{errno, nl_err, Link, MacAddr, Netlink};
-use crate::spec::error::CniError;
+use crate::kernel_error::KernelError;
 
 /// A VXLAN device as the node side wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,13 +123,13 @@ impl VxlanParams {
 
 impl Netlink {
     /// The parameters of link `name`, `None` when there is none.
-    async fn vxlan_params(&self, name: &str) -> Result<Option<VxlanParams>, CniError> {
+    async fn vxlan_params(&self, name: &str) -> Result<Option<VxlanParams>, KernelError> {
         let req = self.handle.link().get().match_name(name.to_string());
         match req.execute().try_next().await {
             Ok(Some(msg)) => Ok(Some(VxlanParams::from_message(&msg))),
             Ok(None) => Ok(None),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(nl_err(format!("looking up link {name}"), &e)),
+            Err(e) => Err(nl_err(format!("looking up link {name}"), e)),
         }
     }
 
@@ -137,7 +137,7 @@ impl Netlink {
     /// RTM_NEWLINK on the existing device with only IFLA_VXLAN_LOCAL (the kernel's
     /// changelink keeps every other parameter, and the device keeps its FDB, neighbours
     /// and routes). The family must stay the same (the kernel refuses a change of it).
-    pub async fn set_vxlan_local(&self, index: u32, local: IpAddr) -> Result<(), CniError> {
+    pub async fn set_vxlan_local(&self, index: u32, local: IpAddr) -> Result<(), KernelError> {
         let mut msg = netlink_packet_route::link::LinkMessage::default();
         msg.header.index = index;
         let data = match local {
@@ -160,7 +160,7 @@ impl Netlink {
         .map_err(|e| {
             nl_err(
                 format!("changing the local address of VXLAN link #{index} to {local}"),
-                &e,
+                e,
             )
         })
     }
@@ -184,7 +184,7 @@ impl Netlink {
     /// place; a device whose VNI, port, local address or underlay differ (or that is not
     /// VXLAN, or learns) is deleted and created again. Returns the link and whether it
     /// was (re)created. An adopted device that is right is only read, never written.
-    pub async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<(Link, bool), CniError> {
+    pub async fn ensure_vxlan(&self, spec: &VxlanSpec) -> Result<(Link, bool), KernelError> {
         let name = spec.name.as_str();
         let mut created = false;
         // Twice at most: a concurrent creator may win between our lookup and our add,
@@ -222,20 +222,22 @@ impl Netlink {
                         "creating VXLAN device {name} (VNI {}, port {}, local {}, underlay #{})",
                         spec.vni, spec.port, spec.local, spec.underlay
                     ),
-                        &e,
+                        e,
                     ))
                 }
             }
         }
-        let link = self
-            .link_by_name(name)
-            .await?
-            .ok_or_else(|| CniError::internal(format!("VXLAN device {name} vanished")))?;
+        let link = self.link_by_name(name).await?.ok_or_else(|| {
+            KernelError::other(format!("ensuring VXLAN device {name}"), "it vanished")
+        })?;
         if link.kind.as_deref() != Some("vxlan") {
-            return Err(CniError::internal(format!(
-                "link {name} is a {} after ensuring it as VXLAN (a concurrent creator?)",
-                link.kind.as_deref().unwrap_or("device of unknown kind")
-            )));
+            return Err(KernelError::other(
+                format!("ensuring VXLAN device {name}"),
+                format!(
+                    "link {name} is a {} after ensuring it as VXLAN (a concurrent creator?)",
+                    link.kind.as_deref().unwrap_or("device of unknown kind")
+                ),
+            ));
         }
         let mut changed = false;
         if link.mtu != spec.mtu {
@@ -254,9 +256,10 @@ impl Netlink {
             return Ok((link, created));
         }
         let link = self.link_by_index(link.index).await?.ok_or_else(|| {
-            CniError::internal(format!(
-                "VXLAN device {name} vanished while being configured"
-            ))
+            KernelError::other(
+                format!("configuring VXLAN device {name}"),
+                "it vanished while being configured",
+            )
         })?;
         Ok((link, created))
     }

@@ -8,7 +8,8 @@ use crate::netlink::MacAddr;
 /// A route, neighbour or FDB entry toward a remote node.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Object {
-    /// `dst via gw [dev oif] [onlink] proto RTPROT_IPAMD` in the main table.
+    /// `dst via gw [dev oif] [onlink] proto RTPROT_IPAMD` in the main table. `gw` may
+    /// be IPv6 for an IPv4 `dst` (`via inet6`, RTA_VIA: RFC 8950 routes over BGP).
     Route {
         dst: IpNetwork,
         gw: IpAddr,

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::Object;
+use crate::kernel_error::KernelError;
 use crate::netlink::{MacAddr, Netlink, Underlay};
 use crate::spec::error::CniError;
 
@@ -118,17 +119,12 @@ impl Peer {
             })
             .min()
     }
-
-    /// The VTEP MAC the node publishes, if any and well-formed.
-    pub fn vtep_mac(&self) -> Option<MacAddr> {
-        self.backend.get(VTEP_MAC_KEY)?.parse().ok()
-    }
 }
 
 /// A stable VTEP MAC for `node` on VNI `vni`: the same on every restart and reboot with
 /// no state kept (a hash of the two), locally administered and unicast.
 pub fn vtep_mac_for(node: &str, vni: u32) -> MacAddr {
-    let h = crate::nft::stable_hash(&[node, &vni.to_string()]).to_be_bytes();
+    let h = crate::hash::stable_hash(&[node, &vni.to_string()]).to_be_bytes();
     MacAddr([(h[0] & 0xfe) | 0x02, h[1], h[2], h[3], h[4], h[5]])
 }
 
@@ -152,7 +148,7 @@ pub trait NodeSide: Send + 'static {
         &mut self,
         nl: &Netlink,
         me: &Peer,
-    ) -> impl Future<Output = Result<bool, CniError>> + Send;
+    ) -> impl Future<Output = Result<bool, KernelError>> + Send;
 
     /// The underlay interface now has another address (or other subnets): use `underlay`
     /// from now on; the next [`NodeSide::ensure`] applies it (e.g. the VXLAN device's

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use futures::StreamExt;
 
 use super::{Object, ObjectKey, Seen, RTPROT_IPAMD};
+use crate::kernel_error::KernelError;
 use crate::netlink::{Netlink, RouteSpec};
-use crate::spec::error::CniError;
 
 /// Requests outstanding at once. Each one's ACK waits in the socket's receive buffer
 /// until read: 128 small ACKs fit in the default 208 KiB with room to spare.
@@ -73,7 +73,7 @@ impl Op {
     }
 }
 
-async fn send(nl: &Netlink, op: &Op) -> Result<(), CniError> {
+async fn send(nl: &Netlink, op: &Op) -> Result<(), KernelError> {
     match op {
         Op::Put { obj, .. } => match obj {
             Object::Route {
@@ -119,7 +119,7 @@ async fn run(nl: &Netlink, ops: &[Op]) -> (Applied, Vec<bool>) {
         if idx.is_empty() {
             continue;
         }
-        let results: Vec<(usize, Result<(), CniError>)> = futures::stream::iter(idx)
+        let results: Vec<(usize, Result<(), KernelError>)> = futures::stream::iter(idx)
             .map(|i| async move { (i, send(nl, &ops[i]).await) })
             .buffer_unordered(IN_FLIGHT)
             .collect()
@@ -136,7 +136,7 @@ async fn run(nl: &Netlink, ops: &[Op]) -> (Applied, Vec<bool>) {
                 }
                 Err(e) => {
                     applied.failed += 1;
-                    tracing::warn!(kind = ops[i].obj().kind(), error = %e.msg, "node reconcile: request failed");
+                    tracing::warn!(kind = ops[i].obj().kind(), error = %e, "node reconcile: request failed");
                 }
             }
         }
@@ -387,7 +387,7 @@ impl Reconciler {
         &mut self,
         want: BTreeMap<String, BTreeSet<Object>>,
         devices: &[u32],
-    ) -> Result<Applied, CniError> {
+    ) -> Result<Applied, KernelError> {
         self.resync_with(want, devices, false).await
     }
 
@@ -398,7 +398,7 @@ impl Reconciler {
         &mut self,
         want: BTreeMap<String, BTreeSet<Object>>,
         devices: &[u32],
-    ) -> Result<Applied, CniError> {
+    ) -> Result<Applied, KernelError> {
         self.resync_with(want, devices, true).await
     }
 
@@ -407,7 +407,7 @@ impl Reconciler {
         want: BTreeMap<String, BTreeSet<Object>>,
         devices: &[u32],
         keep_unwanted: bool,
-    ) -> Result<Applied, CniError> {
+    ) -> Result<Applied, KernelError> {
         let kernel = self.dump(devices).await?;
 
         let wanted = union(&want);
@@ -454,7 +454,7 @@ impl Reconciler {
 
     /// What we own in the kernel, as objects (a route with the route as read, to
     /// delete exactly that one).
-    async fn dump(&self, devices: &[u32]) -> Result<Vec<(Object, Option<RouteSpec>)>, CniError> {
+    async fn dump(&self, devices: &[u32]) -> Result<Vec<(Object, Option<RouteSpec>)>, KernelError> {
         let mut out = Vec::new();
         for v6 in [false, true] {
             let routes = self
@@ -478,7 +478,7 @@ impl Reconciler {
             }
         }
         for &dev in devices {
-            let ctx = |e: CniError| e.context("node resync");
+            let ctx = |e: KernelError| e.context("node resync");
             for n in self.nl.neighs(dev).await.map_err(ctx)? {
                 let obj = Object::Neigh {
                     dev: n.dev,

@@ -33,9 +33,9 @@ use netlink_sys::AsyncSocket;
 use tokio::sync::{watch, Notify};
 
 use super::{Object, ObjectKey, RTPROT_IPAMD};
+use crate::kernel_error::{KernelError, Kind};
 use crate::netlink::neigh::{parse_fdb, parse_neigh_any};
 use crate::netlink::route::parse_route;
-use crate::spec::error::CniError;
 
 /// How long a burst of notifications is collected before it is handed over.
 pub const DEBOUNCE: Duration = Duration::from_millis(30);
@@ -227,22 +227,25 @@ impl Drop for KernelWatch {
 impl KernelWatch {
     /// Subscribes in the calling thread's network namespace and spawns the reader on the
     /// current tokio runtime. It ends when the [`KernelWatch`] is dropped.
-    pub fn start(interest: Interest) -> Result<KernelWatch, CniError> {
+    pub fn start(interest: Interest) -> Result<KernelWatch, KernelError> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(CniError::internal(
-                "kernel watch: not inside a tokio runtime",
+            return Err(KernelError::other(
+                "kernel watch",
+                "not inside a tokio runtime",
             ));
         }
         let (mut conn, _handle, messages) = rtnetlink::new_connection()
-            .map_err(|e| CniError::internal(format!("opening a netlink socket: {e}")))?;
+            .map_err(|e| KernelError::io(Kind::Kernel, "opening a netlink socket", e))?;
         let sock = conn.socket_mut().socket_mut();
         // A smaller buffer only means an earlier overrun (then a full resync).
         let _ = sock.set_rx_buf_sz(RCVBUF);
         sock.bind(&netlink_sys::SocketAddr::new(0, GROUPS))
             .map_err(|e| {
-                CniError::internal(format!(
-                    "subscribing to link/address/route/neighbour notifications: {e}"
-                ))
+                KernelError::io(
+                    Kind::Kernel,
+                    "subscribing to link/address/route/neighbour notifications",
+                    e,
+                )
             })?;
         tokio::spawn(conn);
         let shared = Arc::new(Shared::default());

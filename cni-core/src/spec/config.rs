@@ -1,5 +1,6 @@
 //! Network configuration as a plugin receives it on stdin: the fields every plugin
-//! shares. A plugin parses its own fields from [`NetConf::raw`] into its own typed struct.
+//! shares. A plugin reads its own fields from [`NetConf::raw`] into its own typed struct
+//! with [`super::fields::parse`].
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,10 @@ pub struct NetConf {
     pub capabilities: BTreeMap<String, bool>,
     /// GC: `cni.dev/valid-attachments` (or the older `cni.dev/attachments`).
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// `logFile`: where the plugin logs (absent, empty or not a string: stderr).
+    pub log_file: Option<String>,
+    /// `logLevel` (absent or not a string: the default level).
+    pub log_level: Option<String>,
     /// The whole configuration as received, unknown fields included.
     pub raw: serde_json::Value,
 }
@@ -210,6 +215,10 @@ impl NetConf {
             Some(a) => Some(a),
             None => section::<Vec<Attachment>>(obj, "cni.dev/attachments")?,
         };
+        // Logging settings never fail a call: a value of another type is ignored.
+        let log_str = |key: &str| field(obj, key).and_then(|v| v.as_str()).map(String::from);
+        let log_file = log_str("logFile").filter(|f| !f.is_empty());
+        let log_level = log_str("logLevel");
         let prev_result = field(obj, "prevResult")
             .map(|v| CniResult::from_json(v, version).map_err(|e| e.context("prevResult")))
             .transpose()?;
@@ -225,6 +234,8 @@ impl NetConf {
             args,
             capabilities,
             valid_attachments,
+            log_file,
+            log_level,
             raw,
         })
     }
@@ -248,20 +259,6 @@ impl NetConf {
             .as_deref()
             .filter(|m| !m.is_empty())
             .or(self.args.cni.mac.as_deref().filter(|m| !m.is_empty()))
-    }
-
-    /// Deserializes the plugin-specific fields from [`NetConf::raw`] into `T`.
-    /// Type errors are `InvalidConfig` (7) with serde's message (field and position).
-    pub fn plugin_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, CniError> {
-        serde_json::from_value(self.raw.clone()).map_err(|e| {
-            CniError::invalid_config(format!("invalid {} configuration: {e}", self.plugin_type))
-        })
-    }
-
-    /// A top-level string field of the raw configuration (`logFile`, ...); `None` when
-    /// absent, null or not a string.
-    pub fn raw_str(&self, key: &str) -> Option<&str> {
-        self.raw.get(key).and_then(|v| v.as_str())
     }
 }
 
@@ -498,31 +495,16 @@ mod tests {
     }
 
     #[test]
-    fn plugin_config_typed() {
-        #[derive(Debug, Deserialize)]
-        struct Bridge {
-            bridge: String,
-            #[serde(default)]
-            mtu: Option<u32>,
-        }
-        let c = parse(
-            json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "bridge": "br0", "mtu": 1400}),
-        )
+    fn log_settings() {
+        let c = parse(json!({"cniVersion": "1.0.0", "name": "n", "type": "t",
+            "logFile": "/tmp/x.log", "logLevel": "debug"}))
         .unwrap();
-        let b: Bridge = c.plugin_config().unwrap();
-        assert_eq!((b.bridge.as_str(), b.mtu), ("br0", Some(1400)));
-        let c = parse(
-            json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "bridge": "br0", "mtu": "big"}),
-        )
+        assert_eq!(c.log_file.as_deref(), Some("/tmp/x.log"));
+        assert_eq!(c.log_level.as_deref(), Some("debug"));
+        let c = parse(json!({"cniVersion": "1.0.0", "name": "n", "type": "t",
+            "logFile": "", "logLevel": 3}))
         .unwrap();
-        let e = c.plugin_config::<Bridge>().unwrap_err();
-        assert_eq!(e.code, 7);
-        assert!(e.msg.contains("invalid type"), "{}", e.msg);
-        assert_eq!(c.raw_str("bridge"), Some("br0"));
-        assert_eq!(c.raw_str("nope"), None);
-        let c =
-            parse(json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "logLevel": 3})).unwrap();
-        assert_eq!(c.raw_str("logLevel"), None);
+        assert_eq!((c.log_file, c.log_level), (None, None));
     }
 
     #[test]

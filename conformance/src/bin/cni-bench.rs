@@ -142,6 +142,7 @@ fn invoke(
 }
 
 /// [`invoke`] with extra variables; also returns the spawn time (`CLOCK_REALTIME`, µs).
+#[allow(unsafe_code)] // wait4 for the child's rusage: see the SAFETY note
 fn invoke_env(
     pair: &Pair,
     command: &str,

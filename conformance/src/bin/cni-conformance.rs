@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use conformance::runtime::{self, CniConfig, NetworkConfigList, RuntimeConf};
+use cni_runtime::{CniConfig, NetworkConfigList, RuntimeConf};
 use conformance::suite::{self, Target};
 use serde_json::Value;
 
@@ -148,7 +148,7 @@ fn attachment(a: &Attach) -> Result<RuntimeConf, String> {
         format!("cni-conformance-{:016x}", h.finish())
     });
     let mut rt = RuntimeConf::new(&cid, &netns, &a.ifname);
-    rt.args = runtime::parse_args(&a.args).map_err(|e| e.to_string())?;
+    rt.args = cni_runtime::parse_args(&a.args).map_err(|e| e.to_string())?;
     if let Some(c) = &a.cap_args {
         let v: Value = serde_json::from_str(c).map_err(|e| format!("--cap-args: {e}"))?;
         rt.capability_args = v
@@ -160,7 +160,7 @@ fn attachment(a: &Attach) -> Result<RuntimeConf, String> {
 }
 
 fn network(rt: &RtOpts, name: &str) -> Result<NetworkConfigList, String> {
-    runtime::conf::load_network(&rt.conf_dir, name).map_err(|e| e.to_string())
+    cni_runtime::load_network(&rt.conf_dir, name).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -5,12 +5,9 @@
 //! own AS and are refused by the loop check); FRR learns every block and zebra puts it
 //! in the fabric's kernel, which forwards the pod traffic between the subnets.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::cluster::{
-    block_of, BgpTor, Cluster, ClusterSpec, BLOCK_SIZE, CONVERGE, TRANSFER_BYTES,
-};
+use super::cluster::{BgpTor, Cluster, ClusterSpec, CONVERGE, TRANSFER_BYTES};
 use super::inns;
 use super::kernel::Monitor;
 use super::router;
@@ -53,12 +50,7 @@ fn frr(c: &Cluster) -> &router::Frr {
 
 /// FRR's table holds every block of every live node, with the node as next hop.
 pub fn check_frr_has_every_block(c: &Cluster) {
-    let want: Vec<(String, Ipv4Addr)> = c
-        .pods
-        .iter()
-        .filter(|p| c.live.contains(&p.node))
-        .map(|p| (block_of(p.ip, BLOCK_SIZE), c.node(&p.node).underlay_ip))
-        .collect();
+    let want = c.live_blocks();
     let f = frr(c);
     wait_until("FRR learned every block", CONVERGE, || {
         let routes = f.routes();

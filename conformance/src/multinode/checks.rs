@@ -8,16 +8,27 @@ use std::time::{Duration, Instant};
 
 use super::inns;
 
-/// Pings `dst` from netns `ns` (up to 3 echo requests, each try up to `tries` times):
-/// true on a reply. Extra `ping` flags in `extra`.
-pub fn ping_from(ns: &str, dst: Ipv4Addr, extra: &[&str]) -> Result<(), String> {
-    let dst = dst.to_string();
+/// Pings `dst` (IPv4 or IPv6) from netns `ns` (2 echo requests, 3 s at most): Ok on a
+/// reply. Extra `ping` flags in `extra`.
+pub fn ping_from(ns: &str, dst: impl Into<IpAddr>, extra: &[&str]) -> Result<(), String> {
+    let dst: IpAddr = dst.into();
+    let d = dst.to_string();
+    let fam = if dst.is_ipv6() { "-6" } else { "-4" };
     let mut args = vec![
-        "netns", "exec", ns, "ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "2", "-w", "3",
+        "netns", "exec", ns, "ping", fam, "-n", "-q", "-c", "2", "-i", "0.2", "-W", "2", "-w", "3",
     ];
     args.extend_from_slice(extra);
-    args.push(&dst);
+    args.push(&d);
     crate::try_sh("ip", &args).map(|_| ())
+}
+
+/// The IP + ICMP headers in front of an echo payload: 28 (IPv4), 48 (IPv6: 40 + 8).
+pub fn icmp_headers(v6: bool) -> u32 {
+    if v6 {
+        48
+    } else {
+        28
+    }
 }
 
 /// A ping source or target: its netns and address, with a label for messages.
@@ -59,11 +70,12 @@ pub fn ping_matrix(eps: &[Endpoint]) -> Vec<String> {
 }
 
 /// The MTU probe from `ns` to `dst` for a path MTU `mtu`: an unfragmentable ping
-/// (`-M do`) with the largest payload that fits (`mtu - 28`) must pass, one byte more
-/// must fail. Err describes what went wrong.
-pub fn mtu_probe(ns: &str, dst: Ipv4Addr, mtu: u32) -> Result<(), String> {
-    let fits = (mtu - 28).to_string();
-    let over = (mtu - 27).to_string();
+/// (`-M do`) with the largest payload that fits (`mtu` minus [`icmp_headers`]) must
+/// pass, one byte more must fail. Err describes what went wrong.
+pub fn mtu_probe(ns: &str, dst: impl Into<IpAddr>, mtu: u32) -> Result<(), String> {
+    let dst: IpAddr = dst.into();
+    let fits = (mtu - icmp_headers(dst.is_ipv6())).to_string();
+    let over = (mtu - icmp_headers(dst.is_ipv6()) + 1).to_string();
     ping_from(ns, dst, &["-M", "do", "-s", &fits])
         .or_else(|_| ping_from(ns, dst, &["-M", "do", "-s", &fits]))
         .map_err(|e| format!("ping -M do -s {fits} (MTU {mtu}) to {dst} failed: {e}"))?;

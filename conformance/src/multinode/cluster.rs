@@ -13,7 +13,8 @@ use crate::names;
 use crate::subnet::Subnet;
 
 use super::checks::{self, Endpoint};
-use super::kernel::{self, Entry, Monitor};
+use super::kernel::{self, show, Entry};
+use super::lifecycle;
 use super::node::{self, Ipamd, IpamdConf};
 use super::pod::{MnPod, NetConf};
 use super::router::{self, Router};
@@ -138,16 +139,6 @@ fn normalise(set: &BTreeSet<Entry>) -> BTreeSet<Entry> {
             e => e.clone(),
         })
         .collect()
-}
-
-fn show(set: &BTreeSet<Entry>) -> String {
-    if set.is_empty() {
-        return "    (none)".into();
-    }
-    set.iter()
-        .map(|e| format!("    {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 impl Cluster {
@@ -548,44 +539,20 @@ impl Cluster {
     pub fn check_node_removal(&mut self, gone: &str) {
         let info = self.peer_info(gone).unwrap_or_else(|e| panic!("{e}"));
         let tokens = info.tokens();
-        let mut before: BTreeMap<String, BTreeSet<Entry>> = BTreeMap::new();
-        for n in self.live.iter().filter(|n| *n != gone) {
-            let mine: BTreeSet<Entry> = self
-                .owned(n)
-                .into_iter()
-                .filter(|e| e.mentions(&tokens))
-                .collect();
+        let before = lifecycle::entries_naming(&self.live, gone, &tokens, |n| self.owned(n));
+        for (n, mine) in &before {
             assert!(
                 !mine.is_empty(),
                 "{n} holds no entry for {gone} before its removal"
             );
-            eprintln!("[{}] {n} holds for {gone}:\n{}", self.tag, show(&mine));
-            before.insert(n.clone(), mine);
+            eprintln!("[{}] {n} holds for {gone}:\n{}", self.tag, show(mine));
         }
         self.daemon(gone).stop();
         let out = node::remove_node(&self.net.store, gone)
             .unwrap_or_else(|e| panic!("ipamd remove-node {gone}: {e}"));
         let t = Instant::now();
         self.live.remove(gone);
-        let r = wait_until(&format!("entries for {gone} removed"), CONVERGE, || {
-            let mut left = Vec::new();
-            for (n, old) in &before {
-                let now = self.owned(n);
-                let stale: BTreeSet<Entry> = now
-                    .iter()
-                    .filter(|e| old.contains(e) || e.mentions(&tokens))
-                    .cloned()
-                    .collect();
-                if !stale.is_empty() {
-                    left.push(format!("{n} still holds:\n{}", show(&stale)));
-                }
-            }
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(left.join("\n"))
-            }
-        });
+        let r = lifecycle::wait_entries_gone(gone, &before, &tokens, |n| self.owned(n));
         if let Err(e) = r {
             panic!("after `ipamd remove-node {gone}` ({}): {e}", out.trim());
         }
@@ -612,132 +579,10 @@ impl Cluster {
              yet it programmed {} objects",
             before.len()
         );
-        let rmon = Monitor::routes_and_neighbours(&ns);
-        let fmon = Monitor::fdb(&ns);
-        // Markers prove that both monitors are listening before and after the window.
-        let marker_ip = "192.0.2.77";
-        let marker_mac = "02:00:5e:10:00:77";
-        let marker_route = format!("{marker_ip}/32");
-        let del_markers = || {
-            let _ = crate::try_sh(
-                "ip",
-                &["-n", &ns, "route", "del", "blackhole", &marker_route],
-            );
-            let _ = crate::try_sh(
-                "ip",
-                &[
-                    "netns", "exec", &ns, "bridge", "fdb", "del", marker_mac, "dev", "eth0", "self",
-                ],
-            );
-        };
-        let add_markers = || {
-            let _ = crate::try_sh(
-                "ip",
-                &[
-                    "-n",
-                    &ns,
-                    "route",
-                    "add",
-                    "blackhole",
-                    &marker_route,
-                    "proto",
-                    "static",
-                ],
-            );
-            let _ = crate::try_sh(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &ns,
-                    "bridge",
-                    "fdb",
-                    "add",
-                    marker_mac,
-                    "dev",
-                    "eth0",
-                    "self",
-                    "permanent",
-                ],
-            );
-        };
-        // Added and deleted again until both monitors have shown it (a monitor started
-        // late misses an event, and re-adding an existing entry makes none).
-        wait_until("monitors listening", Duration::from_secs(30), || {
-            del_markers();
-            add_markers();
-            std::thread::sleep(Duration::from_millis(100));
-            let (r, f) = (rmon.text(), fmon.text());
-            if r.contains(marker_ip) && f.contains(marker_mac) {
-                Ok(())
-            } else {
-                Err(format!("route monitor: {r:?}; fdb monitor: {f:?}"))
-            }
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-
-        let d = self.daemon(node);
-        d.restart();
-        d.wait_healthy(CONVERGE).unwrap_or_else(|e| panic!("{e}"));
-        let resyncs = d
-            .wait_metric_at_least("ipamd_datapath_resyncs_total", 1.0, CONVERGE)
-            .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", d.log_text()));
-        std::thread::sleep(Duration::from_secs(2));
-        let metrics = d.metrics().unwrap_or_else(|e| panic!("metrics: {e}"));
-        let requests = node::metric_sum(&metrics, "ipamd_datapath_requests_total");
-        // The markers' deletion after the window proves the monitors still listened.
-        let deletions = |m: &Monitor, needle: &str| {
-            m.text()
-                .lines()
-                .filter(|l| l.starts_with("Deleted") && l.contains(needle))
-                .count()
-        };
-        let (r0, f0) = (deletions(&rmon, marker_ip), deletions(&fmon, marker_mac));
-        del_markers();
-        wait_until(
-            "the monitors saw the markers deleted",
-            Duration::from_secs(20),
-            || {
-                let (r, f) = (deletions(&rmon, marker_ip), deletions(&fmon, marker_mac));
-                if r > r0 && f > f0 {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "route monitor: {:?}; fdb monitor: {:?}",
-                        rmon.text(),
-                        fmon.text()
-                    ))
-                }
-            },
-        )
-        .unwrap_or_else(|e| panic!("a monitor stopped listening: {e}"));
-
-        let events = rmon.stop() + &fmon.stop();
-
-        let mut forbidden = vec![format!("proto {}", super::ROUTE_PROTO)];
-        if let Some(dev) = self.spec.datapath.tunnel_device() {
-            forbidden.push(format!("dev {dev} "));
-            forbidden.push(format!("dev {dev}\n"));
-        }
-        let touched: Vec<&str> = events
-            .lines()
-            .filter(|l| !l.contains(marker_ip) && !l.contains(marker_mac))
-            .filter(|l| {
-                let l = format!("{l}\n");
-                forbidden.iter().any(|f| l.contains(f.as_str()))
-            })
-            .collect();
-        assert!(
-            touched.is_empty(),
-            "restarting ipamd on {node} touched what it owns:\n{}\n(all events:\n{events})",
-            touched.join("\n")
-        );
-        assert_eq!(
-            requests,
-            Some(0.0),
-            "ipamd_datapath_requests_total of the restarted ipamd on {node} \
-             (resyncs: {resyncs}); metrics:\n{metrics}"
-        );
+        let tunnel = self.spec.datapath.tunnel_device();
+        let restart = lifecycle::restart_watched(&ns, self.daemon(node), tunnel, "192.0.2.77/32");
+        restart.assert_silent(node);
+        let resyncs = restart.resyncs;
         let after = self.owned(node);
         assert_eq!(
             after,
@@ -757,22 +602,14 @@ impl Cluster {
     /// DEL every pod; each succeeds and its interface is gone.
     pub fn detach_all(&mut self) {
         for p in &mut self.pods {
-            p.del();
-            assert!(
-                !crate::inspect::link_exists_in(&p.pod.netns, "eth0"),
-                "eth0 still in pod {} after DEL",
-                p.label()
-            );
+            let label = p.label();
+            p.detach(&label);
         }
     }
 
     /// Every daemon's log.
     pub fn logs(&self) -> String {
-        self.daemons
-            .iter()
-            .map(|d| format!("----- {}:\n{}", d.node, d.log_text()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        node::logs(&self.daemons)
     }
 }
 
@@ -911,18 +748,23 @@ pub fn bgp_scenario(tag: &str) {
 }
 
 impl Cluster {
+    /// The block of every pod of a live node, with that node's underlay address: what
+    /// a router must have learned.
+    pub fn live_blocks(&self) -> Vec<(String, Ipv4Addr)> {
+        self.pods
+            .iter()
+            .filter(|p| self.live.contains(&p.node))
+            .map(|p| (block_of(p.ip, BLOCK_SIZE), self.node(&p.node).underlay_ip))
+            .collect()
+    }
+
     /// BIRD's (or FRR's) table holds every block of every live node, with the node as
     /// next hop.
     pub fn check_router_has_every_block(&mut self) {
         if self.frr.is_some() {
             return super::bgp_frr::check_frr_has_every_block(self);
         }
-        let want: Vec<(String, Ipv4Addr)> = self
-            .pods
-            .iter()
-            .filter(|p| self.live.contains(&p.node))
-            .map(|p| (block_of(p.ip, BLOCK_SIZE), self.node(&p.node).underlay_ip))
-            .collect();
+        let want = self.live_blocks();
         let r = self.router();
         wait_until("BIRD learned every block", CONVERGE, || {
             let missing: Vec<String> = want
@@ -1029,47 +871,30 @@ impl Cluster {
         let info = self.peer_info(node).unwrap_or_else(|e| panic!("{e}"));
         let others: Vec<String> = self.live.iter().filter(|n| *n != node).cloned().collect();
         self.daemon(node).freeze();
-        let t = Instant::now();
         let hold = Duration::from_secs(router::HOLD_TIME);
-        // The hold timer runs from the last KEEPALIVE (up to one hold time), then the
-        // withdrawal travels BIRD -> nodes -> kernel; the polling costs up to ~0.5 s.
-        let r = wait_until(
-            &format!("{node}'s blocks withdrawn"),
-            hold + Duration::from_secs(2),
+        let r = lifecycle::wait_blocks_withdrawn(
+            node,
+            &others,
+            &info.tokens(),
+            &info.blocks.iter().cloned().collect::<Vec<_>>(),
+            |n| self.owned(n),
             || {
-                let mut left: Vec<String> = others
-                    .iter()
-                    .flat_map(|n| {
-                        self.owned(n)
-                            .into_iter()
-                            .filter(|e| e.mentions(&info.tokens()))
-                            .map(move |e| format!("{n}: {e}"))
-                    })
-                    .collect();
-                let mut bird = self
+                let mut learned = self
                     .router
                     .as_ref()
                     .map(Router::prefixes)
                     .unwrap_or_default();
-                bird.extend(self.frr.iter().flat_map(|f| f.routes().into_keys()));
-                left.extend(
-                    info.blocks
-                        .iter()
-                        .filter(|b| bird.contains(b))
-                        .map(|b| format!("BIRD: {b}")),
-                );
-                if left.is_empty() {
-                    Ok(())
-                } else {
-                    Err(left.join("\n"))
-                }
+                learned.extend(self.frr.iter().flat_map(|f| f.routes().into_keys()));
+                learned
             },
         );
-        let took = t.elapsed();
-        if let Err(e) = r {
-            self.daemon(node).thaw();
-            panic!("{e}");
-        }
+        let took = match r {
+            Ok(took) => took,
+            Err(e) => {
+                self.daemon(node).thaw();
+                panic!("{e}");
+            }
+        };
         let among: Vec<&str> = others.iter().map(String::as_str).collect();
         self.check_ping_matrix_among(&among);
         eprintln!(

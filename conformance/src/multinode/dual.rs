@@ -8,7 +8,7 @@
 //! Expectations are computed from the ADD results (addresses and gateways IPAM gave) and
 //! the fabric's addresses, never from `ipamd`'s code.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,19 +17,18 @@ use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
 
 use crate::bins::{self, CniPath};
-use crate::fixture::{with_prev, Pod};
 use crate::names;
-use crate::runner::{Invocation, Outcome};
 use crate::subnet::Subnet;
 
 use super::checks;
 use super::cluster::BgpTor;
-use super::kernel::{self, Entry, Monitor};
+use super::kernel::{self, show, Entry};
+use super::lifecycle;
 use super::node::{self, Ipamd, IpamdConf};
-use super::pod::{wrapper, VERSION};
+use super::pod::{Attached, VERSION};
 use super::router::{self, Frr, Router};
 use super::topology::{Fabric, FabricSpec, NodeNs};
-use super::{wait_until, Datapath, ROUTE_PROTO, VXLAN_DEVICE};
+use super::{wait_until, Datapath, VXLAN_DEVICE};
 
 /// IPv4 block prefix length of the tests' pools (IPv6 blocks: ipamd's default /122).
 pub const BLOCK_SIZE: u8 = 26;
@@ -74,6 +73,9 @@ pub struct DualSpec {
     pub nodes: usize,
     pub pods_per_node: usize,
     pub mtu: u32,
+    /// `ipamd --direct-routing` (vxlan): a block of a family the peer has an on-link
+    /// underlay address of gets a plain route via it, the others go through VXLAN.
+    pub direct_routing: bool,
 }
 
 /// A node's IPv6 underlay address: `fdaa:<b>:<c>::<10+i>` for the IPv4 subnet
@@ -82,40 +84,33 @@ pub fn underlay6(s: &Subnet, host: u8) -> Ipv6Addr {
     Ipv6Addr::new(0xfdaa, s.b as u16, s.c as u16, 0, 0, 0, 0, host as u16)
 }
 
-/// A pod of a dual-stack / IPv6-only cluster.
+/// A pod of a dual-stack / IPv6-only cluster (the [`Attached`] pod's fields and methods
+/// through `Deref`).
 #[derive(Debug)]
 pub struct DualPod {
-    pub pod: Pod,
-    pub node: String,
+    attached: Attached,
     /// Its addresses with the block's prefix length, per family (`None`: none of it).
     pub v4: Option<IpNetwork>,
     pub v6: Option<IpNetwork>,
     /// The gateways IPAM gave (the node's VTEP addresses in vxlan).
     pub gw4: Option<IpAddr>,
     pub gw6: Option<IpAddr>,
-    result: Value,
-    conf: Value,
-    plugin: PathBuf,
-    cni_path: PathBuf,
-    attached: bool,
+}
+
+impl std::ops::Deref for DualPod {
+    type Target = Attached;
+    fn deref(&self) -> &Attached {
+        &self.attached
+    }
+}
+
+impl std::ops::DerefMut for DualPod {
+    fn deref_mut(&mut self) -> &mut Attached {
+        &mut self.attached
+    }
 }
 
 impl DualPod {
-    fn run(&self, command: &str, conf: &Value) -> Outcome {
-        let mut inv = Invocation::new(&self.plugin, command, &self.cni_path)
-            .container_id(&self.pod.container_id)
-            .ifname(&self.pod.ifname)
-            .config(conf);
-        if !self.pod.netns.is_deleted() {
-            inv = inv.netns(self.pod.netns.path());
-        }
-        inv.run()
-    }
-
-    pub fn ns(&self) -> &str {
-        self.pod.netns.name()
-    }
-
     /// Its address of the family of `v6`.
     pub fn ip(&self, v6: bool) -> Option<IpAddr> {
         if v6 { self.v6 } else { self.v4 }.map(|n| n.ip())
@@ -128,35 +123,6 @@ impl DualPod {
             .map(|n| n.ip().to_string())
             .collect();
         format!("{}/{}", self.node, ips.join(","))
-    }
-
-    /// The MTU of the pod's `eth0`.
-    pub fn mtu(&self) -> u32 {
-        kernel::link_mtu(self.ns(), "eth0").unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    pub fn check(&self) -> Outcome {
-        self.run("CHECK", &with_prev(&self.conf, Some(&self.result)))
-    }
-
-    pub fn del(&mut self) {
-        self.run("DEL", &with_prev(&self.conf, Some(&self.result)))
-            .expect_ok();
-        self.attached = false;
-    }
-}
-
-impl Drop for DualPod {
-    fn drop(&mut self) {
-        if self.attached {
-            let conf = with_prev(&self.conf, Some(&self.result));
-            let _ = Invocation::new(&self.plugin, "DEL", &self.cni_path)
-                .container_id(&self.pod.container_id)
-                .ifname(&self.pod.ifname)
-                .netns(self.pod.netns.path())
-                .config(&conf)
-                .try_run();
-        }
     }
 }
 
@@ -219,62 +185,6 @@ impl PeerInfo6 {
     }
 }
 
-fn show(set: &BTreeSet<Entry>) -> String {
-    if set.is_empty() {
-        return "    (none)".into();
-    }
-    set.iter()
-        .map(|e| format!("    {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Routes of protocol 97 of both families in `ns`.
-fn routes_all(ns: &str) -> BTreeSet<Entry> {
-    let mut s = kernel::routes(ns);
-    let out = crate::try_sh(
-        "ip",
-        &["-n", ns, "-6", "-j", "route", "show", "proto", ROUTE_PROTO],
-    )
-    .unwrap_or_default();
-    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Array(vec![]));
-    s.extend(v.as_array().into_iter().flatten().map(|r| {
-        Entry::Route {
-            dst: r["dst"].as_str().unwrap_or("").to_string(),
-            via: r["gateway"].as_str().map(String::from),
-            dev: r["dev"].as_str().unwrap_or("").to_string(),
-            onlink: r["flags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|f| f.as_str() == Some("onlink")),
-        }
-    }));
-    s
-}
-
-/// Permanent IPv6 neighbours of `dev` in `ns`.
-fn neighs6(ns: &str, dev: &str) -> BTreeSet<Entry> {
-    let out = crate::try_sh("ip", &["-n", ns, "-6", "-j", "neigh", "show", "dev", dev])
-        .unwrap_or_default();
-    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Array(vec![]));
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| {
-            n["state"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| s.as_str() == Some("PERMANENT"))
-        })
-        .map(|n| Entry::Neigh {
-            ip: n["dst"].as_str().unwrap_or("").to_string(),
-            mac: n["lladdr"].as_str().unwrap_or("").to_lowercase(),
-        })
-        .collect()
-}
-
 /// The global addresses of `dev` in `ns`, with prefix length.
 pub fn global_addrs(ns: &str, dev: &str) -> Vec<String> {
     let out =
@@ -295,42 +205,8 @@ pub fn global_addrs(ns: &str, dev: &str) -> Vec<String> {
         .collect()
 }
 
-/// Pings `dst` from `ns` (`ping -6` for IPv6).
-pub fn ping(ns: &str, dst: IpAddr, extra: &[&str]) -> Result<(), String> {
-    let d = dst.to_string();
-    let fam = if dst.is_ipv6() { "-6" } else { "-4" };
-    let mut args = vec![
-        "netns", "exec", ns, "ping", fam, "-n", "-q", "-c", "2", "-i", "0.2", "-W", "2", "-w", "3",
-    ];
-    args.extend_from_slice(extra);
-    args.push(&d);
-    crate::try_sh("ip", &args).map(|_| ())
-}
-
-/// The IP + ICMP headers in front of an echo payload: 28 (IPv4), 48 (IPv6: 40 + 8).
-pub fn icmp_headers(v6: bool) -> u32 {
-    if v6 {
-        48
-    } else {
-        28
-    }
-}
-
-/// The MTU probe for either family: the largest unfragmentable echo payload that fits
-/// `mtu` passes, one byte more does not.
-pub fn mtu_probe(ns: &str, dst: IpAddr, mtu: u32) -> Result<(), String> {
-    let fits = (mtu - icmp_headers(dst.is_ipv6())).to_string();
-    let over = (mtu - icmp_headers(dst.is_ipv6()) + 1).to_string();
-    ping(ns, dst, &["-M", "do", "-s", &fits])
-        .or_else(|_| ping(ns, dst, &["-M", "do", "-s", &fits]))
-        .map_err(|e| format!("ping -M do -s {fits} (MTU {mtu}) to {dst} failed: {e}"))?;
-    if ping(ns, dst, &["-M", "do", "-s", &over]).is_ok() {
-        return Err(format!(
-            "ping -M do -s {over} to {dst} passed: the path takes more than MTU {mtu}"
-        ));
-    }
-    Ok(())
-}
+/// The family-aware traffic checks, where the dual-stack tests have always found them.
+pub use super::checks::{icmp_headers, mtu_probe, ping_from as ping};
 
 impl DualCluster {
     /// Builds the fabric (IPv6 added or swapped in), starts every `ipamd`, attaches the
@@ -407,7 +283,11 @@ impl DualCluster {
             network: network.clone(),
             datapath: spec.datapath.ipamd_arg().to_string(),
             resync: "2s".into(),
-            extra: vec![],
+            extra: if spec.direct_routing {
+                vec!["--direct-routing".into()]
+            } else {
+                vec![]
+            },
         };
         let mut c = DualCluster {
             pods: Vec::new(),
@@ -624,7 +504,22 @@ impl DualCluster {
         let mut want = BTreeSet::new();
         let underlay_v6 = self.spec.underlay.over_v6();
         for p in peers.iter().filter(|p| p.name != name) {
+            // directRouting: every node is on the one subnet, so a block goes direct
+            // when the peer has an underlay address of its family.
+            let direct = |v6: bool| {
+                let u = if v6 { p.underlay6 } else { p.underlay4 };
+                u.filter(|_| self.spec.direct_routing)
+            };
             for (v6, b) in &p.blocks {
+                if let Some(u) = direct(*v6) {
+                    want.insert(Entry::Route {
+                        dst: b.clone(),
+                        via: Some(u.to_string()),
+                        dev: "eth0".into(),
+                        onlink: false,
+                    });
+                    continue;
+                }
                 let (via, dev, onlink) = match self.spec.datapath {
                     Datapath::Vxlan => {
                         let vtep = if *v6 { p.vtep6 } else { p.vtep4 };
@@ -635,7 +530,12 @@ impl DualCluster {
                     Datapath::Ipip if *v6 => (p.underlay4.map(|u| format!("::{u}")), "sit0", true),
                     Datapath::Ipip => (p.underlay4.map(|u| u.to_string()), "tunl0", true),
                     _ => {
-                        let u = if *v6 { p.underlay6 } else { p.underlay4 };
+                        // bgp on an IPv6-only underlay: IPv4 blocks via inet6 (RFC 8950).
+                        let u = if *v6 {
+                            p.underlay6
+                        } else {
+                            p.underlay4.or(p.underlay6)
+                        };
                         (u.map(|u| u.to_string()), "eth0", false)
                     }
                 };
@@ -646,9 +546,12 @@ impl DualCluster {
                     onlink,
                 });
             }
-            if self.vxlan() {
+            let tunnelled = p.blocks.iter().any(|(v6, _)| direct(*v6).is_none());
+            if self.vxlan() && (tunnelled || !self.spec.direct_routing) {
                 let mac = p.mac.clone().unwrap_or_default();
-                for vtep in [p.vtep4, p.vtep6].iter().flatten() {
+                let vteps = [(false, p.vtep4), (true, p.vtep6)];
+                let vteps = vteps.iter().filter(|(v6, _)| direct(*v6).is_none());
+                for vtep in vteps.filter_map(|(_, v)| v.as_ref()) {
                     want.insert(Entry::Neigh {
                         ip: vtep.to_string(),
                         mac: mac.clone(),
@@ -672,10 +575,11 @@ impl DualCluster {
     /// device's permanent neighbours (both families) and FDB entries.
     pub fn owned(&self, name: &str) -> BTreeSet<Entry> {
         let ns = self.node(name).ns();
-        let mut s = routes_all(ns);
+        let mut s = kernel::routes_of(ns, false);
+        s.extend(kernel::routes_of(ns, true));
         if self.vxlan() {
             s.extend(kernel::neighs(ns, VXLAN_DEVICE));
-            s.extend(neighs6(ns, VXLAN_DEVICE));
+            s.extend(kernel::neighs_of(ns, VXLAN_DEVICE, true));
             s.extend(kernel::fdb(ns, VXLAN_DEVICE));
         }
         // host-gw routes via the underlay may or may not carry `onlink`.
@@ -863,13 +767,8 @@ impl DualCluster {
     pub fn check_node_removal(&mut self, gone: &str) {
         let info = self.peer_info(gone).unwrap_or_else(|e| panic!("{e}"));
         let tokens = info.tokens();
-        let mut before: BTreeMap<String, BTreeSet<Entry>> = BTreeMap::new();
-        for n in self.live.iter().filter(|n| *n != gone) {
-            let mine: BTreeSet<Entry> = self
-                .owned(n)
-                .into_iter()
-                .filter(|e| e.mentions(&tokens))
-                .collect();
+        let before = lifecycle::entries_naming(&self.live, gone, &tokens, |n| self.owned(n));
+        for (n, mine) in &before {
             let v6_routes = mine
                 .iter()
                 .filter(|e| matches!(e, Entry::Route { dst, .. } if dst.contains(':')))
@@ -877,34 +776,16 @@ impl DualCluster {
             assert!(
                 v6_routes > 0,
                 "{n} holds no IPv6 route for {gone}:\n{}",
-                show(&mine)
+                show(mine)
             );
-            before.insert(n.clone(), mine);
         }
         self.daemon(gone).stop();
         let out = node::remove_node(&self.store, gone)
             .unwrap_or_else(|e| panic!("ipamd remove-node {gone}: {e}"));
         let t = Instant::now();
         self.live.remove(gone);
-        wait_until(&format!("entries for {gone} removed"), CONVERGE, || {
-            let mut left = Vec::new();
-            for (n, old) in &before {
-                let stale: BTreeSet<Entry> = self
-                    .owned(n)
-                    .into_iter()
-                    .filter(|e| old.contains(e) || e.mentions(&tokens))
-                    .collect();
-                if !stale.is_empty() {
-                    left.push(format!("{n} still holds:\n{}", show(&stale)));
-                }
-            }
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(left.join("\n"))
-            }
-        })
-        .unwrap_or_else(|e| panic!("after `ipamd remove-node {gone}` ({}): {e}", out.trim()));
+        lifecycle::wait_entries_gone(gone, &before, &tokens, |n| self.owned(n))
+            .unwrap_or_else(|e| panic!("after `ipamd remove-node {gone}` ({}): {e}", out.trim()));
         let took = t.elapsed();
         self.wait_converged(CONVERGE)
             .unwrap_or_else(|e| panic!("after removing {gone}: {e}"));
@@ -928,90 +809,9 @@ impl DualCluster {
             "{node} owns no IPv6 route before the restart:\n{}",
             show(&before)
         );
-        let rmon = Monitor::routes_and_neighbours(&ns);
-        let fmon = Monitor::fdb(&ns);
-        // An IPv6 marker route proves the monitor listens (before and after the window).
-        let marker = "2001:db8:77::/64";
-        let set_marker = |add: bool| {
-            let verb = if add { "add" } else { "del" };
-            let _ = crate::try_sh(
-                "ip",
-                &[
-                    "-n",
-                    &ns,
-                    "-6",
-                    "route",
-                    verb,
-                    "blackhole",
-                    marker,
-                    "proto",
-                    "static",
-                ],
-            );
-        };
-        wait_until("monitor listening", Duration::from_secs(30), || {
-            set_marker(false);
-            set_marker(true);
-            std::thread::sleep(Duration::from_millis(100));
-            if rmon.text().contains("2001:db8:77::") {
-                Ok(())
-            } else {
-                Err(format!("route monitor: {:?}", rmon.text()))
-            }
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-        let d = self.daemon(node);
-        d.restart();
-        d.wait_healthy(CONVERGE).unwrap_or_else(|e| panic!("{e}"));
-        d.wait_metric_at_least("ipamd_datapath_resyncs_total", 1.0, CONVERGE)
-            .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", d.log_text()));
-        std::thread::sleep(Duration::from_secs(2));
-        let metrics = d.metrics().unwrap_or_else(|e| panic!("metrics: {e}"));
-        let requests = node::metric_sum(&metrics, "ipamd_datapath_requests_total");
-        let deleted = |m: &Monitor| {
-            m.text()
-                .lines()
-                .filter(|l| l.starts_with("Deleted") && l.contains("2001:db8:77::"))
-                .count()
-        };
-        let d0 = deleted(&rmon);
-        set_marker(false);
-        wait_until(
-            "the monitor saw the marker deleted",
-            Duration::from_secs(20),
-            || {
-                if deleted(&rmon) > d0 {
-                    Ok(())
-                } else {
-                    Err(rmon.text())
-                }
-            },
-        )
-        .unwrap_or_else(|e| panic!("the route monitor stopped listening: {e}"));
-        let events = rmon.stop() + &fmon.stop();
-        let mut forbidden = vec![format!("proto {ROUTE_PROTO}")];
-        if self.vxlan() {
-            forbidden.push(format!("dev {VXLAN_DEVICE} "));
-            forbidden.push(format!("dev {VXLAN_DEVICE}\n"));
-        }
-        let touched: Vec<&str> = events
-            .lines()
-            .filter(|l| !l.contains("2001:db8:77::"))
-            .filter(|l| {
-                let l = format!("{l}\n");
-                forbidden.iter().any(|f| l.contains(f.as_str()))
-            })
-            .collect();
-        assert!(
-            touched.is_empty(),
-            "restarting ipamd on {node} touched what it owns:\n{}\n(all events:\n{events})",
-            touched.join("\n")
-        );
-        assert_eq!(
-            requests,
-            Some(0.0),
-            "ipamd_datapath_requests_total of the restarted ipamd on {node}; metrics:\n{metrics}"
-        );
+        let tunnel = self.spec.datapath.tunnel_device();
+        lifecycle::restart_watched(&ns, self.daemon(node), tunnel, "2001:db8:77::/64")
+            .assert_silent(node);
         assert_eq!(
             self.owned(node),
             before,
@@ -1027,21 +827,13 @@ impl DualCluster {
 
     pub fn detach_all(&mut self) {
         for p in &mut self.pods {
-            p.del();
-            assert!(
-                !crate::inspect::link_exists_in(&p.pod.netns, "eth0"),
-                "eth0 still in pod {} after DEL",
-                p.label()
-            );
+            let label = p.label();
+            p.detach(&label);
         }
     }
 
     pub fn logs(&self) -> String {
-        self.daemons
-            .iter()
-            .map(|d| format!("----- {}:\n{}", d.node, d.log_text()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        node::logs(&self.daemons)
     }
 }
 
@@ -1063,29 +855,26 @@ fn add_pod(
     cni_path: &CniPath,
     conf: Value,
 ) -> DualPod {
-    let pod = Pod::new(&format!("{tag}-{}", node.name));
-    let plugin = wrapper(wrapper_dir, node.ns(), plugin);
+    let attached = Attached::add(tag, node, plugin, wrapper_dir, cni_path, conf);
     let mut p = DualPod {
-        pod,
-        node: node.name.clone(),
+        attached,
         v4: None,
         v6: None,
         gw4: None,
         gw6: None,
-        result: Value::Null,
-        conf,
-        plugin,
-        cni_path: cni_path.dir().to_path_buf(),
-        attached: false,
     };
-    let raw = p.run("ADD", &p.conf.clone()).expect_ok();
-    p.attached = true;
+    let raw = &p.result;
+    let mut found = Vec::new();
     for ip in raw["ips"].as_array().into_iter().flatten() {
         let addr: IpNetwork = ip["address"]
             .as_str()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("bad address in {raw}"));
         let gw: Option<IpAddr> = ip["gateway"].as_str().and_then(|g| g.parse().ok());
+        found.push((addr, gw));
+    }
+    for (addr, gw) in found {
+        p.assert_holds(addr.ip());
         if addr.is_ipv6() {
             p.v6 = Some(addr);
             p.gw6 = gw;
@@ -1093,16 +882,6 @@ fn add_pod(
             p.v4 = Some(addr);
             p.gw4 = gw;
         }
-    }
-    p.result = raw;
-    let seen = p.pod.addrs();
-    for a in [p.v4, p.v6].iter().flatten() {
-        assert!(
-            seen.iter().any(|s| s.ip() == a.ip()),
-            "pod {} on {}: result address {a} not on eth0 (has {seen:?})",
-            p.ns(),
-            p.node
-        );
     }
     p
 }

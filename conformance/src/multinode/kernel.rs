@@ -81,18 +81,57 @@ fn json(prog: &str, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{prog} {args:?}: bad JSON ({e}): {out}"))
 }
 
+/// One entry a line, indented, for failure messages (`(none)` when empty).
+pub fn show(set: &BTreeSet<Entry>) -> String {
+    if set.is_empty() {
+        return "    (none)".into();
+    }
+    set.iter()
+        .map(|e| format!("    {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `-4` or `-6`.
+fn family(v6: bool) -> &'static str {
+    if v6 {
+        "-6"
+    } else {
+        "-4"
+    }
+}
+
 /// The IPv4 routes of protocol 97 in netns `ns`.
 pub fn routes(ns: &str) -> BTreeSet<Entry> {
+    routes_of(ns, false)
+}
+
+/// The IPv4 or IPv6 routes of protocol 97 in netns `ns`.
+pub fn routes_of(ns: &str, v6: bool) -> BTreeSet<Entry> {
     let v = json(
         "ip",
-        &["-n", ns, "-4", "-j", "route", "show", "proto", ROUTE_PROTO],
+        &[
+            "-n",
+            ns,
+            family(v6),
+            "-j",
+            "route",
+            "show",
+            "proto",
+            ROUTE_PROTO,
+        ],
     );
     v.as_array()
         .into_iter()
         .flatten()
         .map(|r| Entry::Route {
             dst: r["dst"].as_str().unwrap_or("").to_string(),
-            via: r["gateway"].as_str().map(String::from),
+            // `via inet6 ADDR` (an IPv4 route with an IPv6 gateway, RFC 8950) has no
+            // "gateway" in iproute2's JSON but "via": {"family", "host"}.
+            via: r["gateway"]
+                .as_str()
+                .or_else(|| r["via"]["host"].as_str())
+                .map(String::from),
             dev: r["dev"].as_str().unwrap_or("").to_string(),
             onlink: r["flags"]
                 .as_array()
@@ -103,9 +142,17 @@ pub fn routes(ns: &str) -> BTreeSet<Entry> {
         .collect()
 }
 
-/// The permanent neighbour entries of `dev` in `ns` (empty when there is no `dev`).
+/// The permanent IPv4 neighbour entries of `dev` in `ns` (empty when there is no `dev`).
 pub fn neighs(ns: &str, dev: &str) -> BTreeSet<Entry> {
-    let v = json("ip", &["-n", ns, "-4", "-j", "neigh", "show", "dev", dev]);
+    neighs_of(ns, dev, false)
+}
+
+/// The permanent IPv4 or IPv6 neighbour entries of `dev` in `ns`.
+pub fn neighs_of(ns: &str, dev: &str, v6: bool) -> BTreeSet<Entry> {
+    let v = json(
+        "ip",
+        &["-n", ns, family(v6), "-j", "neigh", "show", "dev", dev],
+    );
     v.as_array()
         .into_iter()
         .flatten()

@@ -8,6 +8,8 @@
 //! - [`pod`]: pods attached through a plugin run inside their node's namespace;
 //! - [`checks`]: ping matrix, TCP transfer verified byte for byte, MTU probe;
 //! - [`kernel`]: what `ipamd` programmed (proto-97 routes, neighbours, FDB) and monitors;
+//! - [`lifecycle`]: node removal and a watched `ipamd` restart, checked alike for every
+//!   cluster;
 //! - [`cluster`]: a whole cluster (fabric + daemons + pods) and the shared scenario that
 //!   every datapath's end-to-end test runs;
 //! - [`dual`]: dual-stack and IPv6-only clusters (IPv6 on the underlay, pools of both
@@ -32,6 +34,7 @@ pub mod dual;
 pub mod etcd;
 pub mod inns;
 pub mod kernel;
+pub mod lifecycle;
 pub mod node;
 pub mod pod;
 pub mod router;

@@ -271,6 +271,15 @@ pub fn remove_node(store: &str, name: &str) -> Result<String, String> {
     )
 }
 
+/// Every daemon's log, each under a `----- <node>:` line.
+pub fn logs(daemons: &[Ipamd]) -> String {
+    daemons
+        .iter()
+        .map(|d| format!("----- {}:\n{}", d.node, d.log_text()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Sum of the samples of `name` in Prometheus text `text` (lines `name value` or
 /// `name{labels} value`).
 pub fn metric_sum(text: &str, name: &str) -> Option<f64> {

@@ -1,9 +1,9 @@
 //! Pods of a multi-node test: a netns attached by a datapath plugin that runs inside
 //! its node's namespace, as a runtime on that node would run it. The plugin is started
 //! through a small wrapper script (`ip netns exec <node> <plugin>`), so the harness's
-//! [`Invocation`](crate::runner::Invocation) (clean env, stdin, timeout) is reused as is.
+//! [`Invocation`](cni_runtime::Invocation) (clean env, stdin, timeout) is reused as is.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::bins::CniPath;
 use crate::fixture::{with_prev, Pod};
 use crate::result;
-use crate::runner::{Invocation, Outcome};
+use cni_runtime::{Invocation, Outcome};
 
 use super::topology::NodeNs;
 
@@ -62,18 +62,17 @@ impl NetConf {
     }
 }
 
-/// An attached pod.
+/// A pod attached by a plugin that runs inside its node: ADD when made, CHECK and DEL
+/// with the ADD result as `prevResult`, and a best-effort DEL on drop when the test did
+/// not detach it (e.g. it failed), so the node-local store and the host end of the veth
+/// go; the netns goes with `Pod`. [`MnPod`] (IPv4) and the dual-stack pods build on it.
 #[derive(Debug)]
-pub struct MnPod {
+pub struct Attached {
     pub pod: Pod,
     /// The node it runs on (`node1`, ...) and that node's netns.
     pub node: String,
     pub node_ns: String,
-    /// Its IPv4 address (from the result, checked on its `eth0`).
-    pub ip: Ipv4Addr,
-    /// The prefix length the result gave.
-    pub prefix: u8,
-    /// The ADD result (for DEL's `prevResult`).
+    /// The ADD result (for CHECK's and DEL's `prevResult`).
     pub result: Value,
     conf: Value,
     plugin: PathBuf,
@@ -81,10 +80,9 @@ pub struct MnPod {
     attached: bool,
 }
 
-impl MnPod {
+impl Attached {
     /// ADD through `plugin` (a path; run inside `node`'s netns through a wrapper written
-    /// to `wrapper_dir`), with config `conf`. Asserts success and that the pod holds the
-    /// address of the result.
+    /// to `wrapper_dir`), with config `conf`; asserts success.
     pub fn add(
         tag: &str,
         node: &NodeNs,
@@ -92,39 +90,31 @@ impl MnPod {
         wrapper_dir: &Path,
         cni_path: &CniPath,
         conf: Value,
-    ) -> MnPod {
-        let pod = Pod::new(&format!("{tag}-{}", node.name));
-        let plugin = wrapper(wrapper_dir, node.ns(), plugin);
-        let mut p = MnPod {
-            pod,
+    ) -> Attached {
+        let mut p = Attached {
+            pod: Pod::new(&format!("{tag}-{}", node.name)),
             node: node.name.clone(),
             node_ns: node.ns().to_string(),
-            ip: Ipv4Addr::UNSPECIFIED,
-            prefix: 0,
             result: Value::Null,
             conf,
-            plugin,
+            plugin: wrapper(wrapper_dir, node.ns(), plugin),
             cni_path: cni_path.dir().to_path_buf(),
             attached: false,
         };
-        let raw = p.run("ADD", &p.conf.clone()).expect_ok();
+        p.result = p.run("ADD", &p.conf.clone()).expect_ok();
         p.attached = true;
-        let parsed = result::parse(&raw, VERSION).unwrap_or_else(|e| panic!("bad result: {e}"));
-        let ip = parsed.the_ipv4().address;
-        let std::net::IpAddr::V4(v4) = ip.ip() else {
-            unreachable!()
-        };
-        p.ip = v4;
-        p.prefix = ip.prefix();
-        p.result = raw;
-        let seen = p.pod.addrs();
-        assert!(
-            seen.iter().any(|a| a.ip() == ip.ip()),
-            "pod {} on {}: result address {ip} not on eth0 (has {seen:?})",
-            p.pod.netns.name(),
-            p.node
-        );
         p
+    }
+
+    /// Asserts that the pod's `eth0` holds `ip` (an address of its result).
+    pub fn assert_holds(&self, ip: IpAddr) {
+        let seen = self.pod.addrs();
+        assert!(
+            seen.iter().any(|a| a.ip() == ip),
+            "pod {} on {}: result address {ip} not on eth0 (has {seen:?})",
+            self.ns(),
+            self.node
+        );
     }
 
     /// Runs the plugin with `command` on this pod.
@@ -151,6 +141,15 @@ impl MnPod {
         self.attached = false;
     }
 
+    /// DEL, asserting success and that the pod's `eth0` is gone (`label` for messages).
+    pub fn detach(&mut self, label: &str) {
+        self.del();
+        assert!(
+            !crate::inspect::link_exists_in(&self.pod.netns, "eth0"),
+            "eth0 still in pod {label} after DEL"
+        );
+    }
+
     /// The netns name of the pod.
     pub fn ns(&self) -> &str {
         self.pod.netns.name()
@@ -158,23 +157,11 @@ impl MnPod {
 
     /// The MTU of the pod's `eth0`.
     pub fn mtu(&self) -> u32 {
-        let out = crate::sh(
-            "ip",
-            &["-n", self.ns(), "-j", "link", "show", "dev", "eth0"],
-        );
-        let v: Value = serde_json::from_str(&out).expect("ip -j link");
-        v[0]["mtu"].as_u64().expect("mtu") as u32
-    }
-
-    /// `<node>/<ip>` for messages.
-    pub fn label(&self) -> String {
-        format!("{}/{}", self.node, self.ip)
+        super::kernel::link_mtu(self.ns(), "eth0").unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
-impl Drop for MnPod {
-    /// Best-effort DEL when the test did not detach the pod (e.g. it failed), so the
-    /// node-local store and the host end of the veth go; the netns goes with `Pod`.
+impl Drop for Attached {
     fn drop(&mut self) {
         if self.attached {
             let conf = with_prev(&self.conf, Some(&self.result));
@@ -185,5 +172,61 @@ impl Drop for MnPod {
                 .config(&conf)
                 .try_run();
         }
+    }
+}
+
+/// An attached pod with one IPv4 address (the [`Attached`] pod's fields and methods
+/// through `Deref`).
+#[derive(Debug)]
+pub struct MnPod {
+    attached: Attached,
+    /// Its IPv4 address (from the result, checked on its `eth0`).
+    pub ip: Ipv4Addr,
+    /// The prefix length the result gave.
+    pub prefix: u8,
+}
+
+impl std::ops::Deref for MnPod {
+    type Target = Attached;
+    fn deref(&self) -> &Attached {
+        &self.attached
+    }
+}
+
+impl std::ops::DerefMut for MnPod {
+    fn deref_mut(&mut self) -> &mut Attached {
+        &mut self.attached
+    }
+}
+
+impl MnPod {
+    /// [`Attached::add`], then the one IPv4 address of the result, which the pod must
+    /// hold.
+    pub fn add(
+        tag: &str,
+        node: &NodeNs,
+        plugin: &Path,
+        wrapper_dir: &Path,
+        cni_path: &CniPath,
+        conf: Value,
+    ) -> MnPod {
+        let attached = Attached::add(tag, node, plugin, wrapper_dir, cni_path, conf);
+        let parsed =
+            result::parse(&attached.result, VERSION).unwrap_or_else(|e| panic!("bad result: {e}"));
+        let ip = parsed.the_ipv4().address;
+        let IpAddr::V4(v4) = ip.ip() else {
+            unreachable!()
+        };
+        attached.assert_holds(ip.ip());
+        MnPod {
+            attached,
+            ip: v4,
+            prefix: ip.prefix(),
+        }
+    }
+
+    /// `<node>/<ip>` for messages.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.node, self.ip)
     }
 }

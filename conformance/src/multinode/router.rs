@@ -56,7 +56,8 @@ pub fn config(router_id: Ipv4Addr, clients: &[Ipv4Addr]) -> String {
 /// IPv6 channel on every session and the kernel protocol of both families. A client
 /// with an IPv4 address gets one IPv4 session carrying both families (IPv6 prefixes with
 /// their IPv6 next hops, multiprotocol BGP); a client with an IPv6 address (an IPv6-only
-/// node) an IPv6 session carrying IPv6 only.
+/// node) an IPv6 session carrying both too, IPv4 prefixes with IPv6 next hops (RFC 8950,
+/// `extended next hop on`).
 pub fn config_dual_stack(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
     let session = "local as {AS};\n\
            rr client;\n\
@@ -68,13 +69,14 @@ pub fn config_dual_stack(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
         .replace("{GR}", &GR_TIME.to_string());
     let v4 = "ipv4 { import all; export where source = RTS_BGP; gateway direct; };\n";
     let v6 = "ipv6 { import all; export where source = RTS_BGP; gateway direct; };\n";
+    let v4x = "ipv4 { import all; export where source = RTS_BGP; gateway direct; extended next hop on; };\n";
     let mut c = format!(
         "router id {router_id};\n\
          protocol device {{ scan time 1; }}\n\
          protocol kernel {{ ipv4 {{ import none; export where source = RTS_BGP; }}; }}\n\
          protocol kernel {{ ipv6 {{ import none; export where source = RTS_BGP; }}; }}\n\
          template bgp node4 {{\n{session}{v4}{v6}}}\n\
-         template bgp node6 {{\n{session}{v6}}}\n"
+         template bgp node6 {{\n{session}{v4x}{v6}}}\n"
     );
     for (i, ip) in clients.iter().enumerate() {
         let t = if ip.is_ipv4() { "node4" } else { "node6" };
@@ -189,59 +191,53 @@ pub const FRR_AS: u32 = 65100;
 /// FRR's configuration: an eBGP neighbour for each of `clients` (the nodes' underlay
 /// addresses), test timers, graceful restart with forwarding kept.
 pub fn frr_config(router_id: Ipv4Addr, clients: &[Ipv4Addr]) -> String {
-    let mut c = format!(
-        "frr defaults datacenter\n\
-         hostname tor\n\
-         router bgp {FRR_AS}\n\
-          bgp router-id {router_id}\n\
-          no bgp ebgp-requires-policy\n\
-          no bgp network import-check\n\
-          bgp graceful-restart\n\
-          bgp graceful-restart preserve-fw-state\n\
-          bgp graceful-restart restart-time {GR_TIME}\n"
-    );
-    for ip in clients {
-        c.push_str(&format!(
-            " neighbor {ip} remote-as {AS}\n \
-             neighbor {ip} timers 1 {HOLD_TIME}\n \
-             neighbor {ip} timers connect 1\n"
-        ));
-    }
-    c
+    let clients: Vec<IpAddr> = clients.iter().copied().map(IpAddr::V4).collect();
+    frr_neighbours(router_id, &clients)
 }
 
 /// FRR's configuration for dual-stack and IPv6-only clusters: as [`frr_config`], with
 /// IPv6 unicast activated on every session. A client with an IPv4 address gets one IPv4
 /// session carrying both families; a client with an IPv6 address (an IPv6-only node) an
-/// IPv6 session carrying IPv6 only.
+/// IPv6 session carrying both too, IPv4 prefixes with IPv6 next hops (RFC 8950:
+/// `capability extended-nexthop`).
 pub fn frr_config_dual_stack(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
-    let mut c = format!(
-        "frr defaults datacenter\n\
-         hostname tor\n\
-         router bgp {FRR_AS}\n\
-          bgp router-id {router_id}\n\
-          no bgp ebgp-requires-policy\n\
-          no bgp network import-check\n\
-          bgp graceful-restart\n\
-          bgp graceful-restart preserve-fw-state\n\
-          bgp graceful-restart restart-time {GR_TIME}\n"
-    );
-    for ip in clients {
-        c.push_str(&format!(
-            " neighbor {ip} remote-as {AS}\n \
-             neighbor {ip} timers 1 {HOLD_TIME}\n \
-             neighbor {ip} timers connect 1\n"
-        ));
+    let mut c = frr_neighbours(router_id, clients);
+    for ip in clients.iter().filter(|ip| ip.is_ipv6()) {
+        c.push_str(&format!(" neighbor {ip} capability extended-nexthop\n"));
     }
     c.push_str(" address-family ipv4 unicast\n");
     for ip in clients.iter().filter(|ip| ip.is_ipv6()) {
-        c.push_str(&format!("  no neighbor {ip} activate\n"));
+        c.push_str(&format!("  neighbor {ip} activate\n"));
     }
     c.push_str(" exit-address-family\n address-family ipv6 unicast\n");
     for ip in clients {
         c.push_str(&format!("  neighbor {ip} activate\n"));
     }
     c.push_str(" exit-address-family\n");
+    c
+}
+
+/// The `router bgp` section both configurations start with: the router, graceful
+/// restart, and an eBGP neighbour with test timers for each of `clients`.
+fn frr_neighbours(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
+    let mut c = format!(
+        "frr defaults datacenter\n\
+         hostname tor\n\
+         router bgp {FRR_AS}\n\
+          bgp router-id {router_id}\n\
+          no bgp ebgp-requires-policy\n\
+          no bgp network import-check\n\
+          bgp graceful-restart\n\
+          bgp graceful-restart preserve-fw-state\n\
+          bgp graceful-restart restart-time {GR_TIME}\n"
+    );
+    for ip in clients {
+        c.push_str(&format!(
+            " neighbor {ip} remote-as {AS}\n \
+             neighbor {ip} timers 1 {HOLD_TIME}\n \
+             neighbor {ip} timers connect 1\n"
+        ));
+    }
     c
 }
 

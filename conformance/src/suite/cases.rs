@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use super::{Case, Ctx, Scope, EXTRA_ROUTE};
 use crate::fixture::{with_prev, Pod};
 use crate::result::{self, ParsedResult};
-use crate::runner::{Invocation, Outcome};
 use crate::snapshot;
 use crate::{inspect, try_sh};
+use cni_runtime::{Invocation, Outcome};
 
 pub const VERSION_RULE: &str = "§Version: VERSION prints cniVersion + supportedVersions";
 
@@ -216,7 +216,7 @@ fn expect_error(o: &Outcome, what: &str) -> Result<u32, String> {
     if !matches!(o.exit_code, Some(c) if c != 0) {
         return Err(format!("{what}: expected a CNI error: {}", short(o)));
     }
-    let e: crate::runner::ErrorObject = serde_json::from_str(&o.stdout).map_err(|err| {
+    let e: cni_runtime::ErrorObject = serde_json::from_str(&o.stdout).map_err(|err| {
         format!(
             "{what}: stdout is not a CNI error object ({err}): {}",
             short(o)
@@ -386,7 +386,7 @@ fn version(ctx: &Ctx) -> Result<(), String> {
         ensure(
             list.iter().all(|x| {
                 x.as_str().is_some_and(|s| {
-                    cni_core::spec::version::Version::parse(s).is_ok() || s.split('.').count() == 3
+                    cni_runtime::Version::parse(s).is_some() || s.split('.').count() == 3
                 })
             }),
             || format!("supportedVersions holds a malformed version: {out}"),

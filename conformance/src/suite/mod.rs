@@ -255,7 +255,7 @@ pub fn reported_versions(target: &Target) -> Result<Vec<String>, String> {
             target.plugin, target.bin_dirs
         ));
     }
-    let out = crate::runner::Invocation::new(&bin, "VERSION", path.dir())
+    let out = cni_runtime::Invocation::new(&bin, "VERSION", path.dir())
         .raw_stdin(json!({"cniVersion": "0.1.0"}).to_string())
         .try_run()?;
     let v: Value = serde_json::from_str(&out.stdout)

@@ -5,7 +5,9 @@
 //! <prefix>/nodes/<name>            JSON node record (info, leaseExpiry, ttl), put with
 //!                                  the node's lease; leaseExpiry is that of the last
 //!                                  write (a renewal is a keep-alive, no write)
-//! <prefix>/blocks/<cidr, / as _>   the owner node's name, put with the owner's lease
+//! <prefix>/blocks/<cidr, / as _>   the owner node's name (no lease: see below)
+//! <prefix>/expired/<name>          unix time at which an `expire` pass first saw node
+//!                                  <name> hold blocks without a record (no lease)
 //! <prefix>/id                      the store's identity (random, created once by the
 //!                                  first client that asks for it, no lease)
 //! ```
@@ -15,13 +17,17 @@
 //! [`super::local`].
 //!
 //! A claim is one transaction: `create_revision(block) == 0` (nobody holds it) and
-//! `lease(node key) == the node's lease` (the node is alive), then put the block with
-//! that lease. Binding blocks to the owner's lease is deliberate: when a node dies its
-//! lease expires and etcd deletes its record *and* its blocks at once, with no sweeper.
-//! The price is that a node whose lease lapses (daemon stopped longer than the TTL) loses
-//! its blocks even if pods still use them; the daemon takes them back at start with
-//! [`super::local::reclaim_cached`] (`claim_exact`). `NodeRecord.blocks` is always
-//! assembled from the block keys, which are the truth.
+//! `lease(node key) == the node's lease` (the node is alive), then put the block. The
+//! block key is deliberately *not* bound to the lease: a node whose lease lapses (daemon
+//! frozen or stopped longer than the TTL, store unreachable) may still have pods using
+//! addresses of its blocks, so its blocks stay its own (see [`super`]): its record
+//! vanishes with the lease (peers stop routing to it), its block keys stay, nobody else
+//! can claim them, and it takes them back when it registers again
+//! ([`super::local::reclaim_cached`], `claim_exact`: already its own). `expire` frees
+//! them after the expired-node grace, `remove_node` at once. (Blocks put by an older
+//! build with the owner's lease still vanish with it, as before; a re-registration with
+//! another TTL rewrites them without one.) `NodeRecord.blocks` is always assembled from
+//! the block keys, which are the truth.
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
@@ -38,7 +44,7 @@ use super::{check_max_blocks, diff, exhausted_error, now_unix, pick_block, NodeW
 use crate::error::IpamError;
 
 /// Deadline of one etcd request (connect included).
-pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many times a claim retries after losing a compare-and-swap race.
 const CLAIM_ATTEMPTS: usize = 64;
 
@@ -56,6 +62,8 @@ pub(crate) struct Snapshot {
     nodes: BTreeMap<String, (StoredNode, i64, i64)>,
     /// block -> owner
     blocks: BTreeMap<IpNetwork, String>,
+    /// node -> (expired since, unix s; mod revision of its `expired/` marker)
+    expired: BTreeMap<String, (u64, i64)>,
 }
 
 impl Snapshot {
@@ -80,17 +88,15 @@ impl Snapshot {
         out
     }
 
-    fn stored_with_blocks(&self) -> Vec<StoredNode> {
-        let recs = self.records();
-        self.nodes
-            .iter()
-            .filter_map(|(k, (n, _, _))| {
-                recs.get(k).map(|r| StoredNode {
-                    record: r.clone(),
-                    ttl: n.ttl,
-                })
-            })
-            .collect()
+    /// The owners of blocks that have no record (their lease expired), with their blocks.
+    pub(crate) fn expired_holders(&self) -> BTreeMap<String, Vec<IpNetwork>> {
+        let mut out: BTreeMap<String, Vec<IpNetwork>> = BTreeMap::new();
+        for (b, owner) in &self.blocks {
+            if !self.nodes.contains_key(owner) {
+                out.entry(owner.clone()).or_default().push(*b);
+            }
+        }
+        out
     }
 }
 
@@ -123,6 +129,10 @@ impl EtcdStore {
 
     fn node_key(&self, name: &str) -> String {
         format!("{}/nodes/{name}", self.prefix)
+    }
+
+    fn expired_key(&self, name: &str) -> String {
+        format!("{}/expired/{name}", self.prefix)
     }
 
     fn block_key(&self, block: IpNetwork) -> String {
@@ -166,6 +176,7 @@ impl EtcdStore {
             revision,
             nodes: BTreeMap::new(),
             blocks: BTreeMap::new(),
+            expired: BTreeMap::new(),
         };
         for kv in resp.kvs() {
             self.apply_put(
@@ -201,6 +212,9 @@ impl EtcdStore {
             let block = parse_block(b).ok_or_else(|| corrupt("not a block key".into()))?;
             let owner = String::from_utf8(value.to_vec()).map_err(|e| corrupt(e.to_string()))?;
             snap.blocks.insert(block, owner);
+        } else if let Some(name) = key.strip_prefix(&format!("{}/expired/", self.prefix)) {
+            let since = String::from_utf8_lossy(value).trim().parse().unwrap_or(0);
+            snap.expired.insert(name.to_string(), (since, mod_rev));
         }
         Ok(())
     }
@@ -213,6 +227,8 @@ impl EtcdStore {
             if let Some(block) = parse_block(b) {
                 snap.blocks.remove(&block);
             }
+        } else if let Some(name) = key.strip_prefix(&format!("{}/expired/", self.prefix)) {
+            snap.expired.remove(name);
         }
     }
 
@@ -316,11 +332,15 @@ impl EtcdStore {
                 Some((_, mod_rev)) => Compare::mod_revision(key.clone(), CompareOp::Equal, mod_rev),
                 None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
             };
-            let txn = Txn::new().when([cmp]).and_then([TxnOp::put(
-                key.clone(),
-                self.encode(&stored)?,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
+            // Back from an expiry: its blocks are its own again, the marker goes.
+            let txn = Txn::new().when([cmp]).and_then([
+                TxnOp::put(
+                    key.clone(),
+                    self.encode(&stored)?,
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::delete(self.expired_key(&info.name), None),
+            ]);
             if self
                 .call("txn register", &key, c.txn(txn))
                 .await?
@@ -377,11 +397,8 @@ impl EtcdStore {
             if *o == info.name {
                 let bkey = self.block_key(*b);
                 cmps.push(Compare::value(bkey.clone(), CompareOp::Equal, o.as_str()));
-                ops.push(TxnOp::put(
-                    bkey,
-                    o.as_str(),
-                    Some(PutOptions::new().with_lease(lease)),
-                ));
+                // Without a lease (an older build bound blocks to the node's lease).
+                ops.push(TxnOp::put(bkey, o.as_str(), None));
             }
         }
         let txn = Txn::new().when(cmps).and_then(ops);
@@ -524,25 +541,7 @@ impl EtcdStore {
             check_max_blocks(node, pool, v6, mine, max_blocks)?;
             let owned: BTreeSet<IpNetwork> = snap.blocks.keys().copied().collect();
             let Some(block) = pick_block(pool, v6, &owned) else {
-                // Whether a holder is dying comes from its lease, not its record.
-                let mut holders: Vec<(StoredNode, i64)> = snap
-                    .stored_with_blocks()
-                    .into_iter()
-                    .filter(|n| {
-                        n.record.info.name != node
-                            && n.record
-                                .blocks
-                                .iter()
-                                .any(|b| b.is_ipv6() == v6 && pool.contains(*b))
-                    })
-                    .filter_map(|n| {
-                        let lease = snap.nodes.get(&n.record.info.name)?.1;
-                        Some((n, lease))
-                    })
-                    .collect();
-                self.live_expiry(&mut holders).await?;
-                let refs: Vec<&StoredNode> = holders.iter().map(|(n, _)| n).collect();
-                return Err(exhausted_error(pool, v6, node, &refs, now_unix()));
+                return Err(exhausted_error(pool, v6, &snap.expired_holders()));
             };
             let bkey = self.block_key(block);
             if self.try_claim(&bkey, &node_key, node, lease).await? {
@@ -564,16 +563,13 @@ impl EtcdStore {
         lease: i64,
     ) -> Result<bool, IpamError> {
         let mut c = Client::clone(&self.client);
+        // The block is bound to the node's name, not to its lease (see the module doc).
         let txn = Txn::new()
             .when([
                 Compare::create_revision(bkey, CompareOp::Equal, 0),
                 Compare::lease(node_key, CompareOp::Equal, lease),
             ])
-            .and_then([TxnOp::put(
-                bkey,
-                node,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
+            .and_then([TxnOp::put(bkey, node, None)]);
         Ok(self.call("txn claim", bkey, c.txn(txn)).await?.succeeded())
     }
 
@@ -666,25 +662,94 @@ impl EtcdStore {
                 .and_then([TxnOp::delete(key.clone(), None)]);
             self.call("txn remove", &key, c.txn(txn)).await?;
         }
-        // Leftover blocks not bound to the lease.
+        // Its blocks (not bound to the lease), and its expiry marker.
         let snap = self.snapshot().await?;
         for (b, o) in &snap.blocks {
             if o == name {
                 self.release_block(name, *b).await?;
             }
         }
+        let marker = self.expired_key(name);
+        self.call("delete", &marker, c.delete(marker.clone(), None))
+            .await?;
         Ok(())
     }
 
-    pub(crate) async fn expire(&self) -> Result<Vec<String>, IpamError> {
+    /// See [`super::ClusterStore::expire`].
+    pub(crate) async fn expire(&self, grace: Duration) -> Result<Vec<String>, IpamError> {
         let snap = self.snapshot().await?;
-        let mut gone = BTreeSet::new();
-        for (b, o) in &snap.blocks {
-            if !snap.nodes.contains_key(o) && self.release_block(o, *b).await? {
-                gone.insert(o.clone());
+        let holders = snap.expired_holders();
+        let now = now_unix();
+        let mut freed = Vec::new();
+        let mut c = Client::clone(&self.client);
+        for (name, blocks) in &holders {
+            let node_key = self.node_key(name);
+            let marker = self.expired_key(name);
+            let absent = Compare::create_revision(node_key.clone(), CompareOp::Equal, 0);
+            let Some((since, mod_rev)) = snap.expired.get(name).copied() else {
+                // First seen expired: its blocks stay its own from now on, for the grace.
+                let txn = Txn::new()
+                    .when([
+                        absent,
+                        Compare::create_revision(marker.clone(), CompareOp::Equal, 0),
+                    ])
+                    .and_then([TxnOp::put(marker.clone(), now.to_string(), None)]);
+                if self
+                    .call("txn expired", &marker, c.txn(txn))
+                    .await?
+                    .succeeded()
+                {
+                    tracing::info!(node = %name, blocks = ?blocks, grace = ?grace,
+                        "node's lease expired: its blocks stay its own (no other node gets \
+                         them) until it registers again, the grace ends or it is removed");
+                }
+                continue;
+            };
+            if grace.is_zero() || now < since.saturating_add(grace.as_secs().max(1)) {
+                continue;
+            }
+            // The grace is over: its blocks go back to the pool, unless it registered
+            // again in between (then its record exists and the transaction fails).
+            let mut ops: Vec<TxnOp> = blocks
+                .iter()
+                .map(|b| TxnOp::delete(self.block_key(*b), None))
+                .collect();
+            ops.push(TxnOp::delete(marker.clone(), None));
+            let mut cmps = vec![
+                absent,
+                Compare::mod_revision(marker.clone(), CompareOp::Equal, mod_rev),
+            ];
+            for b in blocks {
+                cmps.push(Compare::value(
+                    self.block_key(*b),
+                    CompareOp::Equal,
+                    name.as_str(),
+                ));
+            }
+            let txn = Txn::new().when(cmps).and_then(ops);
+            if self
+                .call("txn free expired", &marker, c.txn(txn))
+                .await?
+                .succeeded()
+            {
+                freed.push(name.clone());
             }
         }
-        Ok(gone.into_iter().collect())
+        // Markers of nodes that are back (or hold nothing any more).
+        for name in snap.expired.keys() {
+            if !holders.contains_key(name) {
+                let marker = self.expired_key(name);
+                let txn = Txn::new()
+                    .when([Compare::create_revision(
+                        marker.clone(),
+                        CompareOp::Greater,
+                        0,
+                    )])
+                    .and_then([TxnOp::delete(marker.clone(), None)]);
+                self.call("txn expired", &marker, c.txn(txn)).await?;
+            }
+        }
+        Ok(freed)
     }
 
     pub(crate) async fn watch(&self) -> Result<NodeWatch, IpamError> {

@@ -280,8 +280,7 @@ impl FileStore {
                 .flat_map(|n| n.record.blocks.iter().copied())
                 .collect();
             let Some(block) = pick_block(pool, v6, &owned) else {
-                let all: Vec<&StoredNode> = doc.nodes.values().collect();
-                return Err(exhausted_error(pool, v6, node, &all, now));
+                return Err(exhausted_error(pool, v6, &expired_holders(doc, now)));
             };
             if let Some(me) = doc.nodes.get_mut(node) {
                 me.record.blocks.push(block);
@@ -310,13 +309,21 @@ impl FileStore {
         })
     }
 
-    pub(crate) fn expire(&self) -> Result<Vec<String>, IpamError> {
+    /// Removes the expired records that hold no block, and those expired for longer than
+    /// `grace` (zero: never) with their blocks.
+    pub(crate) fn expire(&self, grace: Duration) -> Result<Vec<String>, IpamError> {
         self.update(|doc| {
             let now = now_unix();
             let dead: Vec<String> = doc
                 .nodes
                 .iter()
-                .filter(|(_, n)| n.record.lease_expiry <= now)
+                .filter(|(_, n)| {
+                    let expiry = n.record.lease_expiry;
+                    expiry <= now
+                        && (n.record.blocks.is_empty()
+                            || (!grace.is_zero()
+                                && expiry.saturating_add(grace.as_secs().max(1)) <= now))
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for d in &dead {
@@ -324,6 +331,11 @@ impl FileStore {
             }
             Ok((!dead.is_empty(), dead))
         })
+    }
+
+    /// Expired records that still hold blocks.
+    pub(crate) fn expired_holders(&self) -> Result<BTreeMap<String, Vec<IpNetwork>>, IpamError> {
+        Ok(expired_holders(&self.read()?, now_unix()))
     }
 
     /// Claims exactly `block` for `node` if it is free (or already the node's).
@@ -351,4 +363,13 @@ impl FileStore {
             Ok((true, true))
         })
     }
+}
+
+/// The records of `doc` expired at `now` that still hold blocks.
+fn expired_holders(doc: &Doc, now: u64) -> BTreeMap<String, Vec<IpNetwork>> {
+    doc.nodes
+        .iter()
+        .filter(|(_, n)| n.record.lease_expiry <= now && !n.record.blocks.is_empty())
+        .map(|(k, n)| (k.clone(), n.record.blocks.clone()))
+        .collect()
 }

@@ -55,14 +55,14 @@ use crate::error::IpamError;
 use crate::range::{ip_to_u128, Range, RangeSet, RangeSets};
 use crate::store::{AllocKey, AllocMeta, Store};
 
-/// How [`allocate`] claims one more block of a family (`true`: IPv6), given the cache
+/// How [`allocate_in`] claims one more block of a family (`true`: IPv6), given the cache
 /// as it read it.
-pub type ClaimFn<'a> = dyn FnMut(bool, &[IpNetwork]) -> Result<IpNetwork, IpamError> + 'a;
+pub(crate) type ClaimFn<'a> = dyn FnMut(bool, &[IpNetwork]) -> Result<IpNetwork, IpamError> + 'a;
 
 /// The cache file's name inside the store directory.
-pub const CACHE_FILE: &str = "blocks.json";
+pub(crate) const CACHE_FILE: &str = "blocks.json";
 /// The claim lock's name inside the store directory.
-pub const CLAIM_LOCK: &str = "claim.lock";
+pub(crate) const CLAIM_LOCK: &str = "claim.lock";
 /// At most this many blocks are claimed by one allocation before giving up.
 const MAX_CLAIMS_PER_ALLOCATION: usize = 8;
 
@@ -150,7 +150,7 @@ fn write_cache(
 /// What every ADD checks without the cluster store: the cache is not refused and was
 /// claimed for `node`. Returns whether its content is the one last checked against
 /// the store (if not, [`verify_cache`] should run before it is used).
-pub fn check_cache_offline(store: &Store, node: &str) -> Result<bool, IpamError> {
+pub(crate) fn check_cache_offline(store: &Store, node: &str) -> Result<bool, IpamError> {
     let cache = read_cache(store)?;
     if let Some(why) = &cache.refused {
         return Err(IpamError::corrupt(&cache_path(store), why.clone()));
@@ -170,7 +170,7 @@ pub fn check_cache_offline(store: &Store, node: &str) -> Result<bool, IpamError>
 /// Checks the cache against the cluster store (see the module docs), holding the
 /// node's claim lock: the store's identity, then (unless the content is the one last
 /// checked) every block's owner.
-pub async fn verify_cache(
+pub(crate) async fn verify_cache(
     store: &Store,
     cluster: &ClusterStore,
     node: &str,
@@ -295,7 +295,7 @@ async fn verify_locked(store: &Store, cluster: &ClusterStore, node: &str) -> Res
 }
 
 /// Adds `block` to the cache (durably, under the store's lock); `false` if it was there.
-pub fn cache_block(store: &Store, block: IpNetwork) -> Result<bool, IpamError> {
+pub(crate) fn cache_block(store: &Store, block: IpNetwork) -> Result<bool, IpamError> {
     write_cache(store, |b| {
         if b.contains(&block) {
             return false;
@@ -305,8 +305,8 @@ pub fn cache_block(store: &Store, block: IpNetwork) -> Result<bool, IpamError> {
     })
 }
 
-/// Removes `block` from the cache; `false` if it was not there. The caller makes sure
-/// no allocation uses it (see [`block_in_use`]).
+/// Removes `block` from the cache; `false` if it was not there. The caller decides
+/// what becomes of allocations in it (`ipamd`: a block another node took).
 pub fn uncache_block(store: &Store, block: IpNetwork) -> Result<bool, IpamError> {
     write_cache(store, |b| {
         let n = b.len();
@@ -358,17 +358,9 @@ pub async fn release_if_unused(
     cluster.release_block(node, block).await
 }
 
-/// Whether any allocation of the store holds an address of `block` (reads the store).
-pub fn block_in_use(store: &Store, block: IpNetwork) -> Result<bool, IpamError> {
-    Ok(store
-        .list()?
-        .iter()
-        .any(|a| a.ips.iter().any(|n| block.contains(n.ip()))))
-}
-
 /// How the addresses of a block are handed out (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BlockLayout {
+pub(crate) struct BlockLayout {
     /// `ipam.reserveGateway`: the first host address (network + 1) of every block is
     /// never allocated and is returned as the gateway of the block's addresses.
     pub reserve_gateway: bool,
@@ -377,7 +369,7 @@ pub struct BlockLayout {
 impl BlockLayout {
     /// The usable addresses of `block` as a range; its `gateway` (never allocated) is
     /// set only with [`BlockLayout::reserve_gateway`].
-    pub fn range(&self, block: IpNetwork) -> Result<Range, IpamError> {
+    pub(crate) fn range(&self, block: IpNetwork) -> Result<Range, IpamError> {
         let bits: u8 = if block.is_ipv4() { 32 } else { 128 };
         if block.prefix() > bits - 2 || block.ip() != block.network() {
             return Err(IpamError::config(format!(
@@ -398,14 +390,14 @@ impl BlockLayout {
     /// The gateway of the addresses of the block containing `addr` (an allocated
     /// address carries its block's prefix length): network + 1, or `None` without
     /// [`BlockLayout::reserve_gateway`].
-    pub fn gateway(&self, addr: IpNetwork) -> Option<IpAddr> {
+    pub(crate) fn gateway(&self, addr: IpNetwork) -> Option<IpAddr> {
         self.reserve_gateway
             .then(|| from_u128(ip_to_u128(addr.network()) + 1, addr.ip()))
     }
 }
 
 /// The usable addresses of `block` as a range without gateway (see the module docs).
-pub fn block_range(block: IpNetwork) -> Result<Range, IpamError> {
+pub(crate) fn block_range(block: IpNetwork) -> Result<Range, IpamError> {
     BlockLayout::default().range(block)
 }
 
@@ -450,28 +442,9 @@ fn sets_for(
 /// family has no cached block, or all of its blocks are full, `claim(v6, seen)` is called
 /// (`seen`: the cache as this allocation read it)
 /// (with the claim lock held and the cache re-read: see [`claim_into_cache`]) and the
-/// allocation retried. Idempotent as [`Store::allocate`].
-pub fn allocate(
-    store: &Store,
-    pool: &Pool,
-    key: &AllocKey,
-    requested: &[IpAddr],
-    meta: &AllocMeta,
-    claim: &mut ClaimFn<'_>,
-) -> Result<Vec<IpNetwork>, IpamError> {
-    allocate_in(
-        store,
-        pool,
-        BlockLayout::default(),
-        key,
-        requested,
-        meta,
-        claim,
-    )
-}
-
-/// [`allocate`] with the blocks laid out by `layout` (e.g. the gateway reserved).
-pub fn allocate_in(
+/// allocation retried. Idempotent as [`Store::allocate`]. The blocks are laid out by
+/// `layout` (e.g. the gateway reserved).
+pub(crate) fn allocate_in(
     store: &Store,
     pool: &Pool,
     layout: BlockLayout,

@@ -4,13 +4,23 @@
 //! Who owns a block is decided only here, by compare-and-swap in the store; pod
 //! addresses inside a block are handed out by the node-local [`crate::store::Store`], so
 //! pods still get addresses while the cluster store is unreachable.
+//!
+//! A block stays bound to its node's *name*, not to the node's lease (Calico keeps a
+//! block's affinity until its IPAM GC confirms the block is empty): a node whose lease
+//! expires leaves the live view (peers remove their routes toward it), but its blocks
+//! are never handed to another node while its pods may still hold addresses in them.
+//! The node takes them back when it registers again. They go back to the pool only when
+//! the node releases them (an empty block), when the node is removed (`remove_node`,
+//! `ipamd remove-node`), or when the node stayed expired for the grace given to
+//! [`ClusterStore::expire`] (`ipamd --expired-node-grace`, 24 h by default, like
+//! flannel's subnet leases; 0: never).
 
-pub mod etcd;
-pub mod file;
+mod etcd;
+mod file;
 pub mod local;
-pub mod node;
-pub mod pool;
-pub mod url;
+mod node;
+mod pool;
+mod url;
 
 pub use node::{NodeEvent, NodeInfo, NodeRecord};
 pub use pool::Pool;
@@ -110,42 +120,37 @@ pub(crate) fn pick_block(pool: &Pool, v6: bool, owned: &BTreeSet<IpNetwork>) -> 
     pool.blocks(v6).find(|b| !owned.contains(b))
 }
 
-/// The error of a claim that found no free block: code 11 (`TryAgain`) when another
-/// node holding blocks of the family has missed renewals (less than half its TTL left,
-/// or already expired but not yet removed), since its blocks are about to be freed;
-/// otherwise `PoolExhausted` (code 102).
+/// The error of a claim that found no free block: `PoolExhausted` (code 102). Blocks a
+/// node whose lease expired still holds are named with the way to free them (they are
+/// never freed by a lapse alone: its pods may still use them).
 pub(crate) fn exhausted_error(
     pool: &Pool,
     v6: bool,
-    node: &str,
-    nodes: &[&StoredNode],
-    now: u64,
+    expired: &BTreeMap<String, Vec<IpNetwork>>,
 ) -> IpamError {
     let family = if v6 { "IPv6" } else { "IPv4" };
     let bp = pool.block_prefix(v6);
-    let dying = nodes.iter().find(|n| {
-        n.record.info.name != node
-            && n.record
-                .blocks
+    let held: Vec<String> = expired
+        .iter()
+        .filter_map(|(name, blocks)| {
+            let n = blocks
                 .iter()
-                .any(|b| b.is_ipv6() == v6 && pool.contains(*b))
-            && n.record.lease_expiry < now + n.ttl / 2 + 1
-    });
-    match dying {
-        Some(n) => IpamError::TryAgain(format!(
-            "pool {pool} has no free /{bp} {family} block now, but node {}'s lease {} (it holds {} block(s)): try again later",
-            n.record.info.name,
-            if n.record.lease_expiry <= now {
-                "has expired".to_string()
-            } else {
-                format!("expires in {} s", n.record.lease_expiry - now)
-            },
-            n.record.blocks.len()
-        )),
-        None => IpamError::PoolExhausted(format!(
+                .filter(|b| b.is_ipv6() == v6 && pool.contains(**b))
+                .count();
+            (n > 0).then(|| format!("{name} ({n})"))
+        })
+        .collect();
+    if held.is_empty() {
+        return IpamError::PoolExhausted(format!(
             "pool {pool} exhausted: every /{bp} {family} block is owned by a live node"
-        )),
+        ));
     }
+    IpamError::PoolExhausted(format!(
+        "pool {pool} exhausted: no free /{bp} {family} block; node(s) whose lease expired still \
+         hold blocks of it: {} (kept for them until they register again or the expired-node \
+         grace ends; `ipamd remove-node NAME` frees them once their pods are gone)",
+        held.join(", ")
+    ))
 }
 
 /// The events that turn `old` into `new`. A record whose lease expiry alone changed
@@ -331,7 +336,7 @@ impl ClusterStore {
         }
     }
 
-    /// Removes a node record and frees its blocks.
+    /// Removes a node record (live or expired) and frees its blocks.
     pub async fn remove_node(&self, name: &str) -> Result<(), IpamError> {
         match self {
             ClusterStore::File(s) => {
@@ -342,12 +347,29 @@ impl ClusterStore {
         }
     }
 
-    /// Removes every node whose lease has expired and frees its blocks; returns their
-    /// names. (etcd expires leases itself; this then only cleans up leftovers.)
-    pub async fn expire(&self) -> Result<Vec<String>, IpamError> {
+    /// Cleans up after nodes whose lease expired; returns the names of the nodes whose
+    /// blocks it freed (or whose record it removed). A node holding no block is removed
+    /// at once; one holding blocks keeps them (bound to its name, listed by
+    /// [`ClusterStore::expired_holders`]) until it has been expired for `grace`
+    /// (`Duration::ZERO`: forever, until [`ClusterStore::remove_node`]).
+    ///
+    /// File store: "expired since" is the record's `leaseExpiry`. etcd (the record
+    /// vanishes with its lease): the first pass that sees a block whose owner has no
+    /// record writes `<prefix>/expired/<name>` with the time; a re-registration deletes
+    /// it. Every daemon runs this; compare-and-swap makes that safe, and a node that
+    /// registers again in between keeps its blocks.
+    pub async fn expire(&self, grace: Duration) -> Result<Vec<String>, IpamError> {
         match self {
-            ClusterStore::File(s) => blocking(s, |s| s.expire()).await,
-            ClusterStore::Etcd(s) => s.expire().await,
+            ClusterStore::File(s) => blocking(s, move |s| s.expire(grace)).await,
+            ClusterStore::Etcd(s) => s.expire(grace).await,
+        }
+    }
+
+    /// The nodes without a live record that still hold blocks, with their blocks.
+    pub async fn expired_holders(&self) -> Result<BTreeMap<String, Vec<IpNetwork>>, IpamError> {
+        match self {
+            ClusterStore::File(s) => blocking(s, |s| s.expired_holders()).await,
+            ClusterStore::Etcd(s) => Ok(s.snapshot().await?.expired_holders()),
         }
     }
 
@@ -445,7 +467,7 @@ mod tests {
             Duration::from_secs(1),
         ));
         assert_send(&s.renew("a", Duration::from_secs(1)));
-        assert_send(&s.expire());
+        assert_send(&s.expire(Duration::ZERO));
         assert_send(&s.remove_node("a"));
         assert_send(&s.nodes());
     }

@@ -6,8 +6,8 @@ use ipnetwork::IpNetwork;
 use crate::error::IpamError;
 use crate::range::ip_to_u128;
 
-pub const DEFAULT_BLOCK_V4: u8 = 26;
-pub const DEFAULT_BLOCK_V6: u8 = 122;
+pub(super) const DEFAULT_BLOCK_V4: u8 = 26;
+pub(super) const DEFAULT_BLOCK_V6: u8 = 122;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pool {

@@ -3,6 +3,11 @@
 //! released); the other nodes that run BGP are peered with (the full mesh), unless
 //! `--bgp-no-mesh`. Learned routes are the [`super::import`] task's business.
 //!
+//! A block goes out with the node's underlay address of its family as next hop; an IPv4
+//! block of a node with no IPv4 underlay address (an IPv6-only underlay) goes out with
+//! its IPv6 address (RFC 8950): the speaker sends it to the peers that negotiated the
+//! extended next hop capability only, and WARNs about the others.
+//!
 //! No session starts before this node's own record has been seen (its blocks
 //! announced): a session's initial table ends with End-of-RIB, and after a restart that
 //! End-of-RIB makes a helper drop whatever of ours it kept and was not re-announced.
@@ -18,9 +23,9 @@ use crate::events::{PeerEvent, PeerHandler};
 
 /// The backend key under which a node publishes its AS: the nodes that publish it are
 /// the mesh.
-pub const BGP_AS_KEY: &str = "bgpAs";
+pub(crate) const BGP_AS_KEY: &str = "bgpAs";
 
-pub struct BgpHandler {
+pub(crate) struct BgpHandler {
     speaker: Speaker,
     /// This node's underlay address: the next hop of the blocks of its family.
     next_hop: IpAddr,
@@ -43,7 +48,7 @@ pub struct BgpHandler {
 }
 
 impl BgpHandler {
-    pub fn new(
+    pub(crate) fn new(
         speaker: Speaker,
         next_hop: IpAddr,
         other_next_hop: Option<IpAddr>,
@@ -80,12 +85,10 @@ impl BgpHandler {
         };
     }
 
-    /// The next hop for a block: the node's underlay address of its family.
+    /// The next hop for a block: the node's underlay address of its family; for an IPv4
+    /// block on a node without an IPv4 one, its IPv6 address (RFC 8950).
     fn next_hop_for(&self, block: &IpNetwork) -> Option<IpAddr> {
-        [Some(self.next_hop), self.other_next_hop]
-            .into_iter()
-            .flatten()
-            .find(|nh| nh.is_ipv4() == block.is_ipv4())
+        next_hop_for(self.next_hop, self.other_next_hop, block)
     }
 
     /// Announces this node's blocks (of a family it has an underlay address of) and
@@ -109,6 +112,11 @@ impl BgpHandler {
                 continue;
             };
             match self.speaker.announce(*new, next_hop) {
+                Ok(()) if new.is_ipv4() && next_hop.is_ipv6() => tracing::info!(
+                    block = %new, %next_hop,
+                    "BGP: block announced with an IPv6 next hop (RFC 8950: to the peers that \
+                     negotiated the extended next hop capability)"
+                ),
                 Ok(()) => {
                     tracing::info!(block = %new, %next_hop, "BGP: block announced")
                 }
@@ -170,6 +178,16 @@ impl BgpHandler {
     }
 }
 
+fn next_hop_for(
+    next_hop: IpAddr,
+    other_next_hop: Option<IpAddr>,
+    block: &IpNetwork,
+) -> Option<IpAddr> {
+    let ours = [Some(next_hop), other_next_hop];
+    let of = |v4: bool| ours.into_iter().flatten().find(|nh| nh.is_ipv4() == v4);
+    of(block.is_ipv4()).or_else(|| block.is_ipv4().then(|| of(false)).flatten())
+}
+
 impl PeerHandler for BgpHandler {
     async fn handle(&mut self, event: PeerEvent) {
         match event {
@@ -199,5 +217,27 @@ impl PeerHandler for BgpHandler {
 
     fn node_backend(&self) -> BTreeMap<String, String> {
         BTreeMap::from([(BGP_AS_KEY.to_string(), self.local_as.to_string())])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_hops_by_family_and_ipv4_via_ipv6() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+        let (v4, v6) = (net("10.244.0.0/26"), net("fd10::/64"));
+        // Dual-stack underlay: each family its own.
+        let dual = (ip("192.0.2.1"), Some(ip("2001:db8::1")));
+        assert_eq!(next_hop_for(dual.0, dual.1, &v4), Some(ip("192.0.2.1")));
+        assert_eq!(next_hop_for(dual.0, dual.1, &v6), Some(ip("2001:db8::1")));
+        // IPv6-only underlay: IPv4 blocks via the IPv6 address (RFC 8950).
+        let only6 = ip("2001:db8::1");
+        assert_eq!(next_hop_for(only6, None, &v4), Some(only6));
+        assert_eq!(next_hop_for(only6, None, &v6), Some(only6));
+        // IPv4-only underlay: no IPv6 next hop for IPv6 blocks (refused at start).
+        assert_eq!(next_hop_for(ip("192.0.2.1"), None, &v6), None);
     }
 }

@@ -25,6 +25,9 @@
 //! across subnets is not on-link, and Linux only accepts an on-link gateway. So, as
 //! BIRD's `gateway recursive`, a next hop off the connected subnets is resolved through
 //! the kernel's own route to it (the router toward it) when the route is installed.
+//! An IPv4 prefix learned with an IPv6 next hop (RFC 8950) is installed `via inet6`
+//! (RTA_VIA); a link-local next hop (RFC 2545: a peer without a global address sends
+//! `::` and its link-local one) is installed on the underlay interface.
 
 use bgp::{RouteEvent, RouteEventKind, Speaker};
 use cni_core::netlink::{Netlink, RouteSpec, Underlay};
@@ -45,7 +48,7 @@ const STARTUP_BATCH: Duration = Duration::from_secs(1);
 /// Learned prefixes and their next hops, per peer.
 type Learned = BTreeMap<IpAddr, BTreeMap<IpNetwork, IpAddr>>;
 
-pub struct Importer {
+pub(crate) struct Importer {
     nl: Netlink,
     underlay: Underlay,
     rec: Reconciler,
@@ -103,6 +106,11 @@ fn dst(o: &Object) -> Option<IpNetwork> {
     }
 }
 
+/// An IPv6 link-local address (fe80::/10): reachable on one interface only.
+fn is_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
 /// The longest-prefix match for `ip` among `routes` (the kernel's main table, ours left
 /// out): its gateway, or `ip` itself when the match is a connected route.
 fn resolve(routes: &[RouteSpec], ip: IpAddr) -> Option<IpAddr> {
@@ -116,7 +124,7 @@ fn resolve(routes: &[RouteSpec], ip: IpAddr) -> Option<IpAddr> {
 impl Importer {
     /// `startup`: how long at most the routes from before a restart wait for the peers
     /// to announce them again.
-    pub fn new(
+    pub(crate) fn new(
         nl: Netlink,
         underlay: Underlay,
         metrics: Arc<Metrics>,
@@ -142,7 +150,7 @@ impl Importer {
     /// Follows the kernel's notifications about protocol-97 routes (in the namespace of
     /// the calling thread: the daemon's), to put a deleted or changed route back at
     /// once. Without this the importer repairs only on resync ticks.
-    pub fn watch_kernel(mut self) -> Importer {
+    pub(crate) fn watch_kernel(mut self) -> Importer {
         match KernelWatch::start(Interest::default()) {
             Ok(w) => self.kernel = Some(w),
             Err(e) => tracing::warn!(error = %e,
@@ -227,7 +235,7 @@ impl Importer {
             let routes = match self.nl.routes(v6, None).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e.msg, "cannot read the routes to withdraw");
+                    tracing::warn!(error = %e, "cannot read the routes to withdraw");
                     continue;
                 }
             };
@@ -240,7 +248,7 @@ impl Importer {
                         tracing::info!(prefix = %r.dst, "BGP: withdrawn route removed (during the startup)")
                     }
                     Err(e) => {
-                        tracing::warn!(prefix = %r.dst, error = %e.msg, "BGP: cannot remove a withdrawn route")
+                        tracing::warn!(prefix = %r.dst, error = %e, "BGP: cannot remove a withdrawn route")
                     }
                 }
             }
@@ -272,7 +280,7 @@ impl Importer {
     }
 
     /// Runs until the speaker's event channel closes or `stop` turns true.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<RouteEvent>,
         every: Duration,
@@ -345,17 +353,21 @@ impl Importer {
         }
     }
 
-    /// Gateways for the next hops in use: a next hop on the underlay's subnets is its own
-    /// gateway; the others are resolved against one dump of the kernel's routes.
+    /// Gateways (and the device, for a link-local one) for the next hops in use: a next
+    /// hop on the underlay's subnets is its own gateway, a link-local one too on the
+    /// underlay interface; the others are resolved against one dump of the kernel's
+    /// routes.
     async fn gateways<'a>(
         &self,
         next_hops: impl Iterator<Item = &'a IpAddr>,
-    ) -> HashMap<IpAddr, IpAddr> {
+    ) -> HashMap<IpAddr, (IpAddr, Option<u32>)> {
         let mut out = HashMap::new();
         let mut off_link = BTreeSet::new();
         for nh in next_hops {
-            if self.underlay.on_link(*nh) {
-                out.insert(*nh, *nh);
+            if is_link_local(nh) {
+                out.insert(*nh, (*nh, Some(self.underlay.index)));
+            } else if self.underlay.on_link(*nh) {
+                out.insert(*nh, (*nh, None));
             } else {
                 off_link.insert(*nh);
             }
@@ -370,13 +382,13 @@ impl Importer {
             }
             match self.nl.routes(v6, None).await {
                 Ok(r) => routes.extend(r.into_iter().filter(|r| r.protocol != Some(RTPROT_IPAMD))),
-                Err(e) => tracing::warn!(error = %e.msg, "cannot read the routes to BGP next hops"),
+                Err(e) => tracing::warn!(error = %e, "cannot read the routes to BGP next hops"),
             }
         }
         for nh in off_link {
             match resolve(&routes, nh) {
                 Some(gw) => {
-                    out.insert(nh, gw);
+                    out.insert(nh, (gw, None));
                 }
                 None => tracing::warn!(next_hop = %nh, "BGP next hop unreachable: its routes wait"),
             }
@@ -398,11 +410,11 @@ impl Importer {
         for (peer, table) in tables {
             let objs = out.entry(key(peer)).or_default();
             for (dst, nh) in table {
-                if let Some(gw) = gws.get(nh) {
+                if let Some((gw, oif)) = gws.get(nh) {
                     objs.insert(Object::Route {
                         dst: *dst,
                         gw: *gw,
-                        oif: None,
+                        oif: *oif,
                         onlink: false,
                     });
                 }

@@ -12,16 +12,16 @@
 //! The import filter refuses a prefix outside the pool (unless
 //! `--bgp-accept-outside-pool`) and any that overlaps this node's own blocks.
 
-pub mod handler;
-pub mod import;
-pub mod status;
+pub(crate) mod handler;
+pub(crate) mod import;
+pub(crate) mod status;
 
 use bgp::{HoldTime, ImportFilter, PeerConfig, Speaker, SpeakerConfig, Timers};
 use cni_core::netlink::{Netlink, Underlay};
 use ipam::cluster::Pool;
 use ipnetwork::IpNetwork;
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,10 +30,10 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 
 /// This node's blocks, as the handler last saw them (read by the import filter).
-pub type OwnBlocks = Arc<RwLock<BTreeSet<IpNetwork>>>;
+pub(crate) type OwnBlocks = Arc<RwLock<BTreeSet<IpNetwork>>>;
 
 /// Whether a prefix learned from a peer may be installed.
-pub fn accept(
+pub(crate) fn accept(
     pool: &Pool,
     outside_ok: bool,
     own: &BTreeSet<IpNetwork>,
@@ -93,6 +93,18 @@ fn router_id(b: &BgpArgs, next_hop: IpAddr, underlay: &Underlay) -> Result<Ipv4A
         })
 }
 
+/// Where the speaker listens: `--bgp-listen`, except that the unspecified IPv4 address
+/// (the default) becomes `[::]` (which takes IPv4 too) on a node whose underlay address
+/// is IPv6: its peers (an IPv6-only mesh, a router) connect over IPv6.
+fn listen_address(flag: SocketAddr, next_hop: IpAddr) -> SocketAddr {
+    match flag.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() && next_hop.is_ipv6() => {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), flag.port())
+        }
+        _ => flag,
+    }
+}
+
 fn speaker_config(
     args: &RunArgs,
     next_hop: IpAddr,
@@ -102,7 +114,7 @@ fn speaker_config(
     let b = &args.bgp;
     let mut cfg = SpeakerConfig::new(router_id(b, next_hop, underlay)?);
     cfg.local_as = b.local_as;
-    cfg.listen = b.bgp_listen;
+    cfg.listen = listen_address(b.bgp_listen, next_hop);
     cfg.timers = Timers {
         hold_time: HoldTime::new(b.bgp_hold_time)
             .ok_or_else(|| Error::Usage("--bgp-hold-time: 0 or at least 3".into()))?,
@@ -124,33 +136,53 @@ fn speaker_config(
     Ok(cfg)
 }
 
-/// The daemon with the BGP datapath; `args.underlay_ip` is set (the next hop).
-pub async fn run(
-    args: RunArgs,
+/// The BGP datapath, started: the speaker and the importer of its routes, until
+/// [`Bgp::stop`].
+pub(crate) struct Bgp {
+    /// Its peers are what `/metrics` and `/bgp/peers` show.
+    pub speaker: Speaker,
+    importer: tokio::task::JoinHandle<()>,
+    stop_importer: tokio::sync::watch::Sender<bool>,
+    graceful: bool,
+}
+
+/// Starts the BGP speaker and the importer of its routes; returns them and the
+/// [`handler::BgpHandler`] the daemon hands its peer events to. `args.underlay_ip` is
+/// set (the next hop).
+pub(crate) async fn start(
+    args: &RunArgs,
     nl: Netlink,
     underlay: Underlay,
     metrics: Arc<Metrics>,
-) -> Result<(), Error> {
+) -> Result<(Bgp, handler::BgpHandler), Error> {
+    crate::families::check_underlay(&args.datapath, &args.pools, &underlay, None)?;
+    if let Some(pool) = crate::families::ipv4_via_ipv6(&args.datapath, &args.pools, &underlay) {
+        tracing::info!(
+            %pool, underlay = %underlay.name,
+            "BGP: no IPv4 underlay address: IPv4 blocks go out with this node's IPv6 address \
+             as next hop (RFC 8950 extended next hop) to the peers that negotiate it \
+             (BIRD: `extended next hop on` in the ipv4 channel; FRR: `neighbor X capability \
+             extended-nexthop`); learned IPv4 routes are installed via inet6"
+        );
+    }
     let next_hop = args.underlay_ip.unwrap_or(underlay.addr);
     let other_next_hop = other_family_address(next_hop, &underlay);
-    let graceful = args.bgp.bgp_graceful_restart;
     let own = OwnBlocks::default();
-    let mut cfg = speaker_config(&args, next_hop, &underlay, own.clone())?;
+    let mut cfg = speaker_config(args, next_hop, &underlay, own.clone())?;
     // The handler adds them once this node's blocks are announced.
     let explicit = std::mem::take(&mut cfg.peers);
     let (speaker, events) = Speaker::start(cfg)
         .await
         .map_err(|e| Error::Usage(format!("BGP speaker: {e}")))?;
-    metrics.set_bgp(speaker.clone());
 
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (stop_importer, stop) = tokio::sync::watch::channel(false);
     // Routes from before a restart wait for the peers at most one hold time.
     let startup = match args.bgp.bgp_hold_time {
         0 => Duration::from_secs(90),
         h => Duration::from_secs(h.into()),
     };
-    let importer = import::Importer::new(nl, underlay, metrics.clone(), speaker.clone(), startup)
-        .watch_kernel();
+    let importer =
+        import::Importer::new(nl, underlay, metrics, speaker.clone(), startup).watch_kernel();
     let importer = tokio::spawn(importer.run(events, args.resync, stop));
     let handler = handler::BgpHandler::new(
         speaker.clone(),
@@ -161,19 +193,30 @@ pub async fn run(
         explicit,
         own,
     );
-    let result = crate::run::run_with_handler(args, handler, metrics).await;
-    // The importer stops first: the sessions' ends must not take our kernel routes,
-    // which stay, as with the other datapaths (a restart reprograms nothing).
-    let _ = stop_tx.send(true);
-    let _ = importer.await;
-    if graceful {
-        // No NOTIFICATION: the peers keep our routes through the restart.
-        speaker.shutdown_for_restart().await;
-    } else {
-        // A Cease to every peer: they drop our routes now, not after the hold time.
-        speaker.shutdown().await;
+    let bgp = Bgp {
+        speaker,
+        importer,
+        stop_importer,
+        graceful: args.bgp.bgp_graceful_restart,
+    };
+    Ok((bgp, handler))
+}
+
+impl Bgp {
+    /// Stops the importer, then the speaker (after the daemon's loops ended).
+    pub(crate) async fn stop(self) {
+        // The importer stops first: the sessions' ends must not take our kernel routes,
+        // which stay, as with the other datapaths (a restart reprograms nothing).
+        let _ = self.stop_importer.send(true);
+        let _ = self.importer.await;
+        if self.graceful {
+            // No NOTIFICATION: the peers keep our routes through the restart.
+            self.speaker.shutdown_for_restart().await;
+        } else {
+            // A Cease to every peer: they drop our routes now, not after the hold time.
+            self.speaker.shutdown().await;
+        }
     }
-    result
 }
 
 /// The underlay interface's address of the other family than `next_hop` (global scope:
@@ -189,6 +232,24 @@ fn other_family_address(next_hop: IpAddr, underlay: &Underlay) -> Option<IpAddr>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_node_listens_on_ipv6_by_default() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            listen_address(sa("0.0.0.0:179"), ip("fd00::1")),
+            sa("[::]:179")
+        );
+        assert_eq!(
+            listen_address(sa("0.0.0.0:179"), ip("10.0.0.1")),
+            sa("0.0.0.0:179")
+        );
+        assert_eq!(
+            listen_address(sa("10.0.0.1:1179"), ip("fd00::1")),
+            sa("10.0.0.1:1179")
+        );
+    }
 
     #[test]
     fn import_filter_keeps_to_the_pool_and_off_our_blocks() {

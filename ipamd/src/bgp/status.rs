@@ -11,7 +11,7 @@ use crate::error::Error;
 
 /// One peer on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerJson {
+pub(crate) struct PeerJson {
     pub peer: String,
     #[serde(rename = "as")]
     pub remote_as: u32,
@@ -52,13 +52,13 @@ impl From<&bgp::PeerStatus> for PeerJson {
     }
 }
 
-pub fn to_json(peers: &[bgp::PeerStatus]) -> serde_json::Result<String> {
+pub(crate) fn to_json(peers: &[bgp::PeerStatus]) -> serde_json::Result<String> {
     let out: Vec<PeerJson> = peers.iter().map(PeerJson::from).collect();
     serde_json::to_string_pretty(&out).map(|s| s + "\n")
 }
 
 /// `ipamd bgp-peers`. A reader that goes away (`| head`) ends it quietly.
-pub async fn bgp_peers(args: &BgpPeersArgs, out: &mut impl Write) -> Result<(), Error> {
+pub(crate) async fn bgp_peers(args: &BgpPeersArgs, out: &mut impl Write) -> Result<(), Error> {
     let body = get(args.listen, "/bgp/peers").await?;
     let peers: Vec<PeerJson> = serde_json::from_str(&body)
         .map_err(|e| Error::Usage(format!("unexpected answer from {}: {e}", args.listen)))?;

@@ -10,37 +10,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipam::cluster::{ClusterStore, NodeInfo, StoreUrl};
+pub use testkit::{sh, Netns};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ipamd");
 pub const METRICS_PORT: u16 = 9645;
 
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A node: a network namespace with `eth0` (a veth whose peer stays inside too) at
-/// `addr` on a /24, a default route, and loopback up. Deleted on drop.
+/// A node: a network namespace (the test kit's, deleted on drop) with `eth0` (a veth
+/// whose peer stays inside too) at `addr` on a /24, a default route, and loopback up.
 pub struct Node {
+    /// The namespace's name.
     pub ns: String,
+    netns: Netns,
 }
 
 impl Node {
     pub fn new(tag: &str, addr: &str) -> Node {
-        let ns = format!("{tag}{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        sh(&["ip", "netns", "add", &ns]);
-        let n = Node { ns };
+        let n = Node::bare(tag);
         n.ip(&[
             "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
         ]);
         n.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-        for l in ["eth0", "eth1", "lo"] {
+        for l in ["eth0", "eth1"] {
             n.ip(&["link", "set", l, "up"]);
         }
         let gw = format!("{}.254", addr.rsplit_once('.').unwrap().0);
@@ -49,15 +39,13 @@ impl Node {
     }
 
     pub fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["ip", "-n", &self.ns];
-        all.extend_from_slice(args);
-        sh(&all)
+        self.netns.ip(args)
     }
 
     pub fn bridge(&self, args: &[&str]) -> String {
-        let mut all = vec!["bridge", "-n", &self.ns];
+        let mut all = vec!["-n", &self.ns];
         all.extend_from_slice(args);
-        sh(&all)
+        sh("bridge", &all)
     }
 
     /// `GET /metrics` from inside the namespace (its loopback is its own).
@@ -85,12 +73,6 @@ impl Node {
 
     pub fn metric(&self, name: &str) -> Option<f64> {
         metric(&self.metrics(), name)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }
 
@@ -191,25 +173,20 @@ impl Node {
     /// An empty namespace (loopback up) named `<tag><pid>`: the test wires its links.
     /// Deleted on drop.
     pub fn bare(tag: &str) -> Node {
-        let ns = format!("{tag}{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        sh(&["ip", "netns", "add", &ns]);
-        let n = Node { ns };
-        n.ip(&["link", "set", "lo", "up"]);
-        n
+        let netns = Netns::named(&format!("{tag}{}", std::process::id()));
+        Node {
+            ns: netns.name().into(),
+            netns,
+        }
     }
 
-    /// `cmd` run inside the namespace; its stdout, whatever the exit status.
+    /// `cmd` run inside the namespace: whether it succeeded, and its stdout (its stderr
+    /// too when it failed).
     pub fn exec(&self, cmd: &[&str]) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .args(cmd)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        match self.netns.try_exec(cmd) {
+            Ok(out) => (true, out),
+            Err(e) => (false, e),
+        }
     }
 }
 

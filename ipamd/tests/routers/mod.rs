@@ -222,7 +222,7 @@ pub fn open_dir(parent: &Path, name: &str) -> PathBuf {
 
 /// The pid of the `ipamd` running in `n` (`ip netns pids`).
 pub fn ipamd_pid(n: &Node) -> i32 {
-    let pids = sh(&["ip", "netns", "pids", &n.ns]);
+    let pids = sh("ip", &["netns", "pids", &n.ns]);
     pids.split_whitespace()
         .filter_map(|p| p.parse::<i32>().ok())
         .find(|p| {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::RtError;
+use crate::RtError;
 
 /// One cached attachment (libcni's `cniCacheV1` shape, with `config` as JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

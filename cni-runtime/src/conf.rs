@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::RtError;
+use crate::RtError;
 
 /// A network: a list of plugin configurations run in order.
 #[derive(Clone, Debug, PartialEq)]

@@ -13,21 +13,15 @@
 //! - capability args into `runtimeConfig` for the plugins whose `capabilities` enable
 //!   them (`portMappings`, `bandwidth`, `mac`, `ips`, `ipRanges`, `dns`, ...).
 //!
-//! Plugins run through [`crate::runner::Invocation`]; spec types come from
-//! `cni_core::spec` (version ordering, result conversion).
-
-pub mod cache;
-pub mod conf;
+//! Plugins run through [`crate::Invocation`]; versions and results are this crate's own
+//! ([`crate::Version`], [`crate::AddResult`]), not the plugins'.
 
 use std::path::{Path, PathBuf};
 
-use cni_core::spec::result::CniResult;
-use cni_core::spec::version::Version;
 use serde_json::{json, Map, Value};
 
-use crate::runner::{ErrorObject, Invocation, Outcome};
-pub use cache::{CachedAttachment, ResultCache};
-pub use conf::NetworkConfigList;
+use crate::{AddResult, CachedAttachment, ErrorObject, Invocation, NetworkConfigList, Outcome};
+use crate::{ResultCache, Version, VERSIONS};
 
 /// What went wrong, runtime side or plugin side.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +124,13 @@ pub fn parse_args(s: &str) -> Result<Vec<(String, String)>, RtError> {
         .collect()
 }
 
+/// `cni.dev/valid-attachments` of a GC config: `[{"containerID": .., "ifname": ..}]`.
+pub fn valid_attachments<'a>(atts: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
+    atts.into_iter()
+        .map(|(id, ifname)| json!({ "containerID": id, "ifname": ifname }))
+        .collect()
+}
+
 /// The runtime: where plugins are and where results are cached.
 #[derive(Clone, Debug)]
 pub struct CniConfig {
@@ -202,7 +203,7 @@ impl CniConfig {
     pub fn plugin_versions(&self, ty: &str) -> Result<Vec<String>, RtError> {
         let inv = self
             .invocation(ty, "VERSION")?
-            .raw_stdin(json!({"cniVersion": Version::LATEST.as_str()}).to_string());
+            .raw_stdin(json!({"cniVersion": Version::latest().as_str()}).to_string());
         let out = self.exec(ty, &inv)?;
         let v: Value = serde_json::from_str(&out.stdout)
             .map_err(|e| RtError::Exec(format!("{ty} VERSION: not JSON: {e}")))?;
@@ -224,16 +225,14 @@ impl CniConfig {
         } else {
             list.cni_versions.iter().collect()
         };
-        let mut candidates: Vec<Version> = wanted
-            .iter()
-            .filter_map(|s| Version::parse(s).ok())
-            .collect();
+        let mut candidates: Vec<Version> =
+            wanted.iter().filter_map(|s| Version::parse(s)).collect();
         if candidates.is_empty() {
             return Err(RtError::Version(format!(
                 "network {}: none of {:?} is a version this runtime speaks ({})",
                 list.name,
                 wanted,
-                Version::list(&Version::ALL)
+                VERSIONS.join(", ")
             )));
         }
         let mut seen = Vec::new();
@@ -341,8 +340,8 @@ impl CniConfig {
         Ok(result)
     }
 
-    /// The cached result of the attachment, in `version`'s shape (converted with
-    /// `cni_core` when it was cached in another version).
+    /// The cached result of the attachment, in `version`'s shape (converted when it was
+    /// cached in another version).
     pub fn cached_result(
         &self,
         list: &NetworkConfigList,
@@ -354,9 +353,8 @@ impl CniConfig {
         if cached_v == version.as_str() {
             return Some(c.result);
         }
-        let from = Version::parse(cached_v).ok()?;
-        let r = CniResult::from_json(&c.result, from).ok()?;
-        Some(r.to_json(version))
+        let r = AddResult::from_json(&c.result).ok()?;
+        Some(r.convert(version))
     }
 
     /// DEL in reverse chain order, with the cached result as `prevResult` (0.4.0+);
@@ -434,9 +432,7 @@ impl CniConfig {
     ) -> Result<GcReport, RtError> {
         let version = self.negotiate(list)?;
         if !list.disable_gc && version.has_gc_status() {
-            let atts = crate::config::valid_attachments(
-                valid.iter().map(|(c, i)| (c.as_str(), i.as_str())),
-            );
+            let atts = valid_attachments(valid.iter().map(|(c, i)| (c.as_str(), i.as_str())));
             for p in &list.plugins {
                 let ty = p["type"].as_str().unwrap_or("");
                 let mut conf = Self::plugin_config(list, p, version, None, &RuntimeConf::default());
@@ -498,7 +494,15 @@ mod tests {
         let c: Vec<Value> = list
             .plugins
             .iter()
-            .map(|p| CniConfig::plugin_config(&list, p, Version::V1_0_0, Some(&prev), &rt))
+            .map(|p| {
+                CniConfig::plugin_config(
+                    &list,
+                    p,
+                    Version::parse("1.0.0").unwrap(),
+                    Some(&prev),
+                    &rt,
+                )
+            })
             .collect();
         assert!(c[0].get("runtimeConfig").is_none());
         assert_eq!(

@@ -123,7 +123,7 @@ impl Invocation {
             v
         });
         // Wait without polling (64 tests threads polling starve the kernel's workers).
-        let pid = child.id() as libc::pid_t;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
             let _ = tx.send(child.wait());
@@ -131,9 +131,9 @@ impl Invocation {
         let status = match rx.recv_timeout(TIMEOUT) {
             Ok(s) => s.map_err(|e| format!("wait: {e}"))?,
             Err(_) => {
-                // SAFETY: plain kill(2) of our own child, which has not been reaped yet
-                // (the waiter thread is still blocked in wait on it).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // Our own child, not reaped yet: the waiter thread is still blocked in
+                // wait on it, so the pid cannot have been reused.
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 let _ = waiter.join();
                 return Err(format!(
                     "{} {:?} timed out after {TIMEOUT:?}",
