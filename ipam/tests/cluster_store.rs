@@ -506,10 +506,9 @@ fn etcd_identity_is_created_once() {
 }
 
 /// etcd: a renewal is a lease keep-alive only. The record is not rewritten (no watch
-/// event, `leaseExpiry` in the record unchanged), yet a node that keeps renewing past
-/// half its TTL still counts as alive on an exhausted pool (102, liveness read from the
-/// lease), `nodes_live_expiry` shows its renewed lease, and once it stops renewing the
-/// pool answers 11 and its lease expires.
+/// event, `leaseExpiry` in the record unchanged), yet the node stays alive past its TTL
+/// (an exhausted pool names no expired holder), `nodes_live_expiry` shows its renewed
+/// lease, and once it stops renewing its record goes with its lease.
 #[test]
 fn etcd_renewal_is_a_keep_alive_only() {
     let b = Backend::Etcd(Etcd::start());
@@ -546,8 +545,16 @@ fn etcd_renewal_is_a_keep_alive_only() {
                 .is_err(),
             "a renewal produced a watch event"
         );
+        // Past its 4 s TTL since registration: alive only through the keep-alives.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        s.renew("k", Duration::from_secs(4)).await.unwrap();
+        assert!(
+            s.node("k").await.unwrap().is_some(),
+            "k expired while renewing"
+        );
         let e = s.claim_block("l", &p, false, None).await.unwrap_err();
-        assert_eq!(e.code(), 102, "k renews: not dying: {e}");
+        assert_eq!(e.code(), 102, "{e}");
+        assert!(e.to_string().contains("owned by a live node"), "{e}");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

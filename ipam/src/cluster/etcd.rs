@@ -433,7 +433,7 @@ impl EtcdStore {
     /// every renewal one raft write and one watch event at every `ipamd`: 100 writes/s
     /// and 100,000 events/s at 1,000 nodes renewing every 10 s). The record's
     /// `leaseExpiry` therefore keeps the expiry of its last write; the lease's own TTL is
-    /// the truth, read where it matters ([`EtcdStore::live_expiry`]).
+    /// the truth, read for listings ([`EtcdStore::live_expiry`]).
     pub(crate) async fn renew(&self, node: &str, _ttl: Duration) -> Result<(), IpamError> {
         let key = self.node_key(node);
         let mut c = Client::clone(&self.client);
@@ -460,8 +460,8 @@ impl EtcdStore {
 
     /// `leaseExpiry` of `nodes` from their leases' remaining TTL (one time-to-live request
     /// each), since renewals do not rewrite the records. A lease already gone gives
-    /// `now`. For the rare paths that judge liveness (an exhausted pool) or show it (an
-    /// operator's listing), never for a loop over every node.
+    /// `now`. For an operator's listing (`ipamd nodes`), never for a loop over every
+    /// node. (Liveness itself is the record's existence: it goes with its lease.)
     async fn live_expiry(&self, nodes: &mut [(StoredNode, i64)]) -> Result<(), IpamError> {
         let mut c = Client::clone(&self.client);
         for (n, lease) in nodes.iter_mut() {
