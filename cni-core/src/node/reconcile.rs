@@ -23,7 +23,7 @@ use crate::netlink::{Netlink, RouteSpec};
 
 /// Requests outstanding at once. Each one's ACK waits in the socket's receive buffer
 /// until read: 128 small ACKs fit in the default 208 KiB with room to spare.
-pub const IN_FLIGHT: usize = 128;
+pub(crate) const IN_FLIGHT: usize = 128;
 
 /// What one reconciliation sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
