@@ -1080,7 +1080,7 @@ mod tests {
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
         cmd.args([
             "--exact",
-            "skel::tests::panic_child",
+            "skel_impl::tests::panic_child",
             "--nocapture",
             "--test-threads=1",
         ])
