@@ -72,7 +72,6 @@ mod veth_impl;
 
 /// The veth plugins' transaction (see `attach.rs`).
 pub mod attach {
-
     pub use crate::attach_impl::{Ctx, Links, Made, Shared, VethDatapath, VethPlugin};
 }
 
@@ -90,7 +89,6 @@ pub mod delegate {
 
 /// The one stable hash (see `hash.rs`).
 pub mod hash {
-
     pub use crate::hash_impl::{stable_hash, stable_hash_128};
 }
 
@@ -107,13 +105,11 @@ pub mod logging {
 
 /// Per-pod MAC spoof-check rules (see `macspoof.rs`).
 pub mod macspoof {
-
     pub use crate::macspoof_impl::{add, del, gc, list};
 }
 
 /// IP masquerade rules (see `masq.rs`).
 pub mod masq {
-
     pub use crate::masq_impl::{add, del, gc, list, pod_networks};
 }
 
@@ -149,7 +145,6 @@ pub mod node {
 
     /// What a node publishes and how a peer is reached (see `node/peer.rs`).
     pub mod peer {
-
         pub use crate::node_impl::peer::{
             underlay_backend, vtep_mac_for, UNDERLAY_V4_KEY, UNDERLAY_V6_KEY, VTEP_MAC_KEY,
         };
@@ -168,27 +163,24 @@ pub mod spec {
 
     /// Network configuration (see `spec/config.rs`).
     pub mod config {
-
         pub use crate::spec_impl::config::{Attachment, NetConf};
     }
 
     /// Error objects (see `spec/error.rs`).
     pub mod error {
-
         pub use crate::spec_impl::error::{CniError, ErrorCode};
     }
 
-    /// Fields of the plugins' configurations (see `spec/fields.rs`).
+    /// Fields of the plugins' configurations (see `spec/fields.rs`); `MAX_MTU` because
+    /// `Mtu`'s documentation names the range.
     pub mod fields {
-
         pub use crate::spec_impl::fields::{
-            parse, validate_ipam_type, LinkName, Mtu, UnderlayFields, MIN_MTU,
+            parse, validate_ipam_type, LinkName, Mtu, UnderlayFields, MAX_MTU, MIN_MTU,
         };
     }
 
     /// Container ids, interface names, network names (see `spec/names.rs`).
     pub mod names {
-
         pub use crate::spec_impl::names::{ContainerId, IfName, NetworkName};
     }
 
@@ -201,13 +193,11 @@ pub mod spec {
 
 /// Sysctls (see `sysctl.rs`).
 pub mod sysctl {
-
     pub use crate::sysctl_impl::{enable_forwarding, get, set};
 }
 
 /// Per-phase timing marks (see `timing.rs`).
 pub mod timing {
-
     pub use crate::timing_impl::{mark, phase};
 }
 

@@ -353,7 +353,7 @@ impl Reconciler {
         applied
     }
 
-    /// Targeted repair after kernel notifications (see [`super::KernelWatch`]): for each
+    /// Targeted repair after kernel notifications (see [`crate::node::KernelWatch`]): for each
     /// key the kernel reported on (the last report per key counts), when a peer has it
     /// installed and the kernel's version no longer satisfies it (deleted, or changed
     /// to another version), the wanted version is put again. Nothing else is sent: a

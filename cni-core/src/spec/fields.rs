@@ -21,7 +21,7 @@ use crate::netlink::UnderlaySelect;
 /// Smallest MTU accepted (the IPv4 minimum).
 pub const MIN_MTU: u32 = 68;
 /// Largest MTU accepted.
-pub(crate) const MAX_MTU: u32 = 65535;
+pub const MAX_MTU: u32 = 65535;
 
 /// Reads a plugin's fields `T` from the whole configuration `raw` (a JSON object).
 /// `null` reads as absent (as Go's decoder reads it). `T` must default every field
