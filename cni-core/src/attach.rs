@@ -179,7 +179,11 @@ impl<P: VethPlugin> Plugin for P {
 }
 
 /// ADD (see the module doc).
-pub fn add<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Result<CniResult, CniError> {
+pub(crate) fn add<D: VethDatapath>(
+    call: &Call,
+    target: &Target,
+    dp: &D,
+) -> Result<CniResult, CniError> {
     let netns = target
         .netns
         .as_deref()
@@ -370,13 +374,13 @@ async fn undo_master(host: &Netlink, master: &Link) {
 
 /// The steps of a best-effort command (DEL, GC): every step runs; the first failure is
 /// the command's answer, each is logged.
-pub struct BestEffort {
+pub(crate) struct BestEffort {
     command: &'static str,
     first: Option<CniError>,
 }
 
 impl BestEffort {
-    pub fn new(command: Command) -> BestEffort {
+    pub(crate) fn new(command: Command) -> BestEffort {
         BestEffort {
             command: command.as_str(),
             first: None,
@@ -384,7 +388,7 @@ impl BestEffort {
     }
 
     /// A step whose failure counts.
-    pub fn step<E: Into<CniError>>(&mut self, r: Result<(), E>) {
+    pub(crate) fn step<E: Into<CniError>>(&mut self, r: Result<(), E>) {
         if let Err(e) = r.map_err(Into::into) {
             warn!(error = %e, "{} step failed", self.command);
             self.first.get_or_insert(e);
@@ -393,7 +397,7 @@ impl BestEffort {
 
     /// Removing what an option made: done whatever the configuration says now (it may
     /// have changed since ADD); a failure counts only when the option is `on`.
-    pub fn cleanup<E: Into<CniError>>(&mut self, r: Result<(), E>, on: bool, what: &str) {
+    pub(crate) fn cleanup<E: Into<CniError>>(&mut self, r: Result<(), E>, on: bool, what: &str) {
         match r.map_err(Into::into) {
             Err(e) if on => self.step(Err(e.context(what))),
             Err(e) => debug!(error = %e, "{what} (option off) failed"),
@@ -402,7 +406,7 @@ impl BestEffort {
     }
 
     /// `Ok` when every step succeeded, else the first failure.
-    pub fn finish(self) -> Result<(), CniError> {
+    pub(crate) fn finish(self) -> Result<(), CniError> {
         self.first.map_or(Ok(()), Err)
     }
 }
@@ -412,7 +416,7 @@ impl BestEffort {
 /// masquerade rules of the attachment, then releases the IPAM allocation (last, so an
 /// address is never handed out while still configured). Succeeds when the netns, the
 /// interface or the allocation is gone.
-pub fn del<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Result<(), CniError> {
+pub(crate) fn del<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Result<(), CniError> {
     let shared = dp.shared();
     let ifname = target.ifname.as_str();
     let att = target.attachment();
@@ -442,7 +446,7 @@ pub fn del<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Result<(), 
 }
 
 /// CHECK: the attachment `prevResult` describes is still in place.
-pub fn check<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Result<(), CniError> {
+pub(crate) fn check<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Result<(), CniError> {
     let shared = dp.shared();
     let prev = call
         .conf
@@ -484,7 +488,7 @@ pub fn check<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Result<()
 /// GC: delegated to IPAM, then the masquerade (and macspoof) rules of this network
 /// whose attachment is not in `cni.dev/valid-attachments` are dropped. Host veths need
 /// no GC: each dies with its pod's netns.
-pub fn gc(call: &Call, shared: Shared<'_>) -> Result<(), CniError> {
+pub(crate) fn gc(call: &Call, shared: Shared<'_>) -> Result<(), CniError> {
     let mut steps = BestEffort::new(Command::Gc);
     if let Some(plugin) = shared.ipam {
         steps.step(
@@ -507,7 +511,7 @@ pub fn gc(call: &Call, shared: Shared<'_>) -> Result<(), CniError> {
 }
 
 /// STATUS: ready when the IPAM plugin is (no IPAM: always ready).
-pub fn status(call: &Call, shared: Shared<'_>) -> Result<(), CniError> {
+pub(crate) fn status(call: &Call, shared: Shared<'_>) -> Result<(), CniError> {
     match shared.ipam {
         Some(plugin) => delegate::run(plugin, Command::Status, &call.stdin, &call.env),
         None => Ok(()),

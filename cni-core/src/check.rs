@@ -18,7 +18,7 @@ pub fn failed(msg: impl Display) -> CniError {
 }
 
 /// Index in `prev.interfaces` of the pod interface (`ifname`, in a sandbox).
-pub fn pod_iface(prev: &CniResult, ifname: &str, netns: &Path) -> Result<usize, CniError> {
+pub(crate) fn pod_iface(prev: &CniResult, ifname: &str, netns: &Path) -> Result<usize, CniError> {
     prev.interfaces
         .iter()
         .position(|i| i.name == ifname && i.sandbox.is_some())
@@ -31,7 +31,11 @@ pub fn pod_iface(prev: &CniResult, ifname: &str, netns: &Path) -> Result<usize, 
 }
 
 /// The addresses `prev` puts on the pod interface (those with no interface index too).
-pub fn pod_ips(prev: &CniResult, ifname: &str, netns: &Path) -> Result<Vec<IpNetwork>, CniError> {
+pub(crate) fn pod_ips(
+    prev: &CniResult,
+    ifname: &str,
+    netns: &Path,
+) -> Result<Vec<IpNetwork>, CniError> {
     let idx = pod_iface(prev, ifname, netns)?;
     Ok(prev
         .ips
@@ -105,7 +109,7 @@ pub async fn routes_present(pod: &Netlink, routes: &[Route], netns: &Path) -> Re
 }
 
 /// A masquerade rule of the attachment for each of `ips`.
-pub fn masq_present(
+pub(crate) fn masq_present(
     network: &NetworkName,
     att: &Attachment,
     ips: &[IpNetwork],

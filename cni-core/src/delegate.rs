@@ -52,7 +52,7 @@ fn die_with_parent(cmd: &mut std::process::Command) {
 
 /// Finds `plugin` in `path`. Not found is `InvalidConfig` (7) naming the plugin and the
 /// directories searched.
-pub fn find(plugin: &str, path: &[PathBuf]) -> Result<PathBuf, CniError> {
+pub(crate) fn find(plugin: &str, path: &[PathBuf]) -> Result<PathBuf, CniError> {
     if plugin.is_empty() {
         return Err(CniError::invalid_config("no plugin name provided"));
     }
@@ -84,7 +84,7 @@ pub fn exec(binary: &Path, command: Command, stdin: &[u8], env: &Env) -> Result<
 }
 
 /// Starts `binary` for `command` without waiting for it (see [`Pending::wait`]).
-pub fn start(
+pub(crate) fn start(
     binary: &Path,
     command: Command,
     stdin: &[u8],
@@ -146,7 +146,7 @@ pub(crate) fn delegate_vars(command: Command, env: &Env) -> Vec<(&'static str, O
 
 /// A delegated plugin that is running: [`Pending::wait`] collects its answer. Lets the
 /// caller work while the delegate (e.g. IPAM, which waits on fsync) runs.
-pub struct Pending {
+pub(crate) struct Pending {
     /// `None` when the delegate runs in-process (`inproc`).
     child: Option<std::process::Child>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -188,7 +188,7 @@ impl Pending {
     }
 
     /// Waits for the delegate; its stdout on success, its own CNI error otherwise.
-    pub fn wait(self) -> Result<Vec<u8>, CniError> {
+    pub(crate) fn wait(self) -> Result<Vec<u8>, CniError> {
         let name = self.name;
         let child = match (self.child, self.inproc) {
             (_, Some(running)) => return finish(&name, running.wait()),
@@ -277,7 +277,13 @@ fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child
 }
 
 /// ADD through `plugin`; its result is parsed in the shape of `version`.
-pub fn add(plugin: &str, stdin: &[u8], env: &Env, version: Version) -> Result<CniResult, CniError> {
+#[cfg(test)]
+pub(crate) fn add(
+    plugin: &str,
+    stdin: &[u8],
+    env: &Env,
+    version: Version,
+) -> Result<CniResult, CniError> {
     let _timing = crate::timing::phase("delegate.add");
     let binary = find(plugin, &env.path)?;
     let out = exec(&binary, Command::Add, stdin, env)?;
@@ -288,14 +294,18 @@ pub fn add(plugin: &str, stdin: &[u8], env: &Env, version: Version) -> Result<Cn
 }
 
 /// Starts an ADD through `plugin`; [`add_finish`] parses its result.
-pub fn add_start(plugin: &str, stdin: &[u8], env: &Env) -> Result<Pending, CniError> {
+pub(crate) fn add_start(plugin: &str, stdin: &[u8], env: &Env) -> Result<Pending, CniError> {
     let _timing = crate::timing::phase("ipam.start");
     let binary = find(plugin, &env.path)?;
     start(&binary, Command::Add, stdin, env)
 }
 
 /// The result of an ADD started with [`add_start`], in the shape of `version`.
-pub fn add_finish(plugin: &str, pending: Pending, version: Version) -> Result<CniResult, CniError> {
+pub(crate) fn add_finish(
+    plugin: &str,
+    pending: Pending,
+    version: Version,
+) -> Result<CniResult, CniError> {
     let _timing = crate::timing::phase("ipam.wait");
     let out = pending.wait()?;
     let value: serde_json::Value = serde_json::from_slice(&out)
@@ -305,7 +315,7 @@ pub fn add_finish(plugin: &str, pending: Pending, version: Version) -> Result<Cn
 }
 
 /// DEL, CHECK, GC, STATUS through `plugin`.
-pub fn run(plugin: &str, command: Command, stdin: &[u8], env: &Env) -> Result<(), CniError> {
+pub(crate) fn run(plugin: &str, command: Command, stdin: &[u8], env: &Env) -> Result<(), CniError> {
     let _timing = crate::timing::phase("delegate.run");
     let binary = find(plugin, &env.path)?;
     exec(&binary, command, stdin, env).map(|_| ())

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use crate::skel::{self, Command, Env, Plugin};
 
 /// A delegate that may run in-process.
-pub type InProcessPlugin = &'static (dyn Plugin + Sync);
+pub(crate) type InProcessPlugin = &'static (dyn Plugin + Sync);
 
 static REGISTRY: Mutex<Vec<(&'static str, InProcessPlugin)>> = Mutex::new(Vec::new());
 
@@ -50,14 +50,14 @@ fn lookup(binary: &std::path::Path) -> Option<InProcessPlugin> {
 }
 
 /// A delegate running on a thread of this process.
-pub struct Running {
+pub(crate) struct Running {
     thread: std::thread::JoinHandle<(u8, Vec<u8>)>,
 }
 
 impl Running {
     /// Waits for the delegate: what its process would have returned (stdout and exit
     /// status), so [`crate::delegate`] parses it exactly as a child's output.
-    pub fn wait(self) -> std::process::Output {
+    pub(crate) fn wait(self) -> std::process::Output {
         use std::os::unix::process::ExitStatusExt;
         let (code, stdout) = match self.thread.join() {
             Ok(r) => r,
@@ -74,7 +74,7 @@ impl Running {
 }
 
 /// Starts `binary` for `command` in-process if it is registered; `None` means exec it.
-pub fn start(
+pub(crate) fn start(
     binary: &std::path::Path,
     command: Command,
     stdin: &[u8],

@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use crate::spec::error::{CniError, ErrorCode};
 
 /// The error underneath a [`KernelError`] (an `rtnetlink` or I/O error).
-pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What kind of failure it is, as far as the caller can act on it. Decides the CNI code
 /// at the plugin boundary.

@@ -22,7 +22,7 @@ use crate::kernel_error::{KernelError, Kind};
 
 /// Where a feature keeps its rules: one table with one base chain.
 #[derive(Clone, Copy, Debug)]
-pub struct NftChain {
+pub(crate) struct NftChain {
     pub family: ProtoFamily,
     pub table: &'static CStr,
     pub chain: &'static CStr,
@@ -56,14 +56,14 @@ fn family_name(f: ProtoFamily) -> &'static str {
 
 /// The identity of a tagged rule: its network and its attachment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Tag {
+pub(crate) struct Tag {
     pub net: u64,
     pub att: u64,
 }
 
 impl Tag {
     /// The tag of the attachment (`container_id`, `ifname`) to `network`.
-    pub fn new(network: &str, container_id: &str, ifname: &str) -> Tag {
+    pub(crate) fn new(network: &str, container_id: &str, ifname: &str) -> Tag {
         Tag {
             net: net_hash(network),
             att: att_hash(network, container_id, ifname),
@@ -71,7 +71,7 @@ impl Tag {
     }
 
     /// `<kind> net=.. att=.. <detail>`.
-    pub fn comment(&self, kind: &str, detail: &str) -> String {
+    pub(crate) fn comment(&self, kind: &str, detail: &str) -> String {
         format!(
             "{kind} net={:016x} att={:016x} {detail}",
             self.net, self.att
@@ -80,7 +80,7 @@ impl Tag {
 
     /// Parses a comment written by [`Tag::comment`] with the same `kind`; returns the tag
     /// and the detail. Foreign rules (anything else) give `None`.
-    pub fn parse<'a>(kind: &str, comment: &'a str) -> Option<(Tag, &'a str)> {
+    pub(crate) fn parse<'a>(kind: &str, comment: &'a str) -> Option<(Tag, &'a str)> {
         let rest = comment.strip_prefix(kind)?.strip_prefix(" net=")?;
         let (net, rest) = rest.split_once(" att=")?;
         let (att, detail) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -91,18 +91,18 @@ impl Tag {
 }
 
 /// The `net=` hash of `network`.
-pub fn net_hash(network: &str) -> u64 {
+pub(crate) fn net_hash(network: &str) -> u64 {
     crate::hash::stable_hash(&[network])
 }
 
 /// The `att=` hash of the attachment (`container_id`, `ifname`) to `network`.
-pub fn att_hash(network: &str, container_id: &str, ifname: &str) -> u64 {
+pub(crate) fn att_hash(network: &str, container_id: &str, ifname: &str) -> u64 {
     crate::hash::stable_hash(&[network, container_id, ifname])
 }
 
 /// A rule as dumped from the kernel.
 #[derive(Clone, Debug)]
-pub struct ListedRule {
+pub(crate) struct ListedRule {
     pub handle: u64,
     /// The rule comment, if it has one.
     pub comment: Option<String>,
@@ -146,7 +146,7 @@ fn send_batch(batch: Batch) -> io::Result<()> {
 }
 
 /// Dumps the rules of `chain`. A missing table or chain is an empty list.
-pub fn list_rules(chain: &NftChain) -> Result<Vec<ListedRule>, KernelError> {
+pub(crate) fn list_rules(chain: &NftChain) -> Result<Vec<ListedRule>, KernelError> {
     let what = format!("listing {}", chain.describe());
     let mut tries = 0;
     loop {
@@ -254,7 +254,7 @@ fn comment_of(udata: &[u8]) -> Option<String> {
 
 /// Creates the table and base chain if missing (both are idempotent adds) and appends a
 /// rule built by `build`, commented `comment`, in one transaction.
-pub fn add_rule(
+pub(crate) fn add_rule(
     chain: &NftChain,
     comment: &str,
     build: impl FnOnce(&mut Rule<'_>),
@@ -279,7 +279,7 @@ pub fn add_rule(
 
 /// Deletes the rules of `chain` that `select` picks, reading the chain back from the
 /// kernel. Returns how many were deleted. A missing table/chain deletes nothing.
-pub fn delete_rules(
+pub(crate) fn delete_rules(
     chain: &NftChain,
     select: impl Fn(&ListedRule) -> bool,
 ) -> Result<usize, KernelError> {
@@ -391,7 +391,7 @@ unsafe impl nftnl::NlMsg for NonRecursiveDel<'_> {
 /// aborted) if a rule is in the chain at commit time. An ADD that commits after us
 /// recreates table and chain in its own batch (its adds are create-if-missing).
 /// Returns whether the table was removed; "in use" and "already gone" are `Ok(false)`.
-pub fn delete_table_if_empty(chain: &NftChain) -> Result<bool, KernelError> {
+pub(crate) fn delete_table_if_empty(chain: &NftChain) -> Result<bool, KernelError> {
     let mut batch = Batch::new();
     batch.add(
         &NonRecursiveDel {
@@ -419,7 +419,7 @@ pub fn delete_table_if_empty(chain: &NftChain) -> Result<bool, KernelError> {
 
 /// After `removed` rules of `chain` were deleted: the table too when that was its last
 /// rule ([`delete_table_if_empty`]). A failure only leaves an empty table: logged.
-pub fn drop_table_if_emptied(chain: &NftChain, removed: usize) {
+pub(crate) fn drop_table_if_emptied(chain: &NftChain, removed: usize) {
     if removed == 0 {
         return;
     }

@@ -65,7 +65,7 @@ impl Command {
 
 /// The `CNI_ARGS` keys the suite reads or accepts: `IP` (cni-ipam's requested address),
 /// `IgnoreUnknown`, and the keys kubelet/containerd/CRI-O/podman pass to every plugin.
-pub const KNOWN_ARGS: [&str; 6] = [
+pub(crate) const KNOWN_ARGS: [&str; 6] = [
     "IgnoreUnknown",
     "IP",
     "K8S_POD_NAMESPACE",
@@ -414,7 +414,7 @@ fn peek_version(stdin: &[u8]) -> Option<Version> {
 }
 
 /// The testable core of [`run`]: returns the process exit status (0 on success).
-pub fn run_with(
+pub(crate) fn run_with(
     plugin: &dyn Plugin,
     var: &dyn Fn(&str) -> Option<String>,
     stdin: &[u8],
@@ -1080,7 +1080,7 @@ mod tests {
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
         cmd.args([
             "--exact",
-            "skel::tests::panic_child",
+            "skel_impl::tests::panic_child",
             "--nocapture",
             "--test-threads=1",
         ])

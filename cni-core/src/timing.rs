@@ -37,7 +37,7 @@ fn sink() -> &'static Sink {
 }
 
 /// Whether `CNI_TRACE` is on.
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     !matches!(sink(), Sink::Off)
 }
 
@@ -70,12 +70,6 @@ pub fn phase(name: &'static str) -> Phase {
         )
     });
     Phase { name, start }
-}
-
-/// Runs `f` as phase `name`.
-pub fn timed<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
-    let _p = phase(name);
-    f()
 }
 
 /// Records an instant (a zero-length phase), e.g. `main` entered.

@@ -14,7 +14,11 @@ use crate::spec::result::{Interface, IpConfig, Route};
 
 /// ADD refuses an `ifname` already taken in the pod, before anything is allocated (so
 /// a repeated ADD never releases the first one's address).
-pub async fn ensure_ifname_free(pod: &Netlink, ifname: &str, netns: &Path) -> Result<(), CniError> {
+pub(crate) async fn ensure_ifname_free(
+    pod: &Netlink,
+    ifname: &str,
+    netns: &Path,
+) -> Result<(), CniError> {
     let _timing = crate::timing::phase("pod.ifname-check");
     if pod.link_by_name(ifname).await?.is_some() {
         return Err(CniError::invalid_config(format!(
@@ -71,7 +75,7 @@ pub async fn add_pod_routes(
 }
 
 /// The result's entries for the pair: the host end, then the pod end in `netns`.
-pub fn result_interfaces(
+pub(crate) fn result_interfaces(
     host_veth: &Link,
     ifname: &str,
     pod_mac: MacAddr,
@@ -98,7 +102,7 @@ pub fn result_interfaces(
 /// Undo of a failed ADD: deletes the host end `veth` and the pod end `ifname`, each
 /// looked up first. Either end takes the pair (and routes on it) with it; both are
 /// tried in case one is already gone. Best effort: failures are logged.
-pub async fn undo_pair(host: &Netlink, pod: &Netlink, veth: &str, ifname: &str) {
+pub(crate) async fn undo_pair(host: &Netlink, pod: &Netlink, veth: &str, ifname: &str) {
     match host.link_by_name(veth).await {
         Ok(Some(l)) => {
             if let Err(e) = host.delete_link(l.index).await {
@@ -121,11 +125,11 @@ pub async fn undo_pair(host: &Netlink, pod: &Netlink, veth: &str, ifname: &str) 
 
 /// The loopback device: never a pod interface of ours, and the kernel refuses to delete
 /// it (a DEL naming it used to fail with 999 on every retry).
-pub const LOOPBACK: &str = "lo";
+pub(crate) const LOOPBACK: &str = "lo";
 
 /// DEL: deletes `ifname` inside the netns at `path`; a netns that is gone is nothing
 /// to do, and so is `lo` (no ADD can have made it: ADD refuses a name already taken).
-pub fn del_in_netns(path: &Path, ifname: &str) -> Result<(), CniError> {
+pub(crate) fn del_in_netns(path: &Path, ifname: &str) -> Result<(), CniError> {
     let _timing = crate::timing::phase("veth.del-in-netns");
     if ifname == LOOPBACK {
         debug!(netns = %path.display(), "CNI_IFNAME is lo: not ours, left as it is");

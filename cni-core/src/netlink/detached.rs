@@ -251,7 +251,7 @@ fn close_all_but(keep: &[RawFd]) {
 /// Deletes the link `ifname` in `ns` (and with it a veth peer in the caller's
 /// namespace), returning once the kernel has announced both are gone, while a detached
 /// child waits out the rest of the kernel's work. `Ok(false)`: there was no such link.
-pub fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, KernelError> {
+pub(crate) fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, KernelError> {
     let _timing = crate::timing::phase("veth.delete-detached");
     let what = || format!("deleting {ifname} in {}", ns.path().display());
     let io_err = |e: io::Error| KernelError::io(Kind::Kernel, what(), e);

@@ -3,21 +3,19 @@
 //! (see [`block_on`]). Failures are [`KernelError`]s that keep the kernel's errno and
 //! name the operation and its object.
 
-pub mod addr;
-pub mod detached;
-pub mod link;
-pub mod mac;
-pub mod neigh;
-pub mod route;
-pub mod underlay;
-pub mod vxlan;
+pub(crate) mod addr;
+pub(crate) mod detached;
+pub(crate) mod link;
+pub(crate) mod mac;
+pub(crate) mod neigh;
+pub(crate) mod route;
+pub(crate) mod underlay;
+pub(crate) mod vxlan;
 
-pub use detached::delete_link_detached;
-pub use link::{BridgeSpec, Link};
-pub use mac::MacAddr;
-pub use route::RouteSpec;
-pub use underlay::{Underlay, UnderlaySelect};
-pub use vxlan::VxlanSpec;
+pub(crate) use detached::delete_link_detached;
+pub(crate) use link::Link;
+pub(crate) use mac::MacAddr;
+pub(crate) use route::RouteSpec;
 
 use crate::kernel_error::{KernelError, Kind};
 use crate::netns::NetNs;

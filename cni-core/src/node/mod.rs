@@ -13,15 +13,13 @@
 //!   (its routes, its devices' neighbour/FDB entries, links and addresses, the
 //!   underlay), debounced into [`KernelChanges`]: repair at once, not at the next resync.
 
-pub mod object;
-pub mod peer;
-pub mod reconcile;
-mod watch;
+pub(crate) mod object;
+pub(crate) mod peer;
+pub(crate) mod reconcile;
+pub(crate) mod watch;
 
-pub use object::{Object, ObjectKey};
-pub use peer::{NodeSide, Peer};
-pub use reconcile::{Applied, Reconciler};
-pub use watch::{Interest, KernelChanges, KernelWatch, Seen, DEBOUNCE};
+pub(crate) use object::{Object, ObjectKey};
+pub(crate) use watch::Seen;
 
 /// The route protocol number (`RTPROT_*`) of every route `ipamd` installs: the kernel
 /// keeps it, so a dump tells our routes from everyone else's (`ip route show proto 97`).

@@ -23,7 +23,7 @@ use crate::netlink::{Netlink, RouteSpec};
 
 /// Requests outstanding at once. Each one's ACK waits in the socket's receive buffer
 /// until read: 128 small ACKs fit in the default 208 KiB with room to spare.
-pub const IN_FLIGHT: usize = 128;
+pub(crate) const IN_FLIGHT: usize = 128;
 
 /// What one reconciliation sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -353,7 +353,7 @@ impl Reconciler {
         applied
     }
 
-    /// Targeted repair after kernel notifications (see [`super::KernelWatch`]): for each
+    /// Targeted repair after kernel notifications (see [`crate::node::KernelWatch`]): for each
     /// key the kernel reported on (the last report per key counts), when a peer has it
     /// installed and the kernel's version no longer satisfies it (deleted, or changed
     /// to another version), the wanted version is put again. Nothing else is sent: a

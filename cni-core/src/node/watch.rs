@@ -38,7 +38,7 @@ use crate::netlink::neigh::{parse_fdb, parse_neigh_any};
 use crate::netlink::route::parse_route;
 
 /// How long a burst of notifications is collected before it is handed over.
-pub const DEBOUNCE: Duration = Duration::from_millis(30);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(30);
 
 /// `RTMGRP_*` bits: link, neighbour, IPv4 address and route, IPv6 address and route.
 const GROUPS: u32 = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400;

@@ -1,9 +1,9 @@
 //! Types of the CNI specification.
 
-pub mod config;
-pub mod convert;
-pub mod error;
-pub mod fields;
-pub mod names;
-pub mod result;
-pub mod version;
+pub(crate) mod config;
+pub(crate) mod convert;
+pub(crate) mod error;
+pub(crate) mod fields;
+pub(crate) mod names;
+pub(crate) mod result;
+pub(crate) mod version;
