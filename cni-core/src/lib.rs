@@ -138,7 +138,7 @@ pub mod netns {
 /// The node side of the multi-node datapaths (see `node/mod.rs`).
 pub mod node {
     pub use crate::node_impl::object::Object;
-    pub use crate::node_impl::peer::{NodeSide, Peer};
+    pub use crate::node_impl::peer::{NodeSide, Peer, Refused};
     pub use crate::node_impl::reconcile::{Applied, Reconciler};
     pub use crate::node_impl::watch::{Interest, KernelChanges, KernelWatch};
     pub use crate::node_impl::RTPROT_IPAMD;

@@ -16,8 +16,9 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use cni_core::netlink::{Netlink, Underlay};
+use cni_core::node::Refused;
 use cni_core::node::{NodeSide, Object, Peer};
-use cni_core::{CniError, KernelError};
+use cni_core::KernelError;
 use cni_routed::node::peer_address;
 use ipnetwork::IpNetwork;
 use tracing::{debug, info};
@@ -141,9 +142,9 @@ impl NodeSide for Ipip {
         Ok(recreated)
     }
 
-    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError> {
+    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, Refused> {
         if let Some(b) = peer.blocks.iter().find(|b| b.is_ipv6() && !self.carry_v6) {
-            return Err(CniError::invalid_config(format!(
+            return Err(Refused::Peer(format!(
                 "node {} holds the IPv6 block {b}, and this node carries IPv4 only over \
                  IPIP (no IPv6 pool given, or no sit module): carry IPv6 with --pool and \
                  the sit module, or with --datapath vxlan (or host-gw, bgp)",
@@ -165,7 +166,7 @@ impl NodeSide for Ipip {
         let gw: Ipv4Addr = match peer.underlay_of(false) {
             Some(IpAddr::V4(v4)) => v4,
             _ => {
-                return Err(CniError::invalid_config(format!(
+                return Err(Refused::Peer(format!(
                     "node {} publishes no IPv4 underlay address (only {published}): IPIP \
                      runs over IPv4; give the nodes IPv4 underlay addresses or use vxlan",
                     peer.name
@@ -173,11 +174,11 @@ impl NodeSide for Ipip {
             }
         };
         let tunnel = self.tunnel.ok_or_else(|| {
-            CniError::try_again(format!("{TUNNEL} is not set up yet: ensure() comes first"))
+            Refused::NotReady(format!("{TUNNEL} is not set up yet: ensure() comes first"))
         })?;
         let sit = || {
             self.sit.ok_or_else(|| {
-                CniError::try_again(format!("{SIT} is not set up yet: ensure() comes first"))
+                Refused::NotReady(format!("{SIT} is not set up yet: ensure() comes first"))
             })
         };
         for b in peer.blocks.iter().filter(|b| direct(b).is_none()) {
@@ -313,19 +314,25 @@ mod tests {
     #[test]
     fn refused_peers() {
         let e = ipip(false).objects(&peer("fd00::3")).unwrap_err();
-        assert_eq!(e.code, 7);
-        assert!(e.msg.contains("IPv4"), "{e}");
+        assert!(matches!(e, Refused::Peer(_)));
+        assert!(e.to_string().contains("IPv4"), "{e}");
         let mut p = peer("192.0.2.3");
         p.underlay = None;
-        assert_eq!(ipip(false).objects(&p).unwrap_err().code, 7);
+        assert!(matches!(
+            ipip(false).objects(&p).unwrap_err(),
+            Refused::Peer(_)
+        ));
         let mut v6 = peer("192.0.2.3");
         v6.blocks.push("fd00:1::/122".parse().unwrap());
         let e = ipip(true).objects(&v6).unwrap_err();
         assert!(
-            e.msg.contains("fd00:1::/122") && e.msg.contains("vxlan"),
+            e.to_string().contains("fd00:1::/122") && e.to_string().contains("vxlan"),
             "{e}"
         );
         let not_ready = Ipip::new(underlay(), None, false);
-        assert_eq!(not_ready.objects(&peer("192.0.2.3")).unwrap_err().code, 11);
+        assert!(matches!(
+            not_ready.objects(&peer("192.0.2.3")).unwrap_err(),
+            Refused::NotReady(_)
+        ));
     }
 }

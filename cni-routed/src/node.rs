@@ -13,8 +13,9 @@ use std::net::IpAddr;
 
 use cni_core::netlink::{Netlink, Underlay};
 use cni_core::node::peer::underlay_backend;
+use cni_core::node::Refused;
 use cni_core::node::{NodeSide, Object, Peer};
-use cni_core::{CniError, KernelError};
+use cni_core::KernelError;
 
 /// host-gw: routes only, no device of its own.
 #[derive(Clone, Debug)]
@@ -59,9 +60,9 @@ pub fn off_link_family(
 }
 
 /// The underlay address of `peer`, or why there is none (the peer is refused).
-pub fn peer_address(peer: &Peer) -> Result<IpAddr, CniError> {
+pub fn peer_address(peer: &Peer) -> Result<IpAddr, Refused> {
     peer.underlay.ok_or_else(|| {
-        CniError::invalid_config(format!(
+        Refused::Peer(format!(
             "node {} publishes no underlay address: its ipamd has not registered one yet",
             peer.name
         ))
@@ -86,7 +87,7 @@ impl NodeSide for HostGw {
         Ok(false)
     }
 
-    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError> {
+    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, Refused> {
         let ip = peer_address(peer)?;
         let nets = || {
             let nets: Vec<String> = self
@@ -100,7 +101,7 @@ impl NodeSide for HostGw {
         if let Some((block, addr)) = off_link_family(&self.underlay, peer) {
             let family = if block.is_ipv6() { "IPv6" } else { "IPv4" };
             if block.is_ipv6() != ip.is_ipv6() && addr.is_none() {
-                return Err(CniError::invalid_config(format!(
+                return Err(Refused::Peer(format!(
                     "node {} has the {family} block {block} but publishes no {family} \
                      underlay address: host-gw routes a block via the node's address of its \
                      family; give its underlay interface an {family} address on {} ({}), \
@@ -110,7 +111,7 @@ impl NodeSide for HostGw {
                     nets()
                 )));
             }
-            return Err(CniError::invalid_config(format!(
+            return Err(Refused::Peer(format!(
                 "node {} at {} is not on a directly connected subnet of {} ({}): host-gw \
                  needs one L2 segment; use vxlan/ipip or BGP",
                 peer.name,
@@ -120,7 +121,7 @@ impl NodeSide for HostGw {
             )));
         }
         direct_routes(&self.underlay, peer).ok_or_else(|| {
-            CniError::invalid_config(format!(
+            Refused::Peer(format!(
                 "node {} at {ip} is not on a directly connected subnet of {} ({}): host-gw \
                  needs one L2 segment; use vxlan/ipip or BGP",
                 peer.name,
@@ -209,9 +210,9 @@ mod tests {
         let h = HostGw::new(underlay());
         let p = peer(Some("192.0.2.3"), &["10.0.0.64/26", "fd00:1::/122"]);
         let e = h.objects(&p).unwrap_err();
-        assert_eq!(e.code, 7);
+        assert!(matches!(e, Refused::Peer(_)));
         for word in ["n2", "fd00:1::/122", "IPv6", "eth0", "vxlan"] {
-            assert!(e.msg.contains(word), "{e} lacks {word}");
+            assert!(e.to_string().contains(word), "{e} lacks {word}");
         }
         assert!(direct_routes(&h.underlay, &p).is_none());
         // An IPv6 address that is not on the link: refused the same way as for IPv4.
@@ -220,7 +221,8 @@ mod tests {
             .insert(UNDERLAY_V6_KEY.into(), "2001:db8:99::3".into());
         let e = h.objects(&p).unwrap_err();
         assert!(
-            e.msg.contains("2001:db8:99::3") && e.msg.contains("directly connected"),
+            e.to_string().contains("2001:db8:99::3")
+                && e.to_string().contains("directly connected"),
             "{e}"
         );
     }
@@ -231,9 +233,9 @@ mod tests {
         let e = h
             .objects(&peer(Some("198.51.100.7"), &["10.0.0.64/26"]))
             .unwrap_err();
-        assert_eq!(e.code, 7);
+        assert!(matches!(e, Refused::Peer(_)));
         for word in ["n2", "198.51.100.7", "eth0", "192.0.2.2/24", "vxlan"] {
-            assert!(e.msg.contains(word), "{e} lacks {word}");
+            assert!(e.to_string().contains(word), "{e} lacks {word}");
         }
         assert!(direct_routes(&h.underlay, &peer(Some("198.51.100.7"), &[])).is_none());
     }
@@ -242,8 +244,8 @@ mod tests {
     fn peer_without_address_is_refused() {
         let h = HostGw::new(underlay());
         let e = h.objects(&peer(None, &["10.0.0.64/26"])).unwrap_err();
-        assert_eq!(e.code, 7);
-        assert!(e.msg.contains("n2"), "{e}");
+        assert!(matches!(e, Refused::Peer(_)));
+        assert!(e.to_string().contains("n2"), "{e}");
         assert!(direct_routes(&h.underlay, &peer(None, &[])).is_none());
     }
 }

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cni_core::netlink::{MacAddr, Netlink, Underlay, VxlanSpec};
 use cni_core::node::peer::{underlay_backend, vtep_mac_for, VTEP_MAC_KEY};
+use cni_core::node::Refused;
 use cni_core::node::{NodeSide, Object, Peer};
 use cni_core::{CniError, KernelError};
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
@@ -150,14 +151,14 @@ impl Vxlan {
 }
 
 /// `vtepMac` of `peer`, or why it is unusable.
-fn peer_mac(peer: &Peer) -> Result<MacAddr, CniError> {
+fn peer_mac(peer: &Peer) -> Result<MacAddr, Refused> {
     match peer.backend.get(VTEP_MAC_KEY) {
-        None => Err(CniError::invalid_config(format!(
+        None => Err(Refused::Peer(format!(
             "node {} publishes no {VTEP_MAC_KEY}: its ipamd does not run the vxlan backend (yet)",
             peer.name
         ))),
         Some(s) => s.parse().map_err(|_| {
-            CniError::invalid_config(format!(
+            Refused::Peer(format!(
                 "node {} publishes {VTEP_MAC_KEY} {s:?}, which is not a MAC address",
                 peer.name
             ))
@@ -214,18 +215,18 @@ impl NodeSide for Vxlan {
         self.index.into_iter().collect()
     }
 
-    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError> {
+    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, Refused> {
         let v6_underlay = self.underlay.addr.is_ipv6();
         let underlay_ip = match (peer.underlay, peer.underlay_of(v6_underlay)) {
             (_, Some(ip)) => ip,
             (None, None) => {
-                return Err(CniError::invalid_config(format!(
+                return Err(Refused::Peer(format!(
                     "node {} publishes no underlay address: its ipamd has not registered one yet",
                     peer.name
                 )))
             }
             (Some(other), None) => {
-                return Err(CniError::invalid_config(format!(
+                return Err(Refused::Peer(format!(
                     "node {} has underlay address {other}, of another family than this \
                      node's {}, and publishes none of this one: choose underlays of one \
                      family (underlayInterface/underlayAddress), or give both nodes' \
@@ -250,7 +251,7 @@ impl NodeSide for Vxlan {
         }
         let mac = peer_mac(peer)?;
         let dev = self.index.ok_or_else(|| {
-            CniError::internal(format!(
+            Refused::NotReady(format!(
                 "VXLAN device {} is not set up yet (ensure has not succeeded)",
                 self.device
             ))
@@ -510,24 +511,30 @@ mod tests {
         let e = v
             .objects(&peer(None, &["10.0.2.0/26"], Some(MAC)))
             .unwrap_err();
-        assert!(e.msg.contains("n2") && e.msg.contains("underlay"), "{e}");
+        assert!(
+            e.to_string().contains("n2") && e.to_string().contains("underlay"),
+            "{e}"
+        );
         let e = v
             .objects(&peer(Some("198.51.100.7"), &["10.0.2.0/26"], None))
             .unwrap_err();
-        assert!(e.msg.contains(VTEP_MAC_KEY), "{e}");
+        assert!(e.to_string().contains(VTEP_MAC_KEY), "{e}");
         let e = v
             .objects(&peer(Some("198.51.100.7"), &["10.0.2.0/26"], Some("nope")))
             .unwrap_err();
-        assert!(e.msg.contains("nope") && e.msg.contains("not a MAC"), "{e}");
+        assert!(
+            e.to_string().contains("nope") && e.to_string().contains("not a MAC"),
+            "{e}"
+        );
         let e = v
             .objects(&peer(Some("2001:db8::7"), &["10.0.2.0/26"], Some(MAC)))
             .unwrap_err();
-        assert!(e.msg.contains("family"), "{e}");
+        assert!(e.to_string().contains("family"), "{e}");
         // Before ensure there is no device to point entries at.
         let fresh = Vxlan::new("n1", underlay(), &VxlanOptions::default()).unwrap();
         let e = fresh
             .objects(&peer(Some("198.51.100.7"), &["10.0.2.0/26"], Some(MAC)))
             .unwrap_err();
-        assert!(e.msg.contains("cni-vx.1"), "{e}");
+        assert!(e.to_string().contains("cni-vx.1"), "{e}");
     }
 }

@@ -259,7 +259,7 @@ impl<D: NodeSide> DatapathHandler<D> {
                 Some(o)
             }
             Err(e) => {
-                let why = e.msg;
+                let why = e.to_string();
                 if self.refused.get(&peer.name) != Some(&why) {
                     tracing::error!(node = %peer.name, reason = %why, "node refused: nothing programmed toward it");
                 }

@@ -9,7 +9,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::Object;
 use crate::kernel_error::KernelError;
 use crate::netlink::{MacAddr, Netlink, Underlay};
-use crate::spec::error::CniError;
 
 /// The backend key under which a VXLAN node publishes its VTEP MAC.
 pub const VTEP_MAC_KEY: &str = "vtepMac";
@@ -163,7 +162,23 @@ pub trait NodeSide: Send + 'static {
 
     /// What to program toward `peer`. `Err`: the peer is refused (e.g. host-gw and it is
     /// not on a directly connected subnet): logged and counted, nothing programmed.
-    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, CniError>;
+    fn objects(&self, peer: &Peer) -> Result<BTreeSet<Object>, Refused>;
+}
+
+/// Why a datapath programs nothing toward a peer: a verdict on the peer's record or on
+/// this node's own readiness, not a kernel failure and not a CNI error (the daemon logs
+/// it, counts the peer as refused and tries again when either side changes).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// This datapath cannot reach the peer as it is published (no address of the family
+    /// it needs, not on a directly connected subnet, a missing or bad VTEP MAC, a block
+    /// of a family this node does not carry): the message says what to change.
+    #[error("{0}")]
+    Peer(String),
+    /// This node's own side is not set up yet (its device does not exist before
+    /// `ensure`).
+    #[error("{0}")]
+    NotReady(String),
 }
 
 #[cfg(test)]
