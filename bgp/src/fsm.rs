@@ -7,8 +7,13 @@
 //! - a second TCP connection from the peer decides nothing until an OPEN arrives on it:
 //!   in OpenSent/OpenConfirm the §6.8 collision rule picks one (the connection opened by
 //!   the higher BGP identifier stays); an Established session wins over it, unless that
-//!   OPEN carries the graceful restart capability: then the peer restarted (RFC 4724
-//!   §4.2) and the new connection takes over. Garbage on it closes only it.
+//!   OPEN carries the graceful restart capability and the peer then confirms the new
+//!   connection with a KEEPALIVE after our OPEN: then the peer restarted (RFC 4724
+//!   §4.2) and the new connection takes over. The confirmation is what tells a restart
+//!   from the loser of a collision that was resolved on the peer's side while our
+//!   side was finishing the winner: that one carries an OPEN (with the capability: our
+//!   mesh always announces it) and then the peer's Cease, never a KEEPALIVE. Garbage
+//!   on it closes only it.
 //! - whether a session's end keeps the peer's routes (graceful restart) is [`keeps_routes`]:
 //!   a NOTIFICATION, sent or received, ends graceful-restart treatment at once unless
 //!   both sides announced the N bit (RFC 8538) and it was not a Hard Reset.
@@ -87,6 +92,9 @@ pub(crate) enum Input {
         /// §6.8 prefers it over the current connection ([`second_wins`]).
         wins_collision: bool,
     },
+    /// A KEEPALIVE on it after its OPEN with graceful restart was answered with ours
+    /// (Established only): the peer is in OpenConfirm there, so it restarted.
+    SecondKeepalive,
     /// Garbage, a bad OPEN or anything but an OPEN on it: the NOTIFICATION for it.
     SecondBad(Notification),
     /// It closed, or sent no OPEN in time.
@@ -114,6 +122,9 @@ pub(crate) enum Action {
     HoldSecond {
         send_open: bool,
     },
+    /// Send our OPEN on the second connection (if not sent yet) and keep it until the
+    /// peer's KEEPALIVE on it confirms a restart ([`Input::SecondKeepalive`]).
+    ConfirmSecond,
     /// Close the second connection with this NOTIFICATION.
     RejectSecond(Notification),
     /// Close the second connection quietly.
@@ -209,8 +220,8 @@ pub(crate) fn step(state: State, input: &Input) -> Step {
             },
         ) => {
             if *graceful_restart {
-                // RFC 4724 §4.2: the peer restarted; its old connection is dead to it.
-                go(OpenSent, [SwitchToSecond])
+                // RFC 4724 §4.2, once the peer confirms it (see the module header).
+                go(state, [ConfirmSecond])
             } else {
                 // §6.8: an Established session wins over a new connection.
                 go(state, [RejectSecond(collision())])
@@ -223,6 +234,10 @@ pub(crate) fn step(state: State, input: &Input) -> Step {
                 go(state, [RejectSecond(collision())])
             }
         }
+        // The peer restarted; its old connection is dead to it.
+        (Established, Input::SecondKeepalive) => go(OpenSent, [SwitchToSecond]),
+        // Not reached (before Established an OPEN on it decides at once).
+        (_, Input::SecondKeepalive) => go(state, [RejectSecond(collision())]),
         (_, Input::SecondBad(n)) => go(state, [RejectSecond(n.clone())]),
         (_, Input::SecondGone) => go(state, [DropSecond]),
     }
@@ -356,9 +371,16 @@ mod tests {
         };
         let s = step(State::Established, &open(false, true));
         assert_eq!(s, go(State::Established, [RejectSecond(collision())]));
-        // With it: the peer restarted (RFC 4724 §4.2); no NOTIFICATION on the old one.
+        // With it: our OPEN goes out on it, and the peer's KEEPALIVE there confirms its
+        // restart (RFC 4724 §4.2); no NOTIFICATION on the old one.
         let s = step(State::Established, &open(true, false));
+        assert_eq!(s, go(State::Established, [ConfirmSecond]));
+        let s = step(State::Established, &Input::SecondKeepalive);
         assert_eq!(s, go(State::OpenSent, [SwitchToSecond]));
+        // The loser of a collision resolved on the peer's side (OPEN with the
+        // capability, then the peer's Cease, no KEEPALIVE) leaves the session alone.
+        let s = step(State::Established, &Input::SecondBad(collision()));
+        assert_eq!(s, go(State::Established, [RejectSecond(collision())]));
         // Before Established: the BGP identifiers decide (§6.8).
         for st in [State::OpenSent, State::OpenConfirm] {
             assert_eq!(step(st, &open(true, false)).next, st);

@@ -40,12 +40,14 @@ pub(crate) enum Outcome {
     Shutdown,
 }
 
-/// Where a session starts: a connection, maybe with our OPEN sent and the peer's read.
+/// Where a session starts: a connection, maybe with our OPEN sent and the peer's read
+/// (and its KEEPALIVE: a restart it confirmed while our old session was Established).
 pub(crate) struct Start {
     conn: Conn,
     outgoing: bool,
     open_sent: bool,
     open: Option<Open>,
+    keepalive: bool,
 }
 
 impl Start {
@@ -56,6 +58,7 @@ impl Start {
             outgoing,
             open_sent: false,
             open: None,
+            keepalive: false,
         }
     }
 }
@@ -231,6 +234,7 @@ pub(crate) async fn run(
         outgoing,
         open_sent,
         open,
+        keepalive,
     } = start;
     if !open_sent {
         if let Err(e) = conn.send(&Message::Open(local_open(&ctx.local))).await {
@@ -251,10 +255,14 @@ pub(crate) async fn run(
         sent: Arc::new(Exports::new()),
         ended_by: None,
     };
-    // The peer's OPEN, read on this connection while it was the second one.
-    let mut pending = open.map(|o| Event::Read(Read::Msg(Message::Open(o))));
+    // The peer's OPEN (and KEEPALIVE), read on this connection while it was the second.
+    let mut pending: std::collections::VecDeque<Event> = open
+        .map(|o| Event::Read(Read::Msg(Message::Open(o))))
+        .into_iter()
+        .chain(keepalive.then_some(Event::Read(Read::Msg(Message::Keepalive))))
+        .collect();
     loop {
-        let event = match pending.take() {
+        let event = match pending.pop_front() {
             Some(e) => e,
             None => s.next_event(control).await,
         };
@@ -357,6 +365,15 @@ impl Session<'_> {
                 }
                 Err(e) => Input::SecondBad(DecodeError::Open(e).notification()),
             },
+            // After its OPEN was answered (Established: a restart to confirm).
+            Event::Second(Read::Msg(Message::Keepalive))
+                if self
+                    .second
+                    .as_ref()
+                    .is_some_and(|s| s.open.is_some() && s.open_sent) =>
+            {
+                Input::SecondKeepalive
+            }
             // Anything else first: not a BGP speaker's new connection.
             Event::Second(Read::Msg(_)) => {
                 Input::SecondBad(Notification::new(Notification::FSM_ERROR, 1))
@@ -469,6 +486,17 @@ impl Session<'_> {
                         open: None,
                     });
                 }
+                Action::ConfirmSecond => {
+                    let open = Message::Open(local_open(&self.ctx.local));
+                    if let Some(s) = self.second.as_mut().filter(|s| !s.open_sent) {
+                        debug!(peer = %self.ctx.cfg.address, "second connection with graceful restart: our OPEN, waiting for its KEEPALIVE");
+                        s.open_sent = true;
+                        if let Err(e) = s.conn.send(&open).await {
+                            debug!(peer = %self.ctx.cfg.address, "second connection: {e}");
+                            self.second = None;
+                        }
+                    }
+                }
                 Action::RejectSecond(n) => {
                     if let Some(mut s) = self.second.take() {
                         info!(peer = %self.ctx.cfg.address, state = %self.state, "second connection from the peer closed: {n}");
@@ -506,6 +534,7 @@ impl Session<'_> {
                                 outgoing: false,
                                 open_sent: second.open_sent,
                                 open: second.open,
+                                keepalive: false,
                             },
                         });
                     }
@@ -527,6 +556,7 @@ impl Session<'_> {
                             outgoing: false,
                             open_sent: second.open_sent,
                             open: second.open,
+                            keepalive: matches!(input, Input::SecondKeepalive),
                         },
                     });
                 }

@@ -169,6 +169,50 @@ async fn a_second_connection_leaves_an_established_session_alone_until_a_gracefu
     );
 }
 
+/// The race behind "a thawed mesh node's sessions do not come back": both sides
+/// reconnect at once, the peer resolves the collision first and closes its own
+/// connection with a Cease (6/7), while ours completes the winner. Our listener hands
+/// us the loser only then: its OPEN (with graceful restart, as every mesh node sends)
+/// then the Cease. It must not be taken for the peer's restart: the Established
+/// session stays (no flap, no withdrawal), only the loser closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loser_of_a_collision_resolved_by_the_peer_leaves_the_established_session_alone() {
+    init_tracing();
+    let (s, mut rx) = helper("127.0.23.1", "127.0.23.2").await;
+    let mut fake = established(&s, &mut rx, "127.0.23.2", Some(gr(120, true))).await;
+    let mut loser = Fake::connect("127.0.23.2", s.local_addr()).await;
+    loser
+        .send(&Message::Open(fake_open(
+            64512,
+            "10.0.9.2",
+            3,
+            Some(gr(120, true)),
+        )))
+        .await;
+    loser
+        .send(&Message::Notification(Notification::new(6, 7)))
+        .await;
+    drop(loser.stream.shutdown().await);
+    keepalive_for(&mut fake, 2 * SEC).await;
+    let st = &s.peers()[0];
+    assert_eq!(
+        (st.state, st.flaps, st.prefixes_received),
+        (State::Established, 0, 1),
+        "{st:?}"
+    );
+    let events = drain(&mut rx, Duration::from_millis(200)).await;
+    assert!(events.is_empty(), "{events:?}");
+    // The session still carries routes: a new one is learned on it.
+    fake.send(&route("10.9.1.0/24")).await;
+    let e = drain(&mut rx, Duration::from_millis(500)).await;
+    assert!(
+        e.iter()
+            .any(|e| matches!(e.kind, RouteEventKind::Learned { .. })),
+        "{e:?}"
+    );
+    assert_eq!(s.peers()[0].flaps, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_ends_graceful_restart_unless_both_sides_set_the_n_bit() {
     init_tracing();

@@ -280,10 +280,9 @@ fn bgp_frr_dual_stack() {
 
 /// An IPv6-only cluster (IPv6 pool, IPv6-only underlay) with FRR as eBGP top-of-rack
 /// and the nodes' iBGP mesh, every session over IPv6: FRR holds every block with its
-/// node's IPv6 address; exact routes; ping matrix; 4 MiB over IPv6; the MTU probe. (No
-/// freeze, removal or restart here: under load the mesh sessions of a thawed or
-/// restarted node sometimes do not come back, an open race of the mesh that
-/// `bgp_frr_dual_stack` hits too; see issue 16's note.)
+/// node's IPv6 address; exact routes; ping matrix; 4 MiB over IPv6; the MTU probe; a
+/// frozen node's blocks leave FRR and the others within the hold time; node removal; a
+/// silent restart.
 #[test]
 fn bgp_frr_ipv6_only() {
     let t = Instant::now();
@@ -294,6 +293,13 @@ fn bgp_frr_ipv6_only() {
     c.check_ping_matrix();
     c.check_transfer6("node2", "node3", TRANSFER_BYTES);
     c.check_mtu("node1", "node3");
+    check_node_frozen(&mut c, "node2");
+    c.check_node_removal("node3");
+    c.check_restart("node1");
+    c.wait_converged(dual::CONVERGE)
+        .unwrap_or_else(|e| panic!("after the restart: {e}"));
+    check_router_has_every_block(&c);
+    c.check_ping_matrix_among(&["node1", "node2"]);
     c.detach_all();
     eprintln!("[{tag}] done in {:?}", t.elapsed());
 }
@@ -302,7 +308,8 @@ fn bgp_frr_ipv6_only() {
 /// top-of-rack with `capability extended-nexthop` and the nodes' iBGP mesh over IPv6
 /// (our speaker negotiates it with itself): FRR holds every IPv4 block with its node's
 /// IPv6 address as next hop; exact `via inet6` routes; ping matrix on both families; the
-/// MTU probe per family (the rest as in [`bgp_frr_ipv6_only`]).
+/// MTU probe; a frozen node's blocks leave FRR and the others, and its mesh sessions come
+/// back when thawed; node removal; a silent restart.
 #[test]
 fn bgp_frr_ipv4_over_ipv6_underlay() {
     let t = Instant::now();
@@ -312,6 +319,13 @@ fn bgp_frr_ipv4_over_ipv6_underlay() {
     c.check_pods();
     c.check_ping_matrix();
     c.check_mtu("node2", "node3");
+    check_node_frozen(&mut c, "node2");
+    c.check_node_removal("node3");
+    c.check_restart("node1");
+    c.wait_converged(dual::CONVERGE)
+        .unwrap_or_else(|e| panic!("after the restart: {e}"));
+    check_router_has_every_block(&c);
+    c.check_ping_matrix_among(&["node1", "node2"]);
     c.detach_all();
     eprintln!("[{tag}] done in {:?}", t.elapsed());
 }
