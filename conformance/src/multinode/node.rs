@@ -120,12 +120,15 @@ impl Ipamd {
             self.args.join(" ")
         );
         let bin = bins::our_bin("ipamd");
+        // MULTINODE_IPAMD_LOG (a tracing filter, e.g. `bgp=debug,info`) overrides the
+        // default `info`, to get debug traces of one subsystem out of a failing run.
+        let level = std::env::var("MULTINODE_IPAMD_LOG").unwrap_or_else(|_| "info".into());
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(bin)
             .args(&self.args)
-            .env("RUST_LOG", "info")
-            .env("IPAMD_LOG", "info")
+            .env("RUST_LOG", &level)
+            .env("IPAMD_LOG", &level)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
