@@ -134,6 +134,12 @@ pub struct SpeakerConfig {
     /// Where to accept connections; a specific address is also the source of our own
     /// connections. `[::]` accepts IPv4 too.
     pub listen: SocketAddr,
+    /// The source of our own connections, one address per family: the address the peers
+    /// are configured with for us (FRR's `update-source`). A peer refuses a connection
+    /// from any other address of ours. Without one for a family, the `listen` address
+    /// when it is specific and of that family; else the kernel chooses, and on an IPv6
+    /// link it may choose a SLAAC address that appeared after a router advertisement.
+    pub sources: Vec<IpAddr>,
     pub timers: Timers,
     pub peers: Vec<PeerConfig>,
     pub import_filter: ImportFilter,
@@ -151,6 +157,7 @@ impl SpeakerConfig {
             local_as: Self::DEFAULT_AS,
             router_id,
             listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 179),
+            sources: Vec::new(),
             timers: Timers::default(),
             peers: Vec::new(),
             import_filter: ImportFilter::default(),

@@ -25,8 +25,9 @@ pub(crate) struct Local {
     pub(crate) local_as: u32,
     pub(crate) router_id: Ipv4Addr,
     pub(crate) timers: Timers,
-    /// Source address of our connections (the listen address, when specific).
-    pub(crate) source: Option<IpAddr>,
+    /// Source addresses of our connections, the first of the peer's family is used
+    /// (`SpeakerConfig::sources`, then the listen address when specific).
+    pub(crate) sources: Vec<IpAddr>,
     pub(crate) forwarding_survives_restart: bool,
 }
 
@@ -410,7 +411,12 @@ impl PeerCtx {
     fn connect(&self) -> impl std::future::Future<Output = io::Result<TcpStream>> + 'static {
         let addr = SocketAddr::new(self.cfg.address, self.cfg.port);
         let password = self.cfg.password.clone();
-        let source = self.local.source.filter(|s| s.is_ipv4() == addr.is_ipv4());
+        let source = self
+            .local
+            .sources
+            .iter()
+            .copied()
+            .find(|s| s.is_ipv4() == addr.is_ipv4());
         let limit = self.local.timers.connect_retry;
         async move {
             let socket = match addr {

@@ -90,12 +90,13 @@ impl Speaker {
             .local_addr()
             .map_err(|e| Error::Listen(config.listen, e))?;
         let listener = Arc::new(listener);
-        let source = Some(config.listen.ip()).filter(|ip| !ip.is_unspecified());
+        let mut sources = config.sources.clone();
+        sources.extend(Some(config.listen.ip()).filter(|ip| !ip.is_unspecified()));
         let local = Arc::new(Local {
             local_as: config.local_as,
             router_id: config.router_id,
             timers: config.timers,
-            source,
+            sources,
             forwarding_survives_restart: config.forwarding_survives_restart,
         });
         let peers: Peers = Arc::default();
@@ -293,7 +294,11 @@ async fn accept_loop(listener: Arc<TcpListener>, peers: Peers) {
                     debug!(%from, "peer busy: connection dropped");
                 }
             }
-            None => debug!(%from, "connection from an unknown peer closed"),
+            // INFO: a peer that connects from another address than the one it is
+            // configured with here never gets a session, and this is the only trace.
+            None => {
+                info!(%from, "BGP: connection from an address that is no configured peer closed")
+            }
         }
     }
 }

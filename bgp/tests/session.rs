@@ -437,3 +437,53 @@ async fn tcp_md5_passwords() {
         .unwrap();
     assert_ne!(c_status.state, State::Established, "{c_status:?}");
 }
+
+/// Two speakers listening on `0.0.0.0` that know each other by `a` and `b` (loopback
+/// addresses other than 127.0.0.1); `sources`: whether each is told its own address.
+async fn mesh_on_unspecified(a: &str, b: &str, sources: bool) -> (bgp::Speaker, bgp::Speaker) {
+    let start = |me: &str| {
+        let me = ip(me);
+        let mut cfg = bgp::SpeakerConfig::new(me.to_string().parse().unwrap());
+        cfg.listen = "0.0.0.0:0".parse().unwrap();
+        cfg.timers = fast_timers();
+        if sources {
+            cfg.sources = vec![me];
+        }
+        bgp::Speaker::start(cfg)
+    };
+    let (sa, _) = start(a).await.unwrap();
+    let (sb, _) = start(b).await.unwrap();
+    let peer = |addr: &str, of: &bgp::Speaker| PeerConfig {
+        port: of.local_addr().port(),
+        ..PeerConfig::new(ip(addr), 64512)
+    };
+    sa.add_peer(peer(b, &sb)).unwrap();
+    sb.add_peer(peer(a, &sa)).unwrap();
+    (sa, sb)
+}
+
+/// A speaker listening on the unspecified address connects from the address its peers
+/// know it by (`SpeakerConfig::sources`). Without it the kernel picks the source (here
+/// 127.0.0.1; on an IPv6 underlay a SLAAC address after a router advertisement) and
+/// each side's listener closes the other's connection as coming from no configured
+/// peer: both retry in lockstep and never establish (the stalled FRR-mesh pairs of
+/// conformance `bgp_v6` after a thaw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_come_from_the_configured_source_address() {
+    init_tracing();
+    let (a, b) = mesh_on_unspecified("127.0.31.1", "127.0.31.2", false).await;
+    // connect retry 0.5 s, back-off up to 2 s: several attempts each way.
+    tokio::time::sleep(3 * SEC).await;
+    for s in [&a, &b] {
+        let st = &s.peers()[0];
+        assert_ne!(st.state, State::Established, "{st:?}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+
+    let (a, b) = mesh_on_unspecified("127.0.31.3", "127.0.31.4", true).await;
+    wait_state(&a, ip("127.0.31.4"), State::Established, 5 * SEC).await;
+    wait_state(&b, ip("127.0.31.3"), State::Established, 5 * SEC).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -169,6 +169,15 @@ pub(crate) async fn start(
     let other_next_hop = other_family_address(next_hop, &underlay);
     let own = OwnBlocks::default();
     let mut cfg = speaker_config(args, next_hop, &underlay, own.clone())?;
+    if cfg.listen.ip().is_unspecified() {
+        // Our connections come from the addresses the mesh and the routers know this
+        // node by, not from whatever the kernel picks (a SLAAC address, once a router
+        // advertisement arrived, which every peer refuses).
+        cfg.sources = [Some(next_hop), other_next_hop]
+            .into_iter()
+            .flatten()
+            .collect();
+    }
     // The handler adds them once this node's blocks are announced.
     let explicit = std::mem::take(&mut cfg.peers);
     let (speaker, events) = Speaker::start(cfg)
