@@ -96,14 +96,34 @@ impl Invocation {
         self.try_run().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Starts the plugin. A plugin file written just before (a test's wrapper script) can
+    /// fail `execve` with ETXTBSY for a moment: another thread of this process may have
+    /// forked while the file was open for writing, and its child holds that descriptor
+    /// until it calls exec itself (close-on-exec closes it only then). That window ends
+    /// on its own within the other child's fork-to-exec time, so the exec is tried again
+    /// (up to 100 times, 2 ms apart); any other error is returned at once.
+    fn spawn(&self) -> Result<std::process::Child, String> {
+        let mut tries = 0;
+        loop {
+            match self.command().spawn() {
+                Ok(c) => return Ok(c),
+                Err(e)
+                    if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
+                        && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(format!("cannot run {}: {e}", self.plugin.display())),
+            }
+        }
+    }
+
     /// Runs the plugin to completion (killed after [`TIMEOUT`]). An error when it cannot
     /// be started or timed out; any exit status is an `Ok` outcome.
     pub fn try_run(&self) -> Result<Outcome, String> {
         let start = Instant::now();
-        let mut child = self
-            .command()
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.plugin.display()))?;
+        let mut child = self.spawn()?;
         let mut stdin = child.stdin.take().expect("stdin");
         let input = self.stdin.clone();
         // The plugin may fail before reading its stdin: a broken pipe is not our error.
