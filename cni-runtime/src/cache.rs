@@ -56,7 +56,8 @@ impl ResultCache {
             .map_err(|e| RtError::Cache(format!("{}: {e}", dir.display())))?;
         let path = self.path(&a.network, &a.container_id, &a.ifname);
         let tmp = path.with_extension("tmp");
-        let text = serde_json::to_vec(a).expect("cache entry serialises");
+        let text = serde_json::to_vec(a)
+            .map_err(|e| RtError::Cache(format!("{}: {e}", path.display())))?;
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| RtError::Cache(format!("{}: {e}", path.display())))

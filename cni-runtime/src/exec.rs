@@ -57,7 +57,8 @@ impl Invocation {
         self
     }
     pub fn config(mut self, conf: &Value) -> Self {
-        self.stdin = serde_json::to_vec(conf).expect("config serialises");
+        // A `Value` prints as compact JSON, the same bytes `serde_json::to_vec` gives.
+        self.stdin = conf.to_string().into_bytes();
         self
     }
     pub fn raw_stdin(mut self, stdin: impl Into<Vec<u8>>) -> Self {
@@ -124,14 +125,19 @@ impl Invocation {
     pub fn try_run(&self) -> Result<Outcome, String> {
         let start = Instant::now();
         let mut child = self.spawn()?;
-        let mut stdin = child.stdin.take().expect("stdin");
+        // All three are piped by `command()`, so they are always there.
+        let (Some(mut stdin), Some(mut out), Some(mut err)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{}: no pipes to the plugin", self.plugin.display()));
+        };
         let input = self.stdin.clone();
         // The plugin may fail before reading its stdin: a broken pipe is not our error.
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let mut out = child.stdout.take().expect("stdout");
-        let mut err = child.stderr.take().expect("stderr");
         let out_t = std::thread::spawn(move || {
             let mut v = Vec::new();
             let _ = out.read_to_end(&mut v);
