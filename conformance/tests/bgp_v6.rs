@@ -20,7 +20,7 @@ use conformance::multinode::cluster::BgpTor;
 use conformance::multinode::dual::{
     self, DualCluster, DualSpec, PoolKind, UnderlayKind, TRANSFER_BYTES,
 };
-use conformance::multinode::{router, wait_until, Datapath};
+use conformance::multinode::{lifecycle, router, wait_until, Datapath};
 
 fn spec(underlay: UnderlayKind, pool: PoolKind) -> DualSpec {
     DualSpec {
@@ -107,42 +107,22 @@ fn check_node_frozen(c: &mut DualCluster, node: &str) {
         "the router lacks some of {blocks:?} before the freeze: {had:?}"
     );
     c.daemon(node).freeze();
-    let t = Instant::now();
     let hold = Duration::from_secs(router::HOLD_TIME);
-    // The hold timer runs from the last KEEPALIVE (up to one hold time), then the
-    // withdrawal travels BIRD -> nodes -> kernel.
-    let r = wait_until(
-        &format!("{node}'s blocks withdrawn"),
-        hold + Duration::from_secs(2),
-        || {
-            let mut left: Vec<String> = others
-                .iter()
-                .flat_map(|n| {
-                    c.owned(n)
-                        .into_iter()
-                        .filter(|e| e.mentions(&tokens))
-                        .map(move |e| format!("{n}: {e}"))
-                })
-                .collect();
-            let in_bird = prefixes(c);
-            left.extend(
-                blocks
-                    .iter()
-                    .filter(|b| in_bird.contains(b))
-                    .map(|b| format!("BIRD: {b}")),
-            );
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(left.join("\n"))
-            }
-        },
+    let r = lifecycle::wait_blocks_withdrawn(
+        node,
+        &others,
+        &tokens,
+        &blocks,
+        |n| c.owned(n),
+        || prefixes(c),
     );
-    let took = t.elapsed();
-    if let Err(e) = r {
-        c.daemon(node).thaw();
-        panic!("{e}");
-    }
+    let took = match r {
+        Ok(took) => took,
+        Err(e) => {
+            c.daemon(node).thaw();
+            panic!("{e}");
+        }
+    };
     let among: Vec<&str> = others.iter().map(String::as_str).collect();
     c.check_ping_matrix_among(&among);
     eprintln!(
