@@ -198,7 +198,7 @@ pub struct RunArgs {
     /// underlay interface's address].
     #[arg(long, env = "IPAMD_UNDERLAY_IP")]
     pub underlay_ip: Option<IpAddr>,
-    /// Node lease TTL (renewed every third of it): 30s, 2500ms, 1m.
+    /// Node lease TTL (renewed every fifth of it): 30s, 2500ms, 1m.
     #[arg(long, env = "IPAMD_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
     /// How long a reservation whose netns is gone is kept before GC releases it.

@@ -6,8 +6,8 @@
 //!
 //! - `cli`: flags and subcommands (clap, env vars too).
 //! - `run`: the daemon, composed of the loops below.
-//! - `lease`: register, renew every ttl/3, register again after expiry; expiry of
-//!   dead nodes.
+//! - `lease`: register, renew every ttl/5, register again after expiry; expiry of
+//!   dead nodes (every ttl/3).
 //! - `blocks`: the first block per family, the node-local block cache, usage.
 //! - `watch`: remote node changes (store watch + periodic resync) -> `events`.
 //! - `events`: **the datapath seam**: `events::PeerEvent`, `events::PeerHandler`.

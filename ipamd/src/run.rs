@@ -21,7 +21,7 @@ use crate::cli::RunArgs;
 use crate::error::Error;
 use crate::events::PeerHandler;
 use crate::http::JsonSnapshot;
-use crate::lease::{renew_interval, Lease};
+use crate::lease::{expire_interval, Lease};
 use crate::metrics::Metrics;
 use crate::release::EmptyBlocks;
 
@@ -106,7 +106,7 @@ pub(crate) async fn run_with_handler<H: PeerHandler>(
     tasks.spawn(crate::watch::deliver(rx, handler));
     tasks.spawn(crate::lease::expire_loop(
         store.clone(),
-        renew_interval(args.lease_ttl),
+        expire_interval(args.lease_ttl),
         args.expired_node_grace,
         metrics.clone(),
         stop.clone(),

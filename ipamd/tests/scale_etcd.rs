@@ -4,7 +4,7 @@
 //! route, neighbour and FDB entry in the kernel, the netlink requests of one node joining
 //! and of one leaving (asserted: 3 to 6, the difference only, never a resync), `ipamd`'s
 //! RSS and CPU at rest, and one renewal pass of every lease (what the load generator does
-//! every TTL/3): the raft writes, puts and watch events etcd counts for it (asserted: no
+//! every TTL/5): the raft writes, puts and watch events etcd counts for it (asserted: no
 //! put, a renewal is a lease keep-alive only) and the watching `ipamd`'s CPU.
 //!
 //! `etcd_50_nodes` (CI) checks it works at 50 nodes; `etcd_1000_nodes` is the benchmark
@@ -294,7 +294,7 @@ fn scale(n: usize, tag: &str) {
         logtext()
     );
 
-    // One renewal pass over every simulated lease (the load generator's TTL/3 work):
+    // One renewal pass over every simulated lease (the load generator's TTL/5 work):
     // what it costs etcd (raft writes, watch events, counted by etcd itself) and the
     // watching ipamd (CPU).
     let (_, r0) = usage(pid);
