@@ -1,6 +1,6 @@
 //! What a human or a runtime sees at the plugin's edge, outside ADD/DEL proper:
-//! `--version` (every binary: name, version, spec versions, exit 0, as the reference's
-//! `--version`), and `CNI_ARGS` keys (CONVENTIONS.md: unknown keys refused unless
+//! `--version` (every plugin: name, version, spec versions, exit 0, as the reference's
+//! `--version`; `ipamd`, `cni-bench`, `cni-conformance`: name and version), and `CNI_ARGS` keys (CONVENTIONS.md: unknown keys refused unless
 //! `IgnoreUnknown=1`; the keys kubelet/containerd/podman pass always accepted).
 
 use std::process::Command;
@@ -24,18 +24,36 @@ fn version_flag_prints_name_version_and_spec_versions() {
             .unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{name} --version: {o:?}");
-        assert!(out.starts_with(name), "{name}: {out}");
-        if name != "cni-ipam" {
-            assert!(
-                out.starts_with(&format!("{name} {}", env!("CARGO_PKG_VERSION"))),
-                "{name}: no version: {out}"
-            );
-        }
+        assert!(
+            out.starts_with(&format!("{name} {}: ", env!("CARGO_PKG_VERSION"))),
+            "{name}: no version: {out}"
+        );
         assert!(
             out.contains(
                 "CNI protocol versions supported: 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"
             ),
             "{name}: {out}"
+        );
+    }
+    // The other binaries (clap): name and version, nothing else, exit 0.
+    for (name, bin) in [
+        ("ipamd", bins::our_bin("ipamd")),
+        ("cni-bench", env!("CARGO_BIN_EXE_cni-bench").into()),
+        (
+            "cni-conformance",
+            env!("CARGO_BIN_EXE_cni-conformance").into(),
+        ),
+    ] {
+        let o = Command::new(bin)
+            .arg("--version")
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name} --version: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!("{name} {}\n", env!("CARGO_PKG_VERSION")),
+            "{name}"
         );
     }
     // Without CNI_COMMAND (and without --version) a runtime still gets error 4.

@@ -11,6 +11,10 @@ fn main() -> std::process::ExitCode {
     cni_core::logging::init(None, None);
     cni_core::skel::run(
         &ipam::IpamPlugin,
-        "cni-ipam: host-local compatible IPAM with a crash-safe, O(1) allocation store",
+        concat!(
+            "cni-ipam ",
+            env!("CARGO_PKG_VERSION"),
+            ": host-local compatible IPAM with a crash-safe, O(1) allocation store"
+        ),
     )
 }

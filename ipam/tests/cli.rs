@@ -173,6 +173,32 @@ fn del_on_a_fresh_data_dir_and_gc() {
 }
 
 #[test]
+fn version_flag_and_version_command() {
+    // `--version`: name and crate version first, then the spec versions, exit 0.
+    let o = Command::new(BIN)
+        .arg("--version")
+        .env_clear()
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        out.starts_with(&format!("cni-ipam {}: ", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    // CNI's VERSION command (what a runtime sends: no argument) answers as before.
+    let d = tempfile::tempdir().unwrap();
+    let v = ok(run("VERSION", &v4("1.0.0", d.path()), "", ""));
+    // Like the reference skel: the latest version it speaks, whatever the config says.
+    assert_eq!(v["cniVersion"], "1.1.0", "{v}");
+    assert_eq!(
+        v["supportedVersions"],
+        json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]),
+        "{v}"
+    );
+}
+
+#[test]
 fn status() {
     let d = tempfile::tempdir().unwrap();
     ok(run("STATUS", &v4("1.1.0", d.path()), "", ""));

@@ -85,7 +85,11 @@ enum Mode {
 }
 
 #[derive(Parser, Debug)]
-#[command(about = "Benchmark our plugins against the reference plugins")]
+#[command(
+    name = "cni-bench",
+    version,
+    about = "Benchmark our plugins against the reference plugins"
+)]
 struct Args {
     #[command(subcommand)]
     mode: Option<Mode>,
