@@ -77,6 +77,27 @@ fn frr_ebgp_four_octet_as_md5_withdraw_refresh_and_extra_connections() {
               exit-address-family\n"
         ),
     );
+    // FRR (user frr) made its pid files and sockets in a dir that is its own, and
+    // nothing from its dir up to the test's dir is world-writable.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::metadata(frr.dir()).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o750);
+    let frr_uid = std::fs::metadata(frr.dir().join("bgpd.pid")).unwrap().uid();
+    assert_eq!(
+        md.uid(),
+        frr_uid,
+        "the dir belongs to the user bgpd runs as"
+    );
+    assert_ne!(frr_uid, 0, "bgpd dropped root");
+    for d in [frr.dir(), dir.path()] {
+        let mode = std::fs::metadata(d).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o002,
+            0,
+            "{} is world-writable: {mode:o}",
+            d.display()
+        );
+    }
     let store = dir.path().join("cluster.json");
     let d = start(
         &n,

@@ -241,8 +241,8 @@ fn frr_neighbours(router_id: Ipv4Addr, clients: &[IpAddr]) -> String {
     c
 }
 
-/// FRR (zebra + bgpd) in a namespace, as user `frr` (its dir is made world-writable),
-/// not daemonized: its config, pid files, zebra socket and vty sockets in the test's dir.
+/// FRR (zebra + bgpd) in a namespace, as user `frr` (its dir is `frr`'s, see
+/// [`testkit::frr_dir`]), not daemonized: its config, pid files, zebra socket and vty sockets in the test's dir.
 #[derive(Debug)]
 pub struct Frr {
     ns: String,
@@ -254,16 +254,8 @@ pub struct Frr {
 impl Frr {
     /// Writes `config` to `dir` and starts zebra and bgpd in netns `ns`.
     pub fn new(ns: &str, dir: &Path, config: &str) -> Frr {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(dir).expect("mkdir frr");
-        let mut p = Some(dir);
-        // bgpd runs as `frr`: it must reach its dir.
-        while let Some(d) = p {
-            if d.starts_with(std::env::temp_dir()) && d != std::env::temp_dir() {
-                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777));
-            }
-            p = d.parent();
-        }
+        // zebra and bgpd run as `frr`: the dir is theirs, its parents passable.
+        testkit::frr_dir(dir);
         std::fs::write(dir.join("bgpd.conf"), config).expect("write bgpd.conf");
         std::fs::write(dir.join("zebra.conf"), "").expect("write zebra.conf");
         let mut f = Frr {

@@ -209,17 +209,6 @@ impl Drop for RouteMonitor {
     }
 }
 
-/// A directory other users can enter (FRR drops to user `frr`): a fresh temp dir, 0777.
-pub fn open_dir(parent: &Path, name: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let d = parent.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    for p in [parent, d.as_path()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    d
-}
-
 /// The pid of the `ipamd` running in `n` (`ip netns pids`).
 pub fn ipamd_pid(n: &Node) -> i32 {
     let pids = sh("ip", &["netns", "pids", &n.ns]);
@@ -321,7 +310,7 @@ pub struct Frr {
 
 impl Frr {
     pub fn start(ns: &Node, parent: &Path, config: &str) -> Frr {
-        let dir = open_dir(parent, "frr");
+        let dir = testkit::frr_dir(&parent.join("frr"));
         std::fs::write(dir.join("bgpd.conf"), config).unwrap();
         std::fs::write(dir.join("zebra.conf"), "").unwrap();
         let zebra = Self::spawn(&ns.ns, &dir, "zebra");
@@ -386,6 +375,11 @@ impl Frr {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Where its config, pid files and sockets are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn log(&self, daemon: &str) -> String {
@@ -465,7 +459,9 @@ pub struct Gobgp {
 
 impl Gobgp {
     pub fn start(ns: &Node, parent: &Path, config: &str, port: u16) -> Gobgp {
-        let dir = open_dir(parent, "gobgp");
+        // gobgpd runs as root: a plain directory.
+        let dir = parent.join("gobgp");
+        std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("gobgpd.toml"), config).unwrap();
         let mut g = Gobgp {
             ns: ns.ns.clone(),
