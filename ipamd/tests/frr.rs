@@ -470,9 +470,15 @@ fn frr_ipv6_session_over_an_ipv6_underlay() {
     );
     let path = &frr.paths("ipv6", &b6)[0];
     assert!(path.to_string().contains("fd00:113::1"), "{path}");
-    // An IPv6-only node: the router id comes from its address (no --bgp-router-id).
+    // An IPv6-only node: the router id is derived from a hash of its whole address (no
+    // --bgp-router-id); FRR received it in our OPEN. Pinned (ipamd's unit test
+    // `ipv6_only_router_ids_hash_the_whole_address` has the same value).
+    let remote_id =
+        frr.json("show bgp neighbors fd00:113::1 json")["fd00:113::1"]["remoteRouterId"].clone();
+    assert_eq!(remote_id, "11.132.54.217", "{}", d.log());
     assert!(
-        d.log().contains("router id from the last 32 bits"),
+        d.log()
+            .contains("router id derived from a hash of its underlay address"),
         "{}",
         d.log()
     );
