@@ -327,11 +327,13 @@ fn scale(n: usize, tag: &str) {
         (r1 - r0) as f64 / hz * 1000.0 / n as f64
     );
     let per = writes / n as f64;
+    // ipamd renews every TTL/5 (lease::renew_interval).
+    let every = Duration::from_secs(30) / 5;
     println!(
-        "scale_etcd: renewing {n} leases took {pass:.2} s ({:.0} renewals/s from one client); at TTL 30 s (renew every 10 s): {:.1} raft writes/s for {n} nodes, {:.1} for 5,000 (computed)",
+        "scale_etcd: renewing {n} leases took {pass:.2} s ({:.0} renewals/s from one client); at TTL 30 s (renew every {every:?}): {:.1} raft writes/s for {n} nodes, {:.1} for 5,000 (computed)",
         n as f64 / pass,
-        per * n as f64 / 10.0,
-        per * 5000.0 / 10.0
+        per * n as f64 / every.as_secs_f64(),
+        per * 5000.0 / every.as_secs_f64()
     );
     assert_eq!(
         e1.renewed - e0.renewed,
