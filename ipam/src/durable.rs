@@ -5,7 +5,13 @@
 //! target in one step ([`create_symlink`], exclusive: `EEXIST` when the name is taken),
 //! replaced in one step ([`replace_symlink`], a temp symlink `rename(2)`-d over the name),
 //! and both become durable with a single [`sync_dir`] of the directory: there is no file
-//! content to fsync.
+//! content to fsync. [`link_entry`] and [`replace_with_link`] give an existing symlink a
+//! second name (`link(2)`: no inode allocated, which on a journal-less ext4 is what an
+//! entry costs most), falling back to a symlink of its own where hard links are refused.
+//!
+//! Hints (the allocation cursor) are regular files of one fixed-size record rewritten in
+//! place ([`write_hint`], [`read_hint`]): no inode allocated or freed per write, no
+//! fsync, and a lost or garbled hint reads as absent.
 //!
 //! [`replace_file`] is the classic temp file + fsync + rename + fsync directory, for the
 //! few stand-alone state files (the cluster file store, the block cache).
