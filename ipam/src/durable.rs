@@ -5,7 +5,13 @@
 //! target in one step ([`create_symlink`], exclusive: `EEXIST` when the name is taken),
 //! replaced in one step ([`replace_symlink`], a temp symlink `rename(2)`-d over the name),
 //! and both become durable with a single [`sync_dir`] of the directory: there is no file
-//! content to fsync.
+//! content to fsync. [`link_entry`] and [`replace_with_link`] give an existing symlink a
+//! second name (`link(2)`: no inode allocated, which on a journal-less ext4 is what an
+//! entry costs most), falling back to a symlink of its own where hard links are refused.
+//!
+//! Hints (the allocation cursor) are regular files of one fixed-size record rewritten in
+//! place ([`write_hint`], [`read_hint`]): no inode allocated or freed per write, no
+//! fsync, and a lost or garbled hint reads as absent.
 //!
 //! [`replace_file`] is the classic temp file + fsync + rename + fsync directory, for the
 //! few stand-alone state files (the cluster file store, the block cache).
@@ -122,6 +128,71 @@ pub(crate) fn replace_symlink(target: &str, path: &Path, tmp: &Path) -> Result<(
     })
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: makes [`link_entry`] take its fallback path on this thread, as on a file
+    /// system that refuses hard links.
+    pub(crate) static REFUSE_HARD_LINKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `link(2)` of the entry `src` itself (a symlink is not followed: the new name is the
+/// same symlink, no new inode).
+fn hard_link(src: &Path, dst: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if REFUSE_HARD_LINKS.with(std::cell::Cell::get) {
+        return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+    }
+    nix::unistd::linkat(
+        nix::fcntl::AT_FDCWD,
+        src,
+        nix::fcntl::AT_FDCWD,
+        dst,
+        nix::fcntl::AtFlags::empty(),
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Exclusive create of `path` as a second name of the symlink `src`, whose target is
+/// `target` (a hard link: no inode is allocated, and removing one name leaves the other
+/// with its target). Where the file system refuses the hard link (`EPERM`, `EMLINK`,
+/// `ENOTSUP`...), or `src` is gone, `path` becomes a new symlink to `target` instead:
+/// the same entry for every reader. `Ok(false)` when `path` exists. Not durable until
+/// the directory is synced.
+pub(crate) fn link_entry(src: &Path, target: &str, path: &Path) -> Result<bool, IpamError> {
+    match hard_link(src, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => {
+            tracing::debug!(from = %src.display(), to = %path.display(), error = %e,
+                "hard link refused: a symlink instead");
+            create_symlink(target, path)
+        }
+    }
+}
+
+/// Atomically replaces (or creates) the entry `path` with a second name of the symlink
+/// `src` (target `target`), see [`link_entry`]: linked (or symlinked) as `tmp`, renamed
+/// over `path`. Not durable until the directory is synced.
+pub(crate) fn replace_with_link(
+    src: &Path,
+    target: &str,
+    path: &Path,
+    tmp: &Path,
+) -> Result<(), IpamError> {
+    if !link_entry(src, target, tmp)? {
+        return Err(IpamError::io(
+            "link",
+            tmp,
+            std::io::Error::from(ErrorKind::AlreadyExists),
+        ));
+    }
+    let renamed = fs::rename(tmp, path).map_err(|e| IpamError::io("rename", path, e));
+    // rename(2) of two names of one inode does nothing (and succeeds): `path` already was
+    // this entry, and `tmp` is still there.
+    let _ = remove_optional(tmp);
+    renamed
+}
+
 /// What an entry of the store directory turned out to be when read as a symlink.
 pub(crate) enum Link {
     /// No such entry.
@@ -140,6 +211,92 @@ pub(crate) fn read_symlink(path: &Path) -> Result<Link, IpamError> {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Link::Other),
         Err(e) => Err(IpamError::io("readlink", path, e)),
     }
+}
+
+/// Length of a hint file's record (see [`write_hint`]): an address's text (at most 45
+/// bytes) padded with spaces and ended by a newline.
+const HINT_LEN: usize = 64;
+
+/// Reads a hint: the trimmed text of the regular file `path`, or the target of a
+/// symlink `path` (as earlier builds wrote it). `None` when absent or unreadable
+/// (a hint is never an error).
+pub(crate) fn read_hint(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let open = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let bytes = match open {
+        Ok(f) => {
+            let mut buf = Vec::with_capacity(HINT_LEN);
+            f.take(HINT_LEN as u64 * 2).read_to_end(&mut buf).ok()?;
+            buf
+        }
+        // O_NOFOLLOW on a symlink: the format of earlier builds.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => match read_symlink(path) {
+            Ok(Link::Target(t)) => t,
+            _ => return None,
+        },
+        Err(_) => return None,
+    };
+    Some(String::from_utf8(bytes).ok()?.trim().to_string())
+}
+
+/// Writes the hint `text` (at most `HINT_LEN - 1` bytes) into the regular file `path`
+/// in place: one fixed-size `pwrite(2)` at offset 0, so that after the first write no
+/// inode is allocated or freed. Not synced: a crash may leave the previous hint or a
+/// garbled one (read as absent). A symlink of an earlier build is replaced by the file;
+/// a file of another length is cut to the record's. Created [`FILE_MODE`], and a file
+/// writable by group or others is tightened.
+pub(crate) fn write_hint(path: &Path, text: &str) -> Result<(), IpamError> {
+    use std::os::unix::fs::FileExt;
+    if text.len() >= HINT_LEN {
+        return Err(IpamError::config(format!(
+            "hint {text:?} longer than {} bytes",
+            HINT_LEN - 1
+        )));
+    }
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            // O_NONBLOCK: a FIFO put there by hand fails (ENXIO) instead of blocking.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let file = match open() {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            // A symlink of an earlier build: converted once.
+            remove_optional(path)?;
+            open().map_err(|e| IpamError::io("create", path, e))?
+        }
+        Err(e) => return Err(IpamError::io("open", path, e)),
+    };
+    let md = file
+        .metadata()
+        .map_err(|e| IpamError::io("stat", path, e))?;
+    if !md.is_file() {
+        return Err(IpamError::corrupt(path, "not a regular file".to_string()));
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if md.permissions().mode() & 0o022 != 0 {
+            tighten(&file, path);
+        }
+    }
+    let mut record = [b' '; HINT_LEN];
+    record[..text.len()].copy_from_slice(text.as_bytes());
+    record[HINT_LEN - 1] = b'\n';
+    file.write_all_at(&record, 0)
+        .map_err(|e| IpamError::io("write", path, e))?;
+    if md.len() != HINT_LEN as u64 {
+        file.set_len(HINT_LEN as u64)
+            .map_err(|e| IpamError::io("truncate", path, e))?;
+    }
+    Ok(())
 }
 
 /// fsync a directory.

@@ -153,6 +153,7 @@ fn umask_000_creates_nothing_group_or_world_writable() {
         "data",
         "data/nested/perm",
         "data/nested/perm/lock",
+        "data/nested/perm/cursor-10.61.0.0-10.61.0.1",
         "data/nested/perm/quarantine",
         "data/nested/permc/blocks.json",
         "data/nested/permc/claim.lock",
