@@ -7,23 +7,19 @@
 //! `cni-macspoof net=<hash> att=<hash> dev=<veth> mac=<mac>`.
 
 use std::collections::HashSet;
-use std::ffi::CString;
-
-use nftnl::expr::InterfaceName;
-use nftnl::{nft_expr, ChainType, Hook, ProtoFamily};
 
 use crate::kernel_error::KernelError;
 use crate::netlink::MacAddr;
-use crate::nft::{self, NftChain, Tag};
+use crate::nft::{self, ChainType, Expr, Family, Hook, NftChain, Tag, Verdict};
 use crate::spec::config::Attachment;
 use crate::spec::names::NetworkName;
 
 const KIND: &str = "cni-macspoof";
 
 const CHAIN: NftChain = NftChain {
-    family: ProtoFamily::Bridge,
-    table: c"cni_macspoof",
-    chain: c"prerouting",
+    family: Family::Bridge,
+    table: "cni_macspoof",
+    chain: "prerouting",
     chain_type: ChainType::Filter,
     hook: Hook::PreRouting,
     // Early (the `bridge` dstnat priority): spoofed frames die before other filtering.
@@ -44,8 +40,12 @@ pub fn add(
     );
     let comment = tag.comment(KIND, &format!("dev={host_veth} mac={mac}"));
     let what = || format!("mac spoof check for {host_veth} ({mac}) in network {network}");
-    let dev = CString::new(host_veth)
-        .map_err(|_| KernelError::invalid(what(), "the interface name contains NUL"))?;
+    if host_veth.contains('\0') {
+        return Err(KernelError::invalid(
+            what(),
+            "the interface name contains NUL",
+        ));
+    }
     let rules = nft::list_rules(&CHAIN)?;
     if rules
         .iter()
@@ -57,14 +57,15 @@ pub fn add(
     if rules.iter().any(|r| is_ours(r, |t| t == tag)) {
         nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag)).map_err(|e| e.context(what()))?;
     }
-    nft::add_rule(&CHAIN, &comment, |rule| {
-        rule.add_expr(&nft_expr!(meta iifname));
-        rule.add_expr(&nft_expr!(cmp == InterfaceName::Exact(dev)));
-        rule.add_expr(&nft_expr!(payload ethernet saddr));
-        rule.add_expr(&nft_expr!(cmp != &mac.0[..]));
-        rule.add_expr(&nft_expr!(verdict drop));
-    })
-    .map_err(|e| e.context(what()))
+    // `iifname <host veth> ether saddr != <mac> drop`
+    let rule = [
+        Expr::MetaIifName,
+        Expr::eq(Expr::ifname(host_veth)),
+        Expr::ether_saddr(),
+        Expr::neq(mac.0),
+        Expr::Verdict(Verdict::Drop),
+    ];
+    nft::add_rule(&CHAIN, &comment, &rule).map_err(|e| e.context(what()))
 }
 
 fn is_ours(r: &nft::ListedRule, pred: impl Fn(Tag) -> bool) -> bool {
