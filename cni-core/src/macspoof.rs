@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use crate::kernel_error::KernelError;
 use crate::netlink::MacAddr;
-use crate::nft::{self, ChainType, Expr, Family, Hook, NftChain, Tag, Verdict};
+use crate::nft::{self, ChainType, Expr, Family, Hook, Nft, NftChain, Tag, Verdict};
 use crate::spec::config::Attachment;
 use crate::spec::names::NetworkName;
 
@@ -46,7 +46,8 @@ pub fn add(
             "the interface name contains NUL",
         ));
     }
-    let rules = nft::list_rules(&CHAIN)?;
+    let mut nft = Nft::new();
+    let rules = nft.list_rules(&CHAIN)?;
     if rules
         .iter()
         .any(|r| r.comment.as_deref() == Some(comment.as_str()))
@@ -55,7 +56,8 @@ pub fn add(
     }
     // Same attachment with another veth or MAC (a re-ADD): the new rule replaces it.
     if rules.iter().any(|r| is_ours(r, |t| t == tag)) {
-        nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag)).map_err(|e| e.context(what()))?;
+        nft.delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag))
+            .map_err(|e| e.context(what()))?;
     }
     // `iifname <host veth> ether saddr != <mac> drop`
     let rule = [
@@ -65,7 +67,8 @@ pub fn add(
         Expr::neq(mac.0),
         Expr::Verdict(Verdict::Drop),
     ];
-    nft::add_rule(&CHAIN, &comment, &rule).map_err(|e| e.context(what()))
+    nft.add_rule(&CHAIN, &comment, &rule)
+        .map_err(|e| e.context(what()))
 }
 
 fn is_ours(r: &nft::ListedRule, pred: impl Fn(Tag) -> bool) -> bool {
@@ -82,13 +85,16 @@ pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), KernelError> {
         att.container_id.as_str(),
         att.ifname.as_str(),
     );
-    let removed = nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag)).map_err(|e| {
-        e.context(format!(
-            "removing mac spoof check of {} in network {network}",
-            att.container_id
-        ))
-    })?;
-    nft::drop_table_if_emptied(&CHAIN, removed);
+    let mut nft = Nft::new();
+    let removed = nft
+        .delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag))
+        .map_err(|e| {
+            e.context(format!(
+                "removing mac spoof check of {} in network {network}",
+                att.container_id
+            ))
+        })?;
+    nft.drop_table_if_emptied(&CHAIN, removed);
     Ok(())
 }
 
@@ -99,15 +105,17 @@ pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), KernelError>
         .iter()
         .map(|a| nft::att_hash(network.as_str(), a.container_id.as_str(), a.ifname.as_str()))
         .collect();
-    let removed = nft::delete_rules(&CHAIN, |r| {
-        is_ours(r, |t| t.net == net && !keep.contains(&t.att))
-    })
-    .map_err(|e| {
-        e.context(format!(
-            "garbage-collecting mac spoof checks of network {network}"
-        ))
-    })?;
-    nft::drop_table_if_emptied(&CHAIN, removed);
+    let mut nft = Nft::new();
+    let removed = nft
+        .delete_rules(&CHAIN, |r| {
+            is_ours(r, |t| t.net == net && !keep.contains(&t.att))
+        })
+        .map_err(|e| {
+            e.context(format!(
+                "garbage-collecting mac spoof checks of network {network}"
+            ))
+        })?;
+    nft.drop_table_if_emptied(&CHAIN, removed);
     Ok(())
 }
 
@@ -122,7 +130,7 @@ pub fn list(
         att.ifname.as_str(),
     );
     let mut out = Vec::new();
-    for r in nft::list_rules(&CHAIN)? {
+    for r in Nft::new().list_rules(&CHAIN)? {
         let Some((t, detail)) = r.comment.as_deref().and_then(|c| Tag::parse(KIND, c)) else {
             continue;
         };

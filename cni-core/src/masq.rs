@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnetwork::IpNetwork;
 
 use crate::kernel_error::KernelError;
-use crate::nft::{self, ChainType, Expr, Family, Hook, NftChain, Tag};
+use crate::nft::{self, ChainType, Expr, Family, Hook, Nft, NftChain, Tag};
 use crate::spec::config::{Attachment, NetConf};
 use crate::spec::names::NetworkName;
 
@@ -99,7 +99,9 @@ pub fn add(
         att.ifname.as_str(),
     )
     .comment(KIND, &format!("src={pod}"));
-    if nft::list_rules(&ch)?
+    let mut nft = Nft::new();
+    if nft
+        .list_rules(&ch)?
         .iter()
         .any(|r| r.comment.as_deref() == Some(comment.as_str()))
     {
@@ -113,7 +115,7 @@ pub fn add(
             keep.push(*n);
         }
     }
-    nft::add_rule(&ch, &comment, &build(pod, &keep))
+    nft.add_rule(&ch, &comment, &build(pod, &keep))
         .map_err(|e| e.context(format!("masquerading {pod} of network {network}")))
 }
 
@@ -167,24 +169,21 @@ pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), KernelError> {
         att.container_id.as_str(),
         att.ifname.as_str(),
     );
+    let mut nft = Nft::new();
     for v6 in CHAINS {
-        let removed = nft::delete_rules(&chain(v6), |r| {
-            tag_of(r.comment.as_deref()).is_some_and(|(t, _)| t == want)
-        })
-        .map_err(|e| {
-            e.context(format!(
-                "removing masquerade of {} in network {network}",
-                att.container_id
-            ))
-        })?;
-        drop_table_if_empty(v6, removed);
+        let removed = nft
+            .delete_rules(&chain(v6), |r| {
+                tag_of(r.comment.as_deref()).is_some_and(|(t, _)| t == want)
+            })
+            .map_err(|e| {
+                e.context(format!(
+                    "removing masquerade of {} in network {network}",
+                    att.container_id
+                ))
+            })?;
+        nft.drop_table_if_emptied(&chain(v6), removed);
     }
     Ok(())
-}
-
-/// After `removed` rules went: the table too if that was the last.
-fn drop_table_if_empty(v6: bool, removed: usize) {
-    nft::drop_table_if_emptied(&chain(v6), removed);
 }
 
 /// Removes the rules of `network` whose attachment is not in `keep`.
@@ -194,17 +193,19 @@ pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), KernelError>
         .iter()
         .map(|a| nft::att_hash(network.as_str(), a.container_id.as_str(), a.ifname.as_str()))
         .collect();
+    let mut nft = Nft::new();
     for v6 in CHAINS {
-        let removed = nft::delete_rules(&chain(v6), |r| {
-            tag_of(r.comment.as_deref())
-                .is_some_and(|(t, _)| t.net == net && !keep.contains(&t.att))
-        })
-        .map_err(|e| {
-            e.context(format!(
-                "garbage-collecting masquerade rules of network {network}"
-            ))
-        })?;
-        drop_table_if_empty(v6, removed);
+        let removed = nft
+            .delete_rules(&chain(v6), |r| {
+                tag_of(r.comment.as_deref())
+                    .is_some_and(|(t, _)| t.net == net && !keep.contains(&t.att))
+            })
+            .map_err(|e| {
+                e.context(format!(
+                    "garbage-collecting masquerade rules of network {network}"
+                ))
+            })?;
+        nft.drop_table_if_emptied(&chain(v6), removed);
     }
     Ok(())
 }
@@ -217,8 +218,9 @@ pub fn list(network: &NetworkName, att: &Attachment) -> Result<Vec<IpNetwork>, K
         att.ifname.as_str(),
     );
     let mut out = Vec::new();
+    let mut nft = Nft::new();
     for v6 in CHAINS {
-        for r in nft::list_rules(&chain(v6))? {
+        for r in nft.list_rules(&chain(v6))? {
             if let Some((t, src)) = tag_of(r.comment.as_deref()) {
                 if t == want && !out.contains(&src) {
                     out.push(src);

@@ -179,40 +179,139 @@ fn nft_type(msg: u8) -> u16 {
 
 const NFTSUBSYS: u16 = NFNL_SUBSYS_NFTABLES << 8;
 
-/// Messages committed by the kernel as one transaction (`NFNL_MSG_BATCH_BEGIN` .. `END`):
-/// all or nothing. Every message asks for an ACK; [`Batch::commit`] waits for all.
-pub(super) struct Batch {
-    buf: Vec<u8>,
+/// One `NETLINK_NETFILTER` socket, for every request of one operation (see
+/// `super::Nft` for why one), with its own sequence numbers so that each request's
+/// replies are told apart.
+pub(super) struct Conn {
+    socket: Socket,
     next_seq: u32,
-    acks: Vec<u32>,
+    buf: Vec<u8>,
 }
 
-impl Batch {
-    pub(super) fn new() -> Batch {
-        let mut b = Batch {
-            buf: Vec::with_capacity(1024),
+impl Conn {
+    pub(super) fn open() -> io::Result<Conn> {
+        Ok(Conn {
+            socket: Socket::new(NETLINK_NETFILTER)?,
             next_seq: 1,
-            acks: Vec::new(),
-        };
-        let seq = b.seq();
-        // The begin/end markers ask for no ACK: kernels before 6.10 ignore the flag on
-        // them, and the ACKs of the messages in between say everything.
-        put_msg(
-            &mut b.buf,
-            NFNL_MSG_BATCH_BEGIN,
-            0,
-            seq,
-            0,
-            NFNL_SUBSYS_NFTABLES,
-            |_| {},
-        );
-        b
+            buf: Vec::with_capacity(RECV_BUF),
+        })
     }
 
     fn seq(&mut self) -> u32 {
         let s = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
         s
+    }
+
+    /// Sends `batch` as one transaction and waits for the ACK of every message. The
+    /// first error the kernel reports (the batch is then aborted as a whole) is returned
+    /// with its errno; the connection should not be used after an error (replies of the
+    /// batch may still be queued).
+    pub(super) fn commit(&mut self, batch: Batch) -> io::Result<()> {
+        let first = self.next_seq;
+        let mut buf = Vec::with_capacity(batch.buf.len() + 2 * (NLMSG_HDRLEN + NFGENMSG_LEN));
+        let begin = self.seq();
+        // The begin/end markers ask for no ACK: kernels before 6.10 ignore the flag on
+        // them, and the ACKs of the messages in between say everything.
+        let marker = |buf: &mut Vec<u8>, kind: u16, seq: u32| {
+            put_msg(buf, kind, 0, seq, 0, NFNL_SUBSYS_NFTABLES, |_| {});
+        };
+        marker(&mut buf, NFNL_MSG_BATCH_BEGIN, begin);
+        let mut pending = Vec::with_capacity(batch.msgs.len());
+        for m in &batch.msgs {
+            let seq = self.seq();
+            pending.push(seq);
+            let mut msg = batch.buf[m.clone()].to_vec();
+            msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+            buf.extend_from_slice(&msg);
+        }
+        let end = self.seq();
+        marker(&mut buf, NFNL_MSG_BATCH_END, end);
+        send(&self.socket, &buf)?;
+        let ours = |seq: u32| seq >= first && seq <= end;
+        while !pending.is_empty() {
+            for msg in recv(&self.socket, &mut self.buf)? {
+                let msg = msg?;
+                if msg.kind == NLMSG_ERROR && ours(msg.seq) {
+                    // An error for any message of ours (also for the begin marker: no
+                    // permission, no memory) ends the transaction; 0 is an ACK.
+                    error_code(msg.payload)?;
+                    pending.retain(|s| *s != msg.seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Dumps the rules of chain `chain` of table `table` (`NFT_MSG_GETRULE`,
+    /// `NLM_F_DUMP`): each rule's handle and comment. A dump the kernel flags as
+    /// interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is `EINTR`.
+    pub(super) fn dump_rules(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+    ) -> io::Result<Vec<ListedRule>> {
+        let seq = self.seq();
+        let mut req = Vec::with_capacity(64);
+        put_msg(
+            &mut req,
+            nft_type(NFT_MSG_GETRULE),
+            NLM_F_DUMP,
+            seq,
+            family,
+            0,
+            |a| {
+                a.strz(NFTA_RULE_TABLE, table);
+                a.strz(NFTA_RULE_CHAIN, chain);
+            },
+        );
+        send(&self.socket, &req)?;
+        let mut rules = Vec::new();
+        let mut interrupted = false;
+        loop {
+            for msg in recv(&self.socket, &mut self.buf)? {
+                let msg = msg?;
+                if msg.seq != seq {
+                    continue;
+                }
+                interrupted |= msg.flags & NLM_F_DUMP_INTR != 0;
+                match msg.kind {
+                    NLMSG_DONE => {
+                        // The DONE of a failed dump carries the error.
+                        if msg.payload.len() >= 4 {
+                            error_code(msg.payload)?;
+                        }
+                        if interrupted {
+                            return Err(io::Error::from_raw_os_error(libc::EINTR));
+                        }
+                        return Ok(rules);
+                    }
+                    NLMSG_ERROR => error_code(msg.payload)?,
+                    k if k == nft_type(NFT_MSG_NEWRULE) => {
+                        rules.push(parse_rule(msg.payload.get(NFGENMSG_LEN..).unwrap_or(&[])));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// nf_tables messages to commit as one transaction (`NFNL_MSG_BATCH_BEGIN` .. `END`, all
+/// or nothing) through [`Conn::commit`]. Every message asks for an ACK.
+pub(super) struct Batch {
+    buf: Vec<u8>,
+    /// Where each message is in `buf` (its sequence number is set at commit).
+    msgs: Vec<std::ops::Range<usize>>,
+}
+
+impl Batch {
+    pub(super) fn new() -> Batch {
+        Batch {
+            buf: Vec::with_capacity(1024),
+            msgs: Vec::new(),
+        }
     }
 
     /// Adds the nf_tables message `msg` (`NFT_MSG_*`) for `family`, flagged `flags` and
@@ -224,48 +323,17 @@ impl Batch {
         flags: u16,
         body: impl FnOnce(&mut Attrs<'_>),
     ) {
-        let seq = self.seq();
-        self.acks.push(seq);
+        let start = self.buf.len();
         put_msg(
             &mut self.buf,
             nft_type(msg),
             flags | NLM_F_ACK,
-            seq,
+            0,
             family,
             0,
             body,
         );
-    }
-
-    /// Sends the batch and waits for the ACK of every message. The first error the
-    /// kernel reports (the batch is then aborted as a whole) is returned with its errno.
-    pub(super) fn commit(mut self) -> io::Result<()> {
-        let seq = self.seq();
-        put_msg(
-            &mut self.buf,
-            NFNL_MSG_BATCH_END,
-            0,
-            seq,
-            0,
-            NFNL_SUBSYS_NFTABLES,
-            |_| {},
-        );
-        let socket = Socket::new(NETLINK_NETFILTER)?;
-        send(&socket, &self.buf)?;
-        let mut pending = self.acks;
-        let mut buf = Vec::with_capacity(RECV_BUF);
-        while !pending.is_empty() {
-            for msg in recv(&socket, &mut buf)? {
-                let msg = msg?;
-                if msg.kind == NLMSG_ERROR {
-                    // An error for any message of ours (also for the begin marker: no
-                    // permission, no memory) ends the transaction; 0 is an ACK.
-                    error_code(msg.payload)?;
-                    pending.retain(|s| *s != msg.seq);
-                }
-            }
-        }
-        Ok(())
+        self.msgs.push(start..self.buf.len());
     }
 }
 
@@ -372,57 +440,6 @@ fn attrs(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
         rest = rest.get(align4(len)..).unwrap_or(&[]);
         Some((kind, value))
     })
-}
-
-/// Dumps the rules of chain `chain` of table `table` (`NFT_MSG_GETRULE`, `NLM_F_DUMP`):
-/// each rule's handle and comment. A dump the kernel flags as interrupted by a
-/// concurrent change (`NLM_F_DUMP_INTR`) is `EINTR`.
-pub(super) fn dump_rules(family: u8, table: &str, chain: &str) -> io::Result<Vec<ListedRule>> {
-    const SEQ: u32 = 1;
-    let mut req = Vec::with_capacity(64);
-    put_msg(
-        &mut req,
-        nft_type(NFT_MSG_GETRULE),
-        NLM_F_DUMP,
-        SEQ,
-        family,
-        0,
-        |a| {
-            a.strz(NFTA_RULE_TABLE, table);
-            a.strz(NFTA_RULE_CHAIN, chain);
-        },
-    );
-    let socket = Socket::new(NETLINK_NETFILTER)?;
-    send(&socket, &req)?;
-    let mut rules = Vec::new();
-    let mut interrupted = false;
-    let mut buf = Vec::with_capacity(RECV_BUF);
-    loop {
-        for msg in recv(&socket, &mut buf)? {
-            let msg = msg?;
-            if msg.seq != SEQ {
-                continue;
-            }
-            interrupted |= msg.flags & NLM_F_DUMP_INTR != 0;
-            match msg.kind {
-                NLMSG_DONE => {
-                    // The DONE of a failed dump carries the error, if the kernel sends one.
-                    if msg.payload.len() >= 4 {
-                        error_code(msg.payload)?;
-                    }
-                    if interrupted {
-                        return Err(io::Error::from_raw_os_error(libc::EINTR));
-                    }
-                    return Ok(rules);
-                }
-                NLMSG_ERROR => error_code(msg.payload)?,
-                k if k == nft_type(NFT_MSG_NEWRULE) => {
-                    rules.push(parse_rule(msg.payload.get(NFGENMSG_LEN..).unwrap_or(&[])));
-                }
-                _ => {}
-            }
-        }
-    }
 }
 
 /// Handle and comment of a dumped rule.
