@@ -378,3 +378,44 @@ fn kernel_refusal_keeps_errno_and_op() {
     // Nothing half-made: the transaction was refused as a whole.
     assert!(objects(&ns, "ip", "cni_masq").1.is_empty());
 }
+
+/// A GC removing more rules than one transaction holds (64 deletes, so that the ACKs
+/// fit the socket's receive buffer) removes them all, and the table with the last.
+#[test]
+fn gc_of_many_rules_removes_them_all() {
+    let ns = TestNs::new("nftmany");
+    let n = NetworkName::parse("manynet").unwrap();
+    let mut script = String::from(
+        "add table ip cni_masq\n\
+         add chain ip cni_masq postrouting { type nat hook postrouting priority 100; policy accept; }\n",
+    );
+    for i in 0..150u32 {
+        let ip = format!("10.72.{}.{}", i / 200, i % 200 + 2);
+        let comment = tag(
+            "cni-masq",
+            "manynet",
+            &format!("ctr-{i}"),
+            &format!("src={ip}/16"),
+        );
+        script += &format!(
+            "add rule ip cni_masq postrouting ip saddr {ip} ip daddr != 10.72.0.0/16 \
+             ip daddr != 224.0.0.0/4 masquerade comment \"{comment}\"\n"
+        );
+    }
+    let file = std::env::temp_dir().join(format!("nft-many-{}.nft", std::process::id()));
+    std::fs::write(&file, script).unwrap();
+    let loaded = ns.kit.try_exec(&["nft", "-f", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+    loaded.unwrap();
+    assert_eq!(objects(&ns, "ip", "cni_masq").1.len(), 150);
+    ns.ns
+        .run(|| {
+            let keep = att("ctr-7");
+            masq::gc(&n, std::slice::from_ref(&keep)).unwrap();
+            assert_eq!(masq::list(&n, &keep).unwrap(), vec![net("10.72.0.9/16")]);
+        })
+        .unwrap();
+    assert_eq!(objects(&ns, "ip", "cni_masq").1.len(), 1);
+    ns.ns.run(|| masq::gc(&n, &[]).unwrap()).unwrap();
+    assert!(!has_table(&ns, "ip", "cni_masq"));
+}
