@@ -3,9 +3,9 @@
 //! kernel by dumping the chain.
 //!
 //! The nf_tables messages are built here, in Rust, on a `NETLINK_NETFILTER` socket
-//! ([`wire`]: batch, table, chain, rule, dump, ACKs; [`expr`]: the expressions), not
-//! through libnftnl/libmnl (the `nftnl`/`mnl` crates they replaced): those are C
-//! libraries linked dynamically, and Debian ships no static libmnl, which kept the
+//! ([`wire`]: batch, table, chain, rule, dump, ACKs; [`expr`]: the expressions; one
+//! socket per operation, see [`Nft`]), no longer through libnftnl/libmnl (the
+//! `nftnl`/`mnl` crates): those are C libraries linked dynamically, and Debian ships no static libmnl, which kept the
 //! plugins from a fully static (`crt-static`) build, the one lever found for peak RSS
 //! (of the 3.2 MB a plugin holds at start, 1.39 MB are `libc.so.6` pages, 0.12 + 0.02 MB
 //! libnftnl and libmnl; a static glibc binary maps only what it links) and worth
