@@ -8,7 +8,6 @@ set -euo pipefail
 pkgs=(
   ca-certificates             # apt over https mirrors, cargo fetching crates
   gcc libc6-dev               # `cc` links every Rust binary; build scripts compile C
-  pkg-config libnftnl-dev libmnl-dev # the nftnl crate links libnftnl (masquerade rules)
   protobuf-compiler libprotobuf-dev # etcd-client's build runs protoc, which needs the
                               # well-known types (google/protobuf/*.proto) of libprotobuf-dev
   iproute2 iputils-ping procps # ip netns / ip -j, pings from pods, pgrep/ps/sysctl in tests

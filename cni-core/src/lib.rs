@@ -54,7 +54,6 @@ mod netlink_impl;
 #[allow(unsafe_code)] // the NS_GET_NSTYPE ioctl: see its SAFETY note
 #[path = "netns.rs"]
 mod netns_impl;
-#[allow(unsafe_code)] // libnftnl FFI: see the SAFETY notes
 mod nft;
 #[path = "node/mod.rs"]
 mod node_impl;

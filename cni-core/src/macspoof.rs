@@ -7,23 +7,19 @@
 //! `cni-macspoof net=<hash> att=<hash> dev=<veth> mac=<mac>`.
 
 use std::collections::HashSet;
-use std::ffi::CString;
-
-use nftnl::expr::InterfaceName;
-use nftnl::{nft_expr, ChainType, Hook, ProtoFamily};
 
 use crate::kernel_error::KernelError;
 use crate::netlink::MacAddr;
-use crate::nft::{self, NftChain, Tag};
+use crate::nft::{self, ChainType, Expr, Family, Hook, Nft, NftChain, Tag, Verdict};
 use crate::spec::config::Attachment;
 use crate::spec::names::NetworkName;
 
 const KIND: &str = "cni-macspoof";
 
 const CHAIN: NftChain = NftChain {
-    family: ProtoFamily::Bridge,
-    table: c"cni_macspoof",
-    chain: c"prerouting",
+    family: Family::Bridge,
+    table: "cni_macspoof",
+    chain: "prerouting",
     chain_type: ChainType::Filter,
     hook: Hook::PreRouting,
     // Early (the `bridge` dstnat priority): spoofed frames die before other filtering.
@@ -44,9 +40,14 @@ pub fn add(
     );
     let comment = tag.comment(KIND, &format!("dev={host_veth} mac={mac}"));
     let what = || format!("mac spoof check for {host_veth} ({mac}) in network {network}");
-    let dev = CString::new(host_veth)
-        .map_err(|_| KernelError::invalid(what(), "the interface name contains NUL"))?;
-    let rules = nft::list_rules(&CHAIN)?;
+    if host_veth.contains('\0') {
+        return Err(KernelError::invalid(
+            what(),
+            "the interface name contains NUL",
+        ));
+    }
+    let mut nft = Nft::new();
+    let rules = nft.list_rules(&CHAIN)?;
     if rules
         .iter()
         .any(|r| r.comment.as_deref() == Some(comment.as_str()))
@@ -55,16 +56,19 @@ pub fn add(
     }
     // Same attachment with another veth or MAC (a re-ADD): the new rule replaces it.
     if rules.iter().any(|r| is_ours(r, |t| t == tag)) {
-        nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag)).map_err(|e| e.context(what()))?;
+        nft.delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag))
+            .map_err(|e| e.context(what()))?;
     }
-    nft::add_rule(&CHAIN, &comment, |rule| {
-        rule.add_expr(&nft_expr!(meta iifname));
-        rule.add_expr(&nft_expr!(cmp == InterfaceName::Exact(dev)));
-        rule.add_expr(&nft_expr!(payload ethernet saddr));
-        rule.add_expr(&nft_expr!(cmp != &mac.0[..]));
-        rule.add_expr(&nft_expr!(verdict drop));
-    })
-    .map_err(|e| e.context(what()))
+    // `iifname <host veth> ether saddr != <mac> drop`
+    let rule = [
+        Expr::MetaIifName,
+        Expr::eq(Expr::ifname(host_veth)),
+        Expr::ether_saddr(),
+        Expr::neq(mac.0),
+        Expr::Verdict(Verdict::Drop),
+    ];
+    nft.add_rule(&CHAIN, &comment, &rule)
+        .map_err(|e| e.context(what()))
 }
 
 fn is_ours(r: &nft::ListedRule, pred: impl Fn(Tag) -> bool) -> bool {
@@ -81,13 +85,16 @@ pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), KernelError> {
         att.container_id.as_str(),
         att.ifname.as_str(),
     );
-    let removed = nft::delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag)).map_err(|e| {
-        e.context(format!(
-            "removing mac spoof check of {} in network {network}",
-            att.container_id
-        ))
-    })?;
-    nft::drop_table_if_emptied(&CHAIN, removed);
+    let mut nft = Nft::new();
+    let removed = nft
+        .delete_rules(&CHAIN, |r| is_ours(r, |t| t == tag))
+        .map_err(|e| {
+            e.context(format!(
+                "removing mac spoof check of {} in network {network}",
+                att.container_id
+            ))
+        })?;
+    nft.drop_table_if_emptied(&CHAIN, removed);
     Ok(())
 }
 
@@ -98,15 +105,17 @@ pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), KernelError>
         .iter()
         .map(|a| nft::att_hash(network.as_str(), a.container_id.as_str(), a.ifname.as_str()))
         .collect();
-    let removed = nft::delete_rules(&CHAIN, |r| {
-        is_ours(r, |t| t.net == net && !keep.contains(&t.att))
-    })
-    .map_err(|e| {
-        e.context(format!(
-            "garbage-collecting mac spoof checks of network {network}"
-        ))
-    })?;
-    nft::drop_table_if_emptied(&CHAIN, removed);
+    let mut nft = Nft::new();
+    let removed = nft
+        .delete_rules(&CHAIN, |r| {
+            is_ours(r, |t| t.net == net && !keep.contains(&t.att))
+        })
+        .map_err(|e| {
+            e.context(format!(
+                "garbage-collecting mac spoof checks of network {network}"
+            ))
+        })?;
+    nft.drop_table_if_emptied(&CHAIN, removed);
     Ok(())
 }
 
@@ -121,7 +130,7 @@ pub fn list(
         att.ifname.as_str(),
     );
     let mut out = Vec::new();
-    for r in nft::list_rules(&CHAIN)? {
+    for r in Nft::new().list_rules(&CHAIN)? {
         let Some((t, detail)) = r.comment.as_deref().and_then(|c| Tag::parse(KIND, c)) else {
             continue;
         };

@@ -1,5 +1,5 @@
 //! IP masquerade for pod traffic leaving its network, in nftables, programmed over
-//! netlink (libnftnl through the `nftnl` crate): never the `nft` binary.
+//! netlink (our own nf_tables messages, see `nft`): never the `nft` binary.
 //!
 //! One table per address family (`ip cni_masq` / `ip6 cni_masq`) with a NAT
 //! postrouting chain; one rule per (network, attachment, address), tagged in the rule's
@@ -17,10 +17,9 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
-use nftnl::{expr, nft_expr, ChainType, Hook, ProtoFamily, Rule};
 
 use crate::kernel_error::KernelError;
-use crate::nft::{self, NftChain, Tag};
+use crate::nft::{self, ChainType, Expr, Family, Hook, Nft, NftChain, Tag};
 use crate::spec::config::{Attachment, NetConf};
 use crate::spec::names::NetworkName;
 
@@ -28,13 +27,9 @@ const KIND: &str = "cni-masq";
 
 fn chain(v6: bool) -> NftChain {
     NftChain {
-        family: if v6 {
-            ProtoFamily::Ipv6
-        } else {
-            ProtoFamily::Ipv4
-        },
-        table: c"cni_masq",
-        chain: c"postrouting",
+        family: if v6 { Family::Ip6 } else { Family::Ip },
+        table: "cni_masq",
+        chain: "postrouting",
         chain_type: ChainType::Nat,
         hook: Hook::PostRouting,
         // NF_IP_PRI_NAT_SRC: where `srcnat` chains sit.
@@ -104,7 +99,9 @@ pub fn add(
         att.ifname.as_str(),
     )
     .comment(KIND, &format!("src={pod}"));
-    if nft::list_rules(&ch)?
+    let mut nft = Nft::new();
+    if nft
+        .list_rules(&ch)?
         .iter()
         .any(|r| r.comment.as_deref() == Some(comment.as_str()))
     {
@@ -118,47 +115,49 @@ pub fn add(
             keep.push(*n);
         }
     }
-    nft::add_rule(&ch, &comment, |rule| build(rule, pod, &keep))
+    nft.add_rule(&ch, &comment, &build(pod, &keep))
         .map_err(|e| e.context(format!("masquerading {pod} of network {network}")))
 }
 
 /// `ip saddr == ip, ip daddr & mask != net (for each of keep), ip daddr & 240.0.0.0 !=
 /// 224.0.0.0, masquerade` (IPv6: multicast is ff00::/8).
-fn build(rule: &mut Rule<'_>, pod: IpNetwork, keep: &[IpNetwork]) {
+fn build(pod: IpNetwork, keep: &[IpNetwork]) -> Vec<Expr> {
+    let mut r = Vec::with_capacity(3 * keep.len() + 6);
     match pod {
         IpNetwork::V4(p) => {
-            rule.add_expr(&nft_expr!(payload ipv4 saddr));
-            rule.add_expr(&nft_expr!(cmp == p.ip()));
+            r.extend([Expr::ip_saddr(), Expr::eq(p.ip().octets())]);
             for k in keep {
                 if let IpNetwork::V4(k) = k {
-                    rule.add_expr(&nft_expr!(payload ipv4 daddr));
-                    rule.add_expr(&nft_expr!(bitwise mask k.mask(), xor Ipv4Addr::UNSPECIFIED));
-                    rule.add_expr(&nft_expr!(cmp != k.network()));
+                    r.extend([
+                        Expr::ip_daddr(),
+                        Expr::and(k.mask().octets()),
+                        Expr::neq(k.network().octets()),
+                    ]);
                 }
             }
-            rule.add_expr(&nft_expr!(payload ipv4 daddr));
-            rule.add_expr(
-                &nft_expr!(bitwise mask Ipv4Addr::new(240, 0, 0, 0), xor Ipv4Addr::UNSPECIFIED),
-            );
-            rule.add_expr(&nft_expr!(cmp != Ipv4Addr::new(224, 0, 0, 0)));
+            r.extend([
+                Expr::ip_daddr(),
+                Expr::and(Ipv4Addr::new(240, 0, 0, 0).octets()),
+                Expr::neq(Ipv4Addr::new(224, 0, 0, 0).octets()),
+            ]);
         }
         IpNetwork::V6(p) => {
-            let mcast = Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0);
-            rule.add_expr(&nft_expr!(payload ipv6 saddr));
-            rule.add_expr(&nft_expr!(cmp == p.ip()));
+            let mcast = Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).octets();
+            r.extend([Expr::ip6_saddr(), Expr::eq(p.ip().octets())]);
             for k in keep {
                 if let IpNetwork::V6(k) = k {
-                    rule.add_expr(&nft_expr!(payload ipv6 daddr));
-                    rule.add_expr(&nft_expr!(bitwise mask k.mask(), xor Ipv6Addr::UNSPECIFIED));
-                    rule.add_expr(&nft_expr!(cmp != k.network()));
+                    r.extend([
+                        Expr::ip6_daddr(),
+                        Expr::and(k.mask().octets()),
+                        Expr::neq(k.network().octets()),
+                    ]);
                 }
             }
-            rule.add_expr(&nft_expr!(payload ipv6 daddr));
-            rule.add_expr(&nft_expr!(bitwise mask mcast, xor Ipv6Addr::UNSPECIFIED));
-            rule.add_expr(&nft_expr!(cmp != mcast));
+            r.extend([Expr::ip6_daddr(), Expr::and(mcast), Expr::neq(mcast)]);
         }
     }
-    rule.add_expr(&expr::Masquerade);
+    r.push(Expr::Masquerade);
+    r
 }
 
 /// Removes every rule of (`network`, `att`), whatever the address. Nothing to remove is
@@ -170,24 +169,21 @@ pub fn del(network: &NetworkName, att: &Attachment) -> Result<(), KernelError> {
         att.container_id.as_str(),
         att.ifname.as_str(),
     );
+    let mut nft = Nft::new();
     for v6 in CHAINS {
-        let removed = nft::delete_rules(&chain(v6), |r| {
-            tag_of(r.comment.as_deref()).is_some_and(|(t, _)| t == want)
-        })
-        .map_err(|e| {
-            e.context(format!(
-                "removing masquerade of {} in network {network}",
-                att.container_id
-            ))
-        })?;
-        drop_table_if_empty(v6, removed);
+        let removed = nft
+            .delete_rules(&chain(v6), |r| {
+                tag_of(r.comment.as_deref()).is_some_and(|(t, _)| t == want)
+            })
+            .map_err(|e| {
+                e.context(format!(
+                    "removing masquerade of {} in network {network}",
+                    att.container_id
+                ))
+            })?;
+        nft.drop_table_if_emptied(&chain(v6), removed);
     }
     Ok(())
-}
-
-/// After `removed` rules went: the table too if that was the last.
-fn drop_table_if_empty(v6: bool, removed: usize) {
-    nft::drop_table_if_emptied(&chain(v6), removed);
 }
 
 /// Removes the rules of `network` whose attachment is not in `keep`.
@@ -197,17 +193,19 @@ pub fn gc(network: &NetworkName, keep: &[Attachment]) -> Result<(), KernelError>
         .iter()
         .map(|a| nft::att_hash(network.as_str(), a.container_id.as_str(), a.ifname.as_str()))
         .collect();
+    let mut nft = Nft::new();
     for v6 in CHAINS {
-        let removed = nft::delete_rules(&chain(v6), |r| {
-            tag_of(r.comment.as_deref())
-                .is_some_and(|(t, _)| t.net == net && !keep.contains(&t.att))
-        })
-        .map_err(|e| {
-            e.context(format!(
-                "garbage-collecting masquerade rules of network {network}"
-            ))
-        })?;
-        drop_table_if_empty(v6, removed);
+        let removed = nft
+            .delete_rules(&chain(v6), |r| {
+                tag_of(r.comment.as_deref())
+                    .is_some_and(|(t, _)| t.net == net && !keep.contains(&t.att))
+            })
+            .map_err(|e| {
+                e.context(format!(
+                    "garbage-collecting masquerade rules of network {network}"
+                ))
+            })?;
+        nft.drop_table_if_emptied(&chain(v6), removed);
     }
     Ok(())
 }
@@ -220,8 +218,9 @@ pub fn list(network: &NetworkName, att: &Attachment) -> Result<Vec<IpNetwork>, K
         att.ifname.as_str(),
     );
     let mut out = Vec::new();
+    let mut nft = Nft::new();
     for v6 in CHAINS {
-        for r in nft::list_rules(&chain(v6))? {
+        for r in nft.list_rules(&chain(v6))? {
             if let Some((t, src)) = tag_of(r.comment.as_deref()) {
                 if t == want && !out.contains(&src) {
                     out.push(src);
