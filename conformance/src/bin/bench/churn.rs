@@ -19,7 +19,10 @@
 //! that lies inside it and covers at least half of it (so `ipam.wait` resolves to the
 //! `ipam.allocate` it waited for). `exec+start` is spawn to `main` (fork, exec, loader,
 //! the scheduler), `exit+reap` is the end of the last phase to `wait4` returning.
-//! `--trace-cost` traces only every other cycle and prints traced and untraced
+//! The queue on the IPAM store's `flock` is sampled from `/proc/locks` every 50 ms (held
+//! or not, blocked waiters), and a derived row `ipam minus fsync` (the IPAM call minus its
+//! `ipam.fsync-dir`: flock wait plus entry creation/removal) separates the wait from the
+//! fsync. `--trace-cost` traces only every other cycle and prints traced and untraced
 //! latencies side by side, which is what tracing costs.
 
 use std::net::TcpStream;
