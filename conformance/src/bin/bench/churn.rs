@@ -709,3 +709,46 @@ pub fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trace of an in-process ADD: the IPAM thread's `ipam.allocate` runs inside the
+    /// main thread's `ipam.wait`, and holds most of it.
+    const TRACE: &str = r#"{"pid":7,"phase":"main","start_us":1000,"wall_us":0,"cpu_us":0}
+{"pid":7,"phase":"veth.create","start_us":1100,"wall_us":500,"cpu_us":400}
+{"pid":7,"phase":"ipam.fsync-dir","start_us":2000,"wall_us":300,"cpu_us":10}
+{"pid":7,"phase":"ipam.allocate","start_us":1200,"wall_us":9000,"cpu_us":800}
+{"pid":7,"phase":"ipam.wait","start_us":1700,"wall_us":8600,"cpu_us":5}
+{"pid":7,"phase":"masq.add","start_us":10400,"wall_us":100,"cpu_us":90}
+"#;
+
+    #[test]
+    fn spans_add_exec_start_and_exit_reap() {
+        let total = Duration::from_micros(11_000);
+        let s = spans(TRACE, 600, total);
+        let get = |n: &str| s.iter().find(|x| x.name == n).map(|x| (x.start, x.wall));
+        assert_eq!(get("exec+start"), Some((600, 400)));
+        // The last span ends at 10_500; the reap is at 600 + 11_000.
+        assert_eq!(get("exit+reap"), Some((10_500, 1_100)));
+        assert!(get("main").is_none(), "zero-length marks are dropped");
+        assert_eq!(s.len(), 7);
+    }
+
+    #[test]
+    fn dominant_descends_into_the_span_that_holds_the_time() {
+        let mut s = spans(TRACE, 600, Duration::from_micros(11_000));
+        // ipam.allocate (9.0 ms) is the longest; ipam.wait ends after it (not inside) and
+        // the 0.3 ms fsync inside covers less than half of it.
+        assert_eq!(dominant(&s).map(|d| d.name.as_str()), Some("ipam.allocate"));
+        // A span inside it that covers at least half holds the time.
+        s.push(Span {
+            name: "lock".into(),
+            start: 1300,
+            wall: 6000,
+            cpu: 0,
+        });
+        assert_eq!(dominant(&s).map(|d| d.name.as_str()), Some("lock"));
+    }
+}
