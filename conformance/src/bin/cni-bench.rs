@@ -6,7 +6,7 @@
 //!           [--skip-sequential] [--skip-parallel]
 //! cni-bench breakdown [--pair bridge|routed|vxlan|cluster] [--pods 40]   # time per phase
 //! cni-bench floors                                                       # kernel floors
-//! cni-bench churn [--seconds 60] [--inflight 16]                          # sustained churn
+//! cni-bench churn [--seconds 60] [--inflight 16] [--trace-cost] [--only bridge-local,..]  # sustained churn
 //! ```
 //!
 //! Pairs (`--pair`): `bridge`: `cni-bridge`+`cni-ipam` vs the reference
@@ -76,6 +76,13 @@ enum Mode {
         seconds: u64,
         #[arg(long, default_value_t = 16)]
         inflight: usize,
+        /// Trace only every other cycle of each worker and report traced and untraced
+        /// latencies side by side: what `CNI_TRACE` itself costs.
+        #[arg(long)]
+        trace_cost: bool,
+        /// Only these configurations (e.g. `--only routed-etcd`); default all four.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// The kernel floors: veth create+up, an fsync'd atomic write, a process spawn.
     Floors {
@@ -358,10 +365,15 @@ fn report(
 
 fn main() {
     let args = Args::parse();
-    let done = match args.mode {
-        Some(Mode::Breakdown { pair, pods }) => Some(breakdown::run(pair, pods)),
-        Some(Mode::Floors { iterations }) => Some(breakdown::floors(iterations)),
-        Some(Mode::Churn { seconds, inflight }) => Some(churn::run(seconds, inflight.max(1))),
+    let done = match &args.mode {
+        Some(Mode::Breakdown { pair, pods }) => Some(breakdown::run(*pair, *pods)),
+        Some(Mode::Floors { iterations }) => Some(breakdown::floors(*iterations)),
+        Some(Mode::Churn {
+            seconds,
+            inflight,
+            trace_cost,
+            only,
+        }) => Some(churn::run(*seconds, (*inflight).max(1), *trace_cost, only)),
         None => None,
     };
     if let Some(r) = done {

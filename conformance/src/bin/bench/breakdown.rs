@@ -39,7 +39,7 @@ pub fn tv(t: libc::timeval) -> Duration {
 }
 
 /// One invocation's phases: name -> (summed wall, summed cpu, how many times).
-type Phases = BTreeMap<String, (Duration, Duration, usize)>;
+pub type Phases = BTreeMap<String, (Duration, Duration, usize)>;
 
 /// Per variant and command: phase -> per-invocation (wall, cpu, count) samples.
 #[derive(Default)]
@@ -79,7 +79,7 @@ impl Table {
 /// Reads one invocation's trace: phases summed by name (`ipam process:` prefixed when
 /// they come from another process), plus `exec+start` of the plugin and of an exec'd
 /// IPAM, `total` and `cpu total`.
-fn parse_trace(
+pub fn parse_trace(
     text: &str,
     spawned_us: u64,
     total: Duration,

@@ -8,6 +8,22 @@
 //!
 //! Pods are a fixed set of namespaces (two per worker) reused with a new container id per
 //! ADD, so the run measures the plugins, not `ip netns add`.
+//!
+//! Tail attribution: every invocation runs with a `CNI_TRACE` file of its own (see
+//! `cni_core::timing`) on tmpfs (`/dev/shm`), so that tracing adds no inode or block
+//! work on the disk the IPAM store and etcd share; the bench reads and removes it after
+//! reaping the plugin, outside the timed window. Per configuration it prints a per-phase
+//! table (p50/p99/max of wall, p50/p99 of thread CPU, over all invocations) and, for the
+//! slowest invocations (the 5 slowest ADDs and DELs and every one above p99), the phase
+//! that holds their wall time: starting from the longest span, it descends into any span
+//! that lies inside it and covers at least half of it (so `ipam.wait` resolves to the
+//! `ipam.allocate` it waited for). `exec+start` is spawn to `main` (fork, exec, loader,
+//! the scheduler), `exit+reap` is the end of the last phase to `wait4` returning.
+//! The queue on the IPAM store's `flock` is sampled from `/proc/locks` every 50 ms (held
+//! or not, blocked waiters), and a derived row `ipam minus fsync` (the IPAM call minus its
+//! `ipam.fsync-dir`: flock wait plus entry creation/removal) separates the wait from the
+//! fsync. `--trace-cost` traces only every other cycle and prints traced and untraced
+//! latencies side by side, which is what tracing costs.
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,7 +34,8 @@ use conformance::fixture::with_prev;
 use conformance::{inspect, names, try_sh};
 use serde_json::json;
 
-use super::{invoke, make_pair, ms, quantile, Pair};
+use super::breakdown::{parse_trace, Phases};
+use super::{invoke_env, make_pair, ms, quantile, Pair};
 
 /// An etcd on loopback in a temp dir, killed on drop.
 pub struct Etcd {
@@ -120,6 +137,301 @@ pub struct ChurnResult {
     pub del_p50: f64,
     pub del_p99: f64,
     pub leaks: Vec<String>,
+    /// Load average (1 min) at the start and the end of the run.
+    pub load: (f64, f64),
+}
+
+/// Derived row: `ipam.allocate`/`ipam.release` minus its `ipam.fsync-dir`.
+const IPAM_NOT_FSYNC: &str = "ipam minus fsync (flock wait+entries)";
+
+/// One span of a trace, on the bench's clock (`CLOCK_REALTIME` µs).
+struct Span {
+    name: String,
+    start: u64,
+    wall: u64,
+    cpu: u64,
+}
+
+/// One timed invocation.
+struct Inv {
+    add: bool,
+    traced: bool,
+    total: Duration,
+    cpu: Duration,
+    /// Summed per phase name (see `breakdown::parse_trace`), plus `exit+reap`.
+    phases: Phases,
+    spans: Vec<Span>,
+}
+
+/// The spans of one trace: each line as it is (names of another process prefixed
+/// `ipam process:`), `exec+start` (spawn to `main`) and `exit+reap` (end of the last span
+/// to reap). Zero-length marks are dropped.
+fn spans(text: &str, spawned_us: u64, total: Duration) -> Vec<Span> {
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let main = lines
+        .iter()
+        .filter(|l| l["phase"] == "main")
+        .min_by_key(|l| l["start_us"].as_u64());
+    let main_pid = main.and_then(|l| l["pid"].as_u64());
+    let mut out = Vec::new();
+    if let Some(start) = main.and_then(|l| l["start_us"].as_u64()) {
+        out.push(Span {
+            name: "exec+start".into(),
+            start: spawned_us,
+            wall: start.saturating_sub(spawned_us),
+            cpu: 0,
+        });
+    }
+    for l in &lines {
+        let (Some(pid), Some(phase), Some(start), Some(wall), Some(cpu)) = (
+            l["pid"].as_u64(),
+            l["phase"].as_str(),
+            l["start_us"].as_u64(),
+            l["wall_us"].as_u64(),
+            l["cpu_us"].as_u64(),
+        ) else {
+            continue;
+        };
+        if phase == "main" {
+            continue;
+        }
+        let name = if Some(pid) == main_pid {
+            phase.to_string()
+        } else {
+            format!("ipam process: {phase}")
+        };
+        out.push(Span {
+            name,
+            start,
+            wall,
+            cpu,
+        });
+    }
+    let end = spawned_us + total.as_micros() as u64;
+    let last = out
+        .iter()
+        .map(|s| s.start + s.wall)
+        .max()
+        .unwrap_or(spawned_us);
+    out.push(Span {
+        name: "exit+reap".into(),
+        start: last,
+        wall: end.saturating_sub(last),
+        cpu: 0,
+    });
+    out
+}
+
+/// The span that holds an invocation's wall time: the longest, then repeatedly the
+/// longest span inside it that covers at least half of it.
+fn dominant(spans: &[Span]) -> Option<&Span> {
+    let mut cur = spans.iter().max_by_key(|s| s.wall)?;
+    for _ in 0..spans.len() {
+        let inside = spans
+            .iter()
+            .filter(|s| !std::ptr::eq(*s, cur))
+            .filter(|s| s.start >= cur.start && s.start + s.wall <= cur.start + cur.wall)
+            .filter(|s| 2 * s.wall >= cur.wall && s.wall > 0)
+            .max_by_key(|s| s.wall);
+        match inside {
+            Some(s) => cur = s,
+            None => break,
+        }
+    }
+    Some(cur)
+}
+
+/// The inode of the IPAM store's `lock` file under `data` (depth 2), once it exists.
+fn lock_inode(data: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    for e in std::fs::read_dir(data).ok()?.flatten() {
+        let l = e.path().join("lock");
+        if let Ok(m) = std::fs::metadata(&l) {
+            return Some(m.ino());
+        }
+    }
+    None
+}
+
+/// One sample of `/proc/locks` for inode `ino`: (held, blocked waiters).
+fn lock_sample(ino: u64) -> (bool, usize) {
+    let text = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let tag = format!(":{ino} ");
+    let mine = text.lines().filter(|l| l.contains(&tag));
+    let (mut held, mut waiting) = (false, 0);
+    for l in mine {
+        if l.contains("->") {
+            waiting += 1;
+        } else {
+            held = true;
+        }
+    }
+    (held, waiting)
+}
+
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Runs one traced (or untraced) invocation; the trace file is read and removed after
+/// the plugin is reaped.
+fn timed(
+    pair: &Pair,
+    command: &str,
+    pod: &conformance::fixture::Pod,
+    conf: &serde_json::Value,
+    trace: Option<std::path::PathBuf>,
+) -> Result<(Inv, serde_json::Value), String> {
+    let extra: Vec<(&str, String)> = trace
+        .iter()
+        .map(|t| ("CNI_TRACE", t.display().to_string()))
+        .collect();
+    let (m, v, spawned) = invoke_env(pair, command, pod, conf, &extra)?;
+    let (mut phases, mut sp) = (Phases::new(), Vec::new());
+    if let Some(t) = &trace {
+        let text = std::fs::read_to_string(t).unwrap_or_default();
+        let _ = std::fs::remove_file(t);
+        phases = parse_trace(&text, spawned, m.elapsed, m.cpu).0;
+        sp = spans(&text, spawned, m.elapsed);
+        if let Some(x) = sp.last() {
+            phases.insert(
+                "exit+reap".into(),
+                (Duration::from_micros(x.wall), Duration::ZERO, 1),
+            );
+        }
+        // The store's fsync runs under its flock; the rest of the IPAM call is mostly
+        // waiting for that flock (plus creating/removing the entries).
+        let ipam = phases
+            .get("ipam.allocate")
+            .or_else(|| phases.get("ipam.release"))
+            .copied();
+        if let Some((w, c, _)) = ipam {
+            let (fw, fc, _) = phases.get("ipam.fsync-dir").copied().unwrap_or_default();
+            phases.insert(
+                IPAM_NOT_FSYNC.into(),
+                (w.saturating_sub(fw), c.saturating_sub(fc), 1),
+            );
+        }
+    }
+    Ok((
+        Inv {
+            add: command == "ADD",
+            traced: trace.is_some(),
+            total: m.elapsed,
+            cpu: m.cpu,
+            phases,
+            spans: sp,
+        },
+        v,
+    ))
+}
+
+/// Per-phase table and the slowest invocations of one command.
+fn explain(invs: &[Inv], add: bool) {
+    let cmd = if add { "ADD" } else { "DEL" };
+    let traced: Vec<&Inv> = invs.iter().filter(|i| i.add == add && i.traced).collect();
+    if traced.is_empty() {
+        return;
+    }
+    let mut order: Vec<String> = Vec::new();
+    for i in &traced {
+        for s in &i.spans {
+            if !order.contains(&s.name) {
+                order.push(s.name.clone());
+            }
+        }
+    }
+    order.push(IPAM_NOT_FSYNC.into());
+    order.push("total (spawn to reap)".into());
+    println!(
+        "  {cmd}: per phase over {} invocations (ms; wall summed per invocation, cpu = thread CPU)",
+        traced.len()
+    );
+    println!(
+        "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "phase", "n/inv", "wall p50", "wall p99", "wall max", "cpu p50", "cpu p99"
+    );
+    for name in &order {
+        let (mut w, mut c, mut n) = (Vec::new(), Vec::new(), 0usize);
+        for i in &traced {
+            let got = if name == "total (spawn to reap)" {
+                Some((i.total, i.cpu, 1))
+            } else {
+                i.phases.get(name).copied()
+            };
+            if let Some((pw, pc, pn)) = got {
+                w.push(pw);
+                c.push(pc);
+                n += pn;
+            }
+        }
+        if w.is_empty() {
+            continue;
+        }
+        println!(
+            "  {:<34} {:>6.1} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2}",
+            name,
+            n as f64 / traced.len() as f64,
+            ms(quantile(&mut w, 0.5)),
+            ms(quantile(&mut w, 0.99)),
+            ms(quantile(&mut w, 1.0)),
+            ms(quantile(&mut c, 0.5)),
+            ms(quantile(&mut c, 0.99)),
+        );
+    }
+    let mut totals: Vec<Duration> = traced.iter().map(|i| i.total).collect();
+    let p99 = quantile(&mut totals, 0.99);
+    let mut slow = traced.clone();
+    slow.sort_by_key(|i| std::cmp::Reverse(i.total));
+    let cut = slow.iter().take_while(|i| i.total > p99).count().max(5);
+    println!("  {cmd}: slowest (the 5 slowest and all above p99 {:.1} ms): total (cpu) | the phase holding the time (wall/cpu) | longest spans", ms(p99));
+    for i in slow.iter().take(cut) {
+        let us = |x: u64| x as f64 / 1e3;
+        let dom = dominant(&i.spans)
+            .map(|d| format!("{} {:.1}/{:.1}", d.name, us(d.wall), us(d.cpu)))
+            .unwrap_or_else(|| "-".into());
+        let mut top: Vec<&Span> = i.spans.iter().collect();
+        top.sort_by_key(|s| std::cmp::Reverse(s.wall));
+        let top: Vec<String> = top
+            .iter()
+            .take(4)
+            .map(|s| format!("{} {:.1}/{:.1}", s.name, us(s.wall), us(s.cpu)))
+            .collect();
+        println!(
+            "    {:>8.1} ({:>5.1}) | {:<36} | {}",
+            ms(i.total),
+            ms(i.cpu),
+            dom,
+            top.join(", ")
+        );
+    }
+}
+
+/// Traced against untraced latencies of the same run (`--trace-cost`).
+fn trace_cost(invs: &[Inv]) {
+    for add in [true, false] {
+        let q = |traced: bool, p: f64| {
+            let mut v: Vec<Duration> = invs
+                .iter()
+                .filter(|i| i.add == add && i.traced == traced)
+                .map(|i| i.total)
+                .collect();
+            (ms(quantile(&mut v, p)), v.len())
+        };
+        let ((t50, n), (u50, m)) = (q(true, 0.5), q(false, 0.5));
+        println!(
+            "  trace cost {}: p50 traced {t50:.1} ms (n={n}) vs untraced {u50:.1} ms (n={m}); p99 {:.1} vs {:.1} ms",
+            if add { "ADD" } else { "DEL" },
+            q(true, 0.99).0,
+            q(false, 0.99).0
+        );
+    }
 }
 
 fn churn_pair(plugin: &str, etcd: Option<&Etcd>, inflight: usize) -> Pair {
@@ -220,8 +532,19 @@ pub fn churn(
     etcd: Option<&Etcd>,
     seconds: u64,
     inflight: usize,
+    half_traced: bool,
 ) -> Result<ChurnResult, String> {
     let mut pair = churn_pair(plugin, etcd, inflight);
+    let shm = std::path::Path::new("/dev/shm");
+    let traces = if shm.is_dir() {
+        tempfile::Builder::new()
+            .prefix("churn-trace-")
+            .tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .map_err(|e| e.to_string())?;
+    let load0 = load1();
     // Each worker owns two pods (namespaces), given a new container id per ADD.
     let pods: Vec<Mutex<conformance::fixture::Pod>> = std::mem::take(&mut pair.pods)
         .into_iter()
@@ -229,15 +552,15 @@ pub fn churn(
         .collect();
     let stop = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
-    let adds = Mutex::new(Vec::new());
-    let dels = Mutex::new(Vec::new());
+    let invs: Mutex<Vec<Inv>> = Mutex::new(Vec::new());
+    let mut lock_samples: Vec<(bool, usize)> = Vec::new();
     let ids = Mutex::new(Vec::new());
     let err: Mutex<Option<String>> = Mutex::new(None);
     let start = Instant::now();
     std::thread::scope(|s| {
         for w in 0..inflight {
-            let (pair, pods, stop, done, adds, dels, ids, err) =
-                (&pair, &pods, &stop, &done, &adds, &dels, &ids, &err);
+            let (pair, pods, stop, done, invs, ids, err, traces) =
+                (&pair, &pods, &stop, &done, &invs, &ids, &err, traces.path());
             s.spawn(move || {
                 let mut k = 0usize;
                 while !stop.load(Ordering::Relaxed) {
@@ -246,12 +569,17 @@ pub fn churn(
                     // Same netns, a new container.
                     pod.container_id = names::container_id("churn");
                     ids.lock().unwrap().push(pod.container_id.clone());
-                    let r = invoke(pair, "ADD", &pod, &pair.conf).and_then(|(m, v)| {
-                        adds.lock().unwrap().push(m.elapsed);
-                        let (m, _) = invoke(pair, "DEL", &pod, &with_prev(&pair.conf, Some(&v)))?;
-                        dels.lock().unwrap().push(m.elapsed);
-                        Ok(())
-                    });
+                    let trace = |cmd: &str| {
+                        (!half_traced || k % 2 == 0).then(|| traces.join(format!("{w}-{k}-{cmd}")))
+                    };
+                    let r =
+                        timed(pair, "ADD", &pod, &pair.conf, trace("ADD")).and_then(|(a, v)| {
+                            invs.lock().unwrap().push(a);
+                            let conf = with_prev(&pair.conf, Some(&v));
+                            let (d, _) = timed(pair, "DEL", &pod, &conf, trace("DEL"))?;
+                            invs.lock().unwrap().push(d);
+                            Ok(())
+                        });
                     if let Err(e) = r {
                         *err.lock().unwrap() = Some(e);
                         stop.store(true, Ordering::Relaxed);
@@ -260,8 +588,15 @@ pub fn churn(
                 }
             });
         }
+        // Samples the store lock's queue every 50 ms (`/proc/locks`: blocked waiters are
+        // the `->` lines), outside the plugins, so that a convoy shows as a queue.
+        let mut ino = None;
         while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(seconds) {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
+            ino = ino.or_else(|| lock_inode(pair.net.data_dir()));
+            if let Some(i) = ino {
+                lock_samples.push(lock_sample(i));
+            }
         }
         stop.store(true, Ordering::Relaxed);
     });
@@ -270,10 +605,43 @@ pub fn churn(
     if let Some(e) = err.into_inner().unwrap() {
         return Err(format!("{}: {e}", pair.label));
     }
-    let mut a = adds.into_inner().unwrap();
-    let mut d = dels.into_inner().unwrap();
+    let invs = invs.into_inner().unwrap();
+    let load = (load0, load1());
+    println!(
+        "\n{}: {} pods in {elapsed:.1} s, load {:.1} -> {:.1}",
+        pair.label,
+        done.load(Ordering::Relaxed),
+        load.0,
+        load.1
+    );
+    if !lock_samples.is_empty() {
+        let n = lock_samples.len();
+        let held = lock_samples.iter().filter(|s| s.0).count();
+        let mut w: Vec<usize> = lock_samples.iter().map(|s| s.1).collect();
+        w.sort();
+        println!(
+            "  IPAM store flock ({n} samples of /proc/locks, every 50 ms): held {:.0}% of the time; waiters p50 {}, p90 {}, max {} (of {inflight} in flight)",
+            100.0 * held as f64 / n as f64,
+            w[n / 2],
+            w[(n * 9 / 10).min(n - 1)],
+            w[n - 1]
+        );
+    }
+    explain(&invs, true);
+    explain(&invs, false);
+    if half_traced {
+        trace_cost(&invs);
+    }
+    let pick = |add: bool| -> Vec<Duration> {
+        invs.iter()
+            .filter(|i| i.add == add)
+            .map(|i| i.total)
+            .collect()
+    };
+    let (mut a, mut d) = (pick(true), pick(false));
     let ids = ids.into_inner().unwrap();
     Ok(ChurnResult {
+        load,
         label: pair.label.to_string(),
         pods: done.load(Ordering::Relaxed),
         seconds: elapsed,
@@ -286,26 +654,39 @@ pub fn churn(
 }
 
 /// `cni-bench churn`: every combination, a table, and a non-zero exit on any leak.
-pub fn run(seconds: u64, inflight: usize) -> Result<(), String> {
+pub fn run(
+    seconds: u64,
+    inflight: usize,
+    half_traced: bool,
+    only: &[String],
+) -> Result<(), String> {
     let etcd = Etcd::start()?;
     println!(
-        "cni-bench churn: {inflight} in flight, {seconds} s per run, ipMasq on; etcd {}",
-        etcd.url
+        "cni-bench churn: {inflight} in flight, {seconds} s per run, ipMasq on; etcd {}; plugins from {}",
+        etcd.url,
+        conformance::bins::our_bin_dir().display()
     );
     let mut results = Vec::new();
     for plugin in ["cni-bridge", "cni-routed"] {
         for e in [None, Some(&etcd)] {
-            results.push(churn(plugin, e, seconds, inflight)?);
+            let key = format!(
+                "{}-{}",
+                plugin.trim_start_matches("cni-"),
+                if e.is_some() { "etcd" } else { "local" }
+            );
+            if only.is_empty() || only.contains(&key) {
+                results.push(churn(plugin, e, seconds, inflight, half_traced)?);
+            }
         }
     }
     println!(
-        "\n{:<24} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}  leaks",
-        "", "pods", "pods/s", "ADD p50", "ADD p99", "DEL p50", "DEL p99"
+        "\n{:<24} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>11}  leaks",
+        "", "pods", "pods/s", "ADD p50", "ADD p99", "DEL p50", "DEL p99", "load"
     );
     let mut leaked = false;
     for r in &results {
         println!(
-            "{:<24} {:>7} {:>8.1} {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>6.1} ms  {}",
+            "{:<24} {:>7} {:>8.1} {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>4.1}->{:<4.1}  {}",
             r.label,
             r.pods,
             r.pods as f64 / r.seconds,
@@ -313,6 +694,8 @@ pub fn run(seconds: u64, inflight: usize) -> Result<(), String> {
             r.add_p99,
             r.del_p50,
             r.del_p99,
+            r.load.0,
+            r.load.1,
             if r.leaks.is_empty() {
                 "none".to_string()
             } else {
@@ -325,4 +708,47 @@ pub fn run(seconds: u64, inflight: usize) -> Result<(), String> {
         return Err("resources leaked (see above)".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trace of an in-process ADD: the IPAM thread's `ipam.allocate` runs inside the
+    /// main thread's `ipam.wait`, and holds most of it.
+    const TRACE: &str = r#"{"pid":7,"phase":"main","start_us":1000,"wall_us":0,"cpu_us":0}
+{"pid":7,"phase":"veth.create","start_us":1100,"wall_us":500,"cpu_us":400}
+{"pid":7,"phase":"ipam.fsync-dir","start_us":2000,"wall_us":300,"cpu_us":10}
+{"pid":7,"phase":"ipam.allocate","start_us":1200,"wall_us":9000,"cpu_us":800}
+{"pid":7,"phase":"ipam.wait","start_us":1700,"wall_us":8600,"cpu_us":5}
+{"pid":7,"phase":"masq.add","start_us":10400,"wall_us":100,"cpu_us":90}
+"#;
+
+    #[test]
+    fn spans_add_exec_start_and_exit_reap() {
+        let total = Duration::from_micros(11_000);
+        let s = spans(TRACE, 600, total);
+        let get = |n: &str| s.iter().find(|x| x.name == n).map(|x| (x.start, x.wall));
+        assert_eq!(get("exec+start"), Some((600, 400)));
+        // The last span ends at 10_500; the reap is at 600 + 11_000.
+        assert_eq!(get("exit+reap"), Some((10_500, 1_100)));
+        assert!(get("main").is_none(), "zero-length marks are dropped");
+        assert_eq!(s.len(), 7);
+    }
+
+    #[test]
+    fn dominant_descends_into_the_span_that_holds_the_time() {
+        let mut s = spans(TRACE, 600, Duration::from_micros(11_000));
+        // ipam.allocate (9.0 ms) is the longest; ipam.wait ends after it (not inside) and
+        // the 0.3 ms fsync inside covers less than half of it.
+        assert_eq!(dominant(&s).map(|d| d.name.as_str()), Some("ipam.allocate"));
+        // A span inside it that covers at least half holds the time.
+        s.push(Span {
+            name: "lock".into(),
+            start: 1300,
+            wall: 6000,
+            cpu: 0,
+        });
+        assert_eq!(dominant(&s).map(|d| d.name.as_str()), Some("lock"));
+    }
 }
