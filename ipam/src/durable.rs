@@ -393,6 +393,9 @@ pub(crate) fn lock_exclusive(path: &Path) -> Result<nix::fcntl::Flock<File>, Ipa
         .open(path)
         .map_err(|e| IpamError::io("open", path, e))?;
     tighten(&file, path);
+    // Its own phase in CNI_TRACE: under churn the tail of an ADD or DEL is the wait for
+    // this lock while its holder is in a slow disk operation (README § Pod churn).
+    let _timing = cni_core::timing::phase("ipam.lock-wait");
     loop {
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
             Ok(lock) => return Ok(lock),
