@@ -310,7 +310,7 @@ pub trait Plugin {
 /// Runs `plugin` against the process environment, stdin and stdout.
 /// `about` is printed on stderr when `CNI_COMMAND` is unset (like the reference skel).
 /// Once a command's answer is written and flushed the process ends here (`_exit`, see
-/// [`exit_now`]); it returns only for `--version`, a run without `CNI_COMMAND`, and a
+/// `exit_now`); it returns only for `--version`, a run without `CNI_COMMAND`, and a
 /// stdout that cannot be written.
 pub fn run(plugin: &dyn Plugin, about: &str) -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "--version") {
