@@ -29,15 +29,16 @@ pub(crate) async fn links(
     made: &mut Made,
 ) -> Result<Links, CniError> {
     let host = ctx.host;
+    let spec = BridgeSpec {
+        name: cfg.bridge.clone(),
+        mtu,
+        mac: None,
+        promisc: cfg.promisc_mode,
+        vlan_filtering: cfg.vlan.is_some(),
+    };
     // Whether this ADD created the bridge (undone with it on failure).
     let (br, created) = host
-        .ensure_bridge_created(&BridgeSpec {
-            name: cfg.bridge.clone(),
-            mtu,
-            mac: None,
-            promisc: cfg.promisc_mode,
-            vlan_filtering: cfg.vlan.is_some(),
-        })
+        .ensure_bridge_created(&spec)
         .await
         .map_err(|e| e.context(format!("bridge {}", cfg.bridge)))?;
     if created {
@@ -46,8 +47,11 @@ pub(crate) async fn links(
 
     // The veth: host end `vethXXXXXXXX`, peer born in the pod as CNI_IFNAME.
     let mtu = mtu.unwrap_or(if br.mtu > 0 { br.mtu } else { 1500 });
-    let host_veth = create_veth(host, ctx.ns, ctx.ifname, cfg.mac, mtu, made).await?;
-    let (pod_link, pod_mac) = ctx.pod_end(cfg.mac).await?;
+    // The pod end's MAC is ours to pick (as the kernel would: random, locally
+    // administered), so that it needs no lookup after the create.
+    let pod_mac = cfg.mac.unwrap_or_else(MacAddr::random);
+    let host_veth = create_veth(host, ctx.ns, ctx.ifname, Some(pod_mac), mtu, made).await?;
+    let (pod_index, pod_mac) = ctx.pod_end(&host_veth, Some(pod_mac)).await?;
 
     // The host end, on the bridge.
     let hv = host_veth.index;
@@ -68,9 +72,10 @@ pub(crate) async fn links(
         .await
         .map_err(|e| e.context(format!("setting {} up", host_veth.name)))?;
     Ok(Links {
+        master_mac_fixed: br.mac == Some(spec.pinned_mac()),
         master: Some(br),
         host_veth,
-        pod_link,
+        pod_index,
         pod_mac,
         mtu,
     })
@@ -147,7 +152,7 @@ pub(crate) async fn configure(
             debug!(error = %e, "arp_notify not set");
         }
     }
-    let pod_index = links.pod_link.index;
+    let pod_index = links.pod_index;
     veth::address_and_up(ctx.pod, pod_index, ifname, &result.ips).await?;
     // A route without a gateway goes through the address's gateway of its family.
     veth::add_pod_routes(ctx.pod, pod_index, &result.routes, |r| {

@@ -642,3 +642,70 @@ fn older_cni_versions() {
     assert!(w.run("DEL", &conf, p).ok);
     assert!(w.reservations().is_empty());
 }
+
+/// The MAC of `dev` (in the pod's netns when `pod` is given) as the kernel reports it.
+fn real_mac(w: &World, pod: Option<usize>, dev: &str) -> String {
+    let (ok, out) = match pod {
+        Some(p) => w.in_pod(p, &["-j", "link", "show", "dev", dev]),
+        None => w.host_ip(&["-j", "link", "show", "dev", dev]),
+    };
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["address"].as_str().unwrap().to_string()
+}
+
+/// The result's MACs are the kernel's, though the plugin no longer reads them back after
+/// making the links: the pod end gets a MAC the plugin picks (random, unicast, locally
+/// administered, like the kernel's own), a bridge the plugin creates has a MAC fixed at
+/// creation. A bridge made elsewhere without a MAC takes its port's MAC when the pod's
+/// veth joins: the result reports the MAC after the join.
+#[test]
+fn result_macs_are_the_kernels() {
+    let mut w = World::new("mac", 16);
+    let conf = w.conf(json!({}));
+    let mut pod_macs = Vec::new();
+    for _ in 0..2 {
+        let p = w.pod();
+        let res = w.add_ok(&conf, p);
+        let ifs = &res["interfaces"];
+        assert_eq!(
+            ifs[0]["mac"],
+            real_mac(&w, None, &w.bridge).as_str(),
+            "{res}"
+        );
+        let host_veth = ifs[1]["name"].as_str().unwrap();
+        assert_eq!(
+            ifs[1]["mac"],
+            real_mac(&w, None, host_veth).as_str(),
+            "{res}"
+        );
+        let mac = real_mac(&w, Some(p), "eth0");
+        assert_eq!(ifs[2]["mac"], mac.as_str(), "{res}");
+        let first = u8::from_str_radix(&mac[..2], 16).unwrap();
+        assert_eq!(
+            first & 0x03,
+            0x02,
+            "{mac}: not unicast + locally administered"
+        );
+        pod_macs.push(mac);
+    }
+    assert_ne!(pod_macs[0], pod_macs[1], "two pods got the same MAC");
+
+    // A bridge made without a MAC (random: the kernel replaces it by its lowest port's).
+    let mut w = World::new("mac2", 17);
+    let (ok, out) = w.host_ip(&["link", "add", &w.bridge, "type", "bridge"]);
+    assert!(ok, "{out}");
+    let before = real_mac(&w, None, &w.bridge);
+    let conf = w.conf(json!({}));
+    let p = w.pod();
+    let res = w.add_ok(&conf, p);
+    let ifs = &res["interfaces"];
+    let after = real_mac(&w, None, &w.bridge);
+    assert_eq!(ifs[0]["mac"], after.as_str(), "{res}");
+    assert_eq!(
+        ifs[1]["mac"],
+        after.as_str(),
+        "bridge did not take its port's MAC: {res}"
+    );
+    assert_ne!(before, after, "{res}");
+}

@@ -59,9 +59,20 @@ impl Ctx<'_> {
         self.target.attachment()
     }
 
-    /// The pod end of the pair just made, and its MAC (`fallback` when the kernel
-    /// reports none).
-    pub async fn pod_end(&self, fallback: Option<MacAddr>) -> Result<(Link, MacAddr), CniError> {
+    /// The pod end of the pair just made whose host end is `host_veth`: its index and
+    /// MAC. `mac` is the MAC the pod end was created with (a datapath that picks it
+    /// itself, [`MacAddr::random`] when the configuration gives none, knows it); the
+    /// index is the host end's `IFLA_LINK`, which the create's echo carries. Only when
+    /// either is unknown (a kernel that does not echo the create) is the pod end looked
+    /// up: one `RTM_GETLINK` less per ADD otherwise.
+    pub async fn pod_end(
+        &self,
+        host_veth: &Link,
+        mac: Option<MacAddr>,
+    ) -> Result<(u32, MacAddr), CniError> {
+        if let (Some(index), Some(mac)) = (host_veth.peer, mac) {
+            return Ok((index, mac));
+        }
         let ifname = self.ifname;
         let link = self.pod.link_by_name(ifname).await?.ok_or_else(|| {
             CniError::internal(format!(
@@ -71,9 +82,9 @@ impl Ctx<'_> {
         })?;
         let mac = link
             .mac
-            .or(fallback)
+            .or(mac)
             .ok_or_else(|| CniError::internal(format!("{ifname} has no MAC address")))?;
-        Ok((link, mac))
+        Ok((link.index, mac))
     }
 }
 
@@ -81,8 +92,14 @@ impl Ctx<'_> {
 pub struct Links {
     /// The device the host end is a port of (the bridge): listed first in the result.
     pub master: Option<Link>,
+    /// The master's MAC was set explicitly (a bridge this suite created or configured,
+    /// [`crate::netlink::BridgeSpec::pinned_mac`]): it does not change when ports join,
+    /// so the result reports it as read. Otherwise (a bridge made elsewhere, which takes
+    /// its lowest port's MAC) it is read again once the port has joined.
+    pub master_mac_fixed: bool,
     pub host_veth: Link,
-    pub pod_link: Link,
+    /// The pod end's index inside the pod's netns.
+    pub pod_index: u32,
     pub pod_mac: MacAddr,
     /// MTU of both ends.
     pub mtu: u32,
@@ -278,12 +295,15 @@ async fn attach<D: VethDatapath>(
 
     let mut interfaces = Vec::with_capacity(3);
     if let Some(m) = &links.master {
-        // A bridge's MAC may change when its first port joins: read it again.
-        let now = ctx
-            .host
-            .link_by_index(m.index)
-            .await?
-            .unwrap_or_else(|| m.clone());
+        // An unpinned bridge's MAC may change when its first port joins: read it again.
+        let now = match links.master_mac_fixed {
+            true => m.clone(),
+            false => ctx
+                .host
+                .link_by_index(m.index)
+                .await?
+                .unwrap_or_else(|| m.clone()),
+        };
         interfaces.push(Interface {
             name: now.name,
             mac: now.mac.map(|m| m.to_string()),

@@ -309,6 +309,9 @@ pub trait Plugin {
 
 /// Runs `plugin` against the process environment, stdin and stdout.
 /// `about` is printed on stderr when `CNI_COMMAND` is unset (like the reference skel).
+/// Once a command's answer is written and flushed the process ends here (`_exit`, see
+/// `exit_now`); it returns only for `--version`, a run without `CNI_COMMAND`, and a
+/// stdout that cannot be written.
 pub fn run(plugin: &dyn Plugin, about: &str) -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "--version") {
         // A human (or a packaging script) asks what this is: name, version, spec versions.
@@ -352,7 +355,18 @@ pub fn run(plugin: &dyn Plugin, about: &str) -> ExitCode {
     if stdout.write_all(&out).and_then(|_| stdout.flush()).is_err() {
         return ExitCode::FAILURE;
     }
-    ExitCode::from(status)
+    exit_now(status)
+}
+
+/// Ends the process once its answer is written and flushed. Every undo and cleanup ran
+/// before the answer; logs and `CNI_TRACE` lines are unbuffered writes, already made;
+/// every fd closes with the process. What an ordinary exit would still do (std's
+/// runtime cleanup, libc's exit handlers and thread-local destructors) changes nothing
+/// the runtime can see, and the runtime waits for it: skipped.
+fn exit_now(status: u8) -> ! {
+    // SAFETY: `_exit` ends the process without running any code of ours or libc's; the
+    // only state that must reach the kernel (stdout) was flushed just above.
+    unsafe { libc::_exit(i32::from(status)) }
 }
 
 /// What `--version` prints (and a run without `CNI_COMMAND` on stderr).

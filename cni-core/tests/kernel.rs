@@ -100,6 +100,9 @@ fn veth_peer_born_in_netns() {
             .expect("peer inside the pod netns");
         assert_eq!(peer.mac, Some(mac));
         assert_eq!(peer.mtu, 1400);
+        // The host end names its peer (IFLA_LINK, from the create's echo): the pod end
+        // needs no lookup after the create (cni_core::attach::Ctx::pod_end).
+        assert_eq!(v.peer, Some(peer.index));
         assert_eq!(
             pnl.link_by_index(peer.index).await.unwrap().unwrap().name,
             "eth0"
@@ -753,6 +756,8 @@ fn bridge_mac_is_fixed_at_creation() {
     netlink::block_on(async {
         let nl = a.nl();
         let mac = nl.ensure_bridge(&spec).await.unwrap().mac.unwrap();
+        // What an ADD compares with to skip reading the bridge again after its port joined.
+        assert_eq!(mac, spec.pinned_mac());
         for (i, port_mac) in ["02:00:00:00:00:01", "00:00:00:00:00:01"]
             .iter()
             .enumerate()

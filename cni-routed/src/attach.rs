@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use cni_core::attach::{Ctx, Links, Made};
-use cni_core::netlink::{Link, Netlink, RouteSpec};
+use cni_core::netlink::{Link, MacAddr, Netlink, RouteSpec};
 use cni_core::spec::fields::MIN_MTU;
 use cni_core::spec::result::CniResult;
 use cni_core::{sysctl, veth, CniError};
@@ -75,8 +75,11 @@ pub(crate) async fn links(
     made: &mut Made,
 ) -> Result<Links, CniError> {
     let (host, ifname) = (ctx.host, ctx.ifname);
+    // The pod end's MAC is picked here (random, as the kernel would) so that the pod end
+    // needs no lookup after the create.
+    let pod_mac = MacAddr::random();
     let host_veth = host
-        .create_veth(&veth, ifname, ctx.ns, Some(mtu), None)
+        .create_veth(&veth, ifname, ctx.ns, Some(mtu), Some(pod_mac))
         .await
         .map_err(|e| e.context(format!("creating veth {veth} <-> {ifname}")))?;
     // Only now: a failed create may be a concurrent ADD's veth, which is not ours to undo.
@@ -98,14 +101,15 @@ pub(crate) async fn links(
     host.set_up(hv)
         .await
         .map_err(|e| e.context(format!("setting {veth} up")))?;
-    let (pod_link, pod_mac) = ctx.pod_end(None).await?;
+    let (pod_index, pod_mac) = ctx.pod_end(&host_veth, Some(pod_mac)).await?;
     Ok(Links {
         master: None,
+        master_mac_fixed: false,
         host_veth: Link {
             mac: Some(HOST_MAC),
             ..host_veth
         },
-        pod_link,
+        pod_index,
         pod_mac,
         mtu,
     })
@@ -154,7 +158,7 @@ pub(crate) async fn configure(
             .and_then(|r| r)
             .map_err(|e| e.context(format!("disabling DAD on {ifname}")))?;
     }
-    let p = links.pod_link.index;
+    let p = links.pod_index;
     veth::address_and_up(pod, p, ifname, &result.ips).await?;
     if has_v4 {
         let gw = pod::host_prefix(IpAddr::V4(GATEWAY_V4));

@@ -83,6 +83,16 @@ pub struct BridgeSpec {
     pub vlan_filtering: bool,
 }
 
+impl BridgeSpec {
+    /// The MAC a bridge made or adopted through this spec carries: the one asked for, else
+    /// the one derived from its name. Set explicitly (at creation or by
+    /// [`Netlink::ensure_bridge`]), it stays when ports come and go; a bridge that shows
+    /// another MAC was made elsewhere and may take its lowest port's MAC.
+    pub fn pinned_mac(&self) -> MacAddr {
+        self.mac.unwrap_or_else(|| bridge_mac_for(&self.name))
+    }
+}
+
 /// The MAC of a bridge created without one: locally administered, unicast, stable for
 /// its name.
 fn bridge_mac_for(name: &str) -> MacAddr {
@@ -162,8 +172,7 @@ impl Netlink {
                 // wrong until it is revalidated (seconds to minutes without traffic:
                 // kubernetes#30783, flannel#1381). A MAC given at creation is fixed;
                 // derived from the name, a recreated bridge gets the same one.
-                let mac = spec.mac.unwrap_or_else(|| bridge_mac_for(name));
-                b = b.address(mac.0.to_vec());
+                b = b.address(spec.pinned_mac().0.to_vec());
                 match self.handle.link().add(b.build()).execute().await {
                     Ok(()) => created = true,
                     // Another plugin instance created it between our lookup and add.
@@ -238,7 +247,9 @@ impl Netlink {
 
     /// Creates a veth pair `host_name` <-> `peer_name` whose peer is born inside
     /// `peer_ns` (never visible on the host under a name that could collide).
-    /// Returns the host end. Neither end is brought up.
+    /// Returns the host end, whose [`Link::peer`] is the peer's index inside `peer_ns`
+    /// (`IFLA_LINK`), so that with `peer_mac` given the peer needs no lookup. Neither end
+    /// is brought up.
     pub async fn create_veth(
         &self,
         host_name: &str,
