@@ -20,15 +20,17 @@
 # `-C relocation-model=static` makes it a non-PIE static executable, which agrees with the
 # plugins' build.rs `-no-pie` and started faster than a static PIE (README).
 # ipamd (a daemon: starts once, resolves etcd names through the full NSS), cni-bench and
-# cni-conformance stay dynamic. After the build every binary of STATIC is checked: no
-# program interpreter (PT_INTERP) in its ELF header, else this script fails.
+# cni-conformance stay dynamic. After the build every binary of STATIC is checked (no
+# PT_INTERP or PT_DYNAMIC program header, answers CNI_COMMAND=VERSION), else this script
+# fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Static needs a static archive of every C library a binary links. cni-core links
 # libnftnl, whose archive needs libmnl's, which Debian does not ship: while cni-core uses
-# libnftnl the default is 0 (a static link fails: "cannot find -lmnl"). Once cni-core
-# builds its nftables messages itself, this default becomes 1.
+# libnftnl the default is 0 (cni-ipam then links, but with a dynamic section, and crashes
+# at start: the check below rejects it). Once cni-core builds its nftables messages
+# itself, this default becomes 1.
 DIST_STATIC="${DIST_STATIC:-0}"
 # package:binary, the binaries linked statically when DIST_STATIC=1 (a new plugin crate
 # is added here).
@@ -64,13 +66,18 @@ if ((${#dynamic[@]})); then
   cargo build --profile dist --bins "${dynamic[@]}"
 fi
 
-# A binary meant to be static that names a program interpreter (ld.so) was linked
-# dynamically, or as the broken hybrid of README § Performance, "Static glibc".
+# Each static binary must be a plain static executable: no program interpreter (ld.so) and
+# no dynamic section (a library that got linked dynamically leaves one, and the binary
+# dies of SIGSEGV at start: seen with libnftnl), and it must start and answer VERSION.
 for s in "${static[@]}"; do
   bin="$TARGET/dist/${s#*:}"
   headers=$(LC_ALL=C readelf -lW "$bin") || { echo "build-dist: cannot read $bin" >&2; exit 1; }
-  if grep -qw INTERP <<<"$headers"; then
-    echo "build-dist: $bin names a program interpreter, expected a static executable" >&2
+  if grep -qwE 'INTERP|DYNAMIC' <<<"$headers"; then
+    echo "build-dist: $bin is not a static executable (has INTERP or DYNAMIC; DIST_STATIC=1)" >&2
+    exit 1
+  fi
+  if ! CNI_COMMAND=VERSION "$bin" </dev/null | grep -q cniVersion; then
+    echo "build-dist: $bin (static) does not answer CNI_COMMAND=VERSION" >&2
     exit 1
   fi
 done
