@@ -20,7 +20,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 scripts/deps.sh
 
-cargo build --profile dist --workspace --bins
+scripts/build-dist.sh
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 CNI_BIN_DIR="$TARGET/dist" cargo test --profile tests -p conformance --test multinode \
   -- --ignored --exact bench_throughput --nocapture --test-threads=1

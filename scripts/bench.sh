@@ -9,6 +9,6 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 scripts/deps.sh
-cargo build --profile dist --workspace --bins
+scripts/build-dist.sh
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 CNI_BIN_DIR="$TARGET/dist" exec "$TARGET/dist/cni-bench" "$@"

@@ -11,7 +11,7 @@ if [[ $(id -u) -ne 0 ]]; then
   echo "scripts/breakdown.sh needs root" >&2
   exit 1
 fi
-cargo build --profile dist -p cni-bridge -p ipam -p cni-routed -p cni-vxlan -p conformance --bins
+scripts/build-dist.sh cni-bridge ipam cni-routed cni-vxlan conformance
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 BENCH="$TARGET/dist/cni-bench"
 export CNI_BIN_DIR="$TARGET/dist"

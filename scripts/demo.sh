@@ -55,7 +55,7 @@ cleanup # leftovers of an interrupted earlier demo
 set -e
 
 echo "== building (dist profile: what operators install)"
-cargo build --profile dist --bins -p cni-bridge -p cni-vxlan -p ipam -p ipamd
+scripts/build-dist.sh cni-bridge cni-vxlan ipam ipamd
 echo "== installing cni-bridge and cni-ipam to $BIN"
 install -d "$BIN"
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, builds the shipped binaries once
-# (profile `dist`: what operators install), then runs every test of the workspace (unit
+# (scripts/build-dist.sh: profile `dist`, what operators install), then runs every test of the workspace (unit
 # tests, the crates' tests, and the end-to-end tests of conformance/, which run exactly
 # the `dist` binaries in fresh network namespaces). The test code builds in the cheap
 # `tests` profile (no optimisation), not in a second optimised LTO build. Needs root.
@@ -15,7 +15,7 @@ fi
 scripts/deps.sh
 
 t0=$SECONDS
-cargo build --profile dist --workspace --bins
+scripts/build-dist.sh
 t1=$SECONDS
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 CNI_BIN_DIR="$TARGET/dist" cargo test --profile tests --workspace --no-run

@@ -110,6 +110,8 @@ impl EtcdStore {
             .with_timeout(OP_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), OP_TIMEOUT);
         let what = endpoints.join(",");
+        // Endpoint names resolve through /etc/hosts and DNS in a static binary.
+        super::static_nss::files_and_dns_when_static();
         let client = timed(&what, "connect", Client::connect(endpoints, Some(opts))).await?;
         Ok(EtcdStore {
             prefix: prefix.trim_end_matches('/').to_string(),

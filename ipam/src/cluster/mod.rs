@@ -20,6 +20,8 @@ mod file;
 pub mod local;
 mod node;
 mod pool;
+#[allow(unsafe_code)] // getauxval, glibc's __nss_configure_lookup: see the SAFETY notes
+mod static_nss;
 mod url;
 
 pub use node::{NodeEvent, NodeInfo, NodeRecord};
