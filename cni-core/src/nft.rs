@@ -30,6 +30,7 @@ use std::io;
 pub(crate) use expr::{Expr, Verdict};
 
 use crate::kernel_error::{KernelError, Kind};
+use crate::netlink::detached::release_detached;
 use wire::{Batch, Conn};
 
 /// An nftables address family (`NFPROTO_*`).
@@ -172,9 +173,22 @@ fn io_err(what: &str, e: io::Error) -> KernelError {
 /// seen with `perf record -e sched:sched_switch -g` on Linux 6.18): 9-13 ms per close
 /// on the loaded 2-core test VM, against 0.1-1 ms for the requests themselves. A DEL
 /// that removed a rule and then its table paid that twice per family with a socket per
-/// request; now at most once per operation, when the `Nft` is dropped.
+/// request; now once per operation, when the `Nft` is dropped, and not by us: the
+/// socket's last reference is handed to a detached process that waits in our stead
+/// ([`release_detached`]), so that the operation's caller (an ADD's answer, the
+/// plugin's exit that its runtime waits for) does not. What was committed is
+/// acknowledged before: only the close moves. A socket that committed nothing is
+/// released the same way: the kernel flushes the destroy work of *any* transaction
+/// (every namespace's: the list is global) at the close of any bound netfilter
+/// socket, so a list-only socket waits too while another plugin's commit is fresh.
 pub(crate) struct Nft {
     conn: Option<Conn>,
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Nft {
@@ -182,19 +196,24 @@ impl Nft {
         Nft { conn: None }
     }
 
-    /// Runs `f` on the socket (opening it first if needed). After an error the socket
-    /// may still hold replies of the failed request: it is closed, the next request
-    /// opens another.
+    /// Runs `f` on the socket (opening it first if needed). The socket stays open after
+    /// an error too: replies still queued from the failed request (the ACKs of an
+    /// aborted batch) carry that request's sequence numbers, which every later request
+    /// skips ([`Conn`] numbers each request anew). A second socket would cost a second
+    /// release (a missing table, the common error, is an ENOENT of the first dump).
     fn with<T>(&mut self, f: impl FnOnce(&mut Conn) -> io::Result<T>) -> io::Result<T> {
         let conn = match &mut self.conn {
             Some(c) => c,
             None => self.conn.insert(Conn::open()?),
         };
-        let r = f(conn);
-        if r.is_err() {
-            self.conn = None;
+        f(conn)
+    }
+
+    /// Closes the socket, if open, without waiting for the kernel's tail end of it.
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            release_detached(conn.into_socket());
         }
-        r
     }
 
     /// Dumps the rules of `chain`. A missing table or chain is an empty list.

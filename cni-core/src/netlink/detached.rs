@@ -18,11 +18,17 @@
 //! Its request is serialized and its receive buffer allocated before the fork; it uses
 //! raw `send`/`recv` on the socket's descriptor and reads the kernel's ack through the
 //! crate's buffer views (`ack_code`), which neither allocate nor copy.
+//!
+//! [`release_detached`] is the same idea for a descriptor whose *last close* waits:
+//! closing a `NETLINK_NETFILTER` socket after a committed nf_tables transaction waits
+//! ~10 ms for an RCU grace period (see `crate::nft::Nft`). It hands the descriptor's
+//! last reference to a detached process that holds nothing else of ours, so that our
+//! own close returns at once.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::num::NonZeroI32;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
@@ -386,6 +392,116 @@ pub(crate) fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, Ker
     }
 }
 
+/// What the vfork-like child of [`release_detached`] needs, on the parent's stack (the
+/// parent is suspended while that child runs).
+#[derive(Clone, Copy)]
+struct ReleaseArgs {
+    fd: RawFd,
+    go: RawFd,
+}
+
+/// The stack of that child: it makes a few system calls (see [`release_trampoline`]).
+const RELEASE_STACK: usize = 16 * 1024;
+
+/// Our process name in `ps` for the releasing process (`PR_SET_NAME`: at most 15 bytes).
+const RELEASE_COMM: &[u8] = b"cni-fd-release\0";
+
+/// Closes `fd` (its last reference, as far as this process goes) without waiting for
+/// what the kernel does when that reference goes: a detached process does the close.
+///
+/// How: a `clone(CLONE_VM | CLONE_VFORK)` child (the `posix_spawn` technique: it runs on
+/// its own small stack in our memory while we are suspended) closes every descriptor
+/// but `fd` and a pipe, forks the releasing process, and exits. That process has
+/// nothing else of ours from its first instruction (no stdout: a runtime reading ours
+/// to EOF never waits for it) and is not our child (its parent exits at once: init, or
+/// the nearest subreaper, reaps it; a long-lived caller accumulates no zombie). It
+/// waits for the pipe's EOF, which we cause after closing our copy of `fd`, so that
+/// its close is the last one; then it closes `fd` and exits.
+///
+/// The descriptor is always closed: when a process cannot be made, here (with the
+/// wait). Neither child allocates (another thread may hold the allocator's lock).
+pub(crate) fn release_detached(fd: impl IntoRawFd) {
+    // SAFETY: `into_raw_fd` hands over the ownership of an open descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd.into_raw_fd()) };
+    let _timing = crate::timing::phase("fd.release-detached");
+    let Ok((go_r, go_w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        tracing::debug!("no pipe: closing the descriptor here");
+        return;
+    };
+    let mut stack = vec![0u8; RELEASE_STACK];
+    let args = ReleaseArgs {
+        fd: fd.as_raw_fd(),
+        go: go_r.as_raw_fd(),
+    };
+    // The top of the stack (it grows down), 16-byte aligned.
+    let top = {
+        let end = stack.as_mut_ptr_range().end as usize;
+        (end & !15) as *mut libc::c_void
+    };
+    // SAFETY: the child runs `release_trampoline` on `stack` while this thread is
+    // suspended (CLONE_VFORK: until the child exits), so `stack` and `args` outlive it;
+    // it only makes system calls on them. SIGCHLD: it is ours to reap, below.
+    let pid = unsafe {
+        libc::clone(
+            release_trampoline,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&args as *const ReleaseArgs).cast_mut().cast(),
+        )
+    };
+    drop(go_r);
+    if pid < 0 {
+        tracing::debug!(
+            error = %io::Error::last_os_error(),
+            "no process to close the descriptor: closing it here"
+        );
+        return;
+    }
+    // It has exited (CLONE_VFORK): reap it.
+    let status = loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r,
+        }
+    };
+    if !matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
+        tracing::debug!(?status, "no releasing process: closing the descriptor here");
+    }
+    // Our copy first, then the go-ahead: the releasing process's close is the last.
+    drop(fd);
+    drop(go_w);
+}
+
+/// The vfork-like child of [`release_detached`]: in our memory, on its own stack, while
+/// the parent waits. Only system calls.
+extern "C" fn release_trampoline(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ReleaseArgs`, alive while the parent is suspended.
+    let ReleaseArgs { fd, go } = unsafe { *arg.cast::<ReleaseArgs>() };
+    let mut keep = [fd, go];
+    keep.sort_unstable();
+    close_all_but(&keep);
+    // SAFETY: a plain fork (the flags of fork(2), no new stack): the releasing process
+    // continues on a copy of this stack in a copy of the memory and, like this child,
+    // only makes system calls; _exit never returns.
+    unsafe {
+        let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
+        if pid == 0 {
+            libc::prctl(libc::PR_SET_NAME, RELEASE_COMM.as_ptr());
+            let mut byte = 0u8;
+            // EOF (or an error): the parent has closed its copy of `fd`.
+            while libc::read(go, (&mut byte as *mut u8).cast(), 1) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            libc::close(go);
+            libc::close(fd);
+            libc::_exit(0);
+        }
+        libc::close(fd);
+        libc::close(go);
+        libc::_exit(if pid < 0 { 1 } else { 0 })
+    }
+}
+
 /// Drains `mon`; whether an RTM_DELLINK for `index` was among the messages. When
 /// notifications were lost (ENOBUFS), asks `query` whether the link still exists.
 fn saw_dellink(
@@ -543,6 +659,16 @@ mod tests {
         );
         // Cut short: an error, not a guess.
         assert!(link_info(&buf[16..24]).is_err());
+    }
+
+    /// The write end of a pipe handed over: its last reference goes (our read end sees
+    /// EOF), though not in this process (see `tests/nft_release.rs`).
+    #[test]
+    fn release_detached_closes_the_descriptor() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        release_detached(w);
+        let mut byte = [0u8; 1];
+        assert_eq!(File::from(r).read(&mut byte).unwrap(), 0);
     }
 
     #[test]
