@@ -173,16 +173,19 @@ fn io_err(what: &str, e: io::Error) -> KernelError {
 /// seen with `perf record -e sched:sched_switch -g` on Linux 6.18): 9-13 ms per close
 /// on the loaded 2-core test VM, against 0.1-1 ms for the requests themselves. A DEL
 /// that removed a rule and then its table paid that twice per family with a socket per
-/// request; now once per operation, when the `Nft` is dropped, and not by us: the
-/// socket's last reference is handed to a detached process that waits in our stead
-/// ([`release_detached`]), so that the operation's caller (an ADD's answer, the
-/// plugin's exit that its runtime waits for) does not. What was committed is
-/// acknowledged before: only the close moves. A socket that committed nothing is
-/// released the same way: the kernel flushes the destroy work of *any* transaction
-/// (every namespace's: the list is global) at the close of any bound netfilter
-/// socket, so a list-only socket waits too while another plugin's commit is fresh.
+/// request; now once per operation, when the `Nft` is dropped, and not by us: after
+/// a committed deletion (a DEL, a GC, a re-ADD replacing a rule) the socket's last
+/// reference is handed to a detached process that waits in our stead
+/// ([`release_detached`], ~0.5 ms here), so that neither the rest of the operation
+/// nor the plugin's exit, which its runtime waits for, does. Acknowledged before: only
+/// the close moves. Additions leave nothing for that work (the kernel frees their
+/// transaction at commit; measured: an ADD's close takes microseconds), so an ADD's,
+/// a listing's or a refused request's socket is closed here. Such a close can still
+/// wait while another process's deletion is fresh (the list is global): not covered.
 pub(crate) struct Nft {
     conn: Option<Conn>,
+    /// A deletion was committed on `conn`: its close would wait.
+    deleted: bool,
 }
 
 impl Drop for Nft {
@@ -193,7 +196,10 @@ impl Drop for Nft {
 
 impl Nft {
     pub(crate) fn new() -> Nft {
-        Nft { conn: None }
+        Nft {
+            conn: None,
+            deleted: false,
+        }
     }
 
     /// Runs `f` on the socket (opening it first if needed). The socket stays open after
@@ -209,10 +215,13 @@ impl Nft {
         f(conn)
     }
 
-    /// Closes the socket, if open, without waiting for the kernel's tail end of it.
+    /// Closes the socket, if open; after a deletion without waiting for the kernel's
+    /// tail end of it.
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
-            release_detached(conn.into_socket());
+            if self.deleted {
+                release_detached(conn.into_socket());
+            }
         }
     }
 
@@ -325,6 +334,7 @@ impl Nft {
                 if result.is_err() {
                     break;
                 }
+                self.deleted = true;
                 deleted += handles.len();
             }
             match result {
@@ -360,7 +370,10 @@ impl Nft {
             |a| a.strz(wire::NFTA_TABLE_NAME, chain.table),
         );
         match self.with(|c| c.commit(batch)) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.deleted = true;
+                Ok(true)
+            }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOENT)) => {
                 Ok(false)
             }

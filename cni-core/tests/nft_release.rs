@@ -1,7 +1,8 @@
 //! Who closes the nftables socket. Closing a `NETLINK_NETFILTER` socket after a
-//! committed transaction waits for an RCU grace period (~10 ms here), so `masq`/
+//! committed deletion waits for an RCU grace period (~10 ms here), so after one `masq`/
 //! `macspoof` hand the socket's last reference to a detached process
-//! (`netlink::detached::release_detached`) and return without that wait. Checked as
+//! (`netlink::detached::release_detached`) and return without that wait; after only
+//! additions or listings (nothing to wait for) they close it themselves. Checked as
 //! structure, not time: this test binary is a child subreaper (its own binary: the
 //! setting is per process), so the releasing process, orphaned as soon as it is made,
 //! becomes our child and can be looked at and reaped. One test per operation would
@@ -77,18 +78,31 @@ fn netfilter_sockets() -> BTreeSet<String> {
         .collect()
 }
 
-/// Runs `op` in `ns`, then checks that it left exactly one new child, the releasing
-/// process: holding at most the socket and its go-ahead pipe (none of our descriptors,
-/// no stdio), while our process holds no netfilter socket; and that it exits, having
-/// closed the socket. `what` names the operation in failures.
-fn released_by_a_detached_process<T>(ns: &TestNs, what: &str, op: impl FnOnce() -> T) -> T {
+/// Runs `op` in `ns`, then checks that our process holds no netfilter socket and that
+/// `op` left as many new children as `detached` says (0 or 1). The one is the
+/// releasing process: holding at most the socket and the pipe that reports our exit
+/// (none of our other descriptors, no stdio), named `cni-fd-release`; it exits 0 (it
+/// closes the socket when we exit or after its linger time). `what` names the
+/// operation in failures.
+fn released<T>(ns: &TestNs, what: &str, detached: bool, op: impl FnOnce() -> T) -> T {
     // Descriptors of ours that a releasing process must not inherit.
     let file = fs::File::open("/proc/self/status").unwrap();
     let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap();
-    let ours: BTreeSet<String> = fd_targets("self").into_iter().map(|(_, t)| t).collect();
-    for fd in [file.as_raw_fd(), pipe_r.as_raw_fd(), pipe_w.as_raw_fd()] {
-        assert!(fd_targets("self").iter().any(|(n, _)| *n == fd.to_string()));
-    }
+    // Those and stdio (the pipe that reports our exit is ours too, but shared on purpose).
+    let mine = [
+        0,
+        1,
+        2,
+        file.as_raw_fd(),
+        pipe_r.as_raw_fd(),
+        pipe_w.as_raw_fd(),
+    ];
+    let ours: BTreeSet<String> = fd_targets("self")
+        .into_iter()
+        .filter(|(n, _)| mine.iter().any(|m| m.to_string() == *n))
+        .map(|(_, t)| t)
+        .collect();
+    assert!(ours.len() >= 4, "{ours:?}");
 
     let before = children();
     let (out, held) = ns
@@ -107,7 +121,14 @@ fn released_by_a_detached_process<T>(ns: &TestNs, what: &str, op: impl FnOnce() 
     assert!(held.is_empty(), "{what}: our process holds {held:?}");
 
     let new: Vec<i32> = children().difference(&before).copied().collect();
-    assert_eq!(new.len(), 1, "{what}: new children {new:?}");
+    assert_eq!(
+        new.len(),
+        usize::from(detached),
+        "{what}: new children {new:?}"
+    );
+    if !detached {
+        return out;
+    }
     let pid = new[0].to_string();
     // What it holds (if it still runs): it was made holding only that.
     let fds = fd_targets(&pid);
@@ -152,21 +173,26 @@ fn nft_socket_is_closed_by_a_detached_process() {
     let a = att("ctr-rel");
     let mac = "02:00:00:00:00:0a".parse().unwrap();
 
-    released_by_a_detached_process(&ns, "masq::add", || {
+    // Additions and listings leave the kernel nothing to wait for: closed here.
+    released(&ns, "masq::add", false, || {
         masq::add(&n, &a, net("10.73.0.5/24"), &[]).unwrap()
     });
-    released_by_a_detached_process(&ns, "macspoof::add", || {
+    released(&ns, "macspoof::add", false, || {
         macspoof::add(&n, &a, "vethrel", mac).unwrap()
     });
     // Committed before the ADD returned: the rules are there.
-    let listed = released_by_a_detached_process(&ns, "masq::list", || masq::list(&n, &a).unwrap());
+    let listed = released(&ns, "masq::list", false, || masq::list(&n, &a).unwrap());
     assert_eq!(listed, vec![net("10.73.0.5/24")]);
-    let listed =
-        released_by_a_detached_process(&ns, "macspoof::list", || macspoof::list(&n, &a).unwrap());
-    assert_eq!(listed, vec![("vethrel".to_string(), mac)]);
+    // A re-ADD on another veth replaces the rule: a deletion.
+    released(&ns, "macspoof::add replacing", true, || {
+        macspoof::add(&n, &a, "vethrel2", mac).unwrap()
+    });
+    let listed = released(&ns, "macspoof::list", false, || {
+        macspoof::list(&n, &a).unwrap()
+    });
+    assert_eq!(listed, vec![("vethrel2".to_string(), mac)]);
 
-    // A kernel refusal (a base chain of another type in the way) keeps its errno; the
-    // socket goes the same way.
+    // A kernel refusal (a base chain of another type in the way) keeps its errno.
     ns.exec(&["nft", "add", "table", "ip6", "cni_masq"]);
     ns.exec(&[
         "nft",
@@ -177,15 +203,19 @@ fn nft_socket_is_closed_by_a_detached_process() {
         "postrouting",
         "{ type filter hook postrouting priority 0; policy accept; }",
     ]);
-    let e = released_by_a_detached_process(&ns, "masq::add refused", || {
+    let e = released(&ns, "masq::add refused", false, || {
         masq::add(&n, &a, net("fd73::5/64"), &[]).unwrap_err()
     });
     assert_eq!(e.errno(), Some(nix::errno::Errno::EOPNOTSUPP), "{e}");
     ns.exec(&["nft", "delete", "table", "ip6", "cni_masq"]);
 
-    released_by_a_detached_process(&ns, "masq::del", || masq::del(&n, &a).unwrap());
-    released_by_a_detached_process(&ns, "macspoof::del", || macspoof::del(&n, &a).unwrap());
+    released(&ns, "masq::del", true, || masq::del(&n, &a).unwrap());
+    released(&ns, "macspoof::del", true, || {
+        macspoof::del(&n, &a).unwrap()
+    });
     // The DEL made progress: rules and tables gone.
     let tables = ns.exec(&["nft", "list", "tables"]);
     assert!(tables.trim().is_empty(), "{tables}");
+    // Nothing to delete: nothing to wait for.
+    released(&ns, "masq::del again", false, || masq::del(&n, &a).unwrap());
 }
