@@ -182,6 +182,11 @@ fn io_err(what: &str, e: io::Error) -> KernelError {
 /// transaction at commit; measured: an ADD's close takes microseconds), so an ADD's,
 /// a listing's or a refused request's socket is closed here. Such a close can still
 /// wait while another process's deletion is fresh (the list is global): not covered.
+/// The kernel's wait itself does not go away: the releasing process's flush holds the
+/// namespace's nf_tables commit mutex, which the next operation's commit and even its
+/// veth creation (nf_tables' netdev notifier) take, so an ADD that follows a DEL within
+/// one or two grace periods waits for the rest of it (measured back to back: ADD+DEL
+/// pairs at ~0.4-0.5x of the time with the close in the DEL, `scripts/bench-masq-close.py`).
 pub(crate) struct Nft {
     conn: Option<Conn>,
     /// A deletion was committed on `conn`: its close would wait.
