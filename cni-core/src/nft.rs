@@ -30,6 +30,7 @@ use std::io;
 pub(crate) use expr::{Expr, Verdict};
 
 use crate::kernel_error::{KernelError, Kind};
+use crate::netlink::detached::release_detached;
 use wire::{Batch, Conn};
 
 /// An nftables address family (`NFPROTO_*`).
@@ -172,29 +173,61 @@ fn io_err(what: &str, e: io::Error) -> KernelError {
 /// seen with `perf record -e sched:sched_switch -g` on Linux 6.18): 9-13 ms per close
 /// on the loaded 2-core test VM, against 0.1-1 ms for the requests themselves. A DEL
 /// that removed a rule and then its table paid that twice per family with a socket per
-/// request; now at most once per operation, when the `Nft` is dropped.
+/// request; now once per operation, when the `Nft` is dropped, and not by us: after
+/// a committed deletion (a DEL, a GC, a re-ADD replacing a rule) the socket's last
+/// reference is handed to a detached process that waits in our stead
+/// ([`release_detached`], ~0.5 ms here), so that neither the rest of the operation
+/// nor the plugin's exit, which its runtime waits for, does. Acknowledged before: only
+/// the close moves. Additions leave nothing for that work (the kernel frees their
+/// transaction at commit; measured: an ADD's close takes microseconds), so an ADD's,
+/// a listing's or a refused request's socket is closed here. Such a close can still
+/// wait while another process's deletion is fresh (the list is global): not covered.
+/// The kernel's wait itself does not go away: the releasing process's flush holds the
+/// namespace's nf_tables commit mutex, which the next operation's commit and even its
+/// veth creation (nf_tables' netdev notifier) take, so an ADD that follows a DEL within
+/// one or two grace periods waits for the rest of it (measured back to back: ADD+DEL
+/// pairs at ~0.4-0.5x of the time with the close in the DEL, `scripts/bench-masq-close.py`).
 pub(crate) struct Nft {
     conn: Option<Conn>,
+    /// A deletion was committed on `conn`: its close would wait.
+    deleted: bool,
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Nft {
     pub(crate) fn new() -> Nft {
-        Nft { conn: None }
+        Nft {
+            conn: None,
+            deleted: false,
+        }
     }
 
-    /// Runs `f` on the socket (opening it first if needed). After an error the socket
-    /// may still hold replies of the failed request: it is closed, the next request
-    /// opens another.
+    /// Runs `f` on the socket (opening it first if needed). The socket stays open after
+    /// an error too: replies still queued from the failed request (the ACKs of an
+    /// aborted batch) carry that request's sequence numbers, which every later request
+    /// skips ([`Conn`] numbers each request anew). A second socket would cost a second
+    /// release (a missing table, the common error, is an ENOENT of the first dump).
     fn with<T>(&mut self, f: impl FnOnce(&mut Conn) -> io::Result<T>) -> io::Result<T> {
         let conn = match &mut self.conn {
             Some(c) => c,
             None => self.conn.insert(Conn::open()?),
         };
-        let r = f(conn);
-        if r.is_err() {
-            self.conn = None;
+        f(conn)
+    }
+
+    /// Closes the socket, if open; after a deletion without waiting for the kernel's
+    /// tail end of it.
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.deleted {
+                release_detached(conn.into_socket());
+            }
         }
-        r
     }
 
     /// Dumps the rules of `chain`. A missing table or chain is an empty list.
@@ -306,6 +339,7 @@ impl Nft {
                 if result.is_err() {
                     break;
                 }
+                self.deleted = true;
                 deleted += handles.len();
             }
             match result {
@@ -341,7 +375,10 @@ impl Nft {
             |a| a.strz(wire::NFTA_TABLE_NAME, chain.table),
         );
         match self.with(|c| c.commit(batch)) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.deleted = true;
+                Ok(true)
+            }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOENT)) => {
                 Ok(false)
             }

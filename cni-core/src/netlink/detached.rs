@@ -18,11 +18,18 @@
 //! Its request is serialized and its receive buffer allocated before the fork; it uses
 //! raw `send`/`recv` on the socket's descriptor and reads the kernel's ack through the
 //! crate's buffer views (`ack_code`), which neither allocate nor copy.
+//!
+//! [`release_detached`] is the same idea for a descriptor whose *last close* waits:
+//! closing a `NETLINK_NETFILTER` socket after a committed nf_tables deletion waits
+//! ~10 ms for an RCU grace period (see `crate::nft::Nft`). It hands the descriptor's
+//! last reference to a detached process that holds nothing else of ours and closes it
+//! after we exit, so that our own close returns at once.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::num::NonZeroI32;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
@@ -386,6 +393,131 @@ pub(crate) fn delete_link_detached(ns: &NetNs, ifname: &str) -> Result<bool, Ker
     }
 }
 
+/// What the vfork-like child of [`release_detached`] needs, on the parent's stack (the
+/// parent is suspended while that child runs).
+#[derive(Clone, Copy)]
+struct ReleaseArgs {
+    fd: RawFd,
+    exit_r: RawFd,
+}
+
+/// The stack of that child: it makes a few system calls (see [`release_trampoline`]).
+const RELEASE_STACK: usize = 16 * 1024;
+
+/// Our process name in `ps` for the releasing process (`PR_SET_NAME`: at most 15 bytes).
+const RELEASE_COMM: &[u8] = b"cni-fd-release\0";
+
+/// How long a releasing process waits for our exit before it closes the descriptor
+/// anyway (a long-lived caller: it must not keep processes around).
+const RELEASE_LINGER_MS: libc::c_int = 200;
+
+/// A pipe whose write end only this process holds (`O_CLOEXEC`; the forked children
+/// here close it), open until we exit: its read end reports our exit to the releasing
+/// processes. Made once; `None` if it could not be.
+fn exit_pipe() -> Option<RawFd> {
+    static PIPE: OnceLock<Option<(OwnedFd, OwnedFd)>> = OnceLock::new();
+    PIPE.get_or_init(|| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok())
+        .as_ref()
+        .map(|(r, _)| r.as_raw_fd())
+}
+
+/// Closes `fd` (its last reference, as far as this process goes) without waiting for
+/// what the kernel does when that reference goes: a detached process does the close.
+///
+/// How: a `clone(CLONE_VM | CLONE_VFORK)` child (the `posix_spawn` technique: it runs on
+/// its own small stack in our memory while we are suspended) closes every descriptor
+/// but `fd` and the read end of [`exit_pipe`], forks the releasing process, and exits.
+/// That process has nothing else of ours from its first instruction (no stdout: a
+/// runtime reading ours to EOF never waits for it) and is not our child (its parent
+/// exits at once: init, or the nearest subreaper, reaps it; a long-lived caller
+/// accumulates no zombie). We close our copy of `fd` as soon as it exists. It closes
+/// `fd` when we have exited, or after [`RELEASE_LINGER_MS`]: so its close is the last
+/// one, and (for the netfilter socket) the kernel's flush, which holds the namespace's
+/// nf_tables commit mutex, does not hold up a later transaction of ours.
+///
+/// The descriptor is always closed: when a process cannot be made, here (with the
+/// wait). Neither child allocates (another thread may hold the allocator's lock).
+pub(crate) fn release_detached(fd: impl IntoRawFd) {
+    // SAFETY: `into_raw_fd` hands over the ownership of an open descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd.into_raw_fd()) };
+    let _timing = crate::timing::phase("fd.release-detached");
+    let Some(exit_r) = exit_pipe() else {
+        tracing::debug!("no pipe: closing the descriptor here");
+        return;
+    };
+    let mut stack = vec![0u8; RELEASE_STACK];
+    let args = ReleaseArgs {
+        fd: fd.as_raw_fd(),
+        exit_r,
+    };
+    // The top of the stack (it grows down), 16-byte aligned.
+    let top = {
+        let end = stack.as_mut_ptr_range().end as usize;
+        (end & !15) as *mut libc::c_void
+    };
+    // SAFETY: the child runs `release_trampoline` on `stack` while this thread is
+    // suspended (CLONE_VFORK: until the child exits), so `stack` and `args` outlive it;
+    // it only makes system calls on them. SIGCHLD: it is ours to reap, below.
+    let pid = unsafe {
+        libc::clone(
+            release_trampoline,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&args as *const ReleaseArgs).cast_mut().cast(),
+        )
+    };
+    if pid < 0 {
+        tracing::debug!(
+            error = %io::Error::last_os_error(),
+            "no process to close the descriptor: closing it here"
+        );
+        return;
+    }
+    // It has exited (CLONE_VFORK): reap it.
+    let status = loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r,
+        }
+    };
+    if !matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
+        tracing::debug!(?status, "no releasing process: closing the descriptor here");
+    }
+    drop(fd);
+}
+
+/// The vfork-like child of [`release_detached`]: in our memory, on its own stack, while
+/// the parent waits. Only system calls.
+extern "C" fn release_trampoline(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ReleaseArgs`, alive while the parent is suspended.
+    let ReleaseArgs { fd, exit_r } = unsafe { *arg.cast::<ReleaseArgs>() };
+    let mut keep = [fd, exit_r];
+    keep.sort_unstable();
+    close_all_but(&keep);
+    // SAFETY: a plain fork (the flags of fork(2), no new stack): the releasing process
+    // continues on a copy of this stack in a copy of the memory and, like this child,
+    // only makes system calls; _exit never returns.
+    unsafe {
+        let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
+        if pid == 0 {
+            libc::prctl(libc::PR_SET_NAME, RELEASE_COMM.as_ptr());
+            // Our parent's exit (EOF), or the linger time; a signal ends it early.
+            let mut pfd = libc::pollfd {
+                fd: exit_r,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            libc::poll(&mut pfd, 1, RELEASE_LINGER_MS);
+            libc::close(exit_r);
+            libc::close(fd);
+            libc::_exit(0);
+        }
+        libc::close(fd);
+        libc::close(exit_r);
+        libc::_exit(if pid < 0 { 1 } else { 0 })
+    }
+}
+
 /// Drains `mon`; whether an RTM_DELLINK for `index` was among the messages. When
 /// notifications were lost (ENOBUFS), asks `query` whether the link still exists.
 fn saw_dellink(
@@ -543,6 +675,17 @@ mod tests {
         );
         // Cut short: an error, not a guess.
         assert!(link_info(&buf[16..24]).is_err());
+    }
+
+    /// The write end of a pipe handed over: its last reference goes (our read end sees
+    /// EOF, after the linger time: this process does not exit), though not in this
+    /// process (see `tests/nft_release.rs`).
+    #[test]
+    fn release_detached_closes_the_descriptor() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        release_detached(w);
+        let mut byte = [0u8; 1];
+        assert_eq!(File::from(r).read(&mut byte).unwrap(), 0);
     }
 
     #[test]

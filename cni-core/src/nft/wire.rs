@@ -197,6 +197,11 @@ impl Conn {
         })
     }
 
+    /// The socket, for its release (`super::Nft` hands it to a detached process).
+    pub(super) fn into_socket(self) -> Socket {
+        self.socket
+    }
+
     fn seq(&mut self) -> u32 {
         let s = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
@@ -205,8 +210,8 @@ impl Conn {
 
     /// Sends `batch` as one transaction and waits for the ACK of every message. The
     /// first error the kernel reports (the batch is then aborted as a whole) is returned
-    /// with its errno; the connection should not be used after an error (replies of the
-    /// batch may still be queued).
+    /// with its errno. Replies of the batch may still be queued then: they carry this
+    /// batch's sequence numbers, which later requests skip.
     pub(super) fn commit(&mut self, batch: Batch) -> io::Result<()> {
         let first = self.next_seq;
         let mut buf = Vec::with_capacity(batch.buf.len() + 2 * (NLMSG_HDRLEN + NFGENMSG_LEN));
