@@ -76,6 +76,33 @@ impl Table {
     }
 }
 
+/// One line of a `CNI_TRACE` file (`cni-core/src/timing.rs`: one JSON object per
+/// finished phase), typed once for both readers (this one and `churn`'s spans).
+#[derive(Debug, serde::Deserialize)]
+pub struct TraceLine {
+    pub pid: u64,
+    pub phase: String,
+    pub start_us: u64,
+    pub wall_us: u64,
+    pub cpu_us: u64,
+}
+
+/// The lines of one trace that parse.
+pub fn trace_lines(text: &str) -> Vec<TraceLine> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The plugin's own `main` mark: the earliest one (a delegated IPAM process writes its
+/// own).
+pub fn plugin_main(lines: &[TraceLine]) -> Option<&TraceLine> {
+    lines
+        .iter()
+        .filter(|l| l.phase == "main")
+        .min_by_key(|l| l.start_us)
+}
+
 /// Reads one invocation's trace: phases summed by name (`ipam process:` prefixed when
 /// they come from another process), plus `exec+start` of the plugin and of an exec'd
 /// IPAM, `total` and `cpu total`.
@@ -87,31 +114,16 @@ pub fn parse_trace(
 ) -> (Phases, Vec<String>) {
     let mut out = Phases::new();
     let mut order = vec!["exec+start".to_string()];
-    let lines: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let main_pid = lines
-        .iter()
-        .filter(|l| l["phase"] == "main")
-        .min_by_key(|l| l["start_us"].as_u64())
-        .and_then(|l| l["pid"].as_u64());
+    let lines = trace_lines(text);
+    let main_pid = plugin_main(&lines).map(|l| l.pid);
     let ipam_start = lines
         .iter()
-        .find(|l| l["phase"] == "ipam.start")
-        .and_then(|l| l["start_us"].as_u64());
+        .find(|l| l.phase == "ipam.start")
+        .map(|l| l.start_us);
     for l in &lines {
-        let (Some(pid), Some(phase), Some(start), Some(wall), Some(c)) = (
-            l["pid"].as_u64(),
-            l["phase"].as_str(),
-            l["start_us"].as_u64(),
-            l["wall_us"].as_u64(),
-            l["cpu_us"].as_u64(),
-        ) else {
-            continue;
-        };
-        let own = Some(pid) == main_pid;
-        let (name, wall, c) = match (phase, own) {
+        let (start, wall, c) = (l.start_us, l.wall_us, l.cpu_us);
+        let own = Some(l.pid) == main_pid;
+        let (name, wall, c) = match (l.phase.as_str(), own) {
             ("main", true) => (
                 "exec+start".to_string(),
                 start.saturating_sub(spawned_us),

@@ -34,7 +34,7 @@ use conformance::fixture::with_prev;
 use conformance::{inspect, names, try_sh};
 use serde_json::json;
 
-use super::breakdown::{parse_trace, Phases};
+use super::breakdown::{parse_trace, plugin_main, trace_lines, Phases};
 use super::{invoke_env, make_pair, ms, quantile, Pair};
 
 /// An etcd on loopback in a temp dir, killed on drop.
@@ -167,41 +167,27 @@ struct Inv {
 /// `ipam process:`), `exec+start` (spawn to `main`) and `exit+reap` (end of the last span
 /// to reap). Zero-length marks are dropped.
 fn spans(text: &str, spawned_us: u64, total: Duration) -> Vec<Span> {
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let main = lines
-        .iter()
-        .filter(|l| l["phase"] == "main")
-        .min_by_key(|l| l["start_us"].as_u64());
-    let main_pid = main.and_then(|l| l["pid"].as_u64());
+    let lines = trace_lines(text);
+    let main = plugin_main(&lines);
+    let main_pid = main.map(|l| l.pid);
     let mut out = Vec::new();
-    if let Some(start) = main.and_then(|l| l["start_us"].as_u64()) {
+    if let Some(main) = main {
         out.push(Span {
             name: "exec+start".into(),
             start: spawned_us,
-            wall: start.saturating_sub(spawned_us),
+            wall: main.start_us.saturating_sub(spawned_us),
             cpu: 0,
         });
     }
     for l in &lines {
-        let (Some(pid), Some(phase), Some(start), Some(wall), Some(cpu)) = (
-            l["pid"].as_u64(),
-            l["phase"].as_str(),
-            l["start_us"].as_u64(),
-            l["wall_us"].as_u64(),
-            l["cpu_us"].as_u64(),
-        ) else {
-            continue;
-        };
-        if phase == "main" {
+        if l.phase == "main" {
             continue;
         }
-        let name = if Some(pid) == main_pid {
-            phase.to_string()
+        let (start, wall, cpu) = (l.start_us, l.wall_us, l.cpu_us);
+        let name = if Some(l.pid) == main_pid {
+            l.phase.clone()
         } else {
-            format!("ipam process: {phase}")
+            format!("ipam process: {}", l.phase)
         };
         out.push(Span {
             name,
