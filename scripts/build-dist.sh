@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one place that builds the shipped binaries: profile `dist` (what operators install:
-# `release` with opt-level "s", fat LTO, one codegen unit), left in
+# `release` with opt-level "z", fat LTO, one codegen unit), left in
 # ${CARGO_TARGET_DIR:-target}/dist/, where scripts/test.sh, the demos, the benchmarks and
 # every `CNI_BIN_DIR=$PWD/target/dist` command of the README take them.
 #
