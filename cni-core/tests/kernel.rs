@@ -8,22 +8,10 @@ use std::path::PathBuf;
 
 use cni_core::netlink::{self, BridgeSpec, MacAddr, RouteSpec};
 use cni_core::netns::NetNs;
-use cni_core::spec::config::Attachment;
-use cni_core::spec::names::{ContainerId, IfName, NetworkName};
+use cni_core::spec::names::NetworkName;
 use cni_core::{macspoof, masq, sysctl};
-use common::TestNs;
+use common::{att_on, net, TestNs};
 use ipnetwork::IpNetwork;
-
-fn net(s: &str) -> IpNetwork {
-    s.parse().unwrap()
-}
-
-fn att(id: &str, ifname: &str) -> Attachment {
-    Attachment {
-        container_id: ContainerId::parse(id).unwrap(),
-        ifname: IfName::parse(ifname).unwrap(),
-    }
-}
 
 #[test]
 fn netns_open_rejects_non_netns() {
@@ -443,7 +431,7 @@ fn masq_add_list_del_gc() {
     let a = TestNs::new("masq");
     let n = NetworkName::parse("masqnet").unwrap();
     let other_net = NetworkName::parse("othernet").unwrap();
-    let (a1, a2) = (att("ctr-one", "eth0"), att("ctr-two", "eth0"));
+    let (a1, a2) = (att_on("ctr-one", "eth0"), att_on("ctr-two", "eth0"));
     a.ns.run(|| {
         // Nothing there yet: all fine.
         masq::del(&n, &a1).unwrap();
@@ -509,7 +497,7 @@ fn masq_add_list_del_gc() {
 fn macspoof_add_del_gc() {
     let a = TestNs::new("spoof");
     let n = NetworkName::parse("spoofnet").unwrap();
-    let (a1, a2) = (att("ctr-one", "eth0"), att("ctr-two", "eth0"));
+    let (a1, a2) = (att_on("ctr-one", "eth0"), att_on("ctr-two", "eth0"));
     let (m1, m2): (MacAddr, MacAddr) = (
         "02:00:00:00:00:01".parse().unwrap(),
         "02:00:00:00:00:02".parse().unwrap(),
@@ -555,7 +543,7 @@ fn macspoof_drops_spoofed_frames() {
     let pa = TestNs::new("spoofdp-a");
     let pb = TestNs::new("spoofdp-b");
     let n = NetworkName::parse("spoofdp").unwrap();
-    let ab = att("ctr-b", "eth0");
+    let ab = att_on("ctr-b", "eth0");
     let mb: MacAddr = "02:00:00:00:0b:0b".parse().unwrap();
     netlink::block_on(async {
         let nl = host.nl();
@@ -612,7 +600,7 @@ fn masq_concurrent_adds() {
         for i in 0..8 {
             let (a, n) = (&a, &n);
             s.spawn(move || {
-                let at = att(&format!("ctr-{i}"), "eth0");
+                let at = att_on(&format!("ctr-{i}"), "eth0");
                 let ip = net(&format!("10.44.0.{}/24", i + 2));
                 a.ns.run(|| masq::add(n, &at, ip, &[])).unwrap().unwrap();
             });

@@ -6,10 +6,9 @@
 mod common;
 
 use cni_core::masq;
-use cni_core::spec::config::{Attachment, NetConf};
-use cni_core::spec::names::{ContainerId, IfName, NetworkName};
-use common::TestNs;
-use ipnetwork::IpNetwork;
+use cni_core::spec::config::NetConf;
+use cni_core::spec::names::NetworkName;
+use common::{att, net, TestNs};
 use serde_json::json;
 
 impl TestNs {
@@ -18,17 +17,6 @@ impl TestNs {
         self.kit
             .try_exec(&["nft", "list", "table", family, "cni_masq"])
             .ok()
-    }
-}
-
-fn net(s: &str) -> IpNetwork {
-    s.parse().unwrap()
-}
-
-fn att(id: &str) -> Attachment {
-    Attachment {
-        container_id: ContainerId::parse(id).unwrap(),
-        ifname: IfName::parse("eth0").unwrap(),
     }
 }
 

@@ -14,24 +14,11 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::fd::AsRawFd;
 
-use cni_core::spec::config::Attachment;
-use cni_core::spec::names::{ContainerId, IfName, NetworkName};
+use cni_core::spec::names::NetworkName;
 use cni_core::{macspoof, masq};
-use common::TestNs;
-use ipnetwork::IpNetwork;
+use common::{att, net, TestNs};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-
-fn net(s: &str) -> IpNetwork {
-    s.parse().unwrap()
-}
-
-fn att(id: &str) -> Attachment {
-    Attachment {
-        container_id: ContainerId::parse(id).unwrap(),
-        ifname: IfName::parse("eth0").unwrap(),
-    }
-}
 
 /// The children of every thread of this process.
 fn children() -> BTreeSet<i32> {

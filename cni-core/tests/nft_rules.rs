@@ -9,24 +9,11 @@
 mod common;
 
 use cni_core::hash::stable_hash;
-use cni_core::spec::config::Attachment;
-use cni_core::spec::names::{ContainerId, IfName, NetworkName};
+use cni_core::spec::names::NetworkName;
 use cni_core::{macspoof, masq, CniError};
-use common::TestNs;
-use ipnetwork::IpNetwork;
+use common::{att, net, TestNs};
 use nix::errno::Errno;
 use serde_json::{json, Value};
-
-fn net(s: &str) -> IpNetwork {
-    s.parse().unwrap()
-}
-
-fn att(id: &str) -> Attachment {
-    Attachment {
-        container_id: ContainerId::parse(id).unwrap(),
-        ifname: IfName::parse("eth0").unwrap(),
-    }
-}
 
 /// The comment our code writes for (`network`, `id`/eth0): see `nft::Tag`.
 fn tag(kind: &str, network: &str, id: &str, detail: &str) -> String {

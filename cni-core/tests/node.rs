@@ -11,7 +11,7 @@ use std::time::Instant;
 use cni_core::netlink::neigh::{FdbEntry, NeighEntry};
 use cni_core::netlink::{self, Link, MacAddr, Netlink, VxlanSpec};
 use cni_core::node::{Applied, Object, Reconciler};
-use common::TestNs;
+use common::{net, TestNs};
 use ipnetwork::IpNetwork;
 
 impl TestNs {
@@ -34,10 +34,6 @@ fn mac(s: &str) -> MacAddr {
 }
 
 fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()
 }
 

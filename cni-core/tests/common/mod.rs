@@ -5,7 +5,28 @@
 
 use cni_core::netlink::Netlink;
 use cni_core::netns::NetNs;
+use cni_core::spec::config::Attachment;
+use cni_core::spec::names::{ContainerId, IfName};
+use ipnetwork::IpNetwork;
 use testkit::Netns;
+
+/// A network or address with its prefix, e.g. `net("10.0.0.2/24")`.
+pub fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+/// The attachment (`id`, `eth0`).
+pub fn att(id: &str) -> Attachment {
+    att_on(id, "eth0")
+}
+
+/// The attachment (`id`, `ifname`).
+pub fn att_on(id: &str, ifname: &str) -> Attachment {
+    Attachment {
+        container_id: ContainerId::parse(id).unwrap(),
+        ifname: IfName::parse(ifname).unwrap(),
+    }
+}
 
 pub struct TestNs {
     pub kit: Netns,
