@@ -163,6 +163,20 @@ fn shown(u: &Underlay) -> String {
     }
 }
 
+/// A node's underlay `eth0` (index 2) holding `addrs` (CIDR text; the first is its
+/// address), for the tests of this module and of `bgp`.
+#[cfg(test)]
+pub(crate) fn test_underlay(addrs: &[&str], mtu: u32) -> Underlay {
+    let networks: Vec<IpNetwork> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    Underlay {
+        index: 2,
+        name: "eth0".into(),
+        addr: networks[0].ip(),
+        networks,
+        mtu,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,17 +202,6 @@ mod tests {
 
     fn pools(p: &[&str]) -> Vec<IpNetwork> {
         p.iter().map(|p| p.parse().unwrap()).collect()
-    }
-
-    fn underlay(addrs: &[&str], mtu: u32) -> Underlay {
-        let networks: Vec<IpNetwork> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-        Underlay {
-            index: 2,
-            name: "eth0".into(),
-            addr: networks[0].ip(),
-            networks,
-            mtu,
-        }
     }
 
     #[test]
@@ -228,7 +231,7 @@ mod tests {
         let e = check_underlay(
             &d,
             &pools(&["10.0.0.0/16"]),
-            &underlay(&["2001:db8::2/64"], 1500),
+            &test_underlay(&["2001:db8::2/64"], 1500),
             None,
         )
         .unwrap_err()
@@ -244,16 +247,16 @@ mod tests {
     fn host_gw_needs_an_underlay_address_of_each_pool_family() {
         let d = dp("host-gw");
         let dual = pools(&["10.0.0.0/16", "fd00::/64"]);
-        let v4_only = underlay(&["192.0.2.2/24", "fe80::1/64"], 1500);
+        let v4_only = test_underlay(&["192.0.2.2/24", "fe80::1/64"], 1500);
         let e = check_underlay(&d, &dual, &v4_only, None)
             .unwrap_err()
             .to_string();
         for w in ["IPv6", "fd00::/64", "eth0", "--datapath vxlan"] {
             assert!(e.contains(w), "{e} lacks {w}");
         }
-        let both = underlay(&["192.0.2.2/24", "2001:db8::2/64"], 1500);
+        let both = test_underlay(&["192.0.2.2/24", "2001:db8::2/64"], 1500);
         assert!(check_underlay(&d, &dual, &both, None).is_ok());
-        let v6 = underlay(&["2001:db8::2/64"], 1500);
+        let v6 = test_underlay(&["2001:db8::2/64"], 1500);
         assert!(check_underlay(&d, &pools(&["fd00::/64"]), &v6, None).is_ok());
         let e = check_underlay(&d, &dual, &v6, None)
             .unwrap_err()
@@ -265,7 +268,7 @@ mod tests {
     fn bgp_needs_an_ipv6_underlay_for_ipv6_and_carries_ipv4_over_ipv6() {
         let d = dp("bgp");
         let dual = pools(&["10.0.0.0/16", "fd00::/64"]);
-        let v4_only = underlay(&["192.0.2.2/24", "fe80::1/64"], 1500);
+        let v4_only = test_underlay(&["192.0.2.2/24", "fe80::1/64"], 1500);
         let e = check_underlay(&d, &dual, &v4_only, None)
             .unwrap_err()
             .to_string();
@@ -280,7 +283,7 @@ mod tests {
         assert!(check_underlay(&d, &pools(&["10.0.0.0/16"]), &v4_only, None).is_ok());
         assert_eq!(ipv4_via_ipv6(&d, &dual, &v4_only), None);
         // IPv6-only underlay: IPv4 pools are allowed (RFC 8950), and said so.
-        let v6 = underlay(&["2001:db8::2/64", "fe80::1/64"], 1500);
+        let v6 = test_underlay(&["2001:db8::2/64", "fe80::1/64"], 1500);
         assert!(check_underlay(&d, &dual, &v6, None).is_ok());
         assert!(check_underlay(&d, &pools(&["10.0.0.0/16"]), &v6, None).is_ok());
         assert_eq!(ipv4_via_ipv6(&d, &dual, &v6), Some(dual[0]));
@@ -290,7 +293,7 @@ mod tests {
     #[test]
     fn vxlan_needs_an_ipv6_mtu_for_ipv6_pools() {
         let d = dp("vxlan");
-        let u = underlay(&["2001:db8::2/64"], 1340);
+        let u = test_underlay(&["2001:db8::2/64"], 1340);
         let v6 = pools(&["fd00::/64"]);
         let e = check_underlay(&d, &v6, &u, Some(1270))
             .unwrap_err()

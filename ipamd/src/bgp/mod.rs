@@ -290,14 +290,7 @@ mod tests {
     }
 
     fn underlay(addrs: &[&str]) -> Underlay {
-        let networks: Vec<IpNetwork> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-        Underlay {
-            index: 2,
-            name: "eth0".into(),
-            addr: networks[0].ip(),
-            networks,
-            mtu: 1500,
-        }
+        crate::families::test_underlay(addrs, 1500)
     }
 
     #[test]
