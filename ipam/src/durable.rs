@@ -281,12 +281,7 @@ pub(crate) fn write_hint(path: &Path, text: &str) -> Result<(), IpamError> {
     if !md.is_file() {
         return Err(IpamError::corrupt(path, "not a regular file".to_string()));
     }
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if md.permissions().mode() & 0o022 != 0 {
-            tighten(&file, path);
-        }
-    }
+    tighten_known(&file, path, &md);
     let mut record = [b' '; HINT_LEN];
     record[..text.len()].copy_from_slice(text.as_bytes());
     record[HINT_LEN - 1] = b'\n';
@@ -364,18 +359,23 @@ pub(crate) fn replace_file(path: &Path, data: &[u8]) -> Result<(), IpamError> {
 /// Removes group and other write permission from a file or directory an older build
 /// created under a permissive umask (upgrade in place); a failure is only logged.
 pub(crate) fn tighten(file: &File, path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     if let Ok(md) = file.metadata() {
-        let mode = md.permissions().mode() & 0o7777;
-        if mode & 0o022 != 0 {
-            let new = mode & !0o022;
-            match file.set_permissions(fs::Permissions::from_mode(new)) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), from = format!("{mode:o}"), to = format!("{new:o}"), "removed group/other write permission from a state file")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot remove group/other write permission")
-                }
+        tighten_known(file, path, &md);
+    }
+}
+
+/// [`tighten`] with the file's metadata already read (`md`: no second `fstat`).
+fn tighten_known(file: &File, path: &Path, md: &fs::Metadata) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = md.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let new = mode & !0o022;
+        match file.set_permissions(fs::Permissions::from_mode(new)) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), from = format!("{mode:o}"), to = format!("{new:o}"), "removed group/other write permission from a state file")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove group/other write permission")
             }
         }
     }
