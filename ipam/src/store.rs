@@ -312,11 +312,21 @@ impl Store {
     /// Opens (creating it if needed) the store in `dir`. A directory of the older
     /// one-file-per-entry layout (`ips/`, `keys/`) is refused (code 101, naming it).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, IpamError> {
+        use std::os::unix::fs::MetadataExt;
         let dir = dir.into();
-        crate::durable::create_dir_all(&dir)?;
+        let d = crate::durable::open_or_create_dir(&dir)?;
+        let md = d.metadata().map_err(|e| IpamError::io("stat", &dir, e))?;
         // A directory an older build made under a permissive umask is tightened.
-        if let Ok(d) = File::open(&dir) {
-            crate::durable::tighten(&d, &dir);
+        crate::durable::tighten_known(&d, &dir, &md);
+        drop(d);
+        // The refusal of an older layout (reading it as empty would hand its addresses
+        // out again) depends on seeing `ips/` or `keys/`. A directory's link count is 2
+        // plus its subdirectories on the file systems that count them (ext2/3/4, xfs,
+        // tmpfs); those that do not report 1 (btrfs, ext4 past 65000 subdirectories).
+        // So exactly 2 means no subdirectory at all (a fresh store: no stat needed);
+        // any other count is looked at.
+        if md.nlink() == 2 {
+            return Ok(Store { dir, parent: None });
         }
         for old in OLD_LAYOUT {
             let path = dir.join(old);
@@ -413,12 +423,12 @@ impl Store {
 
     /// The owner of a reserved address, `None` when it is free.
     pub fn owner_of(&self, ip: IpAddr) -> Result<Option<AllocKey>, IpamError> {
-        read_owner(&self.ip_path(ip))
+        read_owner(&self.ip_path(ip), ip)
     }
 
     /// Whom the index says holds `ip`.
     fn index_owner(&self, ip: IpAddr) -> Result<Option<AllocKey>, IpamError> {
-        read_owner(&self.held_path(ip))
+        read_owner(&self.held_path(ip), ip)
     }
 
     /// Whether `owner`'s key entry lists `ip`. A key entry that cannot be read counts
@@ -442,14 +452,12 @@ impl Store {
         Ok(())
     }
 
-    /// Cross-checks the index for `ip`, whose address entry was just created for
-    /// `key` (the address looked free), and records `key` in it.
-    fn index_new(&self, key: &AllocKey, owner: &str, ip: IpAddr) -> Result<Indexed, IpamError> {
+    /// Cross-checks the index for `ip`, whose address entry is absent (it looked free),
+    /// before it is given to `key`. Nothing is created for `key` here; an address whose
+    /// address entry alone was lost gets it back for its owner.
+    fn index_allows(&self, key: &AllocKey, ip: IpAddr) -> Result<Indexed, IpamError> {
         match self.index_owner(ip) {
-            Ok(None) => {
-                self.index_as_address(ip, owner)?;
-                Ok(Indexed::Mine)
-            }
+            Ok(None) => Ok(Indexed::Mine),
             Ok(Some(o)) if o == *key => Ok(Indexed::Mine),
             Ok(Some(o)) if self.lists(&o, ip) => {
                 tracing::warn!(%ip, owner = %o, dir = %self.dir.display(),
@@ -457,25 +465,14 @@ impl Store {
                 replace_symlink(&o.owner_target(), &self.ip_path(ip), &self.tmp_path())?;
                 Ok(Indexed::Held(Some(o)))
             }
-            // Stale: its attachment was released (a crash between its entries' removal).
-            Ok(Some(_)) => {
-                replace_with_link(
-                    &self.ip_path(ip),
-                    owner,
-                    &self.held_path(ip),
-                    &self.tmp_path(),
-                )?;
-                Ok(Indexed::Mine)
-            }
+            // Stale: its attachment was released (a crash between its entries' removal);
+            // replaced when the address is indexed for `key`.
+            Ok(Some(_)) => Ok(Indexed::Mine),
             Err(e @ IpamError::Corrupt { .. }) => {
                 tracing::warn!(%ip, error = %e, "index entry unreadable: the address is not handed out (GC rebuilds the index)");
-                remove_optional(&self.ip_path(ip))?;
                 Ok(Indexed::Held(None))
             }
-            Err(e) => {
-                let _ = remove_optional(&self.ip_path(ip));
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 
@@ -532,19 +529,18 @@ impl Store {
     /// release of an attachment whose key entry was corrupt.
     fn sweep_owner(&self, key: &AllocKey) -> Result<Vec<IpAddr>, IpamError> {
         let scan = self.scan()?;
-        let target = key.owner_target();
         let mut freed = Vec::new();
-        let names = |path: &Path| -> Result<bool, IpamError> {
-            Ok(matches!(read_symlink(path)?, Link::Target(t) if t == target.as_bytes()))
-        };
+        // Either form (owner name or record); an unreadable entry names nobody here.
+        let names =
+            |path: &Path, ip: IpAddr| matches!(read_owner(path, ip), Ok(Some(o)) if o == *key);
         for (ip, path) in &scan.ips {
-            if names(path)? {
+            if names(path, *ip) {
                 remove_optional(path)?;
                 freed.push(*ip);
             }
         }
-        for (_, path) in &scan.helds {
-            if names(path)? {
+        for (ip, path) in &scan.helds {
+            if names(path, *ip) {
                 remove_optional(path)?;
             }
         }
@@ -552,21 +548,38 @@ impl Store {
     }
 }
 
-/// The attachment an address or index entry names, `None` when there is none.
-fn read_owner(path: &Path) -> Result<Option<AllocKey>, IpamError> {
-    match read_symlink(path)? {
-        Link::Missing => Ok(None),
-        Link::Other => Err(IpamError::corrupt(path, "not a symlink".to_string())),
-        Link::Target(t) => AllocKey::from_owner_target(&t).map(Some).ok_or_else(|| {
-            IpamError::corrupt(
+/// The attachment the address or index entry `path` of `ip` names, `None` when there is
+/// none. Two forms: the owner's key entry name (`key-<cid>+<ifname>`, earlier builds and
+/// repairs), or the owner's whole record (this build: the entry is the record's inode),
+/// which must list `ip`.
+fn read_owner(path: &Path, ip: IpAddr) -> Result<Option<AllocKey>, IpamError> {
+    let t = match read_symlink(path)? {
+        Link::Missing => return Ok(None),
+        Link::Other => return Err(IpamError::corrupt(path, "not a symlink".to_string())),
+        Link::Target(t) => t,
+    };
+    if t.first() == Some(&b'{') {
+        return match serde_json::from_slice::<Allocation>(&t) {
+            Ok(a) if a.ips.iter().any(|n| n.ip() == ip) => Ok(Some(a.key)),
+            Ok(a) => Err(IpamError::corrupt(
                 path,
-                format!(
-                    "target {:?} does not name an attachment",
-                    String::from_utf8_lossy(&t)
-                ),
-            )
-        }),
+                format!("the record of {} does not list {ip}", a.key),
+            )),
+            Err(e) => Err(IpamError::corrupt(
+                path,
+                format!("{e} in target {:?}", String::from_utf8_lossy(&t)),
+            )),
+        };
     }
+    AllocKey::from_owner_target(&t).map(Some).ok_or_else(|| {
+        IpamError::corrupt(
+            path,
+            format!(
+                "target {:?} does not name an attachment",
+                String::from_utf8_lossy(&t)
+            ),
+        )
+    })
 }
 
 impl Store {
@@ -718,7 +731,8 @@ impl Store {
                     Some(o) if o == *key => {}
                     None => {
                         tracing::warn!(ip = %n.ip(), %key, "address entry missing: re-reserved");
-                        create_symlink(&owner, &self.ip_path(n.ip()))?;
+                        // Another name of the key entry (the record), no new inode.
+                        link_entry(&self.key_path(key), &owner, &self.ip_path(n.ip()))?;
                     }
                     Some(o) => {
                         return Err(IpamError::corrupt(
@@ -730,8 +744,13 @@ impl Store {
             }
             for n in &existing.ips {
                 if !matches!(self.index_owner(n.ip()), Ok(Some(ref o)) if o == key) {
-                    // Its address entry names `key` (checked above).
-                    self.index_as_address(n.ip(), &owner)?;
+                    // Its address entry names `key` (checked above); where links are
+                    // refused the index entry gets the same target (record or name).
+                    let target = match read_symlink(&self.ip_path(n.ip()))? {
+                        Link::Target(t) => String::from_utf8(t).ok(),
+                        _ => None,
+                    };
+                    self.index_as_address(n.ip(), target.as_deref().unwrap_or(&owner))?;
                 }
             }
             // An ADD killed between its last entry and its fsync leaves entries that are
@@ -740,64 +759,56 @@ impl Store {
             tracing::debug!(%key, ips = %join(&existing.ips), "already allocated");
             return Ok(existing.ips);
         }
-        let mut taken: Vec<IpAddr> = Vec::new();
-        let result = self.reserve_all(key, sets, &wanted, &owner, &mut taken, meta);
-        match result {
-            Ok(ips) => Ok(ips),
-            Err(e) => {
-                for ip in taken {
-                    for path in [self.ip_path(ip), self.held_path(ip)] {
-                        if let Err(re) = remove_optional(&path) {
-                            tracing::warn!(%ip, error = %re, "rollback: cannot release address");
-                        }
-                    }
+        let mut created: Vec<PathBuf> = Vec::new();
+        let result = self.reserve_all(key, sets, &wanted, &mut created, meta);
+        if result.is_err() {
+            // Newest first: the key entry goes before the addresses it lists.
+            for path in created.iter().rev() {
+                if let Err(re) = remove_optional(path) {
+                    tracing::warn!(path = %path.display(), error = %re, "rollback: cannot remove the entry");
                 }
-                Err(e)
             }
         }
+        result
     }
 
+    /// Chooses one address per set, then records them: the first address entry is a new
+    /// symlink whose target is the whole record, and every other entry of the attachment
+    /// (further address entries, the index entries, the key entry last) is another name
+    /// of it (one inode per ADD). Every entry it creates is pushed to `created` (removed
+    /// by the caller if this fails).
     fn reserve_all(
         &self,
         key: &AllocKey,
         sets: &RangeSets,
         wanted: &[Option<IpAddr>],
-        owner: &str,
-        taken: &mut Vec<IpAddr>,
+        created: &mut Vec<PathBuf>,
         meta: &AllocMeta,
     ) -> Result<Vec<IpNetwork>, IpamError> {
+        let unavailable = |ip: IpAddr, o: Option<AllocKey>| {
+            let who = o.map_or_else(|| "another attachment".into(), |o| o.to_string());
+            IpamError::Unavailable {
+                ip,
+                reason: format!("is already allocated to {who}"),
+            }
+        };
         let mut ips = Vec::new();
+        // Per address: its entry is a leftover of this attachment's crashed ADD (adopted).
+        let mut adopted = Vec::new();
         let mut cursors = Vec::new();
+        // Choosing creates nothing: the lock keeps every other writer out until the
+        // entries are created below (exclusively all the same: a name that appeared by
+        // hand meanwhile fails the ADD, it is never overwritten).
         for (set, want) in sets.sets().iter().zip(wanted) {
             let ip = match want {
                 Some(ip) => {
-                    if create_symlink(owner, &self.ip_path(*ip))? {
-                        match self.index_new(key, owner, *ip)? {
-                            Indexed::Mine => taken.push(*ip),
-                            Indexed::Held(o) => {
-                                let who = o
-                                    .map_or_else(|| "another attachment".into(), |o| o.to_string());
-                                return Err(IpamError::Unavailable {
-                                    ip: *ip,
-                                    reason: format!("is already allocated to {who}"),
-                                });
-                            }
-                        }
-                    } else {
-                        match self.owner_of(*ip)? {
-                            // A leftover of this very attachment's crashed ADD: adopt it.
-                            Some(o) if o == *key => {
-                                link_entry(&self.ip_path(*ip), owner, &self.held_path(*ip))?;
-                            }
-                            o => {
-                                let who = o
-                                    .map_or_else(|| "another attachment".into(), |o| o.to_string());
-                                return Err(IpamError::Unavailable {
-                                    ip: *ip,
-                                    reason: format!("is already allocated to {who}"),
-                                });
-                            }
-                        }
+                    match self.owner_of(*ip)? {
+                        None => match self.index_allows(key, *ip)? {
+                            Indexed::Mine => adopted.push(false),
+                            Indexed::Held(o) => return Err(unavailable(*ip, o)),
+                        },
+                        Some(o) if o == *key => adopted.push(true),
+                        o => return Err(unavailable(*ip, o)),
                     }
                     *ip
                 }
@@ -805,14 +816,14 @@ impl Store {
                     let cursor = self.read_cursor(set);
                     let mut found = None;
                     for ip in set.candidates(cursor) {
-                        if create_symlink(owner, &self.ip_path(ip))?
-                            && matches!(self.index_new(key, owner, ip)?, Indexed::Mine)
+                        if matches!(read_symlink(&self.ip_path(ip))?, Link::Missing)
+                            && matches!(self.index_allows(key, ip)?, Indexed::Mine)
                         {
-                            taken.push(ip);
                             found = Some(ip);
                             break;
                         }
                     }
+                    adopted.push(false);
                     found.ok_or_else(|| IpamError::Exhausted {
                         set: set.to_string(),
                     })?
@@ -842,28 +853,57 @@ impl Store {
                 json.len()
             )));
         }
+        let appeared = |path: &Path| {
+            IpamError::corrupt(path, "appeared while the store was locked".to_string())
+        };
+        // The record's inode: created as the first address entry, every further entry is
+        // a hard link of it (a symlink of its own, same target, where links are refused).
+        let mut record_entry: Option<PathBuf> = None;
+        for (n, adopt) in ips.iter().zip(&adopted) {
+            let path = self.ip_path(n.ip());
+            if *adopt {
+                // A leftover naming this attachment: replaced by the record.
+                match &record_entry {
+                    None => replace_symlink(&json, &path, &self.tmp_path())?,
+                    Some(src) => replace_with_link(src, &json, &path, &self.tmp_path())?,
+                }
+            } else {
+                let made = match &record_entry {
+                    None => create_symlink(&json, &path)?,
+                    Some(src) => link_entry(src, &json, &path)?,
+                };
+                if !made {
+                    return Err(appeared(&path));
+                }
+                created.push(path.clone());
+            }
+            record_entry.get_or_insert(path);
+        }
+        for n in &ips {
+            // A stale index entry (or one of this attachment's crashed ADD) is replaced.
+            self.index_as_address(n.ip(), &json)?;
+            created.push(self.held_path(n.ip()));
+        }
         // After the address entries: the journal commits in order, so a key entry never
         // survives a crash without the addresses it names.
         let path = self.key_path(key);
-        if !create_symlink(&json, &path)? {
+        let made = match &record_entry {
+            Some(src) => link_entry(src, &json, &path)?,
+            None => create_symlink(&json, &path)?,
+        };
+        if !made {
             // The entry was absent when read under the lock: only a hand edit gets here.
-            return Err(IpamError::corrupt(
-                &path,
-                "appeared while the store was locked".to_string(),
-            ));
+            return Err(appeared(&path));
         }
+        created.push(path);
         // Hints, rewritten in place in their files: the directory's fsync does not carry
         // them (file content), the kernel writes them back later.
         for (set, ip) in cursors {
             self.write_cursor(set, ip);
         }
-        // The one fsync: addresses, index and key entry become durable together.
-        if let Err(e) = self.sync() {
-            if let Err(re) = remove_optional(&path) {
-                tracing::warn!(%key, error = %re, "rollback: cannot remove the key entry");
-            }
-            return Err(e);
-        }
+        // The one fsync: addresses, index and key entry become durable together (on
+        // failure the caller removes them all, key entry first).
+        self.sync()?;
         tracing::debug!(%key, ips = %join(&ips), "allocated");
         Ok(ips)
     }
@@ -1007,8 +1047,8 @@ impl Store {
         let mut protected: BTreeSet<AllocKey> = BTreeSet::new();
         if !corrupt.is_empty() {
             let mut owners = Vec::new();
-            for (_, p) in scan.ips.iter().chain(&scan.helds) {
-                if let Ok(Some(o)) = read_owner(p) {
+            for (ip, p) in scan.ips.iter().chain(&scan.helds) {
+                if let Ok(Some(o)) = read_owner(p, *ip) {
                     owners.push(o);
                 }
             }
@@ -1087,7 +1127,13 @@ impl Store {
             if current.as_ref() != Some(winner) {
                 tracing::warn!(%ip, owner = %winner, was = ?current.as_ref().map(ToString::to_string),
                     "address entry missing or naming another attachment: re-pointed at the attachment that lists it");
-                replace_symlink(&winner.owner_target(), &self.ip_path(*ip), &self.tmp_path())?;
+                // Another name of the winner's (readable) key entry: its record.
+                replace_with_link(
+                    &self.key_path(winner),
+                    &winner.owner_target(),
+                    &self.ip_path(*ip),
+                    &self.tmp_path(),
+                )?;
                 report.repaired.push(*ip);
             }
             if !matches!(self.index_owner(*ip), Ok(Some(ref o)) if o == winner) {
@@ -1627,7 +1673,9 @@ mod tests {
         assert!(ma.file_type().is_symlink() && mh.file_type().is_symlink());
         if hard_links {
             assert_eq!(ma.ino(), mh.ino(), "{ip}: held- is not a hard link of ip-");
-            assert_eq!(ma.nlink(), 2, "{ip}");
+            // Two names at least: more when it is an attachment's record (key entry,
+            // the other addresses' entries).
+            assert!(ma.nlink() >= 2, "{ip}");
         } else {
             assert_ne!(ma.ino(), mh.ino(), "{ip}");
             assert_eq!((ma.nlink(), mh.nlink()), (1, 1), "{ip}");
@@ -1672,10 +1720,12 @@ mod tests {
             // GC rebuilds the index from the key entries: c1's fd00::2 back to c1.
             let report = s.retain(&|_| true).unwrap();
             assert_eq!(report.repaired, vec![ip("fd00::2")]);
-            assert_eq!(
-                fs::read_link(dir.join("ip-fd00::2")).unwrap(),
-                fs::read_link(dir.join("held-fd00::2")).unwrap()
-            );
+            assert_eq!(s.owner_of(ip("fd00::2")).unwrap(), Some(key(1)));
+            assert_eq!(s.index_owner(ip("fd00::2")).unwrap(), Some(key(1)));
+            if !refuse {
+                // Re-pointed as another name of c1's record.
+                assert_eq!(ino(&dir.join("ip-fd00::2")), ino(&dir.join("key-c1+eth0")));
+            }
             fs::remove_file(dir.join("held-10.0.0.2")).unwrap();
             s.retain(&|_| true).unwrap();
             // (ip-10.0.0.2 was re-created as a symlink of its own above, so GC's new index
@@ -1693,16 +1743,16 @@ mod tests {
     }
 
     /// Issue 17: after the first ADD of a store (lock, index mark, cursor), an ADD
-    /// allocates exactly one inode per address (ip- and held- share it) plus one for its
-    /// key entry and frees none; a DEL frees exactly as many and allocates none; the
-    /// cursor keeps its inode. Counted as distinct inode numbers of the directory.
+    /// allocates exactly one inode, single or dual stack (its ip-, held- and key- entries
+    /// are names of it), and frees none; a DEL frees exactly that one and allocates none;
+    /// the cursor keeps its inode. Counted as distinct inode numbers of the directory.
     #[test]
-    fn add_allocates_one_inode_per_address_plus_one_and_del_frees_them() {
+    fn add_allocates_one_inode_and_del_frees_it() {
         for (r, per_add) in [
-            (v4(), 2),
+            (v4(), 1),
             (
                 sets(&[("10.0.0.0/24", None, None), ("fd00::/64", None, None)]),
-                3,
+                1,
             ),
         ] {
             let d = tempfile::tempdir().unwrap();
@@ -1849,6 +1899,157 @@ mod tests {
         assert_eq!(entries(d.path(), ""), vec!["a", "b"]);
     }
 
+    /// The record of `cid`+eth0 listing `ips` (/24 or /64), as this build writes it.
+    fn record(cid: &str, ips: &[&str]) -> String {
+        let ips: Vec<String> = ips
+            .iter()
+            .map(|i| format!("{i}/{}", if i.contains(':') { 64 } else { 24 }))
+            .collect();
+        serde_json::json!({"containerID": cid, "ifname": "eth0", "ips": ips}).to_string()
+    }
+
+    /// Issue 17: a crash after any step of a dual-stack ADD of this build (the record as
+    /// ip-<a1>, then ip-<a2>, held-<a1>, held-<a2> as hard links of it, the key entry
+    /// last, then the fsync), re-created on disk: before the key entry the addresses
+    /// are orphans, never handed out (probing skips them, a request names c9), GC
+    /// frees them with every name of the record; the crashed attachment retrying with
+    /// the same request adopts them; with the key entry the allocation is whole.
+    #[test]
+    fn crash_after_each_step_of_a_record_add_is_recovered() {
+        let r = sets(&[("10.0.0.0/24", None, None), ("fd00::/64", None, None)]);
+        let steps = ["ip-10.0.0.2", "ip-fd00::2", "held-10.0.0.2", "held-fd00::2"];
+        let c9 = AllocKey::new("c9", "eth0");
+        for done in 1..=steps.len() + 1 {
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path();
+            let s = Store::open(dir).unwrap();
+            s.allocate(&key(0), &r, &[ip("10.0.0.9"), ip("fd00::9")])
+                .unwrap();
+            s.release(&key(0)).unwrap(); // lock, index mark
+            for c in entries(dir, "cursor-") {
+                fs::remove_file(dir.join(c)).unwrap(); // probing starts at .2 / ::2
+            }
+            let first = dir.join(steps[0]);
+            std::os::unix::fs::symlink(record("c9", &["10.0.0.2", "fd00::2"]), &first).unwrap();
+            let mut names: Vec<&str> = steps.iter().take(done).copied().collect();
+            if done > steps.len() {
+                names.push("key-c9+eth0");
+            }
+            for n in &names[1..] {
+                fs::hard_link(&first, dir.join(n)).unwrap();
+            }
+            if done > steps.len() {
+                // Complete: it is c9's, and its DEL frees every name.
+                assert_eq!(s.get(&c9).unwrap().unwrap().ips.len(), 2);
+                assert_eq!(s.allocate(&c9, &r, &[]).unwrap().len(), 2);
+                s.release(&c9).unwrap();
+                assert_eq!(entries(dir, ""), entries_of_an_empty_store(dir));
+                continue;
+            }
+            // Not handed out: probing skips both, a request names c9.
+            let got = s.allocate(&key(1), &r, &[]).unwrap();
+            for n in &got {
+                let name = format!("ip-{}", n.ip());
+                assert!(!names.contains(&name.as_str()), "step {done}: {got:?}");
+            }
+            assert_eq!(got[0].ip(), ip("10.0.0.3"), "step {done}");
+            let e = s.allocate(&key(2), &v4(), &[ip("10.0.0.2")]).unwrap_err();
+            assert!(e.to_string().contains("c9"), "step {done}: {e}");
+            if done == 1 {
+                // The crashed attachment retrying with the same request adopts it.
+                let a = s
+                    .allocate(&c9, &r, &[ip("10.0.0.2"), ip("fd00::5")])
+                    .unwrap();
+                assert_eq!(a.len(), 2);
+                assert_eq!(ino(&dir.join("ip-10.0.0.2")), ino(&dir.join("key-c9+eth0")));
+                assert_eq!(ino(&dir.join("ip-fd00::5")), ino(&dir.join("key-c9+eth0")));
+                s.release(&c9).unwrap();
+            } else {
+                let report = s.retain(&|_| true).unwrap();
+                let want: Vec<IpAddr> = names
+                    .iter()
+                    .filter_map(|n| n.strip_prefix("ip-"))
+                    .map(ip)
+                    .collect();
+                assert_eq!(report.orphans, want, "step {done}");
+            }
+            s.release(&key(1)).unwrap();
+            assert_eq!(
+                entries(dir, ""),
+                entries_of_an_empty_store(dir),
+                "step {done}"
+            );
+            // Free again.
+            assert_eq!(
+                s.allocate(&key(2), &v4(), &[ip("10.0.0.2")]).unwrap()[0].ip(),
+                ip("10.0.0.2")
+            );
+        }
+    }
+
+    /// What a store holds with no allocation (after its first ADD).
+    fn entries_of_an_empty_store(dir: &Path) -> Vec<String> {
+        let mut v = vec!["index-v1".to_string(), "lock".to_string()];
+        v.extend(entries(dir, "cursor-"));
+        v.sort();
+        v
+    }
+
+    /// Issue 17: a crash after each step of a DEL of this build (key entry, then the
+    /// address entries, then the index entries removed): the addresses whose address
+    /// entry is left are orphans until GC, never handed out; no name of the record is
+    /// left after GC.
+    #[test]
+    fn crash_after_each_step_of_a_record_del_is_recovered() {
+        let r = sets(&[("10.0.0.0/24", None, None), ("fd00::/64", None, None)]);
+        let steps = ["key-c9+eth0", "ip-10.0.0.2", "ip-fd00::2", "held-10.0.0.2"];
+        let c9 = AllocKey::new("c9", "eth0");
+        for done in 1..=steps.len() {
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path();
+            let s = Store::open(dir).unwrap();
+            s.allocate(&c9, &r, &[]).unwrap();
+            for n in &steps[..done] {
+                fs::remove_file(dir.join(n)).unwrap();
+            }
+            let left: Vec<IpAddr> = ["10.0.0.2", "fd00::2"]
+                .into_iter()
+                .filter(|a| !steps[..done].contains(&format!("ip-{a}").as_str()))
+                .map(ip)
+                .collect();
+            for a in &left {
+                let e = s.allocate(&key(2), &r, &[*a]).unwrap_err();
+                assert!(e.to_string().contains("c9"), "step {done}: {e}");
+            }
+            assert!(s.get(&c9).unwrap().is_none());
+            let report = s.retain(&|_| true).unwrap();
+            assert_eq!(report.orphans, left, "step {done}");
+            assert_eq!(
+                entries(dir, ""),
+                entries_of_an_empty_store(dir),
+                "step {done}"
+            );
+        }
+    }
+
+    /// A record entry whose record does not list its address (copied by hand) is
+    /// corrupt: never handed out, quarantined by GC.
+    #[test]
+    fn record_entry_of_another_address_is_corrupt() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        plant(d.path(), "ip-10.0.0.2", &record("c5", &["10.0.0.6"]));
+        let e = s.owner_of(ip("10.0.0.2")).unwrap_err();
+        assert!(e.to_string().contains("does not list 10.0.0.2"), "{e}");
+        assert_eq!(
+            s.allocate(&key(1), &v4(), &[]).unwrap()[0].ip(),
+            ip("10.0.0.3")
+        );
+        let report = s.retain(&|_| true).unwrap();
+        assert_eq!(report.quarantined.len(), 1);
+        assert_eq!(s.owner_of(ip("10.0.0.2")).unwrap(), None);
+    }
+
     #[test]
     fn crash_leftover_is_not_reused_until_gc() {
         let d = tempfile::tempdir().unwrap();
@@ -1902,15 +2103,28 @@ mod tests {
                 "lock"
             ]
         );
-        let owner = fs::read_link(d.path().join("ip-fd00::2")).unwrap();
-        assert_eq!(owner, Path::new("key-ctr%2F1+eth0"));
+        // One inode, the record, under five names.
+        let names = [
+            "key-ctr%2F1+eth0",
+            "ip-10.0.0.2",
+            "ip-fd00::2",
+            "held-10.0.0.2",
+            "held-fd00::2",
+        ];
+        for n in names {
+            let md = fs::symlink_metadata(d.path().join(n)).unwrap();
+            assert_eq!(ino(&d.path().join(n)), ino(&d.path().join(names[0])), "{n}");
+            assert_eq!(std::os::unix::fs::MetadataExt::nlink(&md), 5, "{n}");
+        }
         let rec: serde_json::Value = serde_json::from_str(
-            fs::read_link(d.path().join("key-ctr%2F1+eth0"))
+            fs::read_link(d.path().join("ip-fd00::2"))
                 .unwrap()
                 .to_str()
                 .unwrap(),
         )
         .unwrap();
+        assert_eq!(rec["containerID"], "ctr/1");
+        assert_eq!(s.owner_of(ip("fd00::2")).unwrap(), Some(k.clone()));
         assert_eq!(rec["ips"], serde_json::json!(["10.0.0.2/24", "fd00::2/64"]));
         assert_eq!(rec["netns"], "/run/netns/x");
         assert!(rec["created"].as_u64().unwrap() > 1_700_000_000);
