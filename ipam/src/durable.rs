@@ -10,7 +10,7 @@
 //! entry costs most), falling back to a symlink of its own where hard links are refused.
 //!
 //! Hints (the allocation cursor) are regular files of one fixed-size record rewritten in
-//! place ([`write_hint`], [`read_hint`]): no inode allocated or freed per write, no
+//! place ([`Hint`], [`write_hint`]): no inode allocated or freed per write, no
 //! fsync, and a lost or garbled hint reads as absent.
 //!
 //! [`replace_file`] is the classic temp file + fsync + rename + fsync directory, for the
@@ -255,31 +255,6 @@ pub(crate) fn read_symlink(path: &Path) -> Result<Link, IpamError> {
 /// bytes) padded with spaces and ended by a newline.
 const HINT_LEN: usize = 64;
 
-/// Reads a hint: the trimmed text of the regular file `path`, or the target of a
-/// symlink `path` (as earlier builds wrote it). `None` when absent or unreadable
-/// (a hint is never an error).
-pub(crate) fn read_hint(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let open = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    let bytes = match open {
-        Ok(f) => {
-            let mut buf = Vec::with_capacity(HINT_LEN);
-            f.take(HINT_LEN as u64 * 2).read_to_end(&mut buf).ok()?;
-            buf
-        }
-        // O_NOFOLLOW on a symlink: the format of earlier builds.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => match read_symlink(path) {
-            Ok(Link::Target(t)) => t,
-            _ => return None,
-        },
-        Err(_) => return None,
-    };
-    Some(String::from_utf8(bytes).ok()?.trim().to_string())
-}
-
 /// Writes the hint `text` (at most `HINT_LEN - 1` bytes) into the regular file `path`
 /// in place: one fixed-size `pwrite(2)` at offset 0, so that after the first write no
 /// inode is allocated or freed. Not synced: a crash may leave the previous hint or a
@@ -330,6 +305,89 @@ pub(crate) fn write_hint(path: &Path, text: &str) -> Result<(), IpamError> {
             .map_err(|e| IpamError::io("truncate", path, e))?;
     }
     Ok(())
+}
+
+/// A hint file opened once by an ADD: read where probing starts, then rewritten in place
+/// through the same descriptor (one `open(2)` for both). Same formats, modes and tightening as those two.
+pub(crate) struct Hint {
+    path: PathBuf,
+    /// The regular file, when it is one (else the write goes through [`write_hint`],
+    /// which converts an earlier build's symlink or reports what is wrong).
+    file: Option<(File, u64)>,
+    text: Option<String>,
+}
+
+impl Hint {
+    pub(crate) fn open(path: &Path) -> Hint {
+        use std::os::unix::fs::FileExt;
+        let mut hint = Hint {
+            path: path.to_path_buf(),
+            file: None,
+            text: None,
+        };
+        let open = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            // O_NONBLOCK: a FIFO put there by hand is never waited on.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path);
+        match open {
+            Ok(f) => {
+                let Ok(md) = f.metadata() else { return hint };
+                if !md.is_file() {
+                    return hint;
+                }
+                tighten_known(&f, path, &md);
+                let mut buf = [0u8; HINT_LEN * 2];
+                if let Ok(n) = f.read_at(&mut buf, 0) {
+                    hint.text = std::str::from_utf8(&buf[..n])
+                        .ok()
+                        .map(|t| t.trim().to_string());
+                }
+                hint.file = Some((f, md.len()));
+            }
+            // O_NOFOLLOW on a symlink: the format of earlier builds.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                if let Ok(Link::Target(t)) = read_symlink(path) {
+                    hint.text = String::from_utf8(t).ok().map(|t| t.trim().to_string());
+                }
+            }
+            Err(_) => {}
+        }
+        hint
+    }
+
+    /// The hint's text (`None`: absent or unreadable).
+    pub(crate) fn text(&self) -> Option<&str> {
+        self.text.as_deref()
+    }
+
+    /// Rewrites the hint in place (see [`write_hint`]).
+    pub(crate) fn write(&self, text: &str) -> Result<(), IpamError> {
+        use std::os::unix::fs::FileExt;
+        let Some((file, len)) = &self.file else {
+            return write_hint(&self.path, text);
+        };
+        if text.len() >= HINT_LEN {
+            return Err(IpamError::config(format!(
+                "hint {text:?} longer than {} bytes",
+                HINT_LEN - 1
+            )));
+        }
+        let mut record = [b' '; HINT_LEN];
+        record[..text.len()].copy_from_slice(text.as_bytes());
+        record[HINT_LEN - 1] = b'\n';
+        file.write_all_at(&record, 0)
+            .map_err(|e| IpamError::io("write", &self.path, e))?;
+        if *len != HINT_LEN as u64 {
+            file.set_len(HINT_LEN as u64)
+                .map_err(|e| IpamError::io("truncate", &self.path, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// fsync a directory.

@@ -122,8 +122,8 @@ use std::path::{Path, PathBuf};
 
 use crate::allocator::assign_requested;
 use crate::durable::{
-    create_symlink, link_entry, read_hint, read_symlink, remove_optional, replace_symlink,
-    replace_with_link, sync_dir, temp_name, write_hint, Link, MAX_TARGET,
+    create_symlink, link_entry, read_symlink, remove_optional, replace_symlink, replace_with_link,
+    sync_dir, temp_name, write_hint, Hint, Link, MAX_TARGET,
 };
 use crate::error::IpamError;
 use crate::range::{RangeSet, RangeSets};
@@ -658,24 +658,29 @@ impl Store {
         Ok(out)
     }
 
-    /// Where probing resumes in `set`: absent when the cursor is missing, unreadable or
-    /// garbled (it is only a hint, never an error). Reads the regular file of this build
-    /// and the symlink of earlier ones.
-    fn read_cursor(&self, set: &RangeSet) -> Option<IpAddr> {
-        let path = self.cursor_path(set);
-        let text = read_hint(&path)?;
-        let ip = text.parse().ok();
-        if ip.is_none() {
-            tracing::debug!(path = %path.display(), "garbled cursor: ignored");
+    /// The cursor of `set` (opened once per ADD, read here and rewritten by
+    /// [`Store::write_cursor`]), and where probing resumes: absent when the cursor is
+    /// missing, unreadable or garbled (it is only a hint, never an error). Reads the
+    /// regular file of this build and the symlink of earlier ones.
+    fn read_cursor(&self, set: &RangeSet) -> (Hint, Option<IpAddr>) {
+        let hint = Hint::open(&self.cursor_path(set));
+        let ip = hint.text().and_then(|t| t.parse().ok());
+        if ip.is_none() && hint.text().is_some_and(|t| !t.is_empty()) {
+            tracing::debug!(set = %set, "garbled cursor: ignored");
         }
-        ip
+        (hint, ip)
     }
 
     /// Records where probing resumes, rewriting the cursor file in place (no inode
     /// allocated or freed; an earlier build's symlink is converted once). Not synced: a
     /// crash may bring back an older cursor, and a failure only costs probes later.
-    fn write_cursor(&self, set: &RangeSet, ip: IpAddr) {
-        if let Err(e) = write_hint(&self.cursor_path(set), &ip.to_string()) {
+    fn write_cursor(&self, set: &RangeSet, hint: Option<&Hint>, ip: IpAddr) {
+        let text = ip.to_string();
+        let written = match hint {
+            Some(h) => h.write(&text),
+            None => write_hint(&self.cursor_path(set), &text),
+        };
+        if let Err(e) = written {
             tracing::warn!(error = %e, "cannot write the cursor (a hint): ignored");
         }
     }
@@ -796,12 +801,15 @@ impl Store {
         // Per address: its entry is a leftover of this attachment's crashed ADD (adopted).
         let mut adopted = Vec::new();
         let mut cursors = Vec::new();
+        // The cursor files read (one per set that probed), rewritten below.
+        let mut hints: Vec<Option<Hint>> = Vec::new();
         // Choosing creates nothing: the lock keeps every other writer out until the
         // entries are created below (exclusively all the same: a name that appeared by
         // hand meanwhile fails the ADD, it is never overwritten).
         for (set, want) in sets.sets().iter().zip(wanted) {
             let ip = match want {
                 Some(ip) => {
+                    hints.push(None);
                     match self.owner_of(*ip)? {
                         None => match self.index_allows(key, *ip)? {
                             Indexed::Mine => adopted.push(false),
@@ -813,7 +821,8 @@ impl Store {
                     *ip
                 }
                 None => {
-                    let cursor = self.read_cursor(set);
+                    let (hint, cursor) = self.read_cursor(set);
+                    hints.push(Some(hint));
                     let mut found = None;
                     for ip in set.candidates(cursor) {
                         if matches!(read_symlink(&self.ip_path(ip))?, Link::Missing)
@@ -898,8 +907,8 @@ impl Store {
         created.push(path);
         // Hints, rewritten in place in their files: the directory's fsync does not carry
         // them (file content), the kernel writes them back later.
-        for (set, ip) in cursors {
-            self.write_cursor(set, ip);
+        for ((set, ip), hint) in cursors.into_iter().zip(&hints) {
+            self.write_cursor(set, hint.as_ref(), ip);
         }
         // The one fsync: addresses, index and key entry become durable together (on
         // failure the caller removes them all, key entry first).
@@ -1823,7 +1832,7 @@ mod tests {
         // The longest address text fits the record.
         let longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
         crate::durable::write_hint(&cp, longest).unwrap();
-        assert_eq!(crate::durable::read_hint(&cp).unwrap(), longest);
+        assert_eq!(crate::durable::Hint::open(&cp).text(), Some(longest));
         assert_eq!((fs::metadata(&cp).unwrap().len(), ino(&cp)), (64, first));
     }
 
