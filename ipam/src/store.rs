@@ -4,13 +4,18 @@
 //!
 //! ```text
 //! <dir>/lock                   flock(2)-ed for every mutation
-//! <dir>/ip-<ip>                symlink, one per reserved address; target: the owner,
-//!                              written as its key entry name (key-<cid>+<ifname>)
-//! <dir>/key-<cid>+<ifname>     symlink, one per attachment; target: compact JSON
+//! <dir>/ip-<ip>                one per reserved address: the attachment's record, a
+//!                              symlink whose target is compact JSON
 //!                              {"containerID","ifname","ips":[...],"netns","created"}
+//!                              (which must list <ip>); created as the first address's
+//!                              entry, every other entry of the attachment is a hard link
+//!                              of it. Earlier builds: target = the owner's key entry
+//!                              name (key-<cid>+<ifname>), still read.
+//! <dir>/key-<cid>+<ifname>     one per attachment: a hard link of the record (a symlink
+//!                              of its own with the JSON in earlier builds)
 //! <dir>/held-<ip>              the index of what key entries list: one per address of a
-//!                              key entry, target as the ip- entry's; a hard link of the
-//!                              ip- symlink made with it (a symlink of its own where hard
+//!                              key entry, naming the same attachment as the ip- entry; a
+//!                              hard link of the record (a symlink of its own where hard
 //!                              links are refused, and in stores of earlier builds)
 //! <dir>/index-v1               symlink -> "v1": every key entry's addresses are indexed
 //! <dir>/cursor-<set id>        regular file, the last address reserved in a range set
@@ -29,9 +34,10 @@
 //! and the next candidate is tried. This is the cross-check of address and key entries
 //! at the cost of one more `readlink` per probe, whatever the store's size.
 //!
-//! The `held-` entry of a new reservation is a second name (`link(2)`, which does not
-//! follow a symlink) of the `ip-` symlink just created: the same target without a new
-//! inode. The two stay independent records: removing or replacing one name (by hand,
+//! One inode per attachment: its record is created as the first `ip-` entry, and its
+//! other `ip-` entries, its `held-` entries and its key entry are further names
+//! (`link(2)`, which does not follow a symlink) of it: the same target without a new
+//! inode. An address or index entry is read in either form ([`read_owner`]). The two stay independent records: removing or replacing one name (by hand,
 //! or by `rename(2)` over it as this module does) leaves the other with its target.
 //! Where the file system refuses the hard link it is a symlink of its own, which every
 //! reader treats the same. A store
@@ -63,19 +69,22 @@
 //!
 //! # Crash safety with one fsync
 //!
-//! - **Exclusive reservation**: an address is reserved by `symlink(2)`, which fails with
-//!   `EEXIST` when the name exists, so two attachments can never both reserve it (and
-//!   the flock serializes everything anyway).
+//! - **Exclusive reservation**: the flock serializes every writer; under it the addresses
+//!   are chosen by `readlink` (the record must list them all before it exists), then
+//!   created by `symlink(2)`/`link(2)`, which fail with `EEXIST` when the name exists:
+//!   a name made by hand meanwhile fails the ADD, it is never overwritten.
 //! - **Complete or absent**: a symlink is created together with its target in one
 //!   metadata operation, and a hard link is one more name of it; there is no file
 //!   content that could be lost or half written, so no file fsync is needed. Replacing
 //!   an entry is a temp entry `rename(2)`-d over it.
-//! - **Order**: ADD creates the address entries (each with its index entry) first, then
-//!   the key entry, then fsyncs the directory **once** before answering. DEL removes the
-//!   key entry first, then the address entries, then fsyncs once.
+//! - **Order**: ADD creates the address entries (the record, then its links), then the
+//!   index entries, then the key entry, then fsyncs the directory **once** before
+//!   answering. DEL removes the key entry first, then the address entries, then the
+//!   index entries, then fsyncs once. (ipam/README.md has a table of what a crash
+//!   after each step leaves.)
 //!
-//! Inodes: an ADD allocates one inode per address (its `ip-` and `held-` names) plus
-//! one for the key entry, and frees none; a DEL frees as many. The cursor files and the
+//! Inodes: an ADD allocates one inode (the record), whatever the number of addresses,
+//! and frees none; a DEL frees it with its last name. The cursor files and the
 //! lock are allocated once per store. (On ext4 without a journal, allocating an inode
 //! scans past every inode freed in the last few seconds: the cost of an ADD there grows
 //! with the inodes the store allocates and frees.)
