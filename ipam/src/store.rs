@@ -37,11 +37,11 @@
 //! One inode per attachment: its record is created as the first `ip-` entry, and its
 //! other `ip-` entries, its `held-` entries and its key entry are further names
 //! (`link(2)`, which does not follow a symlink) of it: the same target without a new
-//! inode. An address or index entry is read in either form ([`read_owner`]). The two stay independent records: removing or replacing one name (by hand,
-//! or by `rename(2)` over it as this module does) leaves the other with its target.
-//! Where the file system refuses the hard link it is a symlink of its own, which every
-//! reader treats the same. A store
-//! written before the index existed (no `index-v1`) is indexed once, under the lock, by
+//! inode. An address or index entry is read in either form (`read_owner`). The names
+//! stay independent records: removing or replacing one name (by hand, or by `rename(2)`
+//! over it as this module does) leaves the others with their target. Where the file
+//! system refuses the hard link it is a symlink of its own, which every reader treats
+//! the same. A store written before the index existed (no `index-v1`) is indexed once, under the lock, by
 //! the first ADD of this build; GC rebuilds the index from the key entries every time.
 //!
 //! # Corrupt entries
