@@ -115,16 +115,19 @@ fn resolves_without_symlinks(path: &Path) -> bool {
     openat2(nix::fcntl::AT_FDCWD, path, how).is_ok()
 }
 
+/// Opens the directory `dir` (read-only, for its metadata and fsync).
+pub(crate) fn open_dir(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+}
+
 /// Opens (creating it and its missing parents, [`DIR_MODE`], if needed) the directory
 /// `dir` for reading its metadata: one `open(2)` when it exists (no `mkdir` that fails
 /// with `EEXIST`, no `stat` of every parent).
 pub(crate) fn open_or_create_dir(dir: &Path) -> Result<File, IpamError> {
-    let open = || {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(dir)
-    };
+    let open = || open_dir(dir);
     match open() {
         Ok(d) => Ok(d),
         Err(e) if e.kind() == ErrorKind::NotFound => {

@@ -38,6 +38,11 @@ fn open_store(dir: PathBuf) -> Result<Store, IpamError> {
     Ok(Store::open(dir)?.require_parent(cni_core::delegate::expected_parent()))
 }
 
+/// [`open_store`] for DEL and GC: `None` (nothing created) when the store does not exist.
+fn open_existing_store(dir: PathBuf) -> Result<Option<Store>, IpamError> {
+    Ok(Store::open_existing(dir)?.map(|s| s.require_parent(cni_core::delegate::expected_parent())))
+}
+
 /// Which mode a configuration selects, validated.
 enum Mode {
     Local(IpamConfig),
@@ -283,12 +288,13 @@ impl Plugin for IpamPlugin {
 
     fn del(&self, call: &Call, target: &Target) -> Result<(), CniError> {
         let dir = store_dir(call, &IpamConfig::data_dir_from_json(&call.conf.raw)?)?;
-        if !dir.exists() {
-            return Ok(());
-        }
-        // Corrupt entries of the attachment are quarantined, never a failure forever.
         let _timing = cni_core::timing::phase("ipam.release");
-        open_store(dir)?.release(&key_of(target))?;
+        // A missing store: nothing to release (and nothing is created).
+        let Some(store) = open_existing_store(dir)? else {
+            return Ok(());
+        };
+        // Corrupt entries of the attachment are quarantined, never a failure forever.
+        store.release(&key_of(target))?;
         Ok(())
     }
 
@@ -320,10 +326,9 @@ impl Plugin for IpamPlugin {
 
     fn gc(&self, call: &Call) -> Result<(), CniError> {
         let dir = store_dir(call, &IpamConfig::data_dir_from_json(&call.conf.raw)?)?;
-        if !dir.exists() {
+        let Some(store) = open_existing_store(dir)? else {
             return Ok(());
-        }
-        let store = open_store(dir)?;
+        };
         let report = match &call.conf.valid_attachments {
             Some(valid) => {
                 let keep: BTreeSet<AllocKey> = valid

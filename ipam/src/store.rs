@@ -321,9 +321,25 @@ impl Store {
     /// Opens (creating it if needed) the store in `dir`. A directory of the older
     /// one-file-per-entry layout (`ips/`, `keys/`) is refused (code 101, naming it).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, IpamError> {
-        use std::os::unix::fs::MetadataExt;
         let dir = dir.into();
         let d = crate::durable::open_or_create_dir(&dir)?;
+        Store::opened(dir, d)
+    }
+
+    /// [`Store::open`] of a store that exists: `Ok(None)` (nothing created) when `dir`
+    /// does not exist (DEL and GC of a network that never had an ADD).
+    pub fn open_existing(dir: impl Into<PathBuf>) -> Result<Option<Store>, IpamError> {
+        let dir = dir.into();
+        match crate::durable::open_dir(&dir) {
+            Ok(d) => Store::opened(dir, d).map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(IpamError::io("open directory", &dir, e)),
+        }
+    }
+
+    /// The checks of [`Store::open`] on the opened directory `d`.
+    fn opened(dir: PathBuf, d: File) -> Result<Store, IpamError> {
+        use std::os::unix::fs::MetadataExt;
         let md = d.metadata().map_err(|e| IpamError::io("stat", &dir, e))?;
         // A directory an older build made under a permissive umask is tightened.
         crate::durable::tighten_known(&d, &dir, &md);
