@@ -453,19 +453,26 @@ pub(crate) fn allocate_in(
     meta: &AllocMeta,
     claim: &mut ClaimFn<'_>,
 ) -> Result<Vec<IpNetwork>, IpamError> {
-    if let Some(why) = read_cache(store)?.refused {
+    // Read once for the refusal, the repeated ADD and the first pass (issue 17: it was
+    // read three times); re-read after a claim or a retry.
+    let cache = read_cache(store)?;
+    if let Some(why) = cache.refused {
         return Err(IpamError::corrupt(&cache_path(store), why));
     }
+    let mut first = Some(cache.blocks);
     // A repeated ADD is answered from the key entry, whatever the cache holds.
     if store.get(key)?.is_some() {
-        if let Ok(Ok(sets)) = sets_for(pool, layout, &cached_blocks(store)?) {
+        if let Ok(Ok(sets)) = sets_for(pool, layout, first.as_deref().unwrap_or_default()) {
             let sets = RangeSets::new("cluster blocks", sets.into_iter().map(|s| s.1).collect())?;
             return store.allocate_with(key, &sets, requested, meta);
         }
     }
     let mut claims = 0;
     loop {
-        let seen = cached_blocks(store)?;
+        let seen = match first.take() {
+            Some(blocks) => blocks,
+            None => cached_blocks(store)?,
+        };
         let need = match sets_for(pool, layout, &seen)? {
             Ok(sets) => {
                 let families: Vec<(bool, String)> =
