@@ -265,7 +265,6 @@ const HINT_LEN: usize = 64;
 /// a file of another length is cut to the record's. Created [`FILE_MODE`], and a file
 /// writable by group or others is tightened.
 pub(crate) fn write_hint(path: &Path, text: &str) -> Result<(), IpamError> {
-    use std::os::unix::fs::FileExt;
     if text.len() >= HINT_LEN {
         return Err(IpamError::config(format!(
             "hint {text:?} longer than {} bytes",
@@ -298,12 +297,19 @@ pub(crate) fn write_hint(path: &Path, text: &str) -> Result<(), IpamError> {
         return Err(IpamError::corrupt(path, "not a regular file".to_string()));
     }
     tighten_known(&file, path, &md);
+    write_record(&file, path, md.len(), text)
+}
+
+/// Writes `text` as the hint record of the open regular file `file` (now `len` bytes
+/// long) at offset 0, and cuts a file of another length to the record's.
+fn write_record(file: &File, path: &Path, len: u64, text: &str) -> Result<(), IpamError> {
+    use std::os::unix::fs::FileExt;
     let mut record = [b' '; HINT_LEN];
     record[..text.len()].copy_from_slice(text.as_bytes());
     record[HINT_LEN - 1] = b'\n';
     file.write_all_at(&record, 0)
         .map_err(|e| IpamError::io("write", path, e))?;
-    if md.len() != HINT_LEN as u64 {
+    if len != HINT_LEN as u64 {
         file.set_len(HINT_LEN as u64)
             .map_err(|e| IpamError::io("truncate", path, e))?;
     }
@@ -311,7 +317,8 @@ pub(crate) fn write_hint(path: &Path, text: &str) -> Result<(), IpamError> {
 }
 
 /// A hint file opened once by an ADD: read where probing starts, then rewritten in place
-/// through the same descriptor (one `open(2)` for both). Same formats, modes and tightening as those two.
+/// through the same descriptor (one `open(2)` for both). The formats, mode and
+/// tightening of [`write_hint`].
 pub(crate) struct Hint {
     path: PathBuf,
     /// The regular file, when it is one (else the write goes through [`write_hint`],
@@ -370,26 +377,13 @@ impl Hint {
 
     /// Rewrites the hint in place (see [`write_hint`]).
     pub(crate) fn write(&self, text: &str) -> Result<(), IpamError> {
-        use std::os::unix::fs::FileExt;
-        let Some((file, len)) = &self.file else {
-            return write_hint(&self.path, text);
-        };
-        if text.len() >= HINT_LEN {
-            return Err(IpamError::config(format!(
-                "hint {text:?} longer than {} bytes",
-                HINT_LEN - 1
-            )));
+        match &self.file {
+            Some((file, len)) if text.len() < HINT_LEN => {
+                write_record(file, &self.path, *len, text)
+            }
+            // Not a regular file (or too long: write_hint says so).
+            _ => write_hint(&self.path, text),
         }
-        let mut record = [b' '; HINT_LEN];
-        record[..text.len()].copy_from_slice(text.as_bytes());
-        record[HINT_LEN - 1] = b'\n';
-        file.write_all_at(&record, 0)
-            .map_err(|e| IpamError::io("write", &self.path, e))?;
-        if *len != HINT_LEN as u64 {
-            file.set_len(HINT_LEN as u64)
-                .map_err(|e| IpamError::io("truncate", &self.path, e))?;
-        }
-        Ok(())
     }
 }
 

@@ -41,8 +41,9 @@
 //! stay independent records: removing or replacing one name (by hand, or by `rename(2)`
 //! over it as this module does) leaves the others with their target. Where the file
 //! system refuses the hard link it is a symlink of its own, which every reader treats
-//! the same. A store written before the index existed (no `index-v1`) is indexed once, under the lock, by
-//! the first ADD of this build; GC rebuilds the index from the key entries every time.
+//! the same. A store written before the index existed (no `index-v1`) is indexed once,
+//! under the lock, by the first ADD of this build; GC rebuilds the index from the key
+//! entries every time.
 //!
 //! # Corrupt entries
 //!
