@@ -2172,6 +2172,23 @@ mod tests {
         assert!(entries(d.path(), "tmp-").is_empty());
     }
 
+    /// DEL and GC of a store that does not exist create nothing; an existing one opens
+    /// with the same checks as `open` (an older layout is refused).
+    #[test]
+    fn open_existing_creates_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("net");
+        assert!(Store::open_existing(&dir).unwrap().is_none());
+        assert!(fs::symlink_metadata(&dir).is_err());
+        Store::open(&dir).unwrap();
+        assert!(Store::open_existing(&dir).unwrap().is_some());
+        // A subdirectory besides the older layout's (link count 4, not 2): still seen.
+        fs::create_dir(dir.join("quarantine")).unwrap();
+        fs::create_dir(dir.join("keys")).unwrap();
+        let e = Store::open_existing(&dir).unwrap_err();
+        assert_eq!(e.code(), crate::error::CODE_STORE_CORRUPT, "{e}");
+    }
+
     #[test]
     fn older_layout_is_refused_naming_it() {
         for old in ["ips", "keys"] {
