@@ -201,11 +201,10 @@ pub(crate) fn add<D: VethDatapath>(
     target: &Target,
     dp: &D,
 ) -> Result<CniResult, CniError> {
-    let netns = target
-        .netns
-        .as_deref()
-        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for ADD"))?;
-    let ns = NetNs::open(netns)?;
+    let (netns, ns) = match (target.netns.as_deref(), target.open_netns()) {
+        (Some(path), Some(ns)) => (path, ns?),
+        _ => return Err(CniError::invalid_env("CNI_NETNS is required for ADD")),
+    };
     block_on(add_async(call, target, dp, &ns, netns)).and_then(|r| r)
 }
 
@@ -483,7 +482,9 @@ pub(crate) fn check<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Re
     }
     let ifname = target.ifname.as_str();
     let ips = check::pod_ips(prev, ifname, netns)?;
-    let ns = NetNs::open(netns)?;
+    let ns = target
+        .open_netns()
+        .unwrap_or_else(|| NetNs::open(netns).map(Into::into))?;
     block_on(async {
         let host = Netlink::connect()?;
         let pod = Netlink::connect_in(&ns)?;
