@@ -205,7 +205,13 @@ pub(crate) fn add<D: VethDatapath>(
         (Some(path), Some(ns)) => (path, ns?),
         _ => return Err(CniError::invalid_env("CNI_NETNS is required for ADD")),
     };
-    block_on(add_async(call, target, dp, &ns, netns)).and_then(|r| r)
+    // Our own IPAM (in-process) starts now, reading its configuration while the netlink
+    // work begins; it allocates only when `go` lets it, after the checks below.
+    let ipam = dp
+        .shared()
+        .ipam
+        .map(|plugin| delegate::add_ready(plugin, &call.stdin, &call.env));
+    block_on(add_async(call, target, dp, &ns, netns, ipam)).and_then(|r| r)
 }
 
 async fn add_async<D: VethDatapath>(
@@ -214,6 +220,7 @@ async fn add_async<D: VethDatapath>(
     dp: &D,
     ns: &NetNs,
     netns: &Path,
+    ipam: Option<delegate::AddReady>,
 ) -> Result<CniResult, CniError> {
     let host = Netlink::connect()?;
     let pod = Netlink::connect_in(ns)?;
@@ -233,10 +240,10 @@ async fn add_async<D: VethDatapath>(
     // IPAM (which waits on fsync) runs while the links are made, as the reference makes
     // them before IPAM too; the addresses come once it has answered.
     let ipam_ctx = |e: CniError| e.context(format!("IPAM {}", shared.ipam.unwrap_or_default()));
-    let pending = match shared.ipam {
-        Some(plugin) => {
-            Some(delegate::add_start(plugin, &call.stdin, &call.env).map_err(ipam_ctx)?)
-        }
+    // Nothing was allocated before this point: a repeated ADD refused above never
+    // reaches it (dropping `ipam` calls its ADD off).
+    let pending = match ipam {
+        Some(ready) => Some(ready.go(&call.stdin, &call.env).map_err(ipam_ctx)?),
         None => None,
     };
     let mut made = Made::default();
