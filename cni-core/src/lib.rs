@@ -219,7 +219,6 @@ macro_rules! plugin_main {
 }
 
 /// Sysctls (see `sysctl.rs`).
-
 pub mod sysctl {
     pub use crate::sysctl_impl::{enable_forwarding, get, set};
 }
