@@ -3,10 +3,12 @@
 //! [`VethDatapath`], and a [`VethPlugin`] (its configuration read into such a
 //! datapath) is a whole CNI [`Plugin`].
 //!
-//! ADD: refuse an interface name already taken in the pod (before anything is
-//! allocated, so a repeated ADD never releases the first one's address); the
-//! datapath's [`VethDatapath::prepare`] (look-ups that may fail with nothing to undo);
-//! start IPAM and, while it runs (it waits on fsync), the datapath's
+//! ADD: our in-process IPAM's thread is started first and reads its configuration,
+//! but allocates only when let go below (`delegate::AddReady`); refuse an interface
+//! name already taken in the pod (before anything is allocated, so a repeated ADD never
+//! releases the first one's address); the datapath's [`VethDatapath::prepare`]
+//! (look-ups that may fail with nothing to undo); let IPAM allocate (or start an exec'd
+//! one) and, while it runs (it waits on fsync), the datapath's
 //! [`VethDatapath::links`] (the veth, peer born in the pod, and what its host end
 //! joins); with IPAM's answer the datapath's [`VethDatapath::configure`] (addresses,
 //! routes), then the MAC spoof check and masquerade; the result. A failure anywhere
