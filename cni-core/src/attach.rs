@@ -3,10 +3,12 @@
 //! [`VethDatapath`], and a [`VethPlugin`] (its configuration read into such a
 //! datapath) is a whole CNI [`Plugin`].
 //!
-//! ADD: refuse an interface name already taken in the pod (before anything is
-//! allocated, so a repeated ADD never releases the first one's address); the
-//! datapath's [`VethDatapath::prepare`] (look-ups that may fail with nothing to undo);
-//! start IPAM and, while it runs (it waits on fsync), the datapath's
+//! ADD: our in-process IPAM's thread is started first and reads its configuration,
+//! but allocates only when let go below (`delegate::AddReady`); refuse an interface
+//! name already taken in the pod (before anything is allocated, so a repeated ADD never
+//! releases the first one's address); the datapath's [`VethDatapath::prepare`]
+//! (look-ups that may fail with nothing to undo); let IPAM allocate (or start an exec'd
+//! one) and, while it runs (it waits on fsync), the datapath's
 //! [`VethDatapath::links`] (the veth, peer born in the pod, and what its host end
 //! joins); with IPAM's answer the datapath's [`VethDatapath::configure`] (addresses,
 //! routes), then the MAC spoof check and masquerade; the result. A failure anywhere
@@ -201,12 +203,17 @@ pub(crate) fn add<D: VethDatapath>(
     target: &Target,
     dp: &D,
 ) -> Result<CniResult, CniError> {
-    let netns = target
-        .netns
-        .as_deref()
-        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for ADD"))?;
-    let ns = NetNs::open(netns)?;
-    block_on(add_async(call, target, dp, &ns, netns)).and_then(|r| r)
+    let (netns, ns) = match (target.netns.as_deref(), target.open_netns()) {
+        (Some(path), Some(ns)) => (path, ns?),
+        _ => return Err(CniError::invalid_env("CNI_NETNS is required for ADD")),
+    };
+    // Our own IPAM (in-process) starts now, reading its configuration while the netlink
+    // work begins; it allocates only when `go` lets it, after the checks below.
+    let ipam = dp
+        .shared()
+        .ipam
+        .map(|plugin| delegate::add_ready(plugin, &call.stdin, &call.env));
+    block_on(add_async(call, target, dp, &ns, netns, ipam)).and_then(|r| r)
 }
 
 async fn add_async<D: VethDatapath>(
@@ -215,6 +222,7 @@ async fn add_async<D: VethDatapath>(
     dp: &D,
     ns: &NetNs,
     netns: &Path,
+    ipam: Option<delegate::AddReady>,
 ) -> Result<CniResult, CniError> {
     let host = Netlink::connect()?;
     let pod = Netlink::connect_in(ns)?;
@@ -234,10 +242,10 @@ async fn add_async<D: VethDatapath>(
     // IPAM (which waits on fsync) runs while the links are made, as the reference makes
     // them before IPAM too; the addresses come once it has answered.
     let ipam_ctx = |e: CniError| e.context(format!("IPAM {}", shared.ipam.unwrap_or_default()));
-    let pending = match shared.ipam {
-        Some(plugin) => {
-            Some(delegate::add_start(plugin, &call.stdin, &call.env).map_err(ipam_ctx)?)
-        }
+    // Nothing was allocated before this point: a repeated ADD refused above never
+    // reaches it (dropping `ipam` calls its ADD off).
+    let pending = match ipam {
+        Some(ready) => Some(ready.go(&call.stdin, &call.env).map_err(ipam_ctx)?),
         None => None,
     };
     let mut made = Made::default();
@@ -483,7 +491,9 @@ pub(crate) fn check<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Re
     }
     let ifname = target.ifname.as_str();
     let ips = check::pod_ips(prev, ifname, netns)?;
-    let ns = NetNs::open(netns)?;
+    let ns = target
+        .open_netns()
+        .unwrap_or_else(|| NetNs::open(netns).map(Into::into))?;
     block_on(async {
         let host = Netlink::connect()?;
         let pod = Netlink::connect_in(&ns)?;

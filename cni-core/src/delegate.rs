@@ -94,6 +94,16 @@ pub(crate) fn start(
     if let Some(running) = crate::inproc::start(binary, command, stdin, env) {
         return Ok(Pending::in_process(running, binary));
     }
+    start_exec(binary, command, stdin, env)
+}
+
+/// Starts `binary` for `command` as a child process.
+fn start_exec(
+    binary: &Path,
+    command: Command,
+    stdin: &[u8],
+    env: &Env,
+) -> Result<Pending, CniError> {
     let mut cmd = std::process::Command::new(binary);
     for (k, v) in delegate_vars(command, env) {
         match v {
@@ -293,14 +303,45 @@ pub(crate) fn add(
         .map_err(|e| e.context(format!("result of plugin {plugin}")))
 }
 
-/// Starts an ADD through `plugin`; [`add_finish`] parses its result.
-pub(crate) fn add_start(plugin: &str, stdin: &[u8], env: &Env) -> Result<Pending, CniError> {
-    let _timing = crate::timing::phase("ipam.start");
-    let binary = find(plugin, &env.path)?;
-    start(&binary, Command::Add, stdin, env)
+/// An ADD through a delegate, made ready before it may allocate ([`add_ready`]); only
+/// [`AddReady::go`] lets it allocate. Dropped without `go`, nothing was allocated.
+pub(crate) struct AddReady {
+    /// The delegate's binary, or why it was not found (reported by `go`, so that errors
+    /// keep their order).
+    binary: Result<PathBuf, CniError>,
+    /// Our own IPAM, already running in-process up to its allocation.
+    inproc: Option<(crate::inproc::Running, crate::inproc::Gate)>,
 }
 
-/// The result of an ADD started with [`add_start`], in the shape of `version`.
+/// Gets an ADD through `plugin` ready: finds it, and when it runs in-process (`inproc`)
+/// starts its thread, which reads its configuration and then waits for
+/// [`AddReady::go`]. An exec'd delegate is started by `go`.
+pub(crate) fn add_ready(plugin: &str, stdin: &[u8], env: &Env) -> AddReady {
+    let _timing = crate::timing::phase("ipam.ready");
+    let binary = find(plugin, &env.path);
+    let inproc = match &binary {
+        Ok(b) => crate::inproc::start_gated(b, stdin, env),
+        Err(_) => None,
+    };
+    AddReady { binary, inproc }
+}
+
+impl AddReady {
+    /// Lets the ADD allocate (starts it, if exec'd); [`add_finish`] parses its result.
+    pub(crate) fn go(self, stdin: &[u8], env: &Env) -> Result<Pending, CniError> {
+        let _timing = crate::timing::phase("ipam.start");
+        let binary = self.binary?;
+        match self.inproc {
+            Some((running, gate)) => {
+                gate.open();
+                Ok(Pending::in_process(running, &binary))
+            }
+            None => start_exec(&binary, Command::Add, stdin, env),
+        }
+    }
+}
+
+/// The result of an ADD started with [`AddReady::go`], in the shape of `version`.
 pub(crate) fn add_finish(
     plugin: &str,
     pending: Pending,

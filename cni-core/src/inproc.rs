@@ -23,6 +23,7 @@
 use std::sync::Mutex;
 
 use crate::skel::{self, Command, Env, Plugin};
+use crate::spec::error::CniError;
 
 /// A delegate that may run in-process.
 pub(crate) type InProcessPlugin = &'static (dyn Plugin + Sync);
@@ -81,6 +82,43 @@ pub(crate) fn start(
     env: &Env,
 ) -> Option<Running> {
     let plugin = lookup(binary)?;
+    spawn(plugin, command, stdin, env, None)
+}
+
+/// Lets a delegate started with [`start_gated`] go on to its ADD; dropping it unopened
+/// calls the ADD off: the delegate ends without allocating anything (and its answer,
+/// which nobody reads, is empty).
+pub(crate) struct Gate(std::sync::mpsc::SyncSender<()>);
+
+impl Gate {
+    pub(crate) fn open(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Starts an ADD of `binary` in-process (if registered) that reads and checks its
+/// environment and configuration at once but allocates only once the [`Gate`] is
+/// opened: the thread's start and the delegate's parsing overlap the caller's own
+/// before the caller may let it allocate (see `attach`: not before the pod's interface
+/// name was found free).
+pub(crate) fn start_gated(
+    binary: &std::path::Path,
+    stdin: &[u8],
+    env: &Env,
+) -> Option<(Running, Gate)> {
+    let plugin = lookup(binary)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let running = spawn(plugin, Command::Add, stdin, env, Some(rx))?;
+    Some((running, Gate(tx)))
+}
+
+fn spawn(
+    plugin: InProcessPlugin,
+    command: Command,
+    stdin: &[u8],
+    env: &Env,
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+) -> Option<Running> {
     let vars = crate::delegate::delegate_vars(command, env);
     let stdin = stdin.to_vec();
     // A thread of its own: the delegate runs while the caller makes links (as a child
@@ -94,9 +132,132 @@ pub(crate) fn start(
                 None => std::env::var(k).ok(),
             };
             let mut out = Vec::new();
-            let code = skel::run_with(plugin, &var, &stdin, &mut out);
+            let code = match gate {
+                Some(gate) => {
+                    let gated = Gated {
+                        inner: plugin,
+                        gate,
+                    };
+                    skel::run_with(&gated, &var, &stdin, &mut out)
+                }
+                None => skel::run_with(plugin, &var, &stdin, &mut out),
+            };
             (code, out)
         })
         .ok()?;
     Some(Running { thread })
+}
+
+/// A delegate whose ADD waits for its [`Gate`].
+struct Gated {
+    inner: InProcessPlugin,
+    gate: std::sync::mpsc::Receiver<()>,
+}
+
+impl Plugin for Gated {
+    fn add(
+        &self,
+        call: &skel::Call,
+        target: &skel::Target,
+    ) -> Result<crate::spec::result::CniResult, CniError> {
+        let waited = {
+            let _timing = crate::timing::phase("ipam.gate");
+            self.gate.recv()
+        };
+        if waited.is_err() {
+            // The caller failed before it may allocate and has answered the runtime
+            // itself: nothing is allocated, and this empty answer is never read (an
+            // error here would only log a second, misleading failure).
+            tracing::debug!("in-process IPAM ADD called off before allocating");
+            return Ok(crate::spec::result::CniResult::default());
+        }
+        self.inner.add(call, target)
+    }
+    fn del(&self, call: &skel::Call, target: &skel::Target) -> Result<(), CniError> {
+        self.inner.del(call, target)
+    }
+    fn check(&self, call: &skel::Call, target: &skel::Target) -> Result<(), CniError> {
+        self.inner.check(call, target)
+    }
+    fn gc(&self, call: &skel::Call) -> Result<(), CniError> {
+        self.inner.gc(call)
+    }
+    fn status(&self, call: &skel::Call) -> Result<(), CniError> {
+        self.inner.status(call)
+    }
+    fn versions(&self) -> &'static [crate::spec::version::Version] {
+        self.inner.versions()
+    }
+    fn configures_netns(&self) -> bool {
+        self.inner.configures_netns()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::skel::{Call, Target};
+    use crate::spec::result::CniResult;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its ADDs; everything else succeeds.
+    struct Counting(AtomicUsize);
+    impl Plugin for Counting {
+        fn add(&self, _: &Call, _: &Target) -> Result<CniResult, CniError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(CniResult::default())
+        }
+        fn del(&self, _: &Call, _: &Target) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn check(&self, _: &Call, _: &Target) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn gc(&self, _: &Call) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn status(&self, _: &Call) -> Result<(), CniError> {
+            Ok(())
+        }
+    }
+    static GATED: Counting = Counting(AtomicUsize::new(0));
+
+    /// A gated ADD runs its plugin's `add` only once the gate is opened; a gate dropped
+    /// unopened ends the delegate with an error and no `add` at all.
+    #[test]
+    fn gated_add_waits_for_its_gate() {
+        register("inproc-gate-test", &GATED);
+        let env = Env {
+            command: Command::Add,
+            container_id: Some(crate::spec::names::ContainerId::parse("gate-1").unwrap()),
+            netns: Some(PathBuf::from("/var/run/netns/gate")),
+            ifname: Some(crate::spec::names::IfName::parse("eth0").unwrap()),
+            args: Default::default(),
+            path: vec![],
+        };
+        let conf = br#"{"cniVersion":"1.0.0","name":"gate","type":"inproc-gate-test"}"#;
+        let bin = Path::new("/nonexistent/inproc-gate-test");
+
+        let (running, gate) = start_gated(bin, conf, &env).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(GATED.0.load(Ordering::SeqCst), 0, "add ran before the gate");
+        drop(gate);
+        running.wait();
+        assert_eq!(
+            GATED.0.load(Ordering::SeqCst),
+            0,
+            "add ran after the call-off"
+        );
+
+        let (running, gate) = start_gated(bin, conf, &env).unwrap();
+        gate.open();
+        let out = running.wait();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(GATED.0.load(Ordering::SeqCst), 1);
+    }
 }

@@ -154,7 +154,7 @@ pub mod node {
 /// The plugin skeleton (see `skel.rs`).
 pub mod skel {
     pub(crate) use crate::skel_impl::*;
-    pub use crate::skel_impl::{run, Call, Command, Env, Plugin, Target};
+    pub use crate::skel_impl::{main, run, Call, Command, Env, Plugin, Target};
 }
 
 /// The CNI spec: configuration, results, errors, versions (see `spec/mod.rs`).
@@ -189,6 +189,33 @@ pub mod spec {
         pub(crate) use crate::spec_impl::result::*;
         pub use crate::spec_impl::result::{CniResult, Dns, IpConfig, Route};
     }
+}
+
+/// The entry of a plugin binary: a C `main` that runs `$body` (which ends in
+/// [`skel::main`], returning the exit status), for a crate that says
+/// `#![cfg_attr(not(test), no_main)]` (see [`skel::main`] for why std's runtime start is
+/// skipped). Under `cargo test` the crate keeps the test harness's `main`.
+///
+/// ```ignore
+/// #![cfg_attr(not(test), no_main)]
+/// cni_core::plugin_main! {
+///     cni_core::skel::main(&my_plugin::Plugin, "my-plugin: what it is")
+/// }
+/// ```
+#[macro_export]
+macro_rules! plugin_main {
+    ($($body:tt)*) => {
+        #[cfg(not(test))]
+        #[allow(unsafe_code)] // no_mangle: this is the process's C entry point, called once by libc
+        #[no_mangle]
+        extern "C" fn main(
+            _argc: ::std::ffi::c_int,
+            _argv: *const *const ::std::ffi::c_char,
+        ) -> ::std::ffi::c_int {
+            $crate::timing::mark("main");
+            $($body)*
+        }
+    };
 }
 
 /// Sysctls (see `sysctl.rs`).

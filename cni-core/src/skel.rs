@@ -18,7 +18,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use crate::kernel_error::KernelError;
+use crate::netns::NetNs;
 use crate::spec::config::{Attachment, NetConf};
 use crate::spec::error::CniError;
 use crate::spec::names::{ContainerId, IfName};
@@ -253,6 +256,7 @@ impl Env {
             container_id,
             ifname,
             netns: self.netns.clone(),
+            opened: None,
         })
     }
 }
@@ -264,6 +268,8 @@ pub struct Target {
     pub ifname: IfName,
     /// Always `Some` for ADD and CHECK; may be `None` for DEL.
     pub netns: Option<PathBuf>,
+    /// `netns`, opened by the host guard: handed on so that it is opened once per call.
+    opened: Option<Arc<NetNs>>,
 }
 
 impl Target {
@@ -272,6 +278,17 @@ impl Target {
             container_id: self.container_id.clone(),
             ifname: self.ifname.clone(),
         }
+    }
+
+    /// The netns, as the host guard opened it, or opened now (a plugin without the guard,
+    /// or a netns the guard could not open: then this reports what is wrong with it).
+    /// `None` when the target has no netns.
+    pub fn open_netns(&self) -> Option<Result<Arc<NetNs>, KernelError>> {
+        let path = self.netns.as_deref()?;
+        Some(match &self.opened {
+            Some(ns) => Ok(Arc::clone(ns)),
+            None => NetNs::open(path).map(Arc::new),
+        })
     }
 }
 
@@ -307,19 +324,78 @@ pub trait Plugin {
     }
 }
 
+/// The C `main` of a plugin binary: the binary is `#![no_main]` and its `main` is made
+/// by [`crate::plugin_main!`], which calls this. std's runtime start (what it does before
+/// a Rust `fn main`) is skipped: it reads `/proc/self/maps` to find the main thread's
+/// stack guard and maps a signal stack for its stack-overflow message, in every process
+/// and again for every thread (README § Performance, "Process start"). What of it a
+/// plugin needs is done here: SIGPIPE ignored (a closed stdout is an error we report,
+/// not a silent death; children get the default back from `std::process::Command`),
+/// fds 0-2 made valid, and glibc told to keep one malloc arena (see [`start_process`]).
+/// `std::env::args` still works (std captures them from glibc's `.init_array` call).
+pub fn main(plugin: &dyn Plugin, about: &str) -> std::ffi::c_int {
+    start_process();
+    std::ffi::c_int::from(run_status(plugin, about))
+}
+
+/// The part of std's runtime start a plugin needs (see [`main`]).
+fn start_process() {
+    // SAFETY: setting a signal's disposition to SIG_IGN runs no code of ours.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // A runtime always passes stdin, stdout and stderr; should one be closed, the first
+    // file we open would take its number and receive the result: /dev/null instead
+    // (what std's start does too).
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: poll reads and writes the three pollfd we own; open and dup2 take a
+    // NUL-terminated literal and plain integers.
+    unsafe {
+        if libc::poll(fds.as_mut_ptr(), 3, 0) >= 0 {
+            for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 && null != p.fd {
+                    libc::dup2(null, p.fd);
+                    libc::close(null);
+                }
+            }
+        }
+    }
+    // One malloc arena: the in-process IPAM thread (crate::inproc) would otherwise get
+    // an arena of its own at its first allocation (mmap of 128 MiB of address space, two
+    // munmap, an mprotect and fresh page faults) for the few kilobytes it allocates.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a parameter of glibc's allocator; no thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Runs `plugin` against the process environment, stdin and stdout.
 /// `about` is printed on stderr when `CNI_COMMAND` is unset (like the reference skel).
 /// Once a command's answer is written and flushed the process ends here (`_exit`, see
 /// `exit_now`); it returns only for `--version`, a run without `CNI_COMMAND`, and a
 /// stdout that cannot be written.
 pub fn run(plugin: &dyn Plugin, about: &str) -> ExitCode {
+    ExitCode::from(run_status(plugin, about))
+}
+
+/// A typical configuration (a few hundred bytes, a few KiB with a `prevResult`) is read
+/// in one `read` (and one more that sees the end) instead of std's growing reads of
+/// 32, 32, 64, 128 ... bytes.
+const STDIN_CAPACITY: usize = 16 * 1024;
+
+/// [`run`], with the exit status as a number.
+fn run_status(plugin: &dyn Plugin, about: &str) -> u8 {
     if std::env::args_os().nth(1).is_some_and(|a| a == "--version") {
         // A human (or a packaging script) asks what this is: name, version, spec versions.
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{}", version_text(plugin, about));
         return match stdout.flush() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::FAILURE,
+            Ok(()) => 0,
+            Err(_) => 1,
         };
     }
     if std::env::var_os("CNI_COMMAND").is_none_or(|c| c.is_empty()) {
@@ -330,10 +406,10 @@ pub fn run(plugin: &dyn Plugin, about: &str) -> ExitCode {
         let mut stdout = std::io::stdout().lock();
         write_json(&mut stdout, &err.to_json(Version::LATEST));
         let _ = stdout.flush();
-        return ExitCode::FAILURE;
+        return 1;
     }
     install_panic_hook();
-    let mut stdin = Vec::new();
+    let mut stdin = Vec::with_capacity(STDIN_CAPACITY);
     let mut out = Vec::new();
     let status = match std::io::stdin().read_to_end(&mut stdin) {
         Err(e) => {
@@ -353,7 +429,7 @@ pub fn run(plugin: &dyn Plugin, about: &str) -> ExitCode {
     // The answer is buffered so that a panic never leaves half a result on stdout.
     let mut stdout = std::io::stdout().lock();
     if stdout.write_all(&out).and_then(|_| stdout.flush()).is_err() {
-        return ExitCode::FAILURE;
+        return 1;
     }
     exit_now(status)
 }
@@ -510,16 +586,16 @@ fn dispatch(
     tracing::debug!(command = cmd.as_str(), network = %call.conf.name, "invoked");
     match cmd {
         Command::Add => {
-            let target = call.env.target()?;
+            let mut target = call.env.target()?;
             if plugin.configures_netns() {
-                refuse_own_netns(&target, cmd)?;
+                refuse_own_netns(&mut target, cmd)?;
             }
             let result = plugin.add(&call, &target)?;
             Ok(Some(result.to_json(call.conf.cni_version)))
         }
         Command::Del => {
             let mut target = call.env.target()?;
-            if plugin.configures_netns() && is_own_netns(&target) {
+            if plugin.configures_netns() && guard_netns(&mut target) {
                 tracing::warn!(
                     container = %target.container_id,
                     ifname = %target.ifname,
@@ -529,13 +605,14 @@ fn dispatch(
                      container holds elsewhere"
                 );
                 target.netns = None;
+                target.opened = None;
             }
             plugin.del(&call, &target).map(|_| None)
         }
         Command::Check => {
-            let target = call.env.target()?;
+            let mut target = call.env.target()?;
             if plugin.configures_netns() {
-                refuse_own_netns(&target, cmd)?;
+                refuse_own_netns(&mut target, cmd)?;
             }
             plugin.check(&call, &target).map(|_| None)
         }
@@ -545,24 +622,34 @@ fn dispatch(
     }
 }
 
-/// True when `target`'s netns is the namespace this plugin runs in. A netns that cannot
-/// be opened is not (the plugin reports, or for DEL ignores, what is wrong with it).
-fn is_own_netns(target: &Target) -> bool {
+/// True when `target`'s netns is the namespace this plugin runs in; the namespace
+/// opened for the comparison is kept in `target` ([`Target::open_netns`]). A netns that
+/// cannot be opened is not (the plugin reports, or for DEL ignores, what is wrong with it).
+fn guard_netns(target: &mut Target) -> bool {
     let Some(path) = target.netns.as_deref() else {
         return false;
     };
-    match crate::netns::NetNs::open(path).and_then(|ns| ns.is_current()) {
+    let ns = match NetNs::open(path) {
+        Ok(ns) => Arc::new(ns),
+        Err(e) => {
+            tracing::debug!(error = %e, "host guard: netns not comparable");
+            return false;
+        }
+    };
+    let own = match ns.is_current() {
         Ok(own) => own,
         Err(e) => {
             tracing::debug!(error = %e, "host guard: netns not comparable");
             false
         }
-    }
+    };
+    target.opened = Some(ns);
+    own
 }
 
 /// The host guard of ADD and CHECK: `InvalidEnv` (4) naming the path.
-fn refuse_own_netns(target: &Target, cmd: Command) -> Result<(), CniError> {
-    if !is_own_netns(target) {
+fn refuse_own_netns(target: &mut Target, cmd: Command) -> Result<(), CniError> {
+    if !guard_netns(target) {
         return Ok(());
     }
     let path = target.netns.as_deref().unwrap_or(Path::new("")).display();

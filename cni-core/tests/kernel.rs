@@ -61,6 +61,47 @@ fn netns_run_enters_and_returns() {
     assert!(e.to_string().contains("nosuchdev"), "{}", e.to_string());
 }
 
+/// `run` returns the thread where it was: at home (the namespace kept per thread), and
+/// inside a nested `run`, to the outer target; a thread whose home is another namespace
+/// (entered before its first `NetNs` call) is returned there, not to the process's.
+#[test]
+fn netns_run_nested_and_per_thread_home() {
+    let a = TestNs::new("nesta");
+    let b = TestNs::new("nestb");
+    let here = || std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let home = here();
+    let (in_a, in_b, back_in_a) =
+        a.ns.run(|| {
+            let in_a = here();
+            let in_b = b.ns.run(here).unwrap();
+            (in_a, in_b, here())
+        })
+        .unwrap();
+    assert_ne!(in_a, home);
+    assert_ne!(in_b, in_a);
+    assert_eq!(back_in_a, in_a, "nested run returned to the outer target");
+    assert_eq!(here(), home);
+    assert!(NetNs::current().unwrap().is_current().unwrap());
+    assert!(!a.ns.is_current().unwrap());
+    // Again, with the home already kept.
+    assert_eq!(b.ns.run(here).unwrap(), in_b);
+    assert_eq!(here(), home);
+
+    let a_path = a.ns.path().to_path_buf();
+    let b_path = b.ns.path().to_path_buf();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&a_path).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let b = NetNs::open(&b_path).unwrap();
+        let a = NetNs::open(&a_path).unwrap();
+        assert!(a.is_current().unwrap(), "the thread's home is a");
+        assert_eq!(b.run(here).unwrap(), in_b);
+        assert_eq!(here(), in_a, "returned to the thread's own home");
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn veth_peer_born_in_netns() {
     let host = TestNs::new("veth-h");

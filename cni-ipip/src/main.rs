@@ -5,12 +5,13 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// The entry is a C `main` (cni_core::plugin_main!): std's runtime start is skipped.
+#![cfg_attr(not(test), no_main)]
 
-fn main() -> std::process::ExitCode {
-    cni_core::timing::mark("main");
+cni_core::plugin_main! {
     // `cni-ipam` is linked in: an IPAM of that type runs in-process (cni_core::inproc).
     cni_core::inproc::register("cni-ipam", &ipam::IpamPlugin);
-    cni_core::skel::run(
+    cni_core::skel::main(
         &cni_ipip::plugin(),
         concat!(
             "cni-ipip ",

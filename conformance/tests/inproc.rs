@@ -178,6 +178,65 @@ fn in_process_ipam_gives_the_exec_result_and_errors() {
     assert!(ok, "{out}");
 }
 
+/// The in-process IPAM thread starts before the pod's interface name is checked, but may
+/// allocate only after: an ADD refused for a taken name (another container, same pod
+/// netns and ifname) reserves nothing and leaves the first container's address held.
+/// And an ADD opens the pod's netns and its own once each (`CNI_TRACE` counts every
+/// namespace file opened: was five).
+#[test]
+fn refused_add_allocates_nothing_and_namespaces_are_opened_once() {
+    bins::our_bin("cni-bridge");
+    bins::our_bin("cni-ipam");
+    let net = TestNet::new("inprocgate");
+    let conf = net.ours("1.0.0").to_json();
+    let mut a = net.pod();
+    let trace = tempfile::NamedTempFile::new().expect("trace file");
+    let inv = net.invocation("ADD", &a, &conf);
+    let mut cmd = inv.command();
+    cmd.env("CNI_TRACE", trace.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let _ = child.stdin.take().expect("stdin").write_all(&inv.stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let ra: Value = serde_json::from_slice(&out.stdout).expect("result");
+    let opens = std::fs::read_to_string(trace.path())
+        .expect("trace")
+        .lines()
+        .filter(|l| l.contains("\"phase\":\"netns.open\""))
+        .count();
+    assert_eq!(opens, 2, "namespace files opened by one ADD");
+
+    let first = a.container_id.clone();
+    a.container_id = format!("{first}-again");
+    for inproc in [true, false] {
+        let (ok, err) = run(&net, "ADD", &a, &conf, inproc);
+        assert!(!ok, "ADD over a taken ifname succeeded: {err}");
+        assert!(
+            !store_mentions(&net, &a.container_id),
+            "refused ADD reserved an address (inproc {inproc})"
+        );
+    }
+    a.container_id = first;
+    assert!(
+        store_mentions(&net, &a.container_id),
+        "first ADD's address released"
+    );
+    let (ok, out) = run(
+        &net,
+        "DEL",
+        &a,
+        &conformance::fixture::with_prev(&conf, Some(&ra)),
+        true,
+    );
+    assert!(ok, "DEL: {out}");
+}
+
 #[test]
 fn missing_cni_ipam_is_the_same_error_and_reference_bridge_still_execs_it() {
     bins::our_bin("cni-bridge");

@@ -122,3 +122,31 @@ fn unknown_cni_args_refused_unless_ignore_unknown() {
         .expect_err();
     assert_eq!(e.code, 4, "{e:?}");
 }
+
+/// A plugin whose stdout is a pipe nobody reads any more ends with an error status, not
+/// killed by SIGPIPE: the plugins start through a C `main` (cni_core::plugin_main!), not
+/// std's runtime, so the skeleton ignores SIGPIPE itself (the child starts with the
+/// default disposition: std's `Command` resets it).
+#[test]
+fn closed_stdout_is_an_error_exit_not_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    for name in [
+        "cni-bridge",
+        "cni-vxlan",
+        "cni-routed",
+        "cni-ipip",
+        "cni-ipam",
+    ] {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let status = Command::new(bins::our_bin(name))
+            .env_clear()
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(write))
+            .status()
+            .unwrap();
+        assert_eq!(status.signal(), None, "{name} was killed: {status:?}");
+        assert_eq!(status.code(), Some(1), "{name}: {status:?}");
+    }
+}

@@ -5,11 +5,12 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// The entry is a C `main` (cni_core::plugin_main!): std's runtime start is skipped.
+#![cfg_attr(not(test), no_main)]
 
-fn main() -> std::process::ExitCode {
-    cni_core::timing::mark("main");
+cni_core::plugin_main! {
     cni_core::logging::init(None, None);
-    cni_core::skel::run(
+    cni_core::skel::main(
         &ipam::IpamPlugin,
         concat!(
             "cni-ipam ",
