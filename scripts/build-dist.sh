@@ -25,7 +25,7 @@
 # linked by GNU gold through scripts/layout/link.sh, which maps the list to this link's
 # `.text.<symbol>` sections and passes them as --section-ordering-file: the executed code
 # lies in a few contiguous 64 KiB blocks instead of ~40, and the kernel's fault-around maps
-# fewer pages (README § Performance, "Code layout"). A stale list only makes it less compact.
+# fewer pages (scripts/layout/README.md). A stale list only makes it less compact.
 # ipamd (a daemon: starts once, resolves etcd names through the full NSS), cni-bench and
 # cni-conformance stay dynamic. After the build every binary of STATIC is checked (no
 # PT_INTERP or PT_DYNAMIC program header, answers CNI_COMMAND=VERSION), else this script

@@ -10,7 +10,7 @@
 # Own netns, bridge and subnet (from the pid), removed on exit. Needs root and perf.
 set -euo pipefail
 ROUNDS="${ROUNDS:-20}"
-PLUGINS="${PLUGINS:-cni-bridge cni-routed}"
+PLUGINS="${PLUGINS:-cni-bridge cni-routed cni-vxlan}"
 tag="cmp$$"
 netns="$tag"
 bridge="${tag}br"
@@ -18,6 +18,7 @@ work=$(mktemp -d /tmp/layout-compare.XXXXXX)
 cleanup() {
   ip netns del "$netns" 2>/dev/null || true
   ip link del "$bridge" 2>/dev/null || true
+  ip link del "${bridge}v" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -32,6 +33,7 @@ for dir in "$@"; do
     k=$((k + 1))
     extra=""
     [[ $p == cni-bridge ]] && extra=",\"bridge\":\"$bridge\",\"isGateway\":true"
+    [[ $p == cni-vxlan ]] && extra=",\"bridge\":\"${bridge}v\",\"isGateway\":true,\"mtu\":1450"
     # One subnet and data dir per directory and plugin (a /27 each of 10.253.X.0/24).
     net="10.253.$(($$ % 250)).$((32 * (k - 1)))/27"
     conf[$d.$p]="{\"cniVersion\":\"1.0.0\",\"name\":\"$tag$d$p\",\"type\":\"$p\",\"ipMasq\":false$extra,\"ipam\":{\"type\":\"cni-ipam\",\"subnet\":\"$net\",\"dataDir\":\"$work/ipam$d$p\"}}"

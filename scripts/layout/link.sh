@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The linker scripts/build-dist.sh gives rustc (`-C linker=`) for the static plugins: `cc`
 # with GNU gold and a section-ordering file, so the functions a plugin executes per
-# ADD/DEL/CHECK/VERSION sit next to each other in .text (README § Performance, "Code
-# layout"). rustc emits each function in a section of its own, `.text.<symbol>` (or
+# ADD/DEL/CHECK/VERSION sit next to each other in .text (scripts/layout/README.md).
+# rustc emits each function in a section of its own, `.text.<symbol>` (or
 # `.text.unlikely.<symbol>`); the checked-in list scripts/layout/<binary>.order names the
 # functions by mangled symbol. Rust's symbol hashes are stable across rebuilds of the same
 # code and flags but change when a function's signature (or a dependency) does, so the
@@ -40,7 +40,8 @@ for o in "${objs[@]}"; do
   LC_ALL=C readelf -SW "$o" | sed -n 's/^ *\[ *[0-9]*\] \(\.text\.[^ ]*\) .*/\1/p'
 done | awk -v list="$list" '
   function sym(s) { sub(/^\.text\.(unlikely\.|hot\.|startup\.|exit\.)?/, "", s); return s }
-  function stem(s) { if (s ~ /17h[0-9a-f]{16}E$/) return substr(s, 1, length(s) - 17); return "" }
+  # The symbol without its legacy hash (17h + 16 hex digits + E), or "" (mawk: no {16}).
+  function stem(s) { if (match(s, /17h[0-9a-f]+E$/) && RLENGTH == 20) return substr(s, 1, length(s) - 17); return "" }
   { sec[sym($0)] = $0; st = stem(sym($0)); if (st != "") { count[st]++; bystem[st] = sym($0) } }
   END {
     while ((getline line < list) > 0) {

@@ -5,7 +5,7 @@
 # invocations in a network namespace of its own. build-dist.sh links these functions next
 # to each other, so an invocation touches few of the binary's 64 KiB blocks (the kernel's
 # fault-around maps every touched block whole: peak RSS and page faults follow the number
-# of blocks; README § Performance, "Code layout").
+# of blocks: scripts/layout/README.md).
 #
 #   scripts/build-dist.sh cni-bridge cni-routed cni-vxlan ipam   # any dist build
 #   sudo scripts/layout/profile.sh                               # rewrites the lists
