@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the code-layout lists scripts/layout/<binary>.order that scripts/build-dist.sh
-# hands to the linker (gold's --section-ordering-file): the functions one VERSION, ADD,
+# turns into a linker script (scripts/layout/link.sh): the functions one VERSION, ADD,
 # CHECK and DEL of each static plugin execute, recorded with valgrind's callgrind from real
 # invocations in a network namespace of its own. build-dist.sh links these functions next
 # to each other, so an invocation touches few of the binary's 64 KiB blocks (the kernel's
@@ -12,11 +12,12 @@
 #   sudo scripts/layout/profile.sh cni-bridge                    # only this one
 #   scripts/build-dist.sh cni-bridge cni-routed cni-vxlan ipam   # relinks in that order
 #
-# Re-run it after code changes that matter (the lead after merging; ~1 min on the 2-core
-# VM): names are mangled Rust symbols with their hash, which is stable across rebuilds of
-# the same code and flags; build-dist.sh also matches a listed name with any hash, so a
-# function whose signature changed keeps its place, and a function missing from a list
-# only ends up outside the hot block (the build works with stale or empty lists).
+# Re-run it after code changes (the lead after merging; ~30 s on the 2-core VM): names are
+# mangled Rust symbols with their hash, which is stable across rebuilds of the same code
+# and flags; link.sh also places a listed legacy symbol whose hash changed when exactly one
+# function differs from it only in the hash (not generic instantiations: those share the
+# name), and a function missing from a list only ends up outside the hot section (the
+# build works with stale or empty lists). Non-Rust names are glibc's (placed by member).
 # Needs root (namespaces, links), valgrind, and dist binaries in ${BIN_DIR:-target/dist}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
