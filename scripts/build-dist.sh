@@ -7,6 +7,7 @@
 #   scripts/build-dist.sh                       # every binary of the workspace
 #   scripts/build-dist.sh cni-bridge ipam       # the binaries of these packages
 #   DIST_STATIC=0 scripts/build-dist.sh         # everything dynamic (to compare)
+#   DIST_LAYOUT=0 scripts/build-dist.sh         # static, without the code layout (to compare)
 #
 # Static glibc (DIST_STATIC=1): the binaries a runtime execs once per ADD/DEL/CHECK (the
 # plugins and cni-ipam, list STATIC below) are linked with glibc's static archive, so a
@@ -47,16 +48,19 @@ STATIC_FLAGS=(-C target-feature=+crt-static -C relocation-model=static)
 DIST_LAYOUT="${DIST_LAYOUT:-1}"
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 
-# The link flags of static binary $1: its code-layout list, if any, copied under a name
-# that carries the hash of the list and of link.sh (a change to either changes the flags,
-# so cargo relinks).
+# layout_flags BINARY: sets `layout` to the link flags of the static binary: its
+# code-layout list, if any, copied under a name that carries the hash of the list and of
+# link.sh (a change to either changes the flags, so cargo relinks).
+layout=()
 layout_flags() {
   local list="scripts/layout/$1.order" copy
+  layout=()
   [[ $DIST_LAYOUT == 1 && -r $list ]] || return 0
   mkdir -p "$TARGET/layout"
   copy="$TARGET/layout/$1-$(cat "$list" scripts/layout/link.sh | sha256sum | cut -c1-16).order"
   [[ -e $copy ]] || cp "$list" "$copy"
-  echo "-C linker=$PWD/scripts/layout/link.sh -C linker-flavor=gcc -C link-arg=--layout-order=$copy"
+  layout=(-C "linker=$PWD/scripts/layout/link.sh" -C linker-flavor=gcc
+    -C "link-arg=--layout-order=$copy")
 }
 
 # The packages asked for (`-p` accepted and ignored); none: the whole workspace.
@@ -80,9 +84,8 @@ else
 fi
 
 for s in "${static[@]}"; do
-  # shellcheck disable=SC2046 # layout_flags prints whole arguments without spaces
-  cargo rustc --profile dist -p "${s%%:*}" --bin "${s#*:}" -- "${STATIC_FLAGS[@]}" \
-    $(layout_flags "${s#*:}")
+  layout_flags "${s#*:}"
+  cargo rustc --profile dist -p "${s%%:*}" --bin "${s#*:}" -- "${STATIC_FLAGS[@]}" "${layout[@]}"
 done
 if ((${#dynamic[@]})); then
   cargo build --profile dist --bins "${dynamic[@]}"

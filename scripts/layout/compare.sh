@@ -34,8 +34,9 @@ for dir in "$@"; do
     extra=""
     [[ $p == cni-bridge ]] && extra=",\"bridge\":\"$bridge\",\"isGateway\":true"
     [[ $p == cni-vxlan ]] && extra=",\"bridge\":\"${bridge}v\",\"isGateway\":true,\"mtu\":1450"
-    # One subnet and data dir per directory and plugin (a /27 each of 10.253.X.0/24).
-    net="10.253.$(($$ % 250)).$((32 * (k - 1)))/27"
+    # One subnet and data dir per directory and plugin (a /28 each of 10.253.X.0/24).
+    ((k <= 16)) || { echo "compare.sh: at most 16 directory x plugin pairs" >&2; exit 2; }
+    net="10.253.$(($$ % 250)).$((16 * (k - 1)))/28"
     conf[$d.$p]="{\"cniVersion\":\"1.0.0\",\"name\":\"$tag$d$p\",\"type\":\"$p\",\"ipMasq\":false$extra,\"ipam\":{\"type\":\"cni-ipam\",\"subnet\":\"$net\",\"dataDir\":\"$work/ipam$d$p\"}}"
   done
 done
@@ -44,7 +45,8 @@ done
 inv() {
   local out
   out=$(CNI_COMMAND=$3 CNI_CONTAINERID="$tag-$4" CNI_NETNS="/var/run/netns/$netns" \
-    CNI_IFNAME=$4 CNI_PATH="$1" perf stat -x, -e page-faults,task-clock "$1/$2" <<<"$5" 2>&1 >/dev/null)
+    CNI_IFNAME=$4 CNI_PATH="$1" perf stat -x, -e page-faults,task-clock "$1/$2" <<<"$5" 2>&1 >/dev/null) ||
+    { echo "compare.sh: $1/$2 $3 $4 failed: $out" >&2; exit 1; }
   echo "$(grep page-faults <<<"$out" | cut -d, -f1) $(grep task-clock <<<"$out" | cut -d, -f1)"
 }
 rss() {
