@@ -53,11 +53,12 @@ TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 # link.sh (a change to either changes the flags, so cargo relinks).
 layout=()
 layout_flags() {
-  local list="scripts/layout/$1.order" copy
+  local list="scripts/layout/$1.order" dir copy
   layout=()
   [[ $DIST_LAYOUT == 1 && -r $list ]] || return 0
   mkdir -p "$TARGET/layout"
-  copy="$TARGET/layout/$1-$(cat "$list" scripts/layout/link.sh | sha256sum | cut -c1-16).order"
+  dir=$(cd "$TARGET/layout" && pwd) # absolute: rustc runs the linker from another directory
+  copy="$dir/$1-$(cat "$list" scripts/layout/link.sh | sha256sum | cut -c1-16).order"
   [[ -e $copy ]] || cp "$list" "$copy"
   layout=(-C "linker=$PWD/scripts/layout/link.sh" -C linker-flavor=gcc
     -C "link-arg=--layout-order=$copy")
