@@ -288,6 +288,41 @@ fn ipv4_conf_over_netlink() {
     );
 }
 
+/// `proxy_delay` over netlink (`RTM_SETNEIGHTBL`, milliseconds): `/proc/sys` reads it
+/// back (in USER_HZ ticks, 1/100 s) for that device only.
+#[test]
+fn arp_proxy_delay_over_netlink() {
+    let host = TestNs::new("pxd-h");
+    let pod = TestNs::new("pxd-p");
+    let read = |dev: &str| {
+        host.exec(&[
+            "cat",
+            &format!("/proc/sys/net/ipv4/neigh/{dev}/proxy_delay"),
+        ])
+        .trim()
+        .to_string()
+    };
+    netlink::block_on(async {
+        let nl = host.nl();
+        let a = nl
+            .create_veth("vethpxd0", "eth0", &pod.ns, None, None)
+            .await
+            .unwrap();
+        nl.create_veth("vethpxd1", "eth1", &pod.ns, None, None)
+            .await
+            .unwrap();
+        let default = read("vethpxd1");
+        nl.set_arp_proxy_delay(a.index, 0).await.unwrap();
+        assert_eq!(read("vethpxd0"), "0");
+        assert_eq!(read("vethpxd1"), default, "another device keeps its own");
+        nl.set_arp_proxy_delay(a.index, 500).await.unwrap();
+        assert_eq!(read("vethpxd0"), "50");
+        let e = nl.set_arp_proxy_delay(999_999, 0).await.unwrap_err();
+        assert!(e.to_string().contains("proxy_delay"), "{}", e.to_string());
+    })
+    .unwrap();
+}
+
 #[test]
 fn bridge_create_race() {
     let a = TestNs::new("brrace");

@@ -104,10 +104,10 @@ pub(crate) async fn links(
     made.veth = Some(veth.clone());
     let hv = host_veth.index;
     // The pod's IPv4 gateway is answered by proxy ARP, at once (not after the default
-    // random delay of up to 0.8 s). proxy_arp over netlink (no /proc/sys path walk);
-    // proxy_delay is a neighbour-table parameter, and accept_dad has no netlink setter.
+    // random delay of up to 0.8 s). Both over netlink (no /proc/sys path walk);
+    // accept_dad has no netlink setter.
     host.set_ipv4_conf(hv, &[(Ipv4Conf::ProxyArp, 1)]).await?;
-    sysctl::set(&format!("net.ipv4.neigh.{veth}.proxy_delay"), "0")?;
+    host.set_arp_proxy_delay(hv, 0).await?;
     // The link-local gateway address must be usable at once; absent without IPv6. Set
     // before the host end gets carrier (when the pod end goes up), which is when the
     // kernel makes the link-local address and would start DAD on it.
