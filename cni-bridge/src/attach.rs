@@ -5,8 +5,7 @@
 //! refused its configuration), unless another pod's port joined it meanwhile.
 
 use cni_core::attach::{Ctx, Links, Made};
-use cni_core::netlink::{BridgeSpec, Link, MacAddr, Netlink};
-use cni_core::netns::NetNs;
+use cni_core::netlink::{BridgeSpec, HostEnd, Ipv4Conf, Link, MacAddr, Netlink, VethPair};
 use cni_core::spec::result::CniResult;
 use cni_core::{sysctl, veth, CniError};
 use tracing::debug;
@@ -50,14 +49,18 @@ pub(crate) async fn links(
     // The pod end's MAC is ours to pick (as the kernel would: random, locally
     // administered), so that it needs no lookup after the create.
     let pod_mac = cfg.mac.unwrap_or_else(MacAddr::random);
-    let host_veth = create_veth(host, ctx.ns, ctx.ifname, Some(pod_mac), mtu, made).await?;
+    // The host end is made on the bridge and up by the create request itself (the pod
+    // end has no carrier until it goes up with its addresses, so nothing flows through
+    // the port before hairpin and vlan below are set).
+    let host_end = HostEnd {
+        mac: None,
+        master: Some(br.index),
+        up: true,
+    };
+    let host_veth = create_veth(host, ctx, &cfg.bridge, pod_mac, mtu, host_end, made).await?;
     let (pod_index, pod_mac) = ctx.pod_end(&host_veth, Some(pod_mac)).await?;
 
-    // The host end, on the bridge.
     let hv = host_veth.index;
-    host.set_master(hv, br.index)
-        .await
-        .map_err(|e| e.context(format!("attaching {} to {}", host_veth.name, cfg.bridge)))?;
     if cfg.hairpin_mode {
         host.set_hairpin(hv, true)
             .await
@@ -68,9 +71,6 @@ pub(crate) async fn links(
             .await
             .map_err(|e| e.context(format!("vlan {vid}")))?;
     }
-    host.set_up(hv)
-        .await
-        .map_err(|e| e.context(format!("setting {} up", host_veth.name)))?;
     Ok(Links {
         master_mac_fixed: br.mac == Some(spec.pinned_mac()),
         master: Some(br),
@@ -81,21 +81,33 @@ pub(crate) async fn links(
     })
 }
 
+/// The veth pair, its host end named `vethXXXXXXXX` (random) and made as `host_end`
+/// says, the peer born in the pod as `CNI_IFNAME` with `pod_mac`.
 async fn create_veth(
     host: &Netlink,
-    ns: &NetNs,
-    ifname: &str,
-    mac: Option<MacAddr>,
+    ctx: &Ctx<'_>,
+    bridge: &str,
+    pod_mac: MacAddr,
     mtu: u32,
+    host_end: HostEnd,
     rb: &mut Made,
 ) -> Result<Link, CniError> {
+    let ifname = ctx.ifname;
     let mut last_err = None;
     for _ in 0..VETH_NAME_TRIES {
         // A random name is free but for a one in 2^32 chance: no lookup first; a taken
         // name fails the create, which is told apart below.
-        let name = format!("veth{:08x}", rand::random::<u32>());
+        let name = veth::random_name("veth");
         rb.veth = Some(name.clone());
-        match host.create_veth(&name, ifname, ns, Some(mtu), mac).await {
+        let pair = VethPair {
+            host_name: &name,
+            peer_name: ifname,
+            peer_ns: ctx.ns,
+            mtu: Some(mtu),
+            peer_mac: Some(pod_mac),
+            host: host_end,
+        };
+        match host.create_veth_pair(&pair).await {
             Ok(link) => return Ok(link),
             // Another ADD took the name first (`ifname` was checked free in the pod).
             Err(e) if e.is_exists() => {
@@ -105,7 +117,9 @@ async fn create_veth(
             }
             Err(e) => {
                 return Err(e
-                    .context(format!("creating veth {name} <-> {ifname}"))
+                    .context(format!(
+                        "creating veth {name} <-> {ifname} on bridge {bridge}"
+                    ))
                     .into());
             }
         }
@@ -146,13 +160,18 @@ pub(crate) async fn configure(
             .and_then(|r| r)
             .map_err(|e| e.context(format!("disabling DAD on {ifname} (enabledad=false)")))?;
     }
+    let pod_index = links.pod_index;
     if result.ips.iter().any(|i| i.address.is_ipv4()) {
-        let key = format!("net.ipv4.conf.{ifname}.arp_notify");
-        if let Err(e) = ctx.ns.run(|| sysctl::set(&key, "1")).and_then(|r| r) {
+        // Over the pod's netlink socket: no entry into the pod's netns (a /proc/sys
+        // write needs one), before the up that sends the gratuitous ARP.
+        if let Err(e) = ctx
+            .pod
+            .set_ipv4_conf(pod_index, &[(Ipv4Conf::ArpNotify, 1)])
+            .await
+        {
             debug!(error = %e, "arp_notify not set");
         }
     }
-    let pod_index = links.pod_index;
     veth::address_and_up(ctx.pod, pod_index, ifname, &result.ips).await?;
     // A route without a gateway goes through the address's gateway of its family.
     veth::add_pod_routes(ctx.pod, pod_index, &result.routes, |r| {

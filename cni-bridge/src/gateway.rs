@@ -82,8 +82,9 @@ pub async fn ensure_on_bridge(
     gw: IpNetwork,
     force: bool,
 ) -> Result<(), CniError> {
+    // Only the gateway's family can conflict with it.
     let existing = nl
-        .addresses(index)
+        .addresses_of_family(index, gw.is_ipv6())
         .await
         .map_err(|e| e.context(format!("listing addresses of bridge {bridge}")))?;
     for a in existing {

@@ -43,6 +43,18 @@ fn add_check_del_roundtrip() {
         "bridge lacks gateway: {br_addrs}"
     );
     assert_eq!(w.ports(), vec![host_veth.clone()]);
+    // The host end, made up on the bridge by the create request; arp_notify on the pod
+    // end (set over netlink), read inside the pod's netns.
+    let (_, link) = w.host_ip(&["-o", "link", "show", "dev", &host_veth]);
+    assert!(
+        link.contains(&format!("master {}", w.bridge)) && link.contains(",UP"),
+        "{link}"
+    );
+    let notify = w.pods[p]
+        .netns
+        .try_exec(&["cat", "/proc/sys/net/ipv4/conf/eth0/arp_notify"])
+        .unwrap_or_default();
+    assert_eq!(notify.trim(), "1", "arp_notify in the pod");
     assert!(w.ping_from(p, &w.gw()), "pod cannot ping the gateway");
     assert_eq!(w.reservations().len(), 1);
 

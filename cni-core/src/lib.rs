@@ -115,7 +115,7 @@ pub mod masq {
 
 /// Links, addresses, routes, neighbours through rtnetlink (see `netlink/mod.rs`).
 pub mod netlink {
-    pub use crate::netlink_impl::link::{BridgeSpec, Link};
+    pub use crate::netlink_impl::link::{BridgeSpec, HostEnd, Ipv4Conf, Link, VethPair};
     pub use crate::netlink_impl::mac::MacAddr;
     pub use crate::netlink_impl::route::RouteSpec;
     pub use crate::netlink_impl::underlay::{Underlay, UnderlaySelect};
@@ -231,7 +231,7 @@ pub mod timing {
 /// The pieces of a pod's veth pair the datapaths share (see `veth.rs`).
 pub mod veth {
     pub(crate) use crate::veth_impl::*;
-    pub use crate::veth_impl::{add_pod_routes, address_and_up};
+    pub use crate::veth_impl::{add_pod_routes, address_and_up, random_name};
 }
 
 pub use kernel_error::{KernelError, Kind as KernelErrorKind};

@@ -12,6 +12,15 @@ use crate::netns::NetNs;
 use crate::spec::error::CniError;
 use crate::spec::result::{Interface, IpConfig, Route};
 
+/// A random host veth name: `prefix` and 8 hex digits (one getrandom(2) call). Free but
+/// for a one in 2^32 chance: the create that uses it fails on a taken name.
+pub fn random_name(prefix: &str) -> String {
+    format!(
+        "{prefix}{:08x}",
+        u32::from_ne_bytes(crate::netlink::mac::random_bytes())
+    )
+}
+
 /// ADD refuses an `ifname` already taken in the pod, before anything is allocated (so
 /// a repeated ADD never releases the first one's address).
 pub(crate) async fn ensure_ifname_free(

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use cni_core::netlink::{self, BridgeSpec, MacAddr, RouteSpec};
+use cni_core::netlink::{self, BridgeSpec, HostEnd, Ipv4Conf, MacAddr, RouteSpec, VethPair};
 use cni_core::netns::NetNs;
 use cni_core::spec::names::NetworkName;
 use cni_core::{macspoof, masq, sysctl};
@@ -173,6 +173,195 @@ fn veth_peer_born_in_netns() {
         .exec(&["ip", "-o", "link"])
         .lines()
         .all(|l| !l.contains("eth0")));
+}
+
+/// The host end made with its MAC, on its bridge and up by the create request itself
+/// (`HostEnd`), the pod end left down; a create the kernel refuses in part (a master that
+/// does not exist) leaves neither end and names what it asked for.
+#[test]
+fn veth_host_end_made_up_on_its_bridge() {
+    let host = TestNs::new("vhe-h");
+    let pod = TestNs::new("vhe-p");
+    let host_mac: MacAddr = "02:aa:bb:cc:dd:01".parse().unwrap();
+    let pod_mac: MacAddr = "02:aa:bb:cc:dd:02".parse().unwrap();
+    netlink::block_on(async {
+        let nl = host.nl();
+        let pnl = pod.nl();
+        let br = nl
+            .ensure_bridge(&BridgeSpec {
+                name: "cnibr0".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let pair = |host_name, host_end| VethPair {
+            host_name,
+            peer_name: "eth0",
+            peer_ns: &pod.ns,
+            mtu: Some(1400),
+            peer_mac: Some(pod_mac),
+            host: host_end,
+        };
+        let v = nl
+            .create_veth_pair(&pair(
+                "vethhe0",
+                HostEnd {
+                    mac: Some(host_mac),
+                    master: Some(br.index),
+                    up: true,
+                },
+            ))
+            .await
+            .unwrap();
+        assert_eq!(v.master, Some(br.index));
+        assert_eq!(v.mac, Some(host_mac));
+        let read = nl.link_by_index(v.index).await.unwrap().unwrap();
+        assert!(read.up, "host end up");
+        assert_eq!(read.master, Some(br.index), "host end on the bridge");
+        assert_eq!((read.mac, read.mtu), (Some(host_mac), 1400));
+        let peer = pnl.link_by_name("eth0").await.unwrap().unwrap();
+        assert!(
+            !peer.up,
+            "the pod end stays down until its addresses are on it"
+        );
+        assert_eq!(peer.mac, Some(pod_mac));
+
+        // A master that does not exist: the kernel refuses after making the pair, and
+        // unregisters it again.
+        let e = nl
+            .create_veth_pair(&pair(
+                "vethhe1",
+                HostEnd {
+                    mac: None,
+                    master: Some(999_999),
+                    up: true,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("vethhe1") && e.to_string().contains("master #999999"),
+            "{}",
+            e.to_string()
+        );
+        assert!(nl.link_by_name("vethhe1").await.unwrap().is_none());
+        let pod_links: Vec<String> = pnl
+            .links()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(
+            pod_links.iter().filter(|n| *n == "eth0").count(),
+            1,
+            "{pod_links:?}"
+        );
+    })
+    .unwrap();
+    // What the kernel holds, as iproute2 reads it.
+    let link = host.exec(&["ip", "-o", "link", "show", "dev", "vethhe0"]);
+    assert!(
+        link.contains("master cnibr0")
+            && link.contains(",UP")
+            && link.contains("02:aa:bb:cc:dd:01"),
+        "{link}"
+    );
+    let peer = pod.exec(&["ip", "-o", "link", "show", "dev", "eth0"]);
+    assert!(!peer.contains(",UP"), "{peer}");
+}
+
+/// IPv4 per-device settings over netlink (`IFLA_INET_CONF`), from a socket of the
+/// device's namespace: `/proc/sys` inside that namespace reads them back, both ways.
+#[test]
+fn ipv4_conf_over_netlink() {
+    let host = TestNs::new("v4c-h");
+    let pod = TestNs::new("v4c-p");
+    let read = |leaf: &str| {
+        pod.exec(&["cat", &format!("/proc/sys/net/ipv4/conf/eth0/{leaf}")])
+            .trim()
+            .to_string()
+    };
+    let index = netlink::block_on(async {
+        let v = host
+            .nl()
+            .create_veth("vethv4c0", "eth0", &pod.ns, None, None)
+            .await
+            .unwrap();
+        v.peer.unwrap()
+    })
+    .unwrap();
+    assert_eq!(
+        (read("arp_notify"), read("proxy_arp")),
+        ("0".into(), "0".into())
+    );
+    netlink::block_on(async {
+        pod.nl()
+            .set_ipv4_conf(index, &[(Ipv4Conf::ArpNotify, 1), (Ipv4Conf::ProxyArp, 1)])
+            .await
+            .unwrap();
+    })
+    .unwrap();
+    assert_eq!(
+        (read("arp_notify"), read("proxy_arp")),
+        ("1".into(), "1".into())
+    );
+    netlink::block_on(async {
+        pod.nl()
+            .set_ipv4_conf(index, &[(Ipv4Conf::ArpNotify, 0)])
+            .await
+            .unwrap();
+        let e = pod
+            .nl()
+            .set_ipv4_conf(999_999, &[(Ipv4Conf::ProxyArp, 1)])
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("proxy_arp=1") && e.to_string().contains("999999"),
+            "{}",
+            e.to_string()
+        );
+    })
+    .unwrap();
+    assert_eq!(
+        (read("arp_notify"), read("proxy_arp")),
+        ("0".into(), "1".into())
+    );
+}
+
+/// `proxy_delay` over netlink (`RTM_SETNEIGHTBL`, milliseconds): `/proc/sys` reads it
+/// back (in USER_HZ ticks, 1/100 s) for that device only.
+#[test]
+fn arp_proxy_delay_over_netlink() {
+    let host = TestNs::new("pxd-h");
+    let pod = TestNs::new("pxd-p");
+    let read = |dev: &str| {
+        host.exec(&[
+            "cat",
+            &format!("/proc/sys/net/ipv4/neigh/{dev}/proxy_delay"),
+        ])
+        .trim()
+        .to_string()
+    };
+    netlink::block_on(async {
+        let nl = host.nl();
+        let a = nl
+            .create_veth("vethpxd0", "eth0", &pod.ns, None, None)
+            .await
+            .unwrap();
+        nl.create_veth("vethpxd1", "eth1", &pod.ns, None, None)
+            .await
+            .unwrap();
+        let default = read("vethpxd1");
+        nl.set_arp_proxy_delay(a.index, 0).await.unwrap();
+        assert_eq!(read("vethpxd0"), "0");
+        assert_eq!(read("vethpxd1"), default, "another device keeps its own");
+        nl.set_arp_proxy_delay(a.index, 500).await.unwrap();
+        assert_eq!(read("vethpxd0"), "50");
+        let e = nl.set_arp_proxy_delay(999_999, 0).await.unwrap_err();
+        assert!(e.to_string().contains("proxy_delay"), "{}", e.to_string());
+    })
+    .unwrap();
 }
 
 #[test]

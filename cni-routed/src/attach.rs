@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use cni_core::attach::{Ctx, Links, Made};
-use cni_core::netlink::{Link, MacAddr, Netlink, RouteSpec};
+use cni_core::netlink::{HostEnd, Ipv4Conf, Link, MacAddr, Netlink, RouteSpec, VethPair};
 use cni_core::spec::fields::MIN_MTU;
 use cni_core::spec::result::CniResult;
 use cni_core::{sysctl, veth, CniError};
@@ -57,7 +57,9 @@ async fn pod_mtu(dp: &Datapath, cfg: &RoutedConfig, host: &Netlink) -> Result<u3
     if let Some(m) = cfg.mtu {
         return Ok(m);
     }
-    let u = host.underlay(&cfg.underlay).await?;
+    // The underlay's link only: its addresses do not matter to the MTU (one address
+    // dump less per ADD).
+    let u = host.underlay_link(&cfg.underlay).await?;
     match u.mtu.checked_sub(dp.overhead) {
         Some(m) if m >= MIN_MTU => Ok(m),
         _ => Err(CniError::invalid_config(format!(
@@ -78,29 +80,40 @@ pub(crate) async fn links(
     // The pod end's MAC is picked here (random, as the kernel would) so that the pod end
     // needs no lookup after the create.
     let pod_mac = MacAddr::random();
+    // The host end is made with its fixed MAC and up by the create request itself: no
+    // RTM_SETLINKs after it. Up before the settings below is safe: the host end has no
+    // carrier (so no IPv6 link-local address, no DAD, no traffic) until the pod end goes
+    // up, with its addresses, in `configure`.
+    let pair = VethPair {
+        host_name: &veth,
+        peer_name: ifname,
+        peer_ns: ctx.ns,
+        mtu: Some(mtu),
+        peer_mac: Some(pod_mac),
+        host: HostEnd {
+            mac: Some(HOST_MAC),
+            master: None,
+            up: true,
+        },
+    };
     let host_veth = host
-        .create_veth(&veth, ifname, ctx.ns, Some(mtu), Some(pod_mac))
+        .create_veth_pair(&pair)
         .await
         .map_err(|e| e.context(format!("creating veth {veth} <-> {ifname}")))?;
     // Only now: a failed create may be a concurrent ADD's veth, which is not ours to undo.
     made.veth = Some(veth.clone());
     let hv = host_veth.index;
-    host.set_mac(hv, HOST_MAC).await?;
     // The pod's IPv4 gateway is answered by proxy ARP, at once (not after the default
-    // random delay of up to 0.8 s).
-    for (key, value) in [
-        (format!("net.ipv4.conf.{veth}.proxy_arp"), "1"),
-        (format!("net.ipv4.neigh.{veth}.proxy_delay"), "0"),
-    ] {
-        sysctl::set(&key, value)?;
-    }
-    // The link-local gateway address must be usable at once; absent without IPv6.
+    // random delay of up to 0.8 s). Both over netlink (no /proc/sys path walk);
+    // accept_dad has no netlink setter.
+    host.set_ipv4_conf(hv, &[(Ipv4Conf::ProxyArp, 1)]).await?;
+    host.set_arp_proxy_delay(hv, 0).await?;
+    // The link-local gateway address must be usable at once; absent without IPv6. Set
+    // before the host end gets carrier (when the pod end goes up), which is when the
+    // kernel makes the link-local address and would start DAD on it.
     if let Err(e) = sysctl::set(&format!("net.ipv6.conf.{veth}.accept_dad"), "0") {
         debug!(error = %e, "accept_dad not set on the host end (IPv6 disabled?)");
     }
-    host.set_up(hv)
-        .await
-        .map_err(|e| e.context(format!("setting {veth} up")))?;
     let (pod_index, pod_mac) = ctx.pod_end(&host_veth, Some(pod_mac)).await?;
     Ok(Links {
         master: None,

@@ -189,6 +189,31 @@ fn assert_routed(net: &TestNet, pod: &Pod, res: &ParsedResult) -> IpAddr {
     );
     let veth = host_veth(res);
     assert_eq!(veth, veth_name(net, pod), "host veth name");
+    // The host end as the one create request made it (MAC, up) and the settings after
+    // it, as the kernel holds them.
+    let link = sh("ip", &["-o", "link", "show", "dev", &veth]);
+    assert!(
+        link.contains("ee:ee:ee:ee:ee:ee") && link.contains(",UP"),
+        "host end: {link}"
+    );
+    let sysctl = |path: String| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        sysctl(format!("/proc/sys/net/ipv4/conf/{veth}/proxy_arp")),
+        "1"
+    );
+    assert_eq!(
+        sysctl(format!("/proc/sys/net/ipv4/neigh/{veth}/proxy_delay")),
+        "0"
+    );
+    let dad = format!("/proc/sys/net/ipv6/conf/{veth}/accept_dad");
+    if std::path::Path::new(&dad).exists() {
+        assert_eq!(sysctl(dad), "0");
+    }
     assert_eq!(host_route_devs(addr), vec![veth], "host route to {addr}");
     addr
 }

@@ -59,12 +59,36 @@ impl Netlink {
 
     /// Addresses on link `index` (global and link scope, both families).
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNetwork>, KernelError> {
+        self.addresses_in(index, AddressFamily::Unspec).await
+    }
+
+    /// Addresses of one family (`v6`) on link `index`. The kernel dumps only that
+    /// family's addresses (it filters by link only on sockets with strict checking, which
+    /// ours do not set): on a node with pods, the IPv4 dump holds the node's few IPv4
+    /// addresses whatever the number of pods, where a dump of both families also holds a
+    /// link-local IPv6 address per host veth.
+    pub async fn addresses_of_family(
+        &self,
+        index: u32,
+        v6: bool,
+    ) -> Result<Vec<IpNetwork>, KernelError> {
+        let family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        self.addresses_in(index, family).await
+    }
+
+    async fn addresses_in(
+        &self,
+        index: u32,
+        family: AddressFamily,
+    ) -> Result<Vec<IpNetwork>, KernelError> {
         let _timing = crate::timing::phase("addr.dump");
-        let msgs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
+        let mut req = self.handle.address().get().set_link_index_filter(index);
+        req.message_mut().header.family = family;
+        let msgs: Vec<_> = req
             .execute()
             .try_collect()
             .await

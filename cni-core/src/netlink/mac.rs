@@ -5,13 +5,59 @@ use std::str::FromStr;
 
 use crate::spec::error::CniError;
 
+/// `N` random bytes from one getrandom(2) call (the kernel's CSPRNG), for names and MACs
+/// that must not collide. Not `rand::random`: its thread-local generator seeds itself
+/// and detects CPU features (a CPUID each, ~5 us in a VM) on first use, more than the
+/// whole draw costs here. Should the call fail (it cannot on Linux >= 3.17 once the pool
+/// is initialised), the bytes come from the clock, the pid and a counter: unique enough
+/// for a name that is checked by its create anyway.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe {
+            libc::getrandom(
+                buf[filled..].as_mut_ptr().cast::<libc::c_void>(),
+                N - filled,
+                0,
+            )
+        };
+        match n {
+            n if n > 0 => filled += n as usize,
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => return fallback_bytes(),
+        }
+    }
+    buf
+}
+
+/// The fallback of [`random_bytes`]: a stable hash of the time, the pid and a counter.
+fn fallback_bytes<const N: usize>() -> [u8; N] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut buf = [0u8; N];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+        .to_string();
+    let pid = std::process::id().to_string();
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed).to_string();
+        let h = crate::hash::stable_hash(&[&now, &pid, &n, &i.to_string()]).to_be_bytes();
+        chunk.copy_from_slice(&h[..chunk.len()]);
+    }
+    buf
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
     /// A random locally administered unicast address.
     pub fn random() -> MacAddr {
-        let mut m: [u8; 6] = rand::random();
+        let mut m: [u8; 6] = random_bytes();
         // Clear the multicast bit, set the locally administered bit.
         m[0] = (m[0] & 0xfe) | 0x02;
         MacAddr(m)
@@ -88,6 +134,16 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<MacAddr>().unwrap_err().code, 7, "{bad}");
         }
+    }
+
+    #[test]
+    fn random_bytes_differ() {
+        let a: [u8; 16] = super::random_bytes();
+        let b: [u8; 16] = super::random_bytes();
+        assert_ne!(a, b);
+        let c: [u8; 16] = super::fallback_bytes();
+        let d: [u8; 16] = super::fallback_bytes();
+        assert_ne!(c, d);
     }
 
     #[test]

@@ -12,6 +12,9 @@ use netlink_packet_core::{NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
+use netlink_packet_route::neighbour_table::{
+    NeighbourTableAttribute, NeighbourTableMessage, NeighbourTableParameter,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::{errno, nl_err, request_ack, MacAddr, Netlink};
@@ -147,6 +150,34 @@ fn already_gone(e: &rtnetlink::Error) -> bool {
 }
 
 impl Netlink {
+    /// Sets the IPv4 neighbour parameter `proxy_delay` (`net.ipv4.neigh.<dev>.proxy_delay`,
+    /// in milliseconds) of link `index`: `RTM_SETNEIGHTBL` on the `arp_cache` table with
+    /// `NDTA_PARMS` for that device. A netlink request of the device's namespace, no
+    /// `/proc/sys` path walk.
+    pub async fn set_arp_proxy_delay(&self, index: u32, millis: u64) -> Result<(), KernelError> {
+        let _timing = crate::timing::phase("neigh.proxy-delay");
+        let mut msg = NeighbourTableMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.attributes = vec![
+            NeighbourTableAttribute::Name("arp_cache".to_string()),
+            NeighbourTableAttribute::Parms(vec![
+                NeighbourTableParameter::Ifindex(index),
+                NeighbourTableParameter::ProxyDelay(millis),
+            ]),
+        ];
+        let req = NetlinkMessage::from(RouteNetlinkMessage::SetNeighbourTable(msg));
+        match request_ack(&self.handle, req, NLM_F_REQUEST | NLM_F_ACK).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(nl_err(
+                format!(
+                    "setting IPv4 neighbour proxy_delay={millis} on link {}",
+                    self.label(index).await
+                ),
+                e,
+            )),
+        }
+    }
+
     /// Adds or replaces a permanent neighbour entry `ip -> mac` on `dev`.
     pub async fn replace_neigh(
         &self,

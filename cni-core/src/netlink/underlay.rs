@@ -59,16 +59,7 @@ impl Netlink {
     pub async fn underlay(&self, select: &UnderlaySelect) -> Result<Underlay, KernelError> {
         match select {
             UnderlaySelect::Interface(name) => {
-                let link = self.link_by_name(name).await?.ok_or_else(|| {
-                    KernelError::invalid(
-                        OP,
-                        format!(
-                            "underlayInterface {name:?} does not exist on this node: set \
-                         underlayInterface to an existing interface, or remove it to use \
-                         the default route's"
-                        ),
-                    )
-                })?;
+                let link = self.underlay_interface(name).await?;
                 let networks = self.addresses(link.index).await?;
                 // An interface still waiting for its address (DHCP) is worth a retry.
                 let addr = pick_address(&networks, false).ok_or_else(|| {
@@ -83,46 +74,11 @@ impl Netlink {
                 Ok(underlay_of(link, addr, networks))
             }
             UnderlaySelect::Address(ip) => {
-                for link in self.links().await? {
-                    let networks = self.addresses(link.index).await?;
-                    if networks.iter().any(|n| n.ip() == *ip) {
-                        return Ok(underlay_of(link, *ip, networks));
-                    }
-                }
-                Err(KernelError::invalid(
-                    OP,
-                    format!(
-                        "underlayAddress {ip} is not an address of any interface of this node: \
-                     set underlayAddress to one of this node's addresses, or remove it to \
-                     use the default route's interface"
-                    ),
-                ))
+                let (link, networks) = self.underlay_by_address(*ip).await?;
+                Ok(underlay_of(link, *ip, networks))
             }
             UnderlaySelect::DefaultRoute => {
-                let mut found = None;
-                for v6 in [false, true] {
-                    if let Some(r) = pick_default_route(&self.routes(v6, None).await?) {
-                        found = Some((r.oif, r.src, v6));
-                        break;
-                    }
-                }
-                let Some((Some(oif), src, v6)) = found else {
-                    return Err(KernelError::not_ready(
-                        OP,
-                        "no default route with an output interface in the main table to \
-                         choose the underlay from: configure underlayInterface (or \
-                         underlayAddress), or add a default route",
-                    ));
-                };
-                let link = self.link_by_index(oif).await?.ok_or_else(|| {
-                    KernelError::not_ready(
-                        OP,
-                        format!(
-                            "the default route's interface #{oif} vanished: retry, or configure \
-                         underlayInterface"
-                        ),
-                    )
-                })?;
+                let (link, src, v6) = self.default_route_link().await?;
                 let networks = self.addresses(link.index).await?;
                 let addr = src
                     .filter(|s| networks.iter().any(|n| n.ip() == *s))
@@ -144,6 +100,84 @@ impl Netlink {
 }
 
 impl Netlink {
+    /// The underlay's link alone (its MTU, name and index), as [`Netlink::underlay`]
+    /// chooses it but without reading its addresses where the choice does not need them
+    /// (`Interface`, `DefaultRoute`): what a pod's MTU is computed from. Errors as
+    /// [`Netlink::underlay`]'s, but for the underlay having no global address yet, which
+    /// does not matter to an MTU.
+    pub async fn underlay_link(&self, select: &UnderlaySelect) -> Result<Link, KernelError> {
+        match select {
+            UnderlaySelect::Interface(name) => self.underlay_interface(name).await,
+            UnderlaySelect::DefaultRoute => Ok(self.default_route_link().await?.0),
+            UnderlaySelect::Address(ip) => Ok(self.underlay_by_address(*ip).await?.0),
+        }
+    }
+
+    /// The interface holding the configured `underlayAddress`, with its addresses.
+    async fn underlay_by_address(&self, ip: IpAddr) -> Result<(Link, Vec<IpNetwork>), KernelError> {
+        for link in self.links().await? {
+            let networks = self.addresses(link.index).await?;
+            if networks.iter().any(|n| n.ip() == ip) {
+                return Ok((link, networks));
+            }
+        }
+        Err(KernelError::invalid(
+            OP,
+            format!(
+                "underlayAddress {ip} is not an address of any interface of this node: \
+                 set underlayAddress to one of this node's addresses, or remove it to \
+                 use the default route's interface"
+            ),
+        ))
+    }
+
+    /// The configured `underlayInterface`.
+    async fn underlay_interface(&self, name: &str) -> Result<Link, KernelError> {
+        self.link_by_name(name).await?.ok_or_else(|| {
+            KernelError::invalid(
+                OP,
+                format!(
+                    "underlayInterface {name:?} does not exist on this node: set \
+                     underlayInterface to an existing interface, or remove it to use \
+                     the default route's"
+                ),
+            )
+        })
+    }
+
+    /// The interface of the main table's default route with the lowest metric (IPv4
+    /// first, then IPv6), with the route's preferred source and whether it is IPv6.
+    /// A dump of the family's routes: no targeted request answers "the default route of
+    /// the main table" (a route lookup answers for a destination, through the policy
+    /// rules).
+    async fn default_route_link(&self) -> Result<(Link, Option<IpAddr>, bool), KernelError> {
+        let mut found = None;
+        for v6 in [false, true] {
+            if let Some(r) = pick_default_route(&self.routes(v6, None).await?) {
+                found = Some((r.oif, r.src, v6));
+                break;
+            }
+        }
+        let Some((Some(oif), src, v6)) = found else {
+            return Err(KernelError::not_ready(
+                OP,
+                "no default route with an output interface in the main table to \
+                 choose the underlay from: configure underlayInterface (or \
+                 underlayAddress), or add a default route",
+            ));
+        };
+        let link = self.link_by_index(oif).await?.ok_or_else(|| {
+            KernelError::not_ready(
+                OP,
+                format!(
+                    "the default route's interface #{oif} vanished: retry, or configure \
+                     underlayInterface"
+                ),
+            )
+        })?;
+        Ok((link, src, v6))
+    }
+
     /// The underlay `old` as it is now: the same interface (by index), its current
     /// addresses and MTU; the address is `old`'s while the interface still holds it, else
     /// its first global address of the same family (then of any). `None` when the
