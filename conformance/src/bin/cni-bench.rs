@@ -29,7 +29,11 @@
 //! Every invocation runs through a small helper process that forks, execs the plugin and
 //! reaps it with `wait4`, as `/usr/bin/time` does (`bench/spawn.rs` says why: a child
 //! spawned by the bench itself would report the bench's RSS as its peak). Latency is the
-//! wall time of one plugin invocation, from its `execve` to `wait4` returning. Peak RSS
+//! wall time of one plugin invocation, from its `execve` to `wait4` returning (until
+//! 2026-12-01 it was from before the bench's `Command::spawn` to `wait4`, which also held
+//! the bench's argument building, pipes and `posix_spawn`: `floors` gave 0.61 ms for
+//! `/bin/true` that way on the quiet VM; the fork child's exec, which frees the copied mm,
+//! costs ~35 µs more than a `vfork` child's, and is inside the interval). Peak RSS
 //! is the maximum over invocations of that `wait4`'s `ru_maxrss`: Linux reports there the
 //! larger of the process's own peak and the peak of every descendant it waited for, so
 //! an exec'd IPAM plugin (the reference `host-local`, or `cni-ipam` with
