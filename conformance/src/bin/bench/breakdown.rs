@@ -8,13 +8,15 @@
 //! over invocations of the summed wall and thread-CPU time and how often it ran per
 //! invocation. Phases nest (e.g. `bridge.ensure` includes a `link.get`) and `ipam.*`
 //! runs on another thread or process, concurrently with the links: the rows are not to
-//! be added up. `exec+start` is spawn to `main`; `total` is spawn to reap; `cpu total`
+//! be added up. `exec+start` is the plugin's `execve` to `main`; `total` is `execve` to reap (see
+//! `spawn.rs`); `cpu total`
 //! is the process's user+system time including the children it waited for.
 //!
 //! Floors (in this process, no plugin): a veth pair created with its peer in a netns and
 //! the host end set up (one RTM_NEWLINK + one RTM_SETLINK); an fsync'd atomic
 //! write (temp file, fsync, rename, fsync dir) in the temp dir, where the benchmark's
-//! IPAM stores live; a spawn+wait of `/bin/true`.
+//! IPAM stores live; `/bin/true` through the bench's spawner (`execve` to reap, the same
+//! interval as a plugin's `total`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,17 +28,6 @@ use conformance::fixture::with_prev;
 use serde_json::Value;
 
 use super::{invoke_env, ms, pairs_for, quantile, PairKind};
-
-pub fn realtime_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-pub fn tv(t: libc::timeval) -> Duration {
-    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-}
 
 /// One invocation's phases: name -> (summed wall, summed cpu, how many times).
 pub type Phases = BTreeMap<String, (Duration, Duration, usize)>;
@@ -108,7 +99,7 @@ pub fn plugin_main(lines: &[TraceLine]) -> Option<&TraceLine> {
 /// IPAM, `total` and `cpu total`.
 pub fn parse_trace(
     text: &str,
-    spawned_us: u64,
+    exec_us: u64,
     total: Duration,
     cpu: Duration,
 ) -> (Phases, Vec<String>) {
@@ -124,11 +115,7 @@ pub fn parse_trace(
         let (start, wall, c) = (l.start_us, l.wall_us, l.cpu_us);
         let own = Some(l.pid) == main_pid;
         let (name, wall, c) = match (l.phase.as_str(), own) {
-            ("main", true) => (
-                "exec+start".to_string(),
-                start.saturating_sub(spawned_us),
-                0,
-            ),
+            ("main", true) => ("exec+start".to_string(), start.saturating_sub(exec_us), 0),
             ("main", false) => (
                 "ipam process: exec+start".to_string(),
                 start.saturating_sub(ipam_start.unwrap_or(start)),
@@ -145,8 +132,8 @@ pub fn parse_trace(
         e.1 += Duration::from_micros(c);
         e.2 += 1;
     }
-    out.insert("total (spawn to reap)".into(), (total, cpu, 1));
-    order.push("total (spawn to reap)".into());
+    out.insert("total (exec to reap)".into(), (total, cpu, 1));
+    order.push("total (exec to reap)".into());
     (out, order)
 }
 
@@ -172,12 +159,12 @@ pub fn run(kind: PairKind, pods: usize) -> Result<(), String> {
             } else {
                 with_prev(&ours.conf, Some(&results[i]))
             };
-            let (m, v, spawned) = invoke_env(&ours, command, pod, &conf, &extra)?;
+            let (m, v, exec_us) = invoke_env(&ours, command, pod, &conf, &extra)?;
             if command == "ADD" {
                 results[i] = v;
             }
             let text = std::fs::read_to_string(&trace).unwrap_or_default();
-            let (per, order) = parse_trace(&text, spawned, m.elapsed, m.cpu);
+            let (per, order) = parse_trace(&text, exec_us, m.elapsed, m.cpu);
             tables[c][variant].add(per, &order);
         }
     }
@@ -261,14 +248,15 @@ pub fn floors(iterations: usize) -> Result<(), String> {
         write.push(t.elapsed());
     }
 
-    // Process spawn + wait.
+    // Process exec to reap, through the spawner the plugins run through.
     let mut spawn = Vec::new();
+    let req = super::spawn::Request {
+        argv: vec!["/bin/true".into()],
+        env: Vec::new(),
+        stdin: Vec::new(),
+    };
     for _ in 0..iterations {
-        let t = Instant::now();
-        std::process::Command::new("/bin/true")
-            .status()
-            .map_err(|e| e.to_string())?;
-        spawn.push(t.elapsed());
+        spawn.push(super::spawn::run(&req)?.elapsed);
     }
     println!("cni-bench floors ({iterations} iterations, medians)");
     println!(
@@ -284,7 +272,7 @@ pub fn floors(iterations: usize) -> Result<(), String> {
         median_ms(write)
     );
     println!(
-        "process spawn+wait (/bin/true)     {:>8.3} ms",
+        "process exec to reap (/bin/true)   {:>8.3} ms",
         median_ms(spawn)
     );
     Ok(())

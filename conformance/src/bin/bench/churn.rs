@@ -17,8 +17,8 @@
 //! slowest invocations (the 5 slowest ADDs and DELs and every one above p99), the phase
 //! that holds their wall time: starting from the longest span, it descends into any span
 //! that lies inside it and covers at least half of it (so `ipam.wait` resolves to the
-//! `ipam.allocate` it waited for). `exec+start` is spawn to `main` (fork, exec, loader,
-//! the scheduler), `exit+reap` is the end of the last phase to `wait4` returning.
+//! `ipam.allocate` it waited for). `exec+start` is the plugin's `execve` to `main` (exec,
+//! loader, the scheduler), `exit+reap` is the end of the last phase to `wait4` returning.
 //! The queue on the IPAM store's `flock` is sampled from `/proc/locks` every 50 ms (held
 //! or not, blocked waiters), and a derived row `ipam minus fsync` (the IPAM call minus its
 //! `ipam.fsync-dir`: flock wait plus entry creation/removal) separates the wait from the
@@ -164,9 +164,9 @@ struct Inv {
 }
 
 /// The spans of one trace: each line as it is (names of another process prefixed
-/// `ipam process:`), `exec+start` (spawn to `main`) and `exit+reap` (end of the last span
+/// `ipam process:`), `exec+start` (`execve` to `main`) and `exit+reap` (end of the last span
 /// to reap). Zero-length marks are dropped.
-fn spans(text: &str, spawned_us: u64, total: Duration) -> Vec<Span> {
+fn spans(text: &str, exec_us: u64, total: Duration) -> Vec<Span> {
     let lines = trace_lines(text);
     let main = plugin_main(&lines);
     let main_pid = main.map(|l| l.pid);
@@ -174,8 +174,8 @@ fn spans(text: &str, spawned_us: u64, total: Duration) -> Vec<Span> {
     if let Some(main) = main {
         out.push(Span {
             name: "exec+start".into(),
-            start: spawned_us,
-            wall: main.start_us.saturating_sub(spawned_us),
+            start: exec_us,
+            wall: main.start_us.saturating_sub(exec_us),
             cpu: 0,
         });
     }
@@ -196,12 +196,12 @@ fn spans(text: &str, spawned_us: u64, total: Duration) -> Vec<Span> {
             cpu,
         });
     }
-    let end = spawned_us + total.as_micros() as u64;
+    let end = exec_us + total.as_micros() as u64;
     let last = out
         .iter()
         .map(|s| s.start + s.wall)
         .max()
-        .unwrap_or(spawned_us);
+        .unwrap_or(exec_us);
     out.push(Span {
         name: "exit+reap".into(),
         start: last,
@@ -278,13 +278,13 @@ fn timed(
         .iter()
         .map(|t| ("CNI_TRACE", t.display().to_string()))
         .collect();
-    let (m, v, spawned) = invoke_env(pair, command, pod, conf, &extra)?;
+    let (m, v, exec_us) = invoke_env(pair, command, pod, conf, &extra)?;
     let (mut phases, mut sp) = (Phases::new(), Vec::new());
     if let Some(t) = &trace {
         let text = std::fs::read_to_string(t).unwrap_or_default();
         let _ = std::fs::remove_file(t);
-        phases = parse_trace(&text, spawned, m.elapsed, m.cpu).0;
-        sp = spans(&text, spawned, m.elapsed);
+        phases = parse_trace(&text, exec_us, m.elapsed, m.cpu).0;
+        sp = spans(&text, exec_us, m.elapsed);
         if let Some(x) = sp.last() {
             phases.insert(
                 "exit+reap".into(),
@@ -334,7 +334,7 @@ fn explain(invs: &[Inv], add: bool) {
         }
     }
     order.push(IPAM_NOT_FSYNC.into());
-    order.push("total (spawn to reap)".into());
+    order.push("total (exec to reap)".into());
     println!(
         "  {cmd}: per phase over {} invocations (ms; wall summed per invocation, cpu = thread CPU)",
         traced.len()
@@ -346,7 +346,7 @@ fn explain(invs: &[Inv], add: bool) {
     for name in &order {
         let (mut w, mut c, mut n) = (Vec::new(), Vec::new(), 0usize);
         for i in &traced {
-            let got = if name == "total (spawn to reap)" {
+            let got = if name == "total (exec to reap)" {
                 Some((i.total, i.cpu, 1))
             } else {
                 i.phases.get(name).copied()
