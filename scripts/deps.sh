@@ -20,6 +20,7 @@ pkgs=(
   golang-go golang-github-appc-cni-dev golang-github-containerd-go-cni-dev
                               # libcni 1.1 and go-cni drivers (conformance/tests/libcni.rs)
   tcpdump iperf3              # inspection and throughput measurements
+  time                        # /usr/bin/time -f %M: peak RSS baseline of conformance/tests/bench_spawn.rs
   user-mode-linux kmod        # IPIP end-to-end tests run in a UML guest (this kernel has no ipip)
   bird2 frr gobgpd            # real BGP speakers for the interoperability tests
   debootstrap                 # scripts/fresh-check.sh builds a minimal Debian root
