@@ -2,9 +2,12 @@
 //! reports it, not the bench's: programs run through the bench's spawner
 //! (`cni-bench measure`, the same code path as every benchmarked invocation) while the
 //! bench holds a 64 MiB ballast must give the `ru_maxrss` that `/usr/bin/time -f %M`
-//! gives for the same program, within 0.1 MB (medians). A spawner that let the bench's RSS
-//! into the child (`posix_spawn`/`vfork` from the bench, or a fork of the grown bench)
-//! reads 64 MiB or more here.
+//! gives for the same program, within 0.1 MB (medians), or, for a program whose own peak
+//! is below it, the spawner's floor (the forked child's own peak just before `execve`,
+//! which the exec carries into the program's `ru_maxrss`; the bench reports it per run:
+//! ~260 KiB in the `dist` build, ~0.9–1.2 MB in the unoptimised builds the tests run).
+//! A spawner that let the bench's RSS into the child (`posix_spawn`/`vfork` from the
+//! bench, or a fork of the grown bench) reads 64 MiB or more here.
 //!
 //! Needs GNU time (`/usr/bin/time`, Debian package `time`) and `dd` (coreutils).
 
@@ -21,9 +24,9 @@ fn median(mut v: Vec<i64>) -> i64 {
     v[v.len() / 2]
 }
 
-/// Peak RSS (KiB) of `cmd` per run through `cni-bench measure` with the ballast, after
-/// checking that the bench really held it.
-fn through_bench(cmd: &[&str]) -> Vec<i64> {
+/// Peak RSS and the spawner's floor (KiB) of `cmd` per run through `cni-bench measure`
+/// with the ballast, after checking that the bench really held it.
+fn through_bench(cmd: &[&str]) -> Vec<(i64, i64)> {
     let out = Command::new(BENCH)
         .args(["measure", "--runs", &RUNS.to_string()])
         .args(["--ballast-mb", &BALLAST_MIB.to_string(), "--"])
@@ -49,7 +52,12 @@ fn through_bench(cmd: &[&str]) -> Vec<i64> {
                 hwm >= BALLAST_MIB << 10,
                 "the bench's own peak is {hwm} KiB, below its ballast: the test proves nothing"
             );
-            v["maxrss_kib"].as_i64().expect("maxrss_kib")
+            let floor = v["floor_kib"].as_i64().expect("floor_kib");
+            assert!(
+                floor < 4096,
+                "the spawner's floor is {floor} KiB: the bench's memory reached the child"
+            );
+            (v["maxrss_kib"].as_i64().expect("maxrss_kib"), floor)
         })
         .collect()
 }
@@ -73,15 +81,19 @@ fn through_time(cmd: &[&str]) -> Vec<i64> {
         .collect()
 }
 
-/// Both medians, after asserting they agree within [`TOLERANCE_KIB`].
+/// Both medians, after asserting that the bench's agrees within [`TOLERANCE_KIB`] with
+/// `/usr/bin/time`'s or, where that is lower, with the spawner's floor.
 fn compare(cmd: &[&str]) -> (i64, i64) {
-    let ours = through_bench(cmd);
+    let runs = through_bench(cmd);
+    let ours: Vec<i64> = runs.iter().map(|r| r.0).collect();
+    let floor = median(runs.iter().map(|r| r.1).collect());
     let time = through_time(cmd);
     let (o, t) = (median(ours.clone()), median(time.clone()));
+    let expected = t.max(floor);
     assert!(
-        (o - t).abs() <= TOLERANCE_KIB,
+        (o - expected).abs() <= TOLERANCE_KIB,
         "{cmd:?}: peak RSS through the bench's spawner {o} KiB {ours:?}, \
-         /usr/bin/time {t} KiB {time:?}"
+         /usr/bin/time {t} KiB {time:?}, spawner floor {floor} KiB"
     );
     (o, t)
 }

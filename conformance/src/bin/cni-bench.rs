@@ -246,6 +246,7 @@ fn measure(runs: usize, ballast_mb: usize, command: &[std::ffi::OsString]) -> Re
             "{}",
             serde_json::json!({
                 "maxrss_kib": r.maxrss_kib,
+                "floor_kib": r.floor_kib,
                 "wall_us": r.elapsed.as_micros() as u64,
                 "user_us": r.utime.as_micros() as u64,
                 "sys_us": r.stime.as_micros() as u64,

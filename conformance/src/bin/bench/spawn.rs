@@ -79,6 +79,9 @@ pub struct Run {
     /// When the child called `execve` (`CLOCK_REALTIME`, µs since the epoch).
     pub exec_realtime_us: u64,
     pub maxrss_kib: i64,
+    /// The forked child's own peak RSS just before `execve` (KiB): what the exec carries
+    /// into `maxrss_kib` at least, so a program whose own peak is below it reads this.
+    pub floor_kib: i64,
     pub utime: Duration,
     pub stime: Duration,
     pub stdout: Vec<u8>,
@@ -198,7 +201,7 @@ fn read_answer(r: &mut impl Read) -> std::io::Result<Result<Run, String>> {
         return Ok(Err(String::from_utf8_lossy(&get_bytes(r)?).into_owned()));
     }
     let status = i32::from_ne_bytes(get(r)?);
-    let mut n = [0u64; 5];
+    let mut n = [0u64; 6];
     for v in &mut n {
         *v = u64::from_ne_bytes(get(r)?);
     }
@@ -209,6 +212,7 @@ fn read_answer(r: &mut impl Read) -> std::io::Result<Result<Run, String>> {
         maxrss_kib: n[2] as i64,
         utime: Duration::from_micros(n[3]),
         stime: Duration::from_micros(n[4]),
+        floor_kib: n[5] as i64,
         stdout: get_bytes(r)?,
     }))
 }
@@ -228,6 +232,7 @@ fn write_answer(w: &mut impl Write, run: &Result<Run, String>) -> std::io::Resul
                 r.maxrss_kib as u64,
                 r.utime.as_micros() as u64,
                 r.stime.as_micros() as u64,
+                r.floor_kib as u64,
             ] {
                 w.write_all(&v.to_ne_bytes())?;
             }
@@ -364,13 +369,13 @@ fn fork_exec_wait(
     let name = program.to_string_lossy();
     read_out.map_err(|e| format!("stdout of {name}: {e}"))?;
     read_st.map_err(|e| format!("status pipe of {name}: {e}"))?;
-    if st.len() < 16 {
+    if st.len() < 24 {
         return Err(format!(
             "{name}: the child failed before exec (status {status:#x})"
         ));
     }
-    if st.len() >= 20 {
-        let errno = i32::from_ne_bytes([st[16], st[17], st[18], st[19]]);
+    if st.len() >= 28 {
+        let errno = i32::from_ne_bytes([st[24], st[25], st[26], st[27]]);
         return Err(format!(
             "exec {name}: {}",
             std::io::Error::from_raw_os_error(errno)
@@ -378,11 +383,13 @@ fn fork_exec_wait(
     }
     let mono = u64::from_ne_bytes(st[0..8].try_into().unwrap_or_default());
     let real = u64::from_ne_bytes(st[8..16].try_into().unwrap_or_default());
+    let floor = u64::from_ne_bytes(st[16..24].try_into().unwrap_or_default());
     Ok(Run {
         status,
         elapsed: Duration::from_nanos(end.saturating_sub(mono)),
         exec_realtime_us: real,
         maxrss_kib: ru.ru_maxrss,
+        floor_kib: floor as i64,
         utime: Duration::from_micros(tv_us(ru.ru_utime)),
         stime: Duration::from_micros(tv_us(ru.ru_stime)),
         stdout,
@@ -390,7 +397,8 @@ fn fork_exec_wait(
 }
 
 /// The forked child: `fds` (stdin, stdout, stderr, status pipe) onto 0, 1, 2, its time
-/// stamps (`CLOCK_MONOTONIC` ns, `CLOCK_REALTIME` µs) on the status pipe, `execve`; when
+/// stamps (`CLOCK_MONOTONIC` ns, `CLOCK_REALTIME` µs) and its own peak RSS so far (KiB,
+/// the floor the exec carries into the program's) on the status pipe, `execve`; when
 /// that fails, errno on the status pipe and exit 127.
 ///
 /// Only raw system calls through `libc::syscall`: the fork copied none of the parent's
@@ -429,8 +437,10 @@ unsafe fn exec_child(
         libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_REALTIME, &mut t[1]);
         libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut t[0]);
         let [mono, real] = t.map(|t| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
-        let stamps: [u64; 2] = [mono, real / 1000];
-        libc::syscall(libc::SYS_write, fds[3], stamps.as_ptr(), 16usize);
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::syscall(libc::SYS_getrusage, libc::RUSAGE_SELF, &mut ru);
+        let stamps: [u64; 3] = [mono, real / 1000, ru.ru_maxrss as u64];
+        libc::syscall(libc::SYS_write, fds[3], stamps.as_ptr(), 24usize);
         let r = libc::syscall(libc::SYS_execve, program, argv, env);
         // glibc's `syscall` returned -1 and set errno (read only on this failure path).
         let errno: i32 = if r < 0 { *libc::__errno_location() } else { 0 };
@@ -480,6 +490,7 @@ mod tests {
             elapsed: Duration::from_nanos(1_234_567),
             exec_realtime_us: 42,
             maxrss_kib: 3000,
+            floor_kib: 264,
             utime: Duration::from_micros(7),
             stime: Duration::from_micros(9),
             stdout: b"out".to_vec(),
@@ -489,7 +500,10 @@ mod tests {
         let back = read_answer(&mut buf.as_slice()).unwrap().unwrap();
         assert_eq!(back.status, 0x100);
         assert_eq!(back.elapsed, Duration::from_nanos(1_234_567));
-        assert_eq!((back.exec_realtime_us, back.maxrss_kib), (42, 3000));
+        assert_eq!(
+            (back.exec_realtime_us, back.maxrss_kib, back.floor_kib),
+            (42, 3000, 264)
+        );
         assert_eq!(
             (back.utime, back.stime),
             (Duration::from_micros(7), Duration::from_micros(9))
