@@ -58,6 +58,9 @@ pub(crate) struct DatapathHandler<D: NodeSide> {
     refused: BTreeMap<String, String>,
     /// The first full reconcile against the kernel has run.
     synced: bool,
+    /// The first full picture of the nodes ([`PeerEvent::Resync`]) has arrived: a first
+    /// reconcile postponed for lack of this node's record runs once the record is known.
+    pictured: bool,
     metrics: Arc<Metrics>,
     /// Kernel notifications, once [`DatapathHandler::watch_kernel`] started them.
     kernel: Option<KernelWatch>,
@@ -96,6 +99,7 @@ impl<D: NodeSide> DatapathHandler<D> {
             peers: BTreeMap::new(),
             refused: BTreeMap::new(),
             synced: false,
+            pictured: false,
             metrics,
             kernel: None,
             pending: None,
@@ -349,7 +353,16 @@ impl<D: NodeSide> PeerHandler for DatapathHandler<D> {
                     }
                 }
                 self.me = Some(me.clone());
-                if self.synced {
+                if !self.synced {
+                    // The first full picture came while this node had no record (its
+                    // lease expired before it: a stalled disk or etcd), so its first
+                    // reconcile was postponed; without this nothing would be programmed
+                    // until the periodic resync.
+                    if self.pictured {
+                        tracing::info!(node = %me.name, "this node's record is known: first datapath resync");
+                        self.full().await;
+                    }
+                } else {
                     match self.side.ensure(&self.nl, &me).await {
                         // A recreated device lost every entry on it.
                         Ok(true) => self.full().await,
@@ -426,6 +439,7 @@ impl<D: NodeSide> PeerHandler for DatapathHandler<D> {
                         .any(|r| r.info.name == *name && !r.blocks.is_empty())
                 });
                 self.peers = peers;
+                self.pictured = true;
                 self.full().await;
             }
         }
