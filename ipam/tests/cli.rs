@@ -1,10 +1,13 @@
 //! End-to-end tests of the `cni-ipam` binary: CNI env + JSON on stdin, result on stdout.
 
+mod store_util;
+
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use store_util::entry_owner;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cni-ipam");
 
@@ -511,21 +514,4 @@ fn older_store_layout_is_refused() {
         assert!(msg.contains(&ips.display().to_string()), "{msg}");
     }
     assert!(ips.join("10.55.0.2").exists());
-}
-
-/// The attachment (`key-<cid>+<ifname>`) an address entry names: its target is the
-/// owner's record (JSON, this build) or the owner's key entry name (earlier builds).
-fn entry_owner(path: &std::path::Path) -> String {
-    let t = std::fs::read_link(path).unwrap();
-    let t = t.to_str().unwrap();
-    if t.starts_with('{') {
-        let rec: serde_json::Value = serde_json::from_str(t).unwrap();
-        format!(
-            "key-{}+{}",
-            rec["containerID"].as_str().unwrap(),
-            rec["ifname"].as_str().unwrap()
-        )
-    } else {
-        t.to_string()
-    }
 }

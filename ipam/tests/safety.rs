@@ -8,6 +8,8 @@
 //!   this test binary itself, re-executed as [`delegating_plugin_helper`], which
 //!   delegates through `cni_core::delegate` as our plugins do).
 
+mod store_util;
+
 use serde_json::{json, Value};
 use std::fs;
 use std::io::Write;
@@ -15,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use store_util::entry_owner;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cni-ipam");
 
@@ -517,21 +520,4 @@ fn cni_ipam_whose_recorded_parent_is_gone_changes_nothing() {
         Path::new("/"),
         &mine,
     )));
-}
-
-/// The attachment (`key-<cid>+<ifname>`) an address entry names: its target is the
-/// owner's record (JSON, this build) or the owner's key entry name (earlier builds).
-fn entry_owner(path: &std::path::Path) -> String {
-    let t = std::fs::read_link(path).unwrap();
-    let t = t.to_str().unwrap();
-    if t.starts_with('{') {
-        let rec: serde_json::Value = serde_json::from_str(t).unwrap();
-        format!(
-            "key-{}+{}",
-            rec["containerID"].as_str().unwrap(),
-            rec["ifname"].as_str().unwrap()
-        )
-    } else {
-        t.to_string()
-    }
 }
