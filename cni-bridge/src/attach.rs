@@ -58,7 +58,7 @@ pub(crate) async fn links(
         up: true,
     };
     let host_veth = create_veth(host, ctx, &cfg.bridge, pod_mac, mtu, host_end, made).await?;
-    let (pod_index, pod_mac) = ctx.pod_end(&host_veth, Some(pod_mac)).await?;
+    let pod_index = ctx.pod_index(&host_veth).await?;
 
     let hv = host_veth.index;
     if cfg.hairpin_mode {

@@ -61,19 +61,14 @@ impl Ctx<'_> {
         self.target.attachment()
     }
 
-    /// The pod end of the pair just made whose host end is `host_veth`: its index and
-    /// MAC. `mac` is the MAC the pod end was created with (a datapath that picks it
-    /// itself, [`MacAddr::random`] when the configuration gives none, knows it); the
-    /// index is the host end's `IFLA_LINK`, which the create's echo carries. Only when
-    /// either is unknown (a kernel that does not echo the create) is the pod end looked
-    /// up: one `RTM_GETLINK` less per ADD otherwise.
-    pub async fn pod_end(
-        &self,
-        host_veth: &Link,
-        mac: Option<MacAddr>,
-    ) -> Result<(u32, MacAddr), CniError> {
-        if let (Some(index), Some(mac)) = (host_veth.peer, mac) {
-            return Ok((index, mac));
+    /// The index, inside the pod's netns, of the pod end of the pair just made whose host
+    /// end is `host_veth`: the host end's `IFLA_LINK`, which the create's echo carries.
+    /// Only a kernel that does not echo the create makes this look the pod end up. (Its
+    /// MAC needs no lookup: the datapaths create it with one they picked,
+    /// [`MacAddr::random`] when the configuration gives none.)
+    pub async fn pod_index(&self, host_veth: &Link) -> Result<u32, CniError> {
+        if let Some(index) = host_veth.peer {
+            return Ok(index);
         }
         let ifname = self.ifname;
         let link = self.pod.link_by_name(ifname).await?.ok_or_else(|| {
@@ -82,11 +77,7 @@ impl Ctx<'_> {
                 self.netns.display()
             ))
         })?;
-        let mac = link
-            .mac
-            .or(mac)
-            .ok_or_else(|| CniError::internal(format!("{ifname} has no MAC address")))?;
-        Ok((link.index, mac))
+        Ok(link.index)
     }
 }
 
@@ -491,9 +482,11 @@ pub(crate) fn check<D: VethDatapath>(call: &Call, target: &Target, dp: &D) -> Re
     }
     let ifname = target.ifname.as_str();
     let ips = check::pod_ips(prev, ifname, netns)?;
-    let ns = target
-        .open_netns()
-        .unwrap_or_else(|| NetNs::open(netns).map(Into::into))?;
+    // The guard's open namespace (opened now if the guard could not): `netns` is set.
+    let ns = match target.open_netns() {
+        Some(ns) => ns?,
+        None => return Err(CniError::invalid_env("CNI_NETNS is required for CHECK")),
+    };
     block_on(async {
         let host = Netlink::connect()?;
         let pod = Netlink::connect_in(&ns)?;

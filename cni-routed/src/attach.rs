@@ -114,7 +114,7 @@ pub(crate) async fn links(
     if let Err(e) = sysctl::set(&format!("net.ipv6.conf.{veth}.accept_dad"), "0") {
         debug!(error = %e, "accept_dad not set on the host end (IPv6 disabled?)");
     }
-    let (pod_index, pod_mac) = ctx.pod_end(&host_veth, Some(pod_mac)).await?;
+    let pod_index = ctx.pod_index(&host_veth).await?;
     Ok(Links {
         master: None,
         master_mac_fixed: false,
