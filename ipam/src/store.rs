@@ -826,16 +826,15 @@ impl Store {
         let mut ips = Vec::new();
         // Per address: its entry is a leftover of this attachment's crashed ADD (adopted).
         let mut adopted = Vec::new();
-        let mut cursors = Vec::new();
-        // The cursor files read (one per set that probed), rewritten below.
-        let mut hints: Vec<Option<Hint>> = Vec::new();
+        // Per set: its address, and its cursor file when it probed (read once, rewritten
+        // below).
+        let mut cursors: Vec<(&RangeSet, IpAddr, Option<Hint>)> = Vec::new();
         // Choosing creates nothing: the lock keeps every other writer out until the
         // entries are created below (exclusively all the same: a name that appeared by
         // hand meanwhile fails the ADD, it is never overwritten).
         for (set, want) in sets.sets().iter().zip(wanted) {
-            let ip = match want {
+            let (ip, hint) = match want {
                 Some(ip) => {
-                    hints.push(None);
                     match self.owner_of(*ip)? {
                         None => match self.index_allows(key, *ip)? {
                             Indexed::Mine => adopted.push(false),
@@ -844,11 +843,10 @@ impl Store {
                         Some(o) if o == *key => adopted.push(true),
                         o => return Err(unavailable(*ip, o)),
                     }
-                    *ip
+                    (*ip, None)
                 }
                 None => {
                     let (hint, cursor) = self.read_cursor(set);
-                    hints.push(Some(hint));
                     let mut found = None;
                     for ip in set.candidates(cursor) {
                         if matches!(read_symlink(&self.ip_path(ip))?, Link::Missing)
@@ -859,12 +857,13 @@ impl Store {
                         }
                     }
                     adopted.push(false);
-                    found.ok_or_else(|| IpamError::Exhausted {
+                    let ip = found.ok_or_else(|| IpamError::Exhausted {
                         set: set.to_string(),
-                    })?
+                    })?;
+                    (ip, Some(hint))
                 }
             };
-            cursors.push((set, ip));
+            cursors.push((set, ip, hint));
             let range = set
                 .range_for(ip)
                 .ok_or_else(|| IpamError::config(format!("{ip} is not in range set {set}")))?;
@@ -933,8 +932,8 @@ impl Store {
         created.push(path);
         // Hints, rewritten in place in their files: the directory's fsync does not carry
         // them (file content), the kernel writes them back later.
-        for ((set, ip), hint) in cursors.into_iter().zip(&hints) {
-            self.write_cursor(set, hint.as_ref(), ip);
+        for (set, ip, hint) in &cursors {
+            self.write_cursor(set, hint.as_ref(), *ip);
         }
         // The one fsync: addresses, index and key entry become durable together (on
         // failure the caller removes them all, key entry first).
