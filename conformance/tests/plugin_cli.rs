@@ -8,15 +8,18 @@ use std::process::Command;
 use conformance::bins;
 use conformance::fixture::TestNet;
 
+/// The plugin binaries (the skeleton's edge is the same in each).
+const PLUGINS: [&str; 5] = [
+    "cni-bridge",
+    "cni-vxlan",
+    "cni-routed",
+    "cni-ipip",
+    "cni-ipam",
+];
+
 #[test]
 fn version_flag_prints_name_version_and_spec_versions() {
-    for name in [
-        "cni-bridge",
-        "cni-vxlan",
-        "cni-routed",
-        "cni-ipip",
-        "cni-ipam",
-    ] {
+    for name in PLUGINS {
         let o = Command::new(bins::our_bin(name))
             .arg("--version")
             .env_clear()
@@ -130,13 +133,7 @@ fn unknown_cni_args_refused_unless_ignore_unknown() {
 #[test]
 fn closed_stdout_is_an_error_exit_not_sigpipe() {
     use std::os::unix::process::ExitStatusExt;
-    for name in [
-        "cni-bridge",
-        "cni-vxlan",
-        "cni-routed",
-        "cni-ipip",
-        "cni-ipam",
-    ] {
+    for name in PLUGINS {
         let (read, write) = nix::unistd::pipe().unwrap();
         drop(read);
         let status = Command::new(bins::our_bin(name))
